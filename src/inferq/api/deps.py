@@ -1,0 +1,49 @@
+"""What route handlers get injected: the services and the calling key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from inferq.config import Settings
+from inferq.core.keys import KeyService
+from inferq.core.models import ApiKey
+from inferq.core.service import JobService
+from inferq.engines.registry import ModelRegistry
+from inferq.store.base import JobStore
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    store: JobStore
+    registry: ModelRegistry
+    jobs: JobService
+    keys: KeyService
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def api_key_from(request: Request) -> str | None:
+    """The key from ``Authorization: Bearer``, ``api_key`` or ``unstructured-api-key``."""
+    headers = request.headers
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("api_key") or headers.get("unstructured-api-key") or None
+
+
+async def get_caller(
+    request: Request, services: Annotated[Services, Depends(get_services)]
+) -> ApiKey:
+    return await services.keys.authenticate(api_key_from(request))
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+CallerDep = Annotated[ApiKey, Depends(get_caller)]

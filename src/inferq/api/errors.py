@@ -1,0 +1,160 @@
+"""Turning exceptions into each dialect's error body.
+
+Services raise :class:`~inferq.core.errors.InferqError`; request validation
+raises FastAPI's ``RequestValidationError``; routing raises Starlette's
+``HTTPException``. One handler per exception kind picks the dialect from the
+path and lets that dialect render the body. Anything else is a bug: it is
+logged with its traceback and rendered as a 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inferq.api import infera, openai, together
+from inferq.core.errors import (
+    AuthenticationFailed,
+    ClientError,
+    Conflict,
+    InferqError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    QueueFull,
+)
+
+log = logging.getLogger("inferq.api")
+
+Renderer = Callable[[InferqError], JSONResponse]
+
+
+def renderer_for(path: str) -> Renderer:
+    """The error renderer of the dialect that serves ``path``."""
+    if path.startswith("/v1/queue"):
+        return together.render_error
+    if path.startswith("/v1/"):
+        return openai.render_error
+    return infera.render_error
+
+
+def render(request_path: str, exc: InferqError) -> JSONResponse:
+    response = renderer_for(request_path)(exc)
+    # The official SDKs retry 408/409 and 5xx by default; a client mistake or a
+    # finished job will not change on retry, so tell them not to.
+    if isinstance(exc, ClientError) and not isinstance(exc, QueueFull):
+        response.headers["x-should-retry"] = "false"
+    if isinstance(exc, QueueFull):
+        response.headers["retry-after"] = f"{exc.retry_after:g}"
+    return response
+
+
+def _param(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts)
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    """The first problem of a failed validation, as an InvalidRequest naming the field."""
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return InvalidRequest(
+            f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}",
+            param="body",
+        )
+    param = _param(tuple(first.get("loc", ())))
+    message = first["msg"]
+    return InvalidRequest(f"{param}: {message}" if param else message, param=param or None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_inferq_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InferqError)
+        if not isinstance(exc, ClientError):
+            log.warning("%s %s failed: %s", request.method, request.url.path, exc)
+        return render(request.url.path, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        path = request.url.path
+        if renderer_for(path) is infera.render_error:
+            # FastAPI's own 422 shape is Infera's documented error.
+            response = infera.render_validation(exc)
+            response.headers["x-should-retry"] = "false"
+            return response
+        return render(path, validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        mapped: InferqError
+        if exc.status_code == 404:
+            mapped = NotFound(f"no route {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            mapped = MethodNotAllowed(
+                f"method {request.method} is not allowed on {request.url.path}"
+            )
+        elif exc.status_code == 401:
+            mapped = AuthenticationFailed(str(exc.detail))
+        elif exc.status_code == 409:
+            mapped = Conflict(str(exc.detail))
+        else:
+            mapped = InvalidRequest(str(exc.detail))
+        return render(request.url.path, mapped)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return render(request.url.path, InferqError("internal error; see the server log"))
+
+    app.add_exception_handler(InferqError, on_inferq_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with a 413 in the dialect's shape.
+
+    Checks ``Content-Length`` up front and counts streamed (chunked) bodies too.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_json(scope, send, render(scope["path"], too_large))
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise too_large
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+async def _send_json(scope: Scope, send: Send, response: JSONResponse) -> None:
+    async def no_body() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, no_body, send)

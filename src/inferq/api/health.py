@@ -1,0 +1,28 @@
+"""Liveness and readiness probes (no key needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from inferq.api.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """The store answers and every configured model is loaded."""
+    store_ok = await services.store.ping()
+    models_ok = services.registry.ready
+    ready = store_ok and models_ok
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "store": store_ok, "models": models_ok},
+        status_code=200 if ready else 503,
+    )

@@ -1,0 +1,87 @@
+"""Infera's endpoints. Handlers translate and delegate; no logic here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import UUID4
+
+from inferq.api.chat import render_completion
+from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
+from inferq.api.infera.translate import render_completion_time, render_result
+from inferq.api.sync import finished_or_raise
+from inferq.core.errors import InvalidRequest
+from inferq.core.models import ChatRequest
+from inferq.core.states import ServiceClass
+
+router = APIRouter(tags=["infera"])
+
+
+def _renamed(exc: InvalidRequest, names: dict[str, str]) -> InvalidRequest:
+    """The same error, naming Infera's field instead of the core's."""
+    param = names.get(exc.param or "", exc.param)
+    message = exc.message
+    if exc.param and param != exc.param:
+        message = message.replace(exc.param, param or "")
+    return InvalidRequest(message, param=param)
+
+
+@router.post("/submit_job")
+async def submit_job(body: JobRequest, caller: CallerDep, services: ServicesDep) -> dict[str, str]:
+    request = ChatRequest(
+        messages=tuple(m.to_core() for m in body.messages),
+        max_tokens=body.max_output or None,
+        temperature=body.temperature,
+    )
+    try:
+        job = await services.jobs.submit(
+            tenant=caller.tenant,
+            model=body.model,
+            request=request,
+            origin="infera",
+            service_class=ServiceClass.ASYNC,
+        )
+    except InvalidRequest as exc:
+        raise _renamed(exc, {"max_tokens": "max_output"}) from exc
+    return {"job_id": job.id}
+
+
+@router.get("/get_result/{job_id}")
+async def get_result(job_id: UUID4, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    return render_result(await services.jobs.get(str(job_id), tenant=caller.tenant))
+
+
+@router.get("/get_completion_time/{job_id}")
+async def get_completion_time(
+    job_id: UUID4, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    return render_completion_time(await services.jobs.get(str(job_id), tenant=caller.tenant))
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    body: ChatCompletionsRequest, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any]:
+    request = ChatRequest(
+        messages=tuple(m.to_core() for m in body.messages),
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+    )
+    timeout = float(body.request_timeout_time or services.settings.sync_timeout)
+    job = await services.jobs.submit(
+        tenant=caller.tenant,
+        model=body.model,
+        request=request,
+        origin="infera",
+        service_class=ServiceClass.INTERACTIVE,
+        timeout=timeout,
+    )
+    done = await services.jobs.wait(job.id, tenant=caller.tenant, deadline=job.deadline_at or 0)
+    return render_completion(finished_or_raise(done))
+
+
+@router.get("/available_models")
+async def available_models(caller: CallerDep, services: ServicesDep) -> list[str]:
+    return services.registry.names()

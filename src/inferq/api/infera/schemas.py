@@ -1,0 +1,38 @@
+"""Infera wire models, as its OpenAPI documents them (every field required)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+from inferq.core.models import ROLES, ChatMessage
+
+
+class InputMessage(BaseModel):
+    role: str
+    content: str
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; use one of {', '.join(sorted(ROLES))}")
+        return role
+
+    def to_core(self) -> ChatMessage:
+        return ChatMessage(role=self.role, content=self.content)
+
+
+class JobRequest(BaseModel):
+    model: str = Field(min_length=1)
+    messages: list[InputMessage] = Field(min_length=1)
+    #: 0 means "no limit": generate until the model stops or the context is full
+    max_output: int = Field(ge=0)
+    temperature: float = Field(ge=0, le=2)
+
+
+class ChatCompletionsRequest(BaseModel):
+    model: str = Field(min_length=1)
+    messages: list[InputMessage] = Field(min_length=1)
+    max_tokens: int = Field(gt=0)
+    temperature: float = Field(ge=0, le=2)
+    request_timeout_time: int | None = Field(default=240, gt=0)

@@ -1,0 +1,88 @@
+"""OpenAI's chat and models endpoints. Handlers translate and delegate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from inferq.api.chat import render_chunk, render_completion, render_usage
+from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.openai.schemas import ChatCompletionRequest
+from inferq.api.openai.translate import SSE_DONE, error_body, sse
+from inferq.api.sync import abandon, finished_or_raise
+from inferq.core.errors import InferqError
+from inferq.core.models import Job
+from inferq.core.service import JobService
+from inferq.core.states import ServiceClass
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any] | StreamingResponse:
+    job = await services.jobs.submit(
+        tenant=caller.tenant,
+        model=body.model,
+        request=body.to_request(),
+        origin="openai",
+        service_class=ServiceClass.INTERACTIVE,
+        priority=body.priority,
+        timeout=body.timeout or services.settings.sync_timeout,
+    )
+    if body.stream:
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(
+            _stream(services.jobs, job, include_usage=include_usage),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    try:
+        done = await services.jobs.wait(job.id, tenant=job.tenant, deadline=job.deadline_at or 0)
+    except BaseException:
+        abandon(services.jobs, job)
+        raise
+    return render_completion(finished_or_raise(done))
+
+
+async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIterator[str]:
+    finished = False
+    try:
+        yield sse(render_chunk(job, delta={"role": "assistant", "content": ""}))
+        async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
+            yield sse(render_chunk(job, delta={"content": piece}))
+        done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
+        finished = True
+        assert done.result is not None
+        yield sse(render_chunk(done, finish_reason=done.result.finish_reason))
+        if include_usage:
+            yield sse(render_chunk(done, usage=render_usage(done)))
+        yield SSE_DONE
+    except InferqError as exc:
+        finished = True
+        yield sse(error_body(exc))
+    finally:
+        if not finished:
+            abandon(jobs, job)
+
+
+@router.get("/models")
+async def list_models(caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [_model(name) for name in services.registry.names()],
+    }
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    services.registry.get(model_id)
+    return _model(model_id)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "inferq"}

@@ -1,0 +1,55 @@
+"""Outcomes of sync requests, shared by the dialects that wait for a job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from inferq.core.errors import (
+    Conflict,
+    DeadlineExceeded,
+    EngineError,
+    InferqError,
+    NotFound,
+    PromptTooLong,
+)
+from inferq.core.models import Job
+from inferq.core.service import JobService
+from inferq.core.states import JobState
+
+log = logging.getLogger("inferq.api")
+_background: set[asyncio.Task[None]] = set()
+
+
+def finished_or_raise(job: Job) -> Job:
+    """The job when it succeeded; otherwise the error its client should see."""
+    if job.state is JobState.SUCCEEDED:
+        return job
+    message = job.error.message if job.error else f"the job ended {job.state.value}"
+    if job.state is JobState.EXPIRED:
+        raise DeadlineExceeded(message)
+    if job.state is JobState.CANCELLED:
+        raise Conflict(f"the request was cancelled: {message}")
+    if job.error is not None and job.error.code == PromptTooLong.code:
+        raise PromptTooLong(message, param="messages")
+    raise EngineError(message)
+
+
+def abandon(jobs: JobService, job: Job) -> None:
+    """Cancel a sync job whose client went away, without blocking the caller."""
+
+    async def cancel() -> None:
+        with contextlib.suppress(Conflict, NotFound):
+            await jobs.cancel(job.id, tenant=job.tenant)
+            log.info("job %s cancelled: its client disconnected", job.id)
+
+    async def guarded() -> None:
+        try:
+            await cancel()
+        except InferqError:
+            log.exception("could not cancel abandoned job %s", job.id)
+
+    task = asyncio.get_running_loop().create_task(guarded())
+    _background.add(task)
+    task.add_done_callback(_background.discard)

@@ -1,0 +1,82 @@
+"""Together's queue endpoints. Handlers translate and delegate; no logic here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from inferq.api.chat import parse_chat_body
+from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.together.schemas import QueueCancelRequest, QueueClearRequest, QueueJobRequest
+from inferq.api.together.translate import STATUS, error_body, render_status
+from inferq.core.errors import Conflict, NotFound
+from inferq.core.models import Job
+from inferq.core.states import ServiceClass
+
+router = APIRouter(prefix="/v1/queue", tags=["together"])
+
+
+@router.post("/submit")
+async def submit(body: QueueJobRequest, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+    chat = parse_chat_body(body.payload, prefix="payload")
+    job = await services.jobs.submit(
+        tenant=caller.tenant,
+        model=body.model,
+        request=chat.to_request(),
+        origin="together",
+        service_class=ServiceClass.ASYNC,
+        priority=body.priority,
+        info=body.info,
+        inputs=body.payload,
+    )
+    return {"requestId": job.id}
+
+
+async def _job(services: ServicesDep, caller: CallerDep, request_id: str, model: str) -> Job:
+    job = await services.jobs.get(request_id, tenant=caller.tenant)
+    if job.model != model:
+        raise NotFound(f"job {request_id} not found for model {model}", param="request_id")
+    return job
+
+
+@router.get("/status")
+async def status(
+    caller: CallerDep,
+    services: ServicesDep,
+    request_id: str = Query(min_length=1),
+    model: str = Query(min_length=1),
+) -> dict[str, Any]:
+    return render_status(await _job(services, caller, request_id, model))
+
+
+@router.post("/cancel", response_model=None)
+async def cancel(
+    body: QueueCancelRequest, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any] | JSONResponse:
+    job = await _job(services, caller, body.request_id, body.model)
+    try:
+        cancelled = await services.jobs.cancel(job.id, tenant=caller.tenant)
+    except Conflict as exc:
+        current = await services.jobs.get(job.id, tenant=caller.tenant)
+        content = {"status": STATUS[current.state], **error_body(exc)}
+        return JSONResponse(content, status_code=409, headers={"x-should-retry": "false"})
+    return {"status": STATUS[cancelled.state]}
+
+
+@router.get("/metrics")
+async def metrics(
+    caller: CallerDep, services: ServicesDep, model: str = Query(min_length=1)
+) -> dict[str, int]:
+    counts = await services.jobs.metrics(tenant=caller.tenant, model=model)
+    return {
+        "messages_running": counts.running,
+        "messages_waiting": counts.waiting,
+        "total_jobs": counts.total,
+    }
+
+
+@router.post("/clear")
+async def clear(body: QueueClearRequest, caller: CallerDep, services: ServicesDep) -> dict[str, int]:
+    return {"canceled_count": await services.jobs.clear(tenant=caller.tenant, model=body.model)}

@@ -1,0 +1,88 @@
+"""In-process job events: wake-ups and streamed text between API and worker.
+
+The store is the source of truth; these events only make waiting fast. A waiter
+that misses an event still sees the outcome in the store on its next poll, so a
+worker in another process (which cannot reach these events) works, only slower.
+All methods run on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: a text piece of a streamed generation; None marks the end of the job's run
+Event = str | None
+
+
+@dataclass
+class Subscription:
+    job_id: str
+    queue: asyncio.Queue[Event]
+    _hub: JobEvents
+
+    async def next(self, timeout: float) -> Event | TimeoutError:
+        """The next event, or a TimeoutError *value* when none came in time."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError as exc:
+            return exc
+
+    def close(self) -> None:
+        self._hub._unsubscribe(self)
+
+
+class JobEvents:
+    """A hub for one process."""
+
+    def __init__(self) -> None:
+        self._subs: defaultdict[str, list[Subscription]] = defaultdict(list)
+        self._wakers: list[asyncio.Event] = []
+        self._cancel_listeners: list[Callable[[str], None]] = []
+
+    # -- API side ---------------------------------------------------------------
+
+    def subscribe(self, job_id: str) -> Subscription:
+        sub = Subscription(job_id, asyncio.Queue(), self)
+        self._subs[job_id].append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.job_id)
+        if subs and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subs[sub.job_id]
+
+    def job_submitted(self) -> None:
+        """Wake idle workers."""
+        for waker in self._wakers:
+            waker.set()
+
+    def job_cancelled(self, job_id: str) -> None:
+        """Tell workers to abort ``job_id`` if they run it."""
+        for listener in self._cancel_listeners:
+            listener(job_id)
+        self.job_ended(job_id)
+
+    # -- worker side ------------------------------------------------------------
+
+    def waker(self) -> asyncio.Event:
+        """An event set whenever a job is submitted; the caller clears it."""
+        waker = asyncio.Event()
+        self._wakers.append(waker)
+        return waker
+
+    def on_cancel(self, listener: Callable[[str], None]) -> None:
+        self._cancel_listeners.append(listener)
+
+    def text(self, job_id: str, piece: str) -> None:
+        for sub in self._subs.get(job_id, ()):
+            sub.queue.put_nowait(piece)
+
+    def job_ended(self, job_id: str) -> None:
+        """The job's run ended (any outcome): waiters should read the store."""
+        for sub in self._subs.get(job_id, ()):
+            sub.queue.put_nowait(None)

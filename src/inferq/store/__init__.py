@@ -1,0 +1,27 @@
+"""The JobStore port and its adapters, picked from a URL by :func:`create_store`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inferq.core.errors import ConfigError
+from inferq.store.base import JobStore
+
+__all__ = ["JobStore", "create_store"]
+
+
+def create_store(url: str, *, data_dir: Path) -> JobStore:
+    """The store for ``url``: ``sqlite:///path``, ``sqlite://`` (the data dir) or ``memory://``."""
+    if url.startswith("memory://"):
+        from inferq.store.memory import MemoryStore
+
+        return MemoryStore()
+    if url == "sqlite://" or url == "":
+        from inferq.store.sqlite import SQLiteStore
+
+        return SQLiteStore(data_dir / "inferq.db")
+    if url.startswith("sqlite:///"):
+        from inferq.store.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")))
+    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///PATH or memory://")

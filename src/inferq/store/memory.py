@@ -1,0 +1,274 @@
+"""In-memory JobStore: the fake used by unit tests and queue benchmarks.
+
+It keeps the same contract as the SQL adapters (the contract suite runs on it),
+but nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from inferq.core.errors import Conflict
+from inferq.core.models import (
+    ApiKey,
+    ChatResult,
+    Job,
+    JobError,
+    JobFilter,
+    Lease,
+    QueueMetrics,
+)
+from inferq.core.scheduling import claim_order, lease_expired_error
+from inferq.core.states import JobState, ServiceClass
+from inferq.store.base import JobStore
+
+
+class MemoryStore(JobStore):
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.keys: dict[str, tuple[ApiKey, str]] = {}
+        self._seq = itertools.count(1)
+        self._lock = asyncio.Lock()
+        self._open = False
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def ping(self) -> bool:
+        return self._open
+
+    # -- jobs -------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> Job:
+        async with self._lock:
+            if job.id in self.jobs:
+                raise Conflict(f"a job with id {job.id} already exists", param="id")
+            stored = job.evolve(seq=next(self._seq))
+            self.jobs[job.id] = stored
+            return stored
+
+    async def get_job(self, job_id: str, *, tenant: str | None) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            return None
+        return job
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        found = [
+            job
+            for job in self.jobs.values()
+            if (flt.tenant is None or job.tenant == flt.tenant)
+            and (flt.model is None or job.model == flt.model)
+            and (flt.states is None or job.state in flt.states)
+        ]
+        found.sort(key=lambda job: job.seq, reverse=True)
+        return found[: flt.limit]
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_class: ServiceClass = ServiceClass.BATCH,
+        models: Collection[str] | None = None,
+    ) -> list[Job]:
+        async with self._lock:
+            candidates: list[Job] = []
+            for job in list(self.jobs.values()):
+                if job.service_class > max_class or (models is not None and job.model not in models):
+                    continue
+                if job.state is JobState.QUEUED:
+                    if job.deadline_at is None or job.deadline_at > now:
+                        candidates.append(job)
+                elif job.state is JobState.RUNNING and _lease_expired(job, now):
+                    if job.attempt >= job.max_attempts:
+                        self.jobs[job.id] = job.evolve(
+                            state=JobState.FAILED,
+                            error=lease_expired_error(job.attempt, job.max_attempts),
+                            owner=None,
+                            lease_expires_at=None,
+                            finished_at=now,
+                        )
+                    else:
+                        candidates.append(
+                            job.evolve(error=lease_expired_error(job.attempt, job.max_attempts))
+                        )
+            candidates.sort(key=claim_order)
+            claimed = []
+            for job in candidates[:limit]:
+                leased = job.evolve(
+                    state=JobState.RUNNING,
+                    owner=owner,
+                    attempt=job.attempt + 1,
+                    lease_expires_at=now + lease_seconds,
+                    claimed_at=now,
+                )
+                self.jobs[job.id] = leased
+                claimed.append(leased)
+            return claimed
+
+    def _held(self, lease: Lease) -> Job | None:
+        job = self.jobs.get(lease.job_id)
+        if (
+            job is None
+            or job.state is not JobState.RUNNING
+            or job.owner != lease.owner
+            or job.attempt != lease.attempt
+        ):
+            return None
+        return job
+
+    async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
+        async with self._lock:
+            held = set()
+            for lease in leases:
+                job = self._held(lease)
+                if job is not None:
+                    self.jobs[job.id] = job.evolve(lease_expires_at=until)
+                    held.add(job.id)
+            return held
+
+    async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
+        async with self._lock:
+            job = self._held(lease)
+            if job is None:
+                return False
+            self.jobs[job.id] = job.evolve(info={**job.info, **info})
+            return True
+
+    async def complete(self, lease: Lease, result: ChatResult, *, now: float) -> bool:
+        async with self._lock:
+            job = self._held(lease)
+            if job is None:
+                return False
+            self.jobs[job.id] = job.evolve(
+                state=JobState.SUCCEEDED,
+                result=result,
+                info={**job.info, "progress": 1},
+                usage=result.usage,
+                owner=None,
+                lease_expires_at=None,
+                finished_at=now,
+            )
+            return True
+
+    async def fail(self, lease: Lease, error: JobError, *, now: float, retry: bool) -> bool:
+        async with self._lock:
+            job = self._held(lease)
+            if job is None:
+                return False
+            again = retry and job.attempt < job.max_attempts
+            self.jobs[job.id] = job.evolve(
+                state=JobState.QUEUED if again else JobState.FAILED,
+                error=error,
+                owner=None,
+                lease_expires_at=None,
+                finished_at=None if again else now,
+            )
+            return True
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None,
+        state: JobState,
+        error: JobError | None,
+        now: float,
+    ) -> tuple[Job, Job] | None:
+        async with self._lock:
+            before = await self.get_job(job_id, tenant=tenant)
+            if before is None:
+                return None
+            if before.state.terminal:
+                return before, before
+            after = before.evolve(
+                state=state,
+                error=error or before.error,
+                owner=None,
+                lease_expires_at=None,
+                finished_at=now,
+            )
+            self.jobs[job_id] = after
+            return before, after
+
+    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
+        async with self._lock:
+            count = 0
+            for job in list(self.jobs.values()):
+                if job.tenant == tenant and job.model == model and job.state is JobState.QUEUED:
+                    self.jobs[job.id] = job.evolve(state=JobState.CANCELLED, finished_at=now)
+                    count += 1
+            return count
+
+    async def expire_overdue(self, *, now: float) -> list[str]:
+        async with self._lock:
+            expired = []
+            for job in list(self.jobs.values()):
+                if (
+                    job.state in (JobState.QUEUED, JobState.RUNNING)
+                    and job.deadline_at is not None
+                    and job.deadline_at <= now
+                ):
+                    self.jobs[job.id] = job.evolve(
+                        state=JobState.EXPIRED,
+                        error=JobError("timeout", "the job passed its deadline"),
+                        owner=None,
+                        lease_expires_at=None,
+                        finished_at=now,
+                    )
+                    expired.append(job.id)
+            return expired
+
+    async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
+        running = waiting = total = 0
+        for job in self.jobs.values():
+            if job.tenant != tenant or (model is not None and job.model != model):
+                continue
+            total += 1
+            running += job.state is JobState.RUNNING
+            waiting += job.state is JobState.QUEUED
+        return QueueMetrics(running=running, waiting=waiting, total=total)
+
+    # -- API keys ---------------------------------------------------------------
+
+    async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
+        async with self._lock:
+            if any(existing.name == key.name for existing, _ in self.keys.values()):
+                raise Conflict(f"a key named {key.name!r} already exists", param="name")
+            self.keys[key.id] = (key, key_hash)
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        for key, stored_hash in self.keys.values():
+            if stored_hash == key_hash:
+                return key
+        return None
+
+    async def list_keys(self) -> list[ApiKey]:
+        return sorted((key for key, _ in self.keys.values()), key=lambda k: k.created_at)
+
+    async def revoke_key(self, id_or_name: str, *, now: float) -> ApiKey | None:
+        async with self._lock:
+            for key_id, (key, key_hash) in self.keys.items():
+                if id_or_name in (key.id, key.name):
+                    revoked = key if key.revoked_at else _revoked(key, now)
+                    self.keys[key_id] = (revoked, key_hash)
+                    return revoked
+            return None
+
+
+def _lease_expired(job: Job, now: float) -> bool:
+    return job.lease_expires_at is not None and job.lease_expires_at < now
+
+
+def _revoked(key: ApiKey, now: float) -> ApiKey:
+    return dataclasses.replace(key, revoked_at=now)

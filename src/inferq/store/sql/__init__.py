@@ -1,0 +1,40 @@
+"""Named SQL queries, one file per SQL dialect, and the migrations beside them.
+
+A query file holds blocks headed ``-- name: <query_name>``; adapters look queries
+up by name, so the Python code never builds SQL. Migrations are files named
+``NNNN_<what>.sql`` in ``<dialect>/migrations/``, applied in order once each.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_queries(dialect: str) -> dict[str, str]:
+    """The named queries of ``<dialect>/queries.sql``."""
+    text = resources.files(__package__).joinpath(dialect, "queries.sql").read_text("utf-8")
+    parts = _HEADER.split(text)
+    # parts = [preamble, name1, body1, name2, body2, ...]
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def load_migrations(dialect: str) -> list[Migration]:
+    """The migrations of ``<dialect>/migrations/``, oldest first."""
+    folder = resources.files(__package__).joinpath(dialect, "migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text("utf-8")))
+    return sorted(found, key=lambda m: m.version)
