@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -124,8 +123,13 @@ def serve(
     from inferq.api.app import create_app
 
     settings = _settings(
-        host=host, port=port, data_dir=data_dir, models_file=models,
-        database_url=database_url, worker=worker, log_level=log_level,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        models_file=models,
+        database_url=database_url,
+        worker=worker,
+        log_level=log_level,
     )
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -161,8 +165,8 @@ def _first_start(settings: Settings) -> None:
     out.print("\nTry it:\n", highlight=False)
     out.print(
         f"curl {base}/v1/chat/completions -H 'Authorization: Bearer {secret}' "
-        "-H 'Content-Type: application/json' -d '{\"model\": \"smollm2-135m-instruct\", "
-        "\"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], \"max_tokens\": 32}'\n",
+        '-H \'Content-Type: application/json\' -d \'{"model": "smollm2-135m-instruct", '
+        '"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}\'\n',
         soft_wrap=True,
         highlight=False,
     )
@@ -195,7 +199,11 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     table = Table("id", "name", "tenant", "prefix", "created", "revoked")
     for key in keys:
         table.add_row(
-            key.id, key.name, key.tenant, key.prefix + "…", _time(key.created_at),
+            key.id,
+            key.name,
+            key.tenant,
+            key.prefix + "…",
+            _time(key.created_at),
             _time(key.revoked_at),
         )
     out.print(table)
@@ -228,7 +236,10 @@ def models_command(models: ModelsFile = None) -> None:
     table = Table("model", "engine", "context", "slots", "options")
     for spec in specs.values():
         table.add_row(
-            spec.name, spec.engine, str(spec.context_length), str(spec.slots),
+            spec.name,
+            spec.engine,
+            str(spec.context_length),
+            str(spec.slots),
             json.dumps(spec.options) if spec.options else "",
         )
     out.print(table)
@@ -253,16 +264,25 @@ def jobs_list(
         try:
             states = frozenset({JobState(state)})
         except ValueError as exc:
-            err.print(f"[red]error:[/red] unknown state {state!r}; one of "
-                      + ", ".join(s.value for s in JobState))
+            err.print(
+                f"[red]error:[/red] unknown state {state!r}; one of "
+                + ", ".join(s.value for s in JobState)
+            )
             raise typer.Exit(2) from exc
     flt = JobFilter(tenant=tenant, model=model, states=states, limit=limit)
     jobs = _run(settings, lambda store: store.list_jobs(flt))
     table = Table("id", "tenant", "model", "origin", "class", "prio", "state", "tries", "created")
     for job in jobs:
         table.add_row(
-            job.id, job.tenant, job.model, job.origin, job.service_class.name.lower(),
-            str(job.priority), job.state.value, str(job.attempt), _time(job.created_at),
+            job.id,
+            job.tenant,
+            job.model,
+            job.origin,
+            job.service_class.name.lower(),
+            str(job.priority),
+            job.state.value,
+            str(job.attempt),
+            _time(job.created_at),
         )
     out.print(table)
 
@@ -281,10 +301,16 @@ def jobs_show(
         raise typer.Exit(1)
     table = Table(show_header=False)
     rows: list[tuple[str, str]] = [
-        ("id", job.id), ("tenant", job.tenant), ("model", job.model), ("origin", job.origin),
-        ("class", job.service_class.name.lower()), ("priority", str(job.priority)),
-        ("state", job.state.value), ("attempt", f"{job.attempt} of {job.max_attempts}"),
-        ("created", _time(job.created_at)), ("claimed", _time(job.claimed_at)),
+        ("id", job.id),
+        ("tenant", job.tenant),
+        ("model", job.model),
+        ("origin", job.origin),
+        ("class", job.service_class.name.lower()),
+        ("priority", str(job.priority)),
+        ("state", job.state.value),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("created", _time(job.created_at)),
+        ("claimed", _time(job.claimed_at)),
         ("finished", _time(job.finished_at)),
         ("usage", f"{job.usage.prompt_tokens} prompt + {job.usage.completion_tokens} completion"),
         ("info", json.dumps(job.info)),
@@ -320,4 +346,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -90,8 +90,14 @@ class JobService:
             deadline_at=now + timeout if timeout is not None else None,
         )
         stored = await self.store.insert_job(job)
-        log.info("job %s queued (tenant=%s model=%s class=%s priority=%d)",
-                 job.id, tenant, model, service_class.name.lower(), priority)
+        log.info(
+            "job %s queued (tenant=%s model=%s class=%s priority=%d)",
+            job.id,
+            tenant,
+            model,
+            service_class.name.lower(),
+            priority,
+        )
         self.events.job_submitted()
         return stored
 

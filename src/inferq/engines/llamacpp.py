@@ -81,15 +81,14 @@ class _Slot:
         )
 
     def prompt_tokens(self, request: ChatRequest) -> list[int]:
-        formatted = self.formatter(messages=[m.to_dict() for m in request.messages])
+        messages: Any = [m.to_dict() for m in request.messages]
+        formatted = self.formatter(messages=messages)
         tokens: list[int] = self.llm.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
         return tokens
 
-    def generate(
-        self, request: ChatRequest, abort: AbortSignal, emit: TextCallback
-    ) -> ChatResult:
+    def generate(self, request: ChatRequest, abort: AbortSignal, emit: TextCallback) -> ChatResult:
         prompt = self.prompt_tokens(request)
         n_ctx = self.llm.n_ctx()
         if len(prompt) + (request.max_tokens or 1) > n_ctx:

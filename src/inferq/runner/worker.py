@@ -139,15 +139,23 @@ class Worker:
         now = self.clock()
         lease = self.settings.lease_seconds
         jobs = await self.store.claim(
-            owner=self.owner, limit=free, now=now, lease_seconds=lease,
-            max_class=ServiceClass.INTERACTIVE, models=[model],
+            owner=self.owner,
+            limit=free,
+            now=now,
+            lease_seconds=lease,
+            max_class=ServiceClass.INTERACTIVE,
+            models=[model],
         )
         busy = sum(r.job.service_class is not ServiceClass.INTERACTIVE for r in mine)
         allowed = min(free - len(jobs), len(mine) + free - reserve - busy)
         if allowed > 0:
             jobs += await self.store.claim(
-                owner=self.owner, limit=allowed, now=now, lease_seconds=lease,
-                max_class=ServiceClass.BATCH, models=[model],
+                owner=self.owner,
+                limit=allowed,
+                now=now,
+                lease_seconds=lease,
+                max_class=ServiceClass.BATCH,
+                models=[model],
             )
         return jobs
 
@@ -170,7 +178,9 @@ class Worker:
             await self._fail(run, JobError(exc.code, exc.message), retry=exc.retryable)
         except Exception as exc:
             log.exception("job %s: engine raised an unexpected error", job.id)
-            await self._fail(run, JobError("engine_error", f"{type(exc).__name__}: {exc}"), retry=True)
+            await self._fail(
+                run, JobError("engine_error", f"{type(exc).__name__}: {exc}"), retry=True
+            )
         else:
             await self._finish(run, result)
         finally:
@@ -185,7 +195,9 @@ class Worker:
         if await self.store.complete(run.lease, result, now=self.clock()):
             log.info(
                 "job %s succeeded (%d prompt + %d completion tokens)",
-                run.job.id, result.usage.prompt_tokens, result.usage.completion_tokens,
+                run.job.id,
+                result.usage.prompt_tokens,
+                result.usage.completion_tokens,
             )
         else:
             log.info("job %s finished after its lease was lost; result discarded", run.job.id)
@@ -234,6 +246,8 @@ class Worker:
             if run.tokens == run.reported or run.abort.is_set():
                 continue
             run.reported = run.tokens
-            limit = run.job.request.max_tokens or self.registry.get(run.job.model).spec.context_length
+            limit = (
+                run.job.request.max_tokens or self.registry.get(run.job.model).spec.context_length
+            )
             progress = round(min(run.tokens / max(limit, 1), 0.99), 3)
             await self.store.set_progress(run.lease, {"progress": progress})

@@ -84,7 +84,9 @@ class MemoryStore(JobStore):
         async with self._lock:
             candidates: list[Job] = []
             for job in list(self.jobs.values()):
-                if job.service_class > max_class or (models is not None and job.model not in models):
+                if job.service_class > max_class or (
+                    models is not None and job.model not in models
+                ):
                     continue
                 if job.state is JobState.QUEUED:
                     if job.deadline_at is None or job.deadline_at > now:

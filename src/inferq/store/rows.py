@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from inferq.core.models import ApiKey, ChatRequest, ChatResult, Job, JobError, Usage
 from inferq.core.states import JobState, ServiceClass
+
+
+class Row(Protocol):
+    """A database row read by column name (sqlite3.Row, a dict, a driver's record)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def dumps(value: Any) -> str:
@@ -39,7 +44,7 @@ def _json(value: Any) -> Any:
     return json.loads(value)
 
 
-def row_to_job(row: Mapping[str, Any]) -> Job:
+def row_to_job(row: Row) -> Job:
     result = _json(row["result"])
     error = _json(row["error"])
     return Job(
@@ -84,7 +89,7 @@ def key_params(key: ApiKey, key_hash: str) -> dict[str, Any]:
     }
 
 
-def row_to_key(row: Mapping[str, Any]) -> ApiKey:
+def row_to_key(row: Row) -> ApiKey:
     return ApiKey(
         id=row["id"],
         name=row["name"],

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -119,10 +120,9 @@ def _wrap(exc: Exception) -> Exception:
 
 
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    try:
+    # RuntimeError: the caller's loop has closed, so nobody is waiting.
+    with contextlib.suppress(RuntimeError):
         fut.get_loop().call_soon_threadsafe(_settle, fut, ok, value)
-    except RuntimeError:  # the caller's loop has closed; nobody is waiting
-        pass
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -319,9 +319,7 @@ class SQLiteStore(JobStore):
         return await self._write(lambda c: c.execute(Q["cancel_queued"], params).rowcount)
 
     async def expire_overdue(self, *, now: float) -> list[str]:
-        found = await self._write(
-            lambda c: c.execute(Q["expire_overdue"], {"now": now}).fetchall()
-        )
+        found = await self._write(lambda c: c.execute(Q["expire_overdue"], {"now": now}).fetchall())
         return [r["id"] for r in found]
 
     async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
@@ -377,7 +375,9 @@ def migrate(conn: sqlite3.Connection) -> int:
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
         )
-        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+        current = conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+        ).fetchone()[0]
         if current > known:
             raise StoreError(
                 f"the database schema is version {current}, newer than this inferq knows "

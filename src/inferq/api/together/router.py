@@ -78,5 +78,7 @@ async def metrics(
 
 
 @router.post("/clear")
-async def clear(body: QueueClearRequest, caller: CallerDep, services: ServicesDep) -> dict[str, int]:
+async def clear(
+    body: QueueClearRequest, caller: CallerDep, services: ServicesDep
+) -> dict[str, int]:
     return {"canceled_count": await services.jobs.clear(tenant=caller.tenant, model=body.model)}

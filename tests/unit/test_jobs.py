@@ -1,0 +1,234 @@
+"""JobService and Worker together, on the in-memory store and the fake engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from inferq.core.errors import Conflict, DeadlineExceeded, InvalidRequest, NotFound
+from inferq.core.events import JobEvents
+from inferq.core.models import ChatMessage, ChatRequest, Job
+from inferq.core.service import JobService, ServiceLimits
+from inferq.core.states import JobState, ServiceClass
+from inferq.engines.base import ModelSpec
+from inferq.engines.fake import FAIL_TRIGGER, FakeEngine
+from inferq.engines.registry import ModelRegistry
+from inferq.runner.worker import Worker, WorkerSettings
+from inferq.store.memory import MemoryStore
+
+
+@dataclass
+class Rig:
+    store: MemoryStore
+    registry: ModelRegistry
+    jobs: JobService
+    worker: Worker
+
+    @property
+    def engine(self) -> FakeEngine:
+        engine = self.registry.get("fake")
+        assert isinstance(engine, FakeEngine)
+        return engine
+
+
+def request(text: str = "hello world", max_tokens: int | None = 8) -> ChatRequest:
+    return ChatRequest(messages=(ChatMessage("user", text),), max_tokens=max_tokens)
+
+
+@pytest.fixture
+def slots() -> int:
+    return 1
+
+
+@pytest.fixture
+def token_delay() -> float:
+    return 0.0
+
+
+@pytest.fixture
+async def rig(slots: int, token_delay: float) -> AsyncIterator[Rig]:
+    store = MemoryStore()
+    await store.open()
+    spec = ModelSpec(
+        name="fake",
+        engine="fake",
+        context_length=64,
+        slots=slots,
+        options={"token_delay": token_delay},
+    )
+    registry = ModelRegistry({"fake": spec})
+    await registry.start()
+    events = JobEvents()
+    jobs = JobService(store=store, models=registry, events=events, limits=ServiceLimits(4))
+    worker = Worker(
+        store=store,
+        registry=registry,
+        events=events,
+        settings=WorkerSettings(lease_seconds=3, poll_interval=0.05, tick=0.05),
+    )
+    yield Rig(store, registry, jobs, worker)
+    await worker.stop()
+    await registry.close()
+    await store.close()
+
+
+async def submit(rig: Rig, text: str = "hello world", **kw: object) -> Job:
+    return await rig.jobs.submit(
+        tenant="t",
+        model="fake",
+        request=request(text),
+        origin="test",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def wait(rig: Rig, job: Job, timeout: float = 5.0) -> Job:
+    return await rig.jobs.wait(job.id, tenant="t", deadline=time.time() + timeout)
+
+
+async def test_submitted_job_runs_to_completion(rig: Rig) -> None:
+    await rig.worker.start()
+    job = await submit(rig, "one two three", info={"mine": 1})
+    assert job.state is JobState.QUEUED
+    done = await wait(rig, job)
+    assert done.state is JobState.SUCCEEDED
+    assert done.result is not None and done.result.text == "echo: one two three"
+    assert done.usage.completion_tokens == 4 and done.usage.prompt_tokens == 4
+    assert done.info == {"mine": 1, "progress": 1}
+
+
+async def test_unknown_model_and_oversized_max_tokens_are_refused(rig: Rig) -> None:
+    with pytest.raises(NotFound) as missing:
+        await rig.jobs.submit(tenant="t", model="nope", request=request(), origin="test")
+    assert missing.value.param == "model"
+    with pytest.raises(InvalidRequest) as too_big:
+        await rig.jobs.submit(
+            tenant="t", model="fake", request=request(max_tokens=64), origin="test"
+        )
+    assert too_big.value.param == "max_tokens"
+    assert rig.store.jobs == {}
+
+
+@pytest.mark.parametrize("token_delay", [0.02])
+async def test_priority_order_then_fifo(rig: Rig) -> None:
+    blocker = await submit(rig, "a b c d e f g", priority=100)
+    await rig.worker.start()
+    await asyncio.sleep(0.05)  # the blocker holds the only slot
+    low = await submit(rig, "low", priority=0)
+    high1 = await submit(rig, "high one", priority=5)
+    high2 = await submit(rig, "high two", priority=5)
+    sync = await submit(rig, "sync", service_class=ServiceClass.INTERACTIVE, priority=-5)
+    finished = [await wait(rig, j) for j in (blocker, low, high1, high2, sync)]
+    order = sorted(finished, key=lambda j: j.claimed_at or 0)
+    assert [j.id for j in order] == [blocker.id, sync.id, high1.id, high2.id, low.id]
+
+
+@pytest.mark.parametrize(("slots", "token_delay"), [(2, 0.05)])
+async def test_one_slot_stays_free_for_sync_requests(rig: Rig) -> None:
+    await rig.worker.start()
+    queued = [await submit(rig, "x " * 20) for _ in range(4)]
+    await asyncio.sleep(0.1)
+    running = [j for j in rig.store.jobs.values() if j.state is JobState.RUNNING]
+    assert len(running) == 1  # async work leaves the second slot idle
+    sync = await submit(rig, "quick", service_class=ServiceClass.INTERACTIVE)
+    done = await wait(rig, sync)
+    assert done.state is JobState.SUCCEEDED
+    # it did not wait behind the queue: most queued jobs have not even started
+    states = [(await rig.jobs.get(j.id, tenant="t")).state for j in queued]
+    assert states.count(JobState.QUEUED) >= 2
+
+
+@pytest.mark.parametrize("token_delay", [0.05])
+async def test_cancel_running_job_stops_generation_and_frees_the_slot(rig: Rig) -> None:
+    await rig.worker.start()
+    long = await submit(rig, "w " * 50)
+    await asyncio.sleep(0.1)
+    assert rig.store.jobs[long.id].state is JobState.RUNNING
+    cancelled = await rig.jobs.cancel(long.id, tenant="t")
+    assert cancelled.state is JobState.CANCELLED
+    nxt = await submit(rig, "next")
+    done = await wait(rig, nxt, timeout=1.0)
+    assert done.state is JobState.SUCCEEDED
+    final = await rig.jobs.get(long.id, tenant="t")
+    assert final.state is JobState.CANCELLED and final.result is None
+    with pytest.raises(Conflict):
+        await rig.jobs.cancel(long.id, tenant="t")
+
+
+async def test_cancel_queued_job_and_other_tenant(rig: Rig) -> None:
+    job = await submit(rig)
+    with pytest.raises(NotFound):
+        await rig.jobs.cancel(job.id, tenant="someone-else")
+    assert (await rig.jobs.cancel(job.id, tenant="t")).state is JobState.CANCELLED
+    await rig.worker.start()
+    await asyncio.sleep(0.1)
+    assert (await rig.jobs.get(job.id, tenant="t")).state is JobState.CANCELLED
+
+
+@pytest.mark.parametrize("token_delay", [0.05])
+async def test_deadline_expires_the_job_and_aborts_it(rig: Rig) -> None:
+    await rig.worker.start()
+    job = await submit(rig, "w " * 50, service_class=ServiceClass.INTERACTIVE, timeout=0.2)
+    with pytest.raises(DeadlineExceeded):
+        await rig.jobs.wait(job.id, tenant="t", deadline=job.deadline_at or 0)
+    assert (await rig.jobs.get(job.id, tenant="t")).state is JobState.EXPIRED
+    await asyncio.sleep(0.1)
+    assert rig.worker.running == {}
+
+
+@pytest.mark.parametrize("token_delay", [0.01])
+async def test_stream_yields_pieces_in_order(rig: Rig) -> None:
+    await rig.worker.start()
+    job = await submit(rig, "alpha beta gamma", service_class=ServiceClass.INTERACTIVE)
+    pieces = [p async for p in rig.jobs.stream(job.id, tenant="t", deadline=time.time() + 5)]
+    assert "".join(pieces) == "echo: alpha beta gamma"
+    assert len(pieces) == 4
+
+
+async def test_engine_error_fails_without_retry(rig: Rig) -> None:
+    await rig.worker.start()
+    job = await submit(rig, FAIL_TRIGGER)
+    done = await wait(rig, job)
+    assert done.state is JobState.FAILED
+    assert done.attempt == 1
+    assert done.error is not None and "asked to fail" in done.error.message
+
+
+async def test_job_of_a_dead_worker_is_reclaimed_and_done_once(rig: Rig) -> None:
+    job = await submit(rig)
+    # a worker that claimed the job and died: its lease simply runs out
+    (claimed,) = await rig.store.claim(owner="dead", limit=1, now=time.time() - 10, lease_seconds=1)
+    assert claimed.id == job.id
+    await rig.worker.start()
+    done = await wait(rig, job)
+    assert done.state is JobState.SUCCEEDED
+    assert done.retries == 1
+    assert rig.engine.calls == 1
+
+
+@pytest.mark.parametrize("token_delay", [0.05])
+async def test_stopping_the_worker_hands_its_jobs_back(rig: Rig) -> None:
+    await rig.worker.start()
+    job = await submit(rig, "w " * 40)
+    await asyncio.sleep(0.1)
+    await rig.worker.stop()
+    handed_back = rig.store.jobs[job.id]
+    assert handed_back.state is JobState.RUNNING
+    assert handed_back.lease_expires_at is not None
+    assert handed_back.lease_expires_at < time.time()
+
+
+@pytest.mark.parametrize("token_delay", [0.05])
+async def test_progress_is_published_while_generating(rig: Rig) -> None:
+    await rig.worker.start()
+    job = await rig.jobs.submit(
+        tenant="t", model="fake", request=request("w " * 30, max_tokens=30), origin="test"
+    )
+    await asyncio.sleep(0.6)
+    running = await rig.jobs.get(job.id, tenant="t")
+    progress = running.info.get("progress")
+    assert isinstance(progress, float) and 0 < progress < 1
