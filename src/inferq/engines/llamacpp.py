@@ -1,8 +1,7 @@
 """The embedded engine: llama.cpp in-process through llama-cpp-python.
 
 Each slot is its own ``Llama`` context on its own thread. The GGUF file is
-memory-mapped, so slots share the weights; each has its own KV cache, which also
-keeps the prefix of its last prompt for reuse.
+memory-mapped, so slots share the weights; each has its own KV cache.
 
 The prompt is built with the chat template from the GGUF's metadata and
 tokenized here, so a prompt that cannot fit is refused before generation and the
@@ -100,7 +99,11 @@ class _Slot:
         def stop_when_aborted(input_ids: Any, logits: Any) -> bool:
             return abort.is_set()
 
-        cached = _common_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), prompt)
+        # Reusing the KV cache of a shared prefix changes the batch shapes of the
+        # prompt's evaluation and with them the logits' last bits, which is enough to
+        # flip greedy decoding. Until prefix caching is made exact, start clean so
+        # temperature 0 always gives the same text.
+        self.llm.reset()
         stream = self.llm.create_completion(
             prompt,
             max_tokens=request.max_tokens or -1,
@@ -131,20 +134,8 @@ class _Slot:
         return ChatResult(
             text=text,
             finish_reason=finish,
-            usage=Usage(
-                prompt_tokens=len(prompt), completion_tokens=completion, cached_tokens=cached
-            ),
+            usage=Usage(prompt_tokens=len(prompt), completion_tokens=completion, cached_tokens=0),
         )
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    # llama.cpp re-evaluates at least the last prompt token
-    return min(n, max(len(b) - 1, 0))
 
 
 class LlamaCppEngine(Engine):
