@@ -45,6 +45,9 @@ app.add_typer(jobs_app, name="jobs")
 
 out = Console()
 err = Console(stderr=True)
+if not out.is_terminal:
+    # Piped or captured output has no width to fit; keep tables whole.
+    out.width = 200
 
 DataDir = Annotated[
     Path | None,
@@ -271,7 +274,11 @@ def jobs_list(
             raise typer.Exit(2) from exc
     flt = JobFilter(tenant=tenant, model=model, states=states, limit=limit)
     jobs = _run(settings, lambda store: store.list_jobs(flt))
-    table = Table("id", "tenant", "model", "origin", "class", "prio", "state", "tries", "created")
+    table = Table()
+    # ids are what the other commands take: never cut them
+    table.add_column("id", no_wrap=True, min_width=36)
+    for name in ("tenant", "model", "origin", "class", "prio", "state", "tries", "created"):
+        table.add_column(name)
     for job in jobs:
         table.add_row(
             job.id,

@@ -24,6 +24,7 @@ from inferq.core.errors import (
     AuthenticationFailed,
     ClientError,
     Conflict,
+    DeadlineExceeded,
     InferqError,
     InvalidRequest,
     MethodNotAllowed,
@@ -48,9 +49,10 @@ def renderer_for(path: str) -> Renderer:
 
 def render(request_path: str, exc: InferqError) -> JSONResponse:
     response = renderer_for(request_path)(exc)
-    # The official SDKs retry 408/409 and 5xx by default; a client mistake or a
-    # finished job will not change on retry, so tell them not to.
-    if isinstance(exc, ClientError) and not isinstance(exc, QueueFull):
+    # The official SDKs retry 408/409 and 5xx by default; a client mistake, a
+    # finished job or a deadline the client chose will not change on retry (a
+    # retried 408 would only queue the same doomed request again), so tell them not to.
+    if isinstance(exc, ClientError | DeadlineExceeded) and not isinstance(exc, QueueFull):
         response.headers["x-should-retry"] = "false"
     if isinstance(exc, QueueFull):
         response.headers["retry-after"] = f"{exc.retry_after:g}"
@@ -95,7 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         mapped: InferqError
-        if exc.status_code == 404:
+        if isinstance(exc.__cause__, InferqError):
+            # FastAPI wraps errors raised while reading the body (the body limit
+            # of a chunked request) in a 400 "error parsing the body".
+            mapped = exc.__cause__
+        elif exc.status_code == 404:
             mapped = NotFound(f"no route {request.method} {request.url.path}")
         elif exc.status_code == 405:
             mapped = MethodNotAllowed(

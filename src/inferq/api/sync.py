@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 
+from fastapi import Request
+
 from inferq.core.errors import (
     Conflict,
     DeadlineExceeded,
@@ -34,6 +36,37 @@ def finished_or_raise(job: Job) -> Job:
     if job.error is not None and job.error.code == PromptTooLong.code:
         raise PromptTooLong(message, param="messages")
     raise EngineError(message)
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its sync request finished."""
+
+
+async def wait_for_client(request: Request, jobs: JobService, job: Job) -> Job:
+    """Wait for a sync job; cancel it if the client disconnects first.
+
+    Nothing cancels a plain handler when its client leaves, so a second task listens
+    for ``http.disconnect`` (the body is already read, so nothing else arrives).
+    """
+    waiter = asyncio.ensure_future(
+        jobs.wait(job.id, tenant=job.tenant, deadline=job.deadline_at or 0)
+    )
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            abandon(jobs, job)
+    if waiter.cancelled():
+        raise ClientGone
+    return waiter.result()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def abandon(jobs: JobService, job: Job) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import UUID4
 
 from inferq.api.chat import render_completion
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
 from inferq.api.infera.translate import render_completion_time, render_result
-from inferq.api.sync import finished_or_raise
+from inferq.api.sync import ClientGone, finished_or_raise, wait_for_client
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatRequest
 from inferq.core.states import ServiceClass
@@ -60,11 +61,11 @@ async def get_completion_time(
     return render_completion_time(await services.jobs.get(str(job_id), tenant=caller.tenant))
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionsRequest, caller: CallerDep, services: ServicesDep
-) -> dict[str, Any]:
-    request = ChatRequest(
+    body: ChatCompletionsRequest, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any] | Response:
+    chat = ChatRequest(
         messages=tuple(m.to_core() for m in body.messages),
         max_tokens=body.max_tokens,
         temperature=body.temperature,
@@ -73,12 +74,15 @@ async def chat_completions(
     job = await services.jobs.submit(
         tenant=caller.tenant,
         model=body.model,
-        request=request,
+        request=chat,
         origin="infera",
         service_class=ServiceClass.INTERACTIVE,
         timeout=timeout,
     )
-    done = await services.jobs.wait(job.id, tenant=caller.tenant, deadline=job.deadline_at or 0)
+    try:
+        done = await wait_for_client(request, services.jobs, job)
+    except ClientGone:
+        return Response(status_code=499)
     return render_completion(finished_or_raise(done))
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.chat import render_chunk, render_completion, render_usage
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.translate import SSE_DONE, error_body, sse
-from inferq.api.sync import abandon, finished_or_raise
+from inferq.api.sync import ClientGone, abandon, finished_or_raise, wait_for_client
 from inferq.core.errors import InferqError
 from inferq.core.models import Job
 from inferq.core.service import JobService
@@ -23,8 +23,8 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, caller: CallerDep, services: ServicesDep
-) -> dict[str, Any] | StreamingResponse:
+    body: ChatCompletionRequest, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any] | Response:
     job = await services.jobs.submit(
         tenant=caller.tenant,
         model=body.model,
@@ -42,10 +42,9 @@ async def chat_completions(
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
     try:
-        done = await services.jobs.wait(job.id, tenant=job.tenant, deadline=job.deadline_at or 0)
-    except BaseException:
-        abandon(services.jobs, job)
-        raise
+        done = await wait_for_client(request, services.jobs, job)
+    except ClientGone:
+        return Response(status_code=499)
     return render_completion(finished_or_raise(done))
 
 
