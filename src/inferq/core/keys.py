@@ -18,6 +18,8 @@ from inferq.core.models import ApiKey
 from inferq.store.base import JobStore
 
 KEY_PREFIX = "iq-"
+#: lookups remembered at most; random bad keys must not grow memory without bound
+CACHE_LIMIT = 10_000
 
 
 def hash_key(secret: str) -> str:
@@ -67,6 +69,8 @@ class KeyService:
             key = cached[0]
         else:
             key = await self.store.find_key(digest)
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()
             self._cache[digest] = (key, now + self.cache_seconds)
         if key is None:
             raise AuthenticationFailed("the API key is not valid")
