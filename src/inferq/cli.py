@@ -28,7 +28,6 @@ from inferq.core.models import JobFilter
 from inferq.core.service import JobService
 from inferq.core.states import JobState
 from inferq.engines.registry import ModelRegistry, load_specs
-from inferq.store import create_store
 from inferq.store.base import JobStore
 
 T = TypeVar("T")
@@ -74,7 +73,7 @@ def _settings(**given: Any) -> Settings:
 
 def _run(settings: Settings, action: Callable[[JobStore], Awaitable[T]]) -> T:
     async def main() -> T:
-        store = create_store(settings.database_url, data_dir=settings.data_dir)
+        store = settings.create_store()
         await store.open()
         try:
             return await action(store)
@@ -134,8 +133,7 @@ def serve(
         worker=worker,
         log_level=log_level,
     )
-    level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging(settings)
     try:
         load_specs(settings.models_file)
     except InferqError as exc:
@@ -148,6 +146,70 @@ def serve(
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=True,
+    )
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    models: ModelsFile = None,
+    database_url: DatabaseUrl = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+) -> None:
+    """Run only a worker: load the models and run queued jobs, no HTTP.
+
+    Start any number of them on one PostgreSQL database (INFERQ_DATABASE_URL) next to
+    `inferq serve --no-worker` API processes. Stops cleanly on SIGINT or SIGTERM,
+    handing its running jobs back to the queue.
+    """
+    import signal
+
+    from inferq.runtime import open_runtime
+
+    settings = _settings(
+        data_dir=data_dir,
+        models_file=models,
+        database_url=database_url,
+        log_level=log_level,
+        worker=True,
+    )
+    _logging(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with open_runtime(settings):
+            await stop.wait()
+
+    try:
+        asyncio.run(run())
+    except InferqError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Apply the schema migrations this database lacks (servers do it on start too)."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def opened(store: JobStore) -> None:
+        return None
+
+    _run(settings, opened)
+    out.print("the database schema is up to date")
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 

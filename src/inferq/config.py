@@ -11,14 +11,20 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inferq.store import create_store
+from inferq.store.base import JobStore
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFERQ_", extra="forbid")
 
     #: where the SQLite database and local files live
     data_dir: Path = Path("inferq-data")
-    #: ``sqlite:///PATH`` or ``memory://``; empty: ``<data_dir>/inferq.db``
+    #: ``postgresql://…``, ``sqlite:///PATH`` or ``memory://``; empty: ``<data_dir>/inferq.db``
     database_url: str = ""
+    #: connections a process keeps open to PostgreSQL, at least and at most
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
     #: TOML file mapping model names to engines; None: the embedded default model
     models_file: Path | None = None
     host: str = "127.0.0.1"
@@ -40,3 +46,11 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    def create_store(self) -> JobStore:
+        return create_store(
+            self.database_url,
+            data_dir=self.data_dir,
+            min_connections=self.db_pool_min,
+            max_connections=self.db_pool_max,
+        )

@@ -24,13 +24,18 @@ from inferq.core.states import JobState, ServiceClass
 from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
 from inferq.store.sqlite import SQLiteStore
+from tests.support.postgres import postgres_store
 
 LEASE = 30.0
 T0 = 1_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    if request.param == "postgres":
+        async with postgres_store() as pg:
+            yield pg
+        return
     the_store: JobStore = (
         MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
     )

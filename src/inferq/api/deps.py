@@ -12,6 +12,7 @@ from inferq.core.keys import KeyService
 from inferq.core.models import ApiKey
 from inferq.core.service import JobService
 from inferq.engines.registry import ModelRegistry
+from inferq.runtime import Runtime
 from inferq.store.base import JobStore
 
 
@@ -22,9 +23,12 @@ class Services:
     registry: ModelRegistry
     jobs: JobService
     keys: KeyService
+    runtime: Runtime
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async, although it awaits nothing: FastAPI runs a plain-def dependency in
+    # its thread pool, a thread hop on every request for an attribute read.
     services: Services = request.app.state.services
     return services
 

@@ -82,6 +82,12 @@ class JobEvents:
         for sub in self._subs.get(job_id, ()):
             sub.queue.put_nowait(piece)
 
+    def remote_ended(self, job_id: str) -> None:
+        """Another process saw ``job_id`` end: abort it here if it runs, wake waiters."""
+        for listener in self._cancel_listeners:
+            listener(job_id)
+        self.job_ended(job_id)
+
     def job_ended(self, job_id: str) -> None:
         """The job's run ended (any outcome): waiters should read the store."""
         for sub in self._subs.get(job_id, ()):

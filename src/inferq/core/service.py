@@ -141,14 +141,18 @@ class JobService:
         """Wait until the job ends; on ``deadline`` expire it and raise."""
         sub = self.events.subscribe(job_id)
         try:
-            while True:
-                job = await self.get(job_id, tenant=tenant)
-                if job.state.terminal:
-                    return job
+            job = await self.get(job_id, tenant=tenant)
+            while not job.state.terminal:
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     return await self._expire(job)
-                await sub.next(min(remaining, POLL_INTERVAL))
+                event = await sub.next(min(remaining, POLL_INTERVAL))
+                if isinstance(event, str):
+                    # A piece of generated text: the job still runs. Reading the
+                    # store for each token would only compete with the engine.
+                    continue
+                job = await self.get(job_id, tenant=tenant)
+            return job
         finally:
             sub.close()
 

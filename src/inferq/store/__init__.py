@@ -10,8 +10,18 @@ from inferq.store.base import JobStore
 __all__ = ["JobStore", "create_store"]
 
 
-def create_store(url: str, *, data_dir: Path) -> JobStore:
-    """The store for ``url``: ``sqlite:///path``, ``sqlite://`` (the data dir) or ``memory://``."""
+def create_store(
+    url: str, *, data_dir: Path, min_connections: int = 1, max_connections: int = 10
+) -> JobStore:
+    """The store for ``url``.
+
+    ``postgresql://…`` (PostgreSQL), ``sqlite:///PATH``, ``sqlite://`` or empty (SQLite
+    in the data dir), ``memory://`` (nothing kept; tests).
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        from inferq.store.postgres import PostgresStore
+
+        return PostgresStore(url, min_connections=min_connections, max_connections=max_connections)
     if url.startswith("memory://"):
         from inferq.store.memory import MemoryStore
 
@@ -24,4 +34,6 @@ def create_store(url: str, *, data_dir: Path) -> JobStore:
         from inferq.store.sqlite import SQLiteStore
 
         return SQLiteStore(Path(url.removeprefix("sqlite:///")))
-    raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///PATH or memory://")
+    raise ConfigError(
+        f"unsupported database URL {url!r}: use postgresql://…, sqlite:///PATH or memory://"
+    )

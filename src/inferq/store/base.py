@@ -19,7 +19,7 @@ Semantics every adapter keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from inferq.core.models import (
@@ -48,6 +48,17 @@ class JobStore(ABC):
     @abstractmethod
     async def ping(self) -> bool:
         """Whether the store answers a trivial query."""
+
+    async def listen(
+        self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
+    ) -> bool:
+        """Deliver other processes' events, where the adapter can; return whether it does.
+
+        ``on_submitted`` runs when any process queued work, ``on_ended`` with the id of
+        a job that reached a terminal state. Adapters without a notification channel
+        return False and everyone relies on polling.
+        """
+        return False
 
     # -- jobs -------------------------------------------------------------------
 

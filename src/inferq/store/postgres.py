@@ -1,0 +1,365 @@
+"""PostgreSQL JobStore: many API servers and workers on one database.
+
+* asyncpg with a connection pool sized by settings.
+* Claim in one statement: ``FOR UPDATE SKIP LOCKED`` over the queued jobs and the
+  expired leases, so concurrent workers never take the same row and never wait
+  on each other; partial indexes serve both halves.
+* Every write is its own transaction, committed before the call returns.
+* Driver errors are wrapped: a lost connection or a database that is down becomes
+  :class:`~inferq.core.errors.StoreUnavailable` (the API answers 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+from inferq.core.errors import ConfigError, Conflict, StoreError, StoreUnavailable
+from inferq.core.models import (
+    ApiKey,
+    ChatResult,
+    Job,
+    JobError,
+    JobFilter,
+    Lease,
+    QueueMetrics,
+)
+from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
+from inferq.store import rows
+from inferq.store.base import JobStore
+from inferq.store.sql import load_migrations, load_queries
+
+T = TypeVar("T")
+log = logging.getLogger("inferq.store")
+#: how long to wait between attempts to re-open the notification connection
+RELISTEN_DELAY = 1.0
+
+#: serialises schema migrations across processes (any constant shared by all)
+MIGRATION_LOCK = 0x1F0E7A
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:
+        raise ConfigError("the PostgreSQL store needs asyncpg: pip install asyncpg") from exc
+    return asyncpg
+
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def positional(query: str) -> tuple[str, list[str]]:
+    """``:name`` parameters to asyncpg's ``$n``; returns the SQL and the names in order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PARAM.sub(number, query), names
+
+
+class _Query:
+    def __init__(self, sql: str) -> None:
+        self.sql, self.names = positional(sql)
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+
+Q = {name: _Query(sql) for name, sql in load_queries("postgres").items()}
+
+
+class PostgresStore(JobStore):
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self.server_settings = server_settings or {}
+        self._pool: Any = None
+        self._asyncpg = _import_asyncpg()
+        self._listener: asyncio.Task[None] | None = None
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await self._asyncpg.create_pool(
+                self.url,
+                min_size=self.min_connections,
+                max_size=self.max_connections,
+                server_settings={"application_name": "inferq", **self.server_settings},
+            )
+        except (OSError, self._asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        await self._guard(self._migrate)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _guard(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn``, turning driver errors into the store's errors."""
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        asyncpg = self._asyncpg
+        try:
+            return await fn()
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"already exists: {exc.detail or exc}") from exc
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+        ) as exc:
+            raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL failed: {exc}") from exc
+
+    async def _fetch(self, name: str, params: dict[str, Any]) -> list[Any]:
+        query = Q[name]
+        return await self._guard(lambda: self._pool.fetch(query.sql, *query.args(params)))
+
+    async def _fetchrow(self, name: str, params: dict[str, Any]) -> Any:
+        query = Q[name]
+        return await self._guard(lambda: self._pool.fetchrow(query.sql, *query.args(params)))
+
+    async def _execute(self, name: str, params: dict[str, Any]) -> int:
+        query = Q[name]
+        status: str = await self._guard(lambda: self._pool.execute(query.sql, *query.args(params)))
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def _migrate(self) -> None:
+        migrations = load_migrations("postgres")
+        known = migrations[-1].version if migrations else 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            if current > known:
+                raise StoreError(
+                    f"the database schema is version {current}, newer than this inferq knows "
+                    f"({known}); upgrade inferq"
+                )
+            for migration in migrations:
+                if migration.version > current:
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        migration.version,
+                        migration.name,
+                    )
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._guard(lambda: self._pool.fetchval("SELECT 1")))
+        except StoreError:
+            return False
+
+    async def listen(
+        self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
+    ) -> bool:
+        """LISTEN on a connection of its own, re-opened whenever it is lost."""
+        ready = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(on_submitted, on_ended, ready))
+        await ready.wait()
+        return True
+
+    async def _listen(
+        self,
+        on_submitted: Callable[[], None],
+        on_ended: Callable[[str], None],
+        ready: asyncio.Event,
+    ) -> None:
+        asyncpg = self._asyncpg
+        while True:
+            lost = asyncio.Event()
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.url, server_settings=self.server_settings)
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                await conn.add_listener("inferq_submitted", lambda *_: on_submitted())
+                await conn.add_listener("inferq_ended", lambda *a: on_ended(a[3]))
+                ready.set()
+                # Anything that happened while not listening: let everyone look again.
+                on_submitted()
+                await lost.wait()
+                log.warning("lost the PostgreSQL notification connection; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                ready.set()
+                log.warning("cannot LISTEN on PostgreSQL (%s); retrying", exc)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(RELISTEN_DELAY)
+
+    # -- jobs -------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> Job:
+        try:
+            row = await self._fetchrow("insert_job", rows.job_params(job))
+        except Conflict as exc:
+            raise Conflict(f"a job with id {job.id} already exists", param="id") from exc
+        return job.evolve(seq=int(row["seq"]))
+
+    async def get_job(self, job_id: str, *, tenant: str | None) -> Job | None:
+        row = await self._fetchrow("get_job", {"id": job_id, "tenant": tenant})
+        return rows.row_to_job(row) if row else None
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        params = {
+            "tenant": flt.tenant,
+            "model": flt.model,
+            "states": sorted(s.value for s in flt.states) if flt.states else None,
+            "limit": flt.limit,
+        }
+        return [rows.row_to_job(r) for r in await self._fetch("list_jobs", params)]
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_class: ServiceClass = ServiceClass.BATCH,
+        models: Collection[str] | None = None,
+    ) -> list[Job]:
+        params = {
+            "owner": owner,
+            "limit": limit,
+            "now": now,
+            "lease_until": now + lease_seconds,
+            "max_class": int(max_class),
+            "models": sorted(models) if models is not None else None,
+        }
+        exhausted, claim = Q["fail_exhausted_leases"], Q["claim"]
+
+        async def run() -> list[Any]:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(exhausted.sql, *exhausted.args({"now": now}))
+                return list(await conn.fetch(claim.sql, *claim.args(params)))
+
+        claimed = [rows.row_to_job(r) for r in await self._guard(run)]
+        claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
+        return claimed
+
+    async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
+        if not leases:
+            return set()
+        params = {
+            "until": until,
+            "ids": [lease.job_id for lease in leases],
+            "owners": [lease.owner for lease in leases],
+            "attempts": [lease.attempt for lease in leases],
+        }
+        return {r["id"] for r in await self._fetch("renew_leases", params)}
+
+    async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
+        return await self._execute("set_progress", {"info": rows.dumps(info), **_fence(lease)}) > 0
+
+    async def complete(self, lease: Lease, result: ChatResult, *, now: float) -> bool:
+        params = {
+            "result": rows.dumps(result.to_dict()),
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+            "cached_tokens": result.usage.cached_tokens,
+            "now": now,
+            **_fence(lease),
+        }
+        return await self._execute("complete", params) > 0
+
+    async def fail(self, lease: Lease, error: JobError, *, now: float, retry: bool) -> bool:
+        params = {"error": rows.dumps(error.to_dict()), "retry": retry, "now": now}
+        return await self._execute("fail", {**params, **_fence(lease)}) > 0
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None,
+        state: JobState,
+        error: JobError | None,
+        now: float,
+    ) -> tuple[Job, Job] | None:
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"finish needs a terminal state, not {state.value}")
+        lock, finish = Q["lock_job"], Q["finish"]
+        params = {
+            "id": job_id,
+            "tenant": tenant,
+            "state": state.value,
+            "error": rows.dumps(error.to_dict()) if error else None,
+            "now": now,
+        }
+
+        async def run() -> tuple[Job, Job] | None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(lock.sql, *lock.args(params))
+                if row is None:
+                    return None
+                before = rows.row_to_job(row)
+                updated = await conn.fetchrow(finish.sql, *finish.args(params))
+                return before, rows.row_to_job(updated) if updated else before
+
+        return await self._guard(run)
+
+    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
+        return await self._execute("cancel_queued", {"tenant": tenant, "model": model, "now": now})
+
+    async def expire_overdue(self, *, now: float) -> list[str]:
+        return [r["id"] for r in await self._fetch("expire_overdue", {"now": now})]
+
+    async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
+        row = await self._fetchrow("metrics", {"tenant": tenant, "model": model})
+        return QueueMetrics(running=row["running"], waiting=row["waiting"], total=row["total"])
+
+    # -- API keys ---------------------------------------------------------------
+
+    async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
+        params = rows.key_params(key, key_hash)
+        params["admin"] = key.admin
+        try:
+            await self._execute("insert_key", params)
+        except Conflict as exc:
+            raise Conflict(f"a key named {key.name!r} already exists", param="name") from exc
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        row = await self._fetchrow("find_key", {"key_hash": key_hash})
+        return rows.row_to_key(row) if row else None
+
+    async def list_keys(self) -> list[ApiKey]:
+        return [rows.row_to_key(r) for r in await self._fetch("list_keys", {})]
+
+    async def revoke_key(self, id_or_name: str, *, now: float) -> ApiKey | None:
+        row = await self._fetchrow("revoke_key", {"key": id_or_name, "now": now})
+        return rows.row_to_key(row) if row else None
+
+
+def _fence(lease: Lease) -> dict[str, Any]:
+    return {"id": lease.job_id, "owner": lease.owner, "attempt": lease.attempt}

@@ -1,0 +1,49 @@
+"""Real PostgreSQL for tests: one fresh schema per use, dropped afterwards.
+
+The database comes from ``TEST_DATABASE_URL`` (default: the local server's
+``test`` database). Tests that need it fail, never skip, when it is not running:
+``.ci/run`` starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from inferq.store.postgres import PostgresStore
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def test_database_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_URL)
+
+
+@contextlib.asynccontextmanager
+async def fresh_schema() -> AsyncIterator[str]:
+    """A new empty schema; yields its name."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(test_database_url())
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        yield schema
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_store(**kw: int) -> AsyncIterator[PostgresStore]:
+    async with fresh_schema() as schema:
+        store = PostgresStore(
+            test_database_url(), server_settings={"search_path": schema}, **kw
+        )
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
