@@ -4,11 +4,16 @@ It answers ``"echo: <last user message>"``, one whitespace-separated word per
 "token", cut at ``max_tokens``; ``token_delay`` (seconds, option) paces the words
 so cancellation and streaming can be observed. Prompt tokens are the words of all
 messages. The same request always gives the same result.
+
+``execution_log`` (option, a file path) appends the last user message of every
+generation that ran to the end, one line each, so tests spanning processes can
+count how often each job really executed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from inferq.core.errors import EngineError, PromptTooLong
 from inferq.core.models import ChatRequest, ChatResult, Usage
@@ -22,8 +27,10 @@ class FakeEngine(Engine):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         self.token_delay = float(spec.options.get("token_delay", 0.0))
+        log = spec.options.get("execution_log")
+        self.execution_log = str(log) if log else None
         self._ready = False
-        #: how many times each request text was generated (tests count re-runs)
+        #: how many generations started (tests count re-runs)
         self.calls = 0
 
     async def start(self) -> None:
@@ -70,8 +77,19 @@ class FakeEngine(Engine):
                 on_text(piece)
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
+        if self.execution_log and finish != ABORTED:
+            _append_line(self.execution_log, last_user)
         return ChatResult(
             text="".join(out),
             finish_reason=finish,
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(out)),
         )
+
+
+def _append_line(path: str, text: str) -> None:
+    """One write with O_APPEND: lines from many processes never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (text.replace("\n", " ") + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
