@@ -19,7 +19,7 @@ from inferq.store.postgres import PostgresStore
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def test_database_url() -> str:
+def database_url() -> str:
     return os.environ.get("TEST_DATABASE_URL", DEFAULT_URL)
 
 
@@ -27,7 +27,7 @@ def test_database_url() -> str:
 async def fresh_schema() -> AsyncIterator[str]:
     """A new empty schema; yields its name."""
     schema = "t_" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(test_database_url())
+    conn = await asyncpg.connect(database_url())
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
         yield schema
@@ -39,9 +39,7 @@ async def fresh_schema() -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def postgres_store(**kw: int) -> AsyncIterator[PostgresStore]:
     async with fresh_schema() as schema:
-        store = PostgresStore(
-            test_database_url(), server_settings={"search_path": schema}, **kw
-        )
+        store = PostgresStore(database_url(), server_settings={"search_path": schema}, **kw)
         await store.open()
         try:
             yield store
