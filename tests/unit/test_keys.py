@@ -25,7 +25,7 @@ async def keys() -> KeyService:
 
 
 async def test_created_key_authenticates_and_only_its_hash_is_stored(keys: KeyService) -> None:
-    key, secret = await keys.create(name="alice")
+    _, secret = await keys.create(name="alice")
     assert secret.startswith("iq-") and len(secret) > 40
     assert (await keys.authenticate(secret)).tenant == "alice"
     store = keys.store
