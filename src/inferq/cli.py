@@ -21,7 +21,7 @@ from rich.table import Table
 
 from inferq import __version__
 from inferq.config import Settings
-from inferq.core.errors import InferqError
+from inferq.core.errors import Conflict, InferqError
 from inferq.core.events import JobEvents
 from inferq.core.keys import KeyService
 from inferq.core.models import JobFilter
@@ -218,7 +218,10 @@ def _first_start(settings: Settings) -> None:
         keys = KeyService(store)
         if await keys.has_keys():
             return None
-        _, secret = await keys.create(name="admin", tenant="default", admin=True)
+        try:
+            _, secret = await keys.create(name="admin", tenant="default", admin=True)
+        except Conflict:  # another server starting on the same database made it first
+            return None
         return secret
 
     secret = _run(settings, ensure_admin_key)

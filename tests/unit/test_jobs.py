@@ -232,3 +232,13 @@ async def test_progress_is_published_while_generating(rig: Rig) -> None:
     running = await rig.jobs.get(job.id, tenant="t")
     progress = running.info.get("progress")
     assert isinstance(progress, float) and 0 < progress < 1
+
+
+@pytest.mark.parametrize(("slots", "token_delay"), [(2, 0.01)])
+async def test_a_finished_job_makes_the_worker_claim_the_next_at_once(rig: Rig) -> None:
+    # No poll would come for 30 s: only the worker's own finished job can wake it.
+    rig.worker.settings = WorkerSettings(lease_seconds=30, poll_interval=30, tick=0.05)
+    jobs = [await submit(rig, "a b c") for _ in range(3)]
+    await rig.worker.start()
+    done = [await wait(rig, job, timeout=5.0) for job in jobs]
+    assert all(j.state is JobState.SUCCEEDED for j in done)

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from inferq.core.errors import EngineError
+from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents
 from inferq.core.models import ChatResult, Job, JobError, Lease
 from inferq.core.states import ServiceClass
@@ -85,7 +85,9 @@ class Worker:
     async def start(self) -> None:
         self.events.on_cancel(self._abort_job)
         for engine in self.registry:
-            self._slot_freed[engine.spec.name] = asyncio.Event()
+            # Set when work is submitted *and* when a slot of this engine frees: a loop
+            # idle because only its reserved slot was free must look again at once.
+            self._slot_freed[engine.spec.name] = self.events.waker()
             self._loops.append(asyncio.create_task(self._claim_loop(engine)))
         self._loops.append(asyncio.create_task(self._monitor_loop()))
         log.info("worker %s started", self.owner)
@@ -112,8 +114,7 @@ class Worker:
 
     async def _claim_loop(self, engine: Engine) -> None:
         name = engine.spec.name
-        waker = self.events.waker()
-        freed = self._slot_freed[name]
+        waker = freed = self._slot_freed[name]
         reserve = 1 if engine.slots > 1 else 0
         while True:
             mine = [r for r in self.running.values() if r.job.model == name]
@@ -173,16 +174,20 @@ class Worker:
             self.events.text(job.id, piece)
 
         try:
-            result = await engine.generate(job.request, abort=run.abort, on_text=on_text)
-        except EngineError as exc:
-            await self._fail(run, JobError(exc.code, exc.message), retry=exc.retryable)
-        except Exception as exc:
-            log.exception("job %s: engine raised an unexpected error", job.id)
-            await self._fail(
-                run, JobError("engine_error", f"{type(exc).__name__}: {exc}"), retry=True
-            )
-        else:
-            await self._finish(run, result)
+            try:
+                result = await engine.generate(job.request, abort=run.abort, on_text=on_text)
+            except EngineError as exc:
+                await self._fail(run, JobError(exc.code, exc.message), retry=exc.retryable)
+            except Exception as exc:
+                log.exception("job %s: engine raised an unexpected error", job.id)
+                await self._fail(
+                    run, JobError("engine_error", f"{type(exc).__name__}: {exc}"), retry=True
+                )
+            else:
+                await self._finish(run, result)
+        except StoreError as exc:
+            # The outcome could not be saved; the lease runs out and the job runs again.
+            log.warning("job %s: could not record its outcome (%s); it will be re-run", job.id, exc)
         finally:
             self.running.pop(job.id, None)
             self._slot_freed[job.model].set()

@@ -133,6 +133,9 @@ class PostgresStore(JobStore):
             asyncpg.InterfaceError,
             asyncpg.CannotConnectNowError,
             asyncpg.AdminShutdownError,
+            # what asyncpg raises on a connection the server cut while it sat idle in
+            # the pool (MagicStack/asyncpg#1069): the next request gets a fresh one
+            asyncpg.InternalClientError,
         ) as exc:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
