@@ -786,3 +786,37 @@ async def test_claim_uses_the_claimable_index_over_a_100k_backlog(
         await check("analyzed", ordered=True)
     finally:
         await conn.close()
+
+
+# -- 5. sync requests served by a worker in another process --------------------------
+
+
+async def test_sync_chat_answered_by_a_worker_in_another_process(
+    tmp_path: Path, schema: str
+) -> None:
+    cluster = Cluster(tmp_path, schema, lease_seconds=10, token_delay=0.01, slots=2)
+    try:
+        key = cluster.create_key("sync")
+        api, worker = cluster.spawn_api(), cluster.spawn_worker()
+        await cluster.wait_ready([api, worker])
+        body = {"model": "fake", "messages": [{"role": "user", "content": "across processes"}]}
+        async with client_for(api, key) as client:
+            reply = await client.post("/v1/chat/completions", json=body)
+            assert reply.status_code == 200, reply.text
+            content = reply.json()["choices"][0]["message"]["content"]
+            assert content == "echo: across processes"
+            async with client.stream(
+                "POST", "/v1/chat/completions", json={**body, "stream": True}
+            ) as stream:
+                lines = [line async for line in stream.aiter_lines() if line]
+        pieces = [
+            json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            for line in lines[:-1]
+            if json.loads(line[6:])["choices"]
+        ]
+        assert "".join(pieces) == "echo: across processes"
+        assert lines[-1] == "data: [DONE]"
+        # the API process has no worker: the worker process did the work
+        assert " succeeded " in worker.log() and " succeeded " not in api.log()
+    finally:
+        cluster.close()
