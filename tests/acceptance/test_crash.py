@@ -131,6 +131,7 @@ class Scenario:
         self.acked_lock = threading.Lock()
         self.index: dict[str, int] = {}
         self.unanswered = 0  # submits that got no answer (raced a kill)
+        self.trickle_error: BaseException | None = None
         self.observer = Observer()
         self.started = time.monotonic()
         self.key = ""
@@ -241,6 +242,8 @@ class Scenario:
         submitter.join(timeout=15)
         if submitter.is_alive():
             self.fail("the background submitter did not stop after the kill")
+        if self.trickle_error is not None:
+            raise self.trickle_error
         self.check_snapshot(first, "first")
         running_1 = {r for r, (state, _) in first.items() if state == "running"}
 
@@ -276,6 +279,13 @@ class Scenario:
             limit=self.remaining(),
         )
         self.server.stop()
+        retries = Counter(self.observer.last[r]["retries"] for r in self.acked)
+        print(  # shown with -s: what the scenario exercised
+            f"\n{len(self.acked)} acknowledged, {self.unanswered} unanswered; running at the "
+            f"kills: {len(running_1)} and {len(running_2)}; queued at the first kill: "
+            f"{sum(s == 'queued' for s, _ in first.values())}; retries: {dict(retries)}; "
+            f"{time.monotonic() - self.started:.1f}s"
+        )
         self.check_outcome(running_1 | running_2)
 
     def _trickle(self, stop: threading.Event) -> None:
@@ -288,14 +298,19 @@ class Scenario:
                     # The kill cut this submit: it may or may not have been stored.
                     self.unanswered += 1
                     return
+                except BaseException as exc:  # re-raised by the main thread
+                    self.trickle_error = exc
+                    return
                 i += 1
                 time.sleep(self.w.trickle)
 
     def check_snapshot(self, snapshot: dict[str, tuple[str, int]], which: str) -> None:
         lost = [r for r in self.acked if r not in snapshot]
         if lost:
-            self.fail(f"{len(lost)} acknowledged jobs are not in the database after the "
-                      f"{which} kill (acknowledged before commit?): {lost[:5]}")
+            self.fail(
+                f"{len(lost)} acknowledged jobs are not in the database after the "
+                f"{which} kill (acknowledged before commit?): {lost[:5]}"
+            )
         states = Counter(state for state, _ in snapshot.values())
         if states["running"] < 1:
             self.fail(f"no job was running at the {which} kill: {dict(states)}")

@@ -1,0 +1,245 @@
+"""Shared pieces of the benchmarks: the server process, the machine, the report.
+
+Not a test helper: the benchmarks run the real ``inferq serve`` the way a user
+would, measure, print a table and refresh their section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+PYTHON = sys.executable
+
+
+# -- the machine ----------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+                break
+    return {
+        "cpu": cpu,
+        "cores": str(len(os.sched_getaffinity(0))),
+        "ram": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "inferq": _git_revision(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{rev or 'unknown'}{' + uncommitted src changes' if dirty else ''}"
+
+
+def machine_line(info: dict[str, str]) -> str:
+    return (
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram']} RAM, {info['os']}, "
+        f"Python {info['python']}; inferq {info['inferq']}; run {info['date']}."
+    )
+
+
+# -- processes ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy so far, all cores (Linux)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(*, limit: float = 0.25, patience: float = 300.0) -> float:
+    """Wait (up to ``patience`` s) until other processes use under ``limit`` cores
+    for 6 s running.
+
+    Benchmarks on a small shared machine are skewed by anything else running;
+    returns the busy cores last seen, so the report can say so.
+    """
+    deadline = time.monotonic() + patience
+    quiet = 0
+    while True:
+        before = busy_cpu_seconds()
+        time.sleep(2.0)
+        busy = (busy_cpu_seconds() - before) / 2.0
+        quiet = quiet + 1 if busy < limit else 0
+        if quiet >= 3:
+            return busy
+        if time.monotonic() > deadline:
+            print(f"warning: the machine stays busy ({busy:.2f} cores); results are skewed")
+            return busy
+        if busy >= limit:
+            print(f"waiting for a quiet machine: {busy:.2f} cores busy", flush=True)
+
+
+#: above this many cores used by other processes, a run does not update the docs
+NOISY = 0.25
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli(*args: str) -> str:
+    done = subprocess.run(
+        [PYTHON, "-m", "inferq", *args], capture_output=True, text=True, env=_env(), check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"inferq {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+class Server:
+    """``inferq serve`` in a subprocess with its own data directory."""
+
+    def __init__(
+        self, data_dir: Path, *, models_file: Path | None = None, log_level: str = "info"
+    ) -> None:
+        self.data_dir = data_dir
+        self.models_file = models_file
+        self.log_level = log_level
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def create_key(self, name: str) -> str:
+        out = cli("keys", "create", "--name", name, "--data-dir", str(self.data_dir))
+        return out.strip().splitlines()[-1]
+
+    def start(self, timeout: float = 120.0) -> Server:
+        args = [
+            PYTHON, "-m", "inferq", "serve", "--port", str(self.port),
+            "--data-dir", str(self.data_dir), "--log-level", self.log_level,
+        ]  # fmt: skip
+        if self.models_file is not None:
+            args += ["--models", str(self.models_file)]
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=_env())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- statistics and the report ----------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, ``q`` in [0, 100]."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (also readable as plain text)."""
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def update_doc(section: str, body: str) -> None:
+    """Replace the generated block of ``section`` in docs/benchmarks.md (or append it)."""
+    start = f"<!-- bench:{section}:start -->"
+    end = f"<!-- bench:{section}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = DOC.read_text("utf-8") if DOC.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text, "utf-8")
+    print(f"\nupdated {DOC.relative_to(ROOT)} (section {section})")
