@@ -293,9 +293,9 @@ def keys_revoke(
 
 
 @app.command("models")
-def models_command(models: ModelsFile = None) -> None:
+def models_command(models: ModelsFile = None, data_dir: DataDir = None) -> None:
     """List the configured models."""
-    settings = _settings(models_file=models)
+    settings = _settings(models_file=models, data_dir=data_dir)
     try:
         specs = load_specs(settings.models_file)
     except InferqError as exc:
