@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,6 +159,44 @@ async def test_fenced_updates_need_the_current_lease(store: JobStore) -> None:
     # a second completion, or any late write, changes nothing
     assert not await store.complete(lease_of(job), RESULT, now=T0 + 2)
     assert not await store.fail(lease_of(job), JobError("x", "y"), now=T0, retry=True)
+
+
+async def test_concurrent_inserts_each_get_their_own_outcome(store: JobStore) -> None:
+    # An adapter may commit concurrent writes together (group commit); each call
+    # still gets what it alone would have got.
+    jobs = [make_job(text=f"job {i}") for i in range(20)]
+    stored = await asyncio.gather(*(store.insert_job(job) for job in jobs))
+    assert [j.id for j in stored] == [j.id for j in jobs]
+    assert len({j.seq for j in stored}) == 20
+    more = [make_job(text=f"more {i}") for i in range(3)]
+    outcomes = await asyncio.gather(
+        *(store.insert_job(job) for job in [*more, jobs[3], more[0]]), return_exceptions=True
+    )
+    assert isinstance(outcomes[1], Job) and isinstance(outcomes[2], Job)
+    assert isinstance(outcomes[3], Conflict)
+    assert sorted(type(o).__name__ for o in (outcomes[0], outcomes[4])) == ["Conflict", "Job"]
+    for job in [*stored, *outcomes]:
+        if isinstance(job, Job):
+            assert await store.get_job(job.id, tenant=None) == job
+
+
+async def test_concurrent_completes_each_get_their_own_outcome(store: JobStore) -> None:
+    for _ in range(6):
+        await store.insert_job(make_job())
+    jobs = await claim(store)
+    stale = Lease(jobs[1].id, "someone-else", jobs[1].attempt)
+    outcomes = await asyncio.gather(
+        *(store.complete(lease_of(job), RESULT, now=T0 + 1) for job in jobs),
+        store.complete(lease_of(jobs[0]), RESULT, now=T0 + 1),  # the same lease twice
+        store.complete(stale, RESULT, now=T0 + 1),
+    )
+    assert sorted([outcomes[0], outcomes[6]]) == [False, True]
+    assert outcomes[1:6] == [True] * 5
+    assert outcomes[7] is False
+    for job in jobs:
+        done = await store.get_job(job.id, tenant=None)
+        assert done is not None
+        assert (done.state, done.result, done.finished_at) == (JobState.SUCCEEDED, RESULT, T0 + 1)
 
 
 async def test_expired_lease_is_reclaimed_with_priority_and_error(store: JobStore) -> None:

@@ -4,7 +4,11 @@
 * Claim in one statement: ``FOR UPDATE SKIP LOCKED`` over the queued jobs and the
   expired leases, so concurrent workers never take the same row and never wait
   on each other; partial indexes serve both halves.
-* Every write is its own transaction, committed before the call returns.
+* Every write is committed before the call returns. Concurrent ``insert_job`` calls,
+  and concurrent ``complete`` calls, are joined into one statement each (group
+  commit, :class:`_Group`): the tables' NOTIFY triggers make PostgreSQL commit
+  notifying transactions one at a time, each with its own WAL flush, so one
+  statement per call would cap a process at one commit per flush.
 * Driver errors are wrapped: a lost connection or a database that is down becomes
   :class:`~inferq.core.errors.StoreUnavailable` (the API answers 503).
 """
@@ -13,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
+from typing import Any, Generic, TypeVar
 
 from inferq.core.errors import ConfigError, Conflict, StoreError, StoreUnavailable
 from inferq.core.models import (
@@ -34,12 +39,16 @@ from inferq.store.base import JobStore
 from inferq.store.sql import load_migrations, load_queries
 
 T = TypeVar("T")
+P = TypeVar("P")
+R = TypeVar("R")
 log = logging.getLogger("inferq.store")
 #: how long to wait between attempts to re-open the notification connection
 RELISTEN_DELAY = 1.0
 
 #: serialises schema migrations across processes (any constant shared by all)
 MIGRATION_LOCK = 0x1F0E7A
+#: most calls one grouped statement takes
+GROUP_LIMIT = 256
 
 
 def _import_asyncpg() -> Any:
@@ -77,6 +86,87 @@ class _Query:
 Q = {name: _Query(sql) for name, sql in load_queries("postgres").items()}
 
 
+class _Group(Generic[P, R]):
+    """Group commit: concurrent calls of one write, run as one statement.
+
+    A call made while none of the group's statements is in flight starts one at
+    once, alone (the same statement and latency as without grouping); calls made
+    while one is in flight wait for it and then go together in the next. Each call
+    still returns only once the statement holding its row has committed. ``run``
+    gets the items of a batch and returns one outcome (a value or an exception)
+    for each, in order; ``key`` keeps two items with the same key out of one batch.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[P]], Awaitable[list[R | Exception]]],
+        *,
+        key: Callable[[P], Hashable] | None = None,
+    ) -> None:
+        self._run = run
+        self._key = key
+        self._waiting: list[tuple[P, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: P) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    def _take(self) -> list[tuple[P, asyncio.Future[R]]]:
+        """The next batch: waiting calls in arrival order, at most one per key."""
+        batch: list[tuple[P, asyncio.Future[R]]] = []
+        later: list[tuple[P, asyncio.Future[R]]] = []
+        keys: set[Hashable] = set()
+        for entry in self._waiting:
+            if entry[1].done():  # its caller was cancelled before its turn: not written
+                continue
+            key = self._key(entry[0]) if self._key is not None else None
+            if len(batch) >= GROUP_LIMIT or (key is not None and key in keys):
+                later.append(entry)
+            else:
+                keys.add(key)
+                batch.append(entry)
+        self._waiting = later
+        return batch
+
+    async def _drain(self) -> None:
+        batch: list[tuple[P, asyncio.Future[R]]] = []
+        try:
+            while batch := self._take():
+                outcomes: Sequence[R | Exception]
+                try:
+                    outcomes = await self._run([item for item, _ in batch])
+                except Exception as exc:
+                    outcomes = _each(exc, len(batch))
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        except BaseException:  # cancelled: the event loop is going away
+            for _, future in batch + self._waiting:
+                future.cancel()
+            self._waiting = []
+            raise
+        finally:
+            self._task = None
+
+
+def _each(exc: Exception, n: int) -> list[Exception]:
+    """``exc`` for the first of ``n`` callers and a copy for each other (each raises its own)."""
+    copies = [exc]
+    for _ in range(n - 1):
+        twin = copy.copy(exc)
+        twin.__cause__ = exc.__cause__
+        copies.append(twin)
+    return copies
+
+
 class PostgresStore(JobStore):
     def __init__(
         self,
@@ -93,6 +183,12 @@ class PostgresStore(JobStore):
         self._pool: Any = None
         self._asyncpg = _import_asyncpg()
         self._listener: asyncio.Task[None] | None = None
+        self._inserts: _Group[Job, int] = _Group(self._insert_jobs)
+        # one complete per job in a statement: a second one for the same job (the
+        # same lease twice) goes in the next and finds the job no longer running
+        self._completes: _Group[dict[str, Any], bool] = _Group(
+            self._complete_leases, key=lambda params: params["id"]
+        )
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -103,6 +199,7 @@ class PostgresStore(JobStore):
                 min_size=self.min_connections,
                 max_size=self.max_connections,
                 server_settings={"application_name": "inferq", **self.server_settings},
+                reset=_keep_session,
             )
         except (OSError, self._asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -224,11 +321,43 @@ class PostgresStore(JobStore):
     # -- jobs -------------------------------------------------------------------
 
     async def insert_job(self, job: Job) -> Job:
+        return job.evolve(seq=await self._inserts(job))
+
+    async def _insert_job(self, job: Job) -> int:
         try:
             row = await self._fetchrow("insert_job", rows.job_params(job))
         except Conflict as exc:
             raise Conflict(f"a job with id {job.id} already exists", param="id") from exc
-        return job.evolve(seq=int(row["seq"]))
+        return int(row["seq"])
+
+    async def _insert_jobs(self, jobs: list[Job]) -> list[int | Exception]:
+        """Each job's seq, or the error it alone would have met."""
+        if len(jobs) > 1:
+            params = [rows.job_params(job) for job in jobs]
+            columns = {
+                "ids": "id", "tenants": "tenant", "models": "model", "origins": "origin",
+                "service_classes": "service_class", "priorities": "priority",
+                "states": "state", "requests": "request", "infos": "info", "inputs": "inputs",
+                "max_attempts": "max_attempts", "created_ats": "created_at",
+                "deadline_ats": "deadline_at",
+            }  # fmt: skip
+            arrays = {name: [p[column] for p in params] for name, column in columns.items()}
+            try:
+                found = await self._fetch("insert_jobs", arrays)
+            except StoreUnavailable:
+                raise
+            except (Conflict, StoreError):
+                pass  # a duplicate id or a bad row: nothing was stored; each alone below
+            else:
+                seqs = {r["id"]: int(r["seq"]) for r in found}
+                return [seqs[job.id] for job in jobs]
+        outcomes: list[int | Exception] = []
+        for job in jobs:
+            try:
+                outcomes.append(await self._insert_job(job))
+            except (Conflict, StoreError) as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def get_job(self, job_id: str, *, tenant: str | None) -> Job | None:
         row = await self._fetchrow("get_job", {"id": job_id, "tenant": tenant})
@@ -261,14 +390,7 @@ class PostgresStore(JobStore):
             "max_class": int(max_class),
             "models": sorted(models) if models is not None else None,
         }
-        exhausted, claim = Q["fail_exhausted_leases"], Q["claim"]
-
-        async def run() -> list[Any]:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(exhausted.sql, *exhausted.args({"now": now}))
-                return list(await conn.fetch(claim.sql, *claim.args(params)))
-
-        claimed = [rows.row_to_job(r) for r in await self._guard(run)]
+        claimed = [rows.row_to_job(r) for r in await self._fetch("claim", params)]
         claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
         return claimed
 
@@ -295,7 +417,33 @@ class PostgresStore(JobStore):
             "now": now,
             **_fence(lease),
         }
-        return await self._execute("complete", params) > 0
+        return await self._completes(params)
+
+    async def _complete_leases(self, batch: list[dict[str, Any]]) -> list[bool | Exception]:
+        """Whether each complete held its fence, or the error it alone would have met."""
+        if len(batch) > 1:
+            columns = {
+                "ids": "id", "owners": "owner", "attempts": "attempt", "results": "result",
+                "prompt_tokens": "prompt_tokens", "completion_tokens": "completion_tokens",
+                "cached_tokens": "cached_tokens", "nows": "now",
+            }  # fmt: skip
+            arrays = {name: [p[column] for p in batch] for name, column in columns.items()}
+            try:
+                found = await self._fetch("complete_many", arrays)
+            except StoreUnavailable:
+                raise
+            except (Conflict, StoreError):
+                pass  # a bad row: nothing was written; each alone below
+            else:
+                done = {r["id"] for r in found}
+                return [params["id"] in done for params in batch]
+        outcomes: list[bool | Exception] = []
+        for params in batch:
+            try:
+                outcomes.append(await self._execute("complete", params) > 0)
+            except (Conflict, StoreError) as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def fail(self, lease: Lease, error: JobError, *, now: float, retry: bool) -> bool:
         params = {"error": rows.dumps(error.to_dict()), "retry": retry, "now": now}
@@ -362,6 +510,16 @@ class PostgresStore(JobStore):
     async def revoke_key(self, id_or_name: str, *, now: float) -> ApiKey | None:
         row = await self._fetchrow("revoke_key", {"key": id_or_name, "now": now})
         return rows.row_to_key(row) if row else None
+
+
+async def _keep_session(conn: Any) -> None:
+    """What the pool does to a released connection, besides ending an open transaction.
+
+    asyncpg's default also sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL``: one more round trip for every store call, to undo session state the
+    store never creates (it LISTENs on a connection of its own, takes advisory locks
+    only per transaction, holds no cursors and sets nothing).
+    """
 
 
 def _fence(lease: Lease) -> dict[str, Any]:

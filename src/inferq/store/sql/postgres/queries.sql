@@ -7,6 +7,22 @@ VALUES (:id, :tenant, :model, :origin, :service_class, :priority, :state, :reque
         :info::jsonb, :inputs::jsonb, :max_attempts, :created_at, :deadline_at)
 RETURNING seq;
 
+-- name: insert_jobs
+-- insert_job for several jobs in one statement (the store's group commit); seq follows
+-- the order of the arrays.
+INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
+                  inputs, max_attempts, created_at, deadline_at)
+SELECT id, tenant, model, origin, service_class, priority, state, request::jsonb,
+       info::jsonb, inputs::jsonb, max_attempts, created_at, deadline_at
+FROM unnest(:ids::text[], :tenants::text[], :models::text[], :origins::text[],
+            :service_classes::smallint[], :priorities::int[], :states::text[],
+            :requests::text[], :infos::text[], :inputs::text[], :max_attempts::int[],
+            :created_ats::float8[], :deadline_ats::float8[]) WITH ORDINALITY
+     AS j(id, tenant, model, origin, service_class, priority, state, request, info, inputs,
+          max_attempts, created_at, deadline_at, n)
+ORDER BY n
+RETURNING id, seq;
+
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant);
 
@@ -19,7 +35,9 @@ ORDER BY seq DESC
 LIMIT :limit;
 
 -- name: fail_exhausted_leases
--- Running jobs whose worker vanished after their last allowed attempt.
+-- Running jobs whose worker vanished after their last allowed attempt. The store runs
+-- this as the first part of claim (the exhausted CTE there); the statement alone is
+-- kept for tests/acceptance/test_scale_out.py, which checks its plan.
 UPDATE jobs
 SET state = 'failed',
     error = jsonb_build_object('code', 'worker_lost', 'message',
@@ -29,10 +47,20 @@ SET state = 'failed',
 WHERE state = 'running' AND lease_expires_at < :now AND attempt >= max_attempts;
 
 -- name: claim
--- One statement: the best queued jobs and the expired leases, merged in scheduling
--- order and locked with SKIP LOCKED, so concurrent workers never take the same row.
--- A re-claimed job keeps its priority and records why it was re-run.
-WITH queued AS (
+-- One statement: fail the running jobs whose worker vanished after their last allowed
+-- attempt (fail_exhausted_leases), and claim the best queued jobs and the expired
+-- leases with attempts left, merged in scheduling order and locked with SKIP LOCKED,
+-- so concurrent workers never take the same row. A re-claimed job keeps its priority
+-- and records why it was re-run.
+WITH exhausted AS (
+    UPDATE jobs
+    SET state = 'failed',
+        error = jsonb_build_object('code', 'worker_lost', 'message',
+            format('the worker running attempt %s of %s stopped renewing its lease',
+                   attempt, max_attempts)),
+        owner = NULL, lease_expires_at = NULL, finished_at = :now
+    WHERE state = 'running' AND lease_expires_at < :now AND attempt >= max_attempts
+), queued AS (
     SELECT seq, service_class, priority FROM jobs
     WHERE state = 'queued'
       AND service_class <= :max_class
@@ -43,7 +71,7 @@ WITH queued AS (
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT seq, service_class, priority FROM jobs
-    WHERE state = 'running' AND lease_expires_at < :now
+    WHERE state = 'running' AND lease_expires_at < :now AND attempt < max_attempts
       AND service_class <= :max_class
       AND (:models::text[] IS NULL OR model = ANY(:models))
     ORDER BY service_class, priority DESC, seq
@@ -87,6 +115,22 @@ SET state = 'succeeded', result = :result::jsonb, info = info || '{"progress": 1
     completion_tokens = :completion_tokens, cached_tokens = :cached_tokens,
     owner = NULL, lease_expires_at = NULL, finished_at = :now
 WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
+
+-- name: complete_many
+-- complete for several leases (distinct job ids) in one statement; returns the ids
+-- whose fence held.
+UPDATE jobs
+SET state = 'succeeded', result = c.result::jsonb, info = info || '{"progress": 1}'::jsonb,
+    prompt_tokens = c.prompt_tokens,
+    completion_tokens = c.completion_tokens, cached_tokens = c.cached_tokens,
+    owner = NULL, lease_expires_at = NULL, finished_at = c.now
+FROM unnest(:ids::text[], :owners::text[], :attempts::int[], :results::text[],
+            :prompt_tokens::int[], :completion_tokens::int[], :cached_tokens::int[],
+            :nows::float8[])
+     AS c(id, owner, attempt, result, prompt_tokens, completion_tokens, cached_tokens, now)
+WHERE jobs.id = c.id AND jobs.owner = c.owner AND jobs.attempt = c.attempt
+  AND jobs.state = 'running'
+RETURNING jobs.id;
 
 -- name: fail
 UPDATE jobs
