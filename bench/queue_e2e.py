@@ -56,6 +56,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import tempfile
@@ -530,6 +531,10 @@ def median_run(runs: list[Run]) -> Run:
 
 
 async def main_async(opts: argparse.Namespace) -> None:
+    # Stopped (a timeout's SIGTERM, say): unwind, so every fresh schema is dropped.
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     args = Args(url=opts.database_url, slots=opts.slots, pool=opts.pool)
     systems = opts.only or list(SYSTEMS)
     info = machine()
@@ -694,7 +699,10 @@ def main() -> None:
 
         run = uvloop.run
     opts.server_version = run(server_version(opts.database_url))
-    run(main_async(opts))
+    try:
+        run(main_async(opts))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise SystemExit("stopped") from None
 
 
 if __name__ == "__main__":
