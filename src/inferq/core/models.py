@@ -89,6 +89,60 @@ class ChatResult:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    """Texts to embed, one vector each."""
+
+    inputs: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "embed", "inputs": list(self.inputs)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmbedRequest:
+        return cls(inputs=tuple(data["inputs"]))
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    """What an engine produced for one embedding request: a vector per input."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "embed",
+            "vectors": [list(v) for v in self.vectors],
+            "usage": dataclasses.asdict(self.usage),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmbedResult:
+        return cls(
+            vectors=tuple(tuple(v) for v in data["vectors"]),
+            usage=Usage(**data["usage"]),
+        )
+
+
+#: what a job asks an engine to do
+Request = ChatRequest | EmbedRequest
+#: what an engine returns
+Result = ChatResult | EmbedResult
+
+
+def request_from_dict(data: dict[str, Any]) -> Request:
+    if data.get("kind") == "embed":
+        return EmbedRequest.from_dict(data)
+    return ChatRequest.from_dict(data)
+
+
+def result_from_dict(data: dict[str, Any]) -> Result:
+    if data.get("kind") == "embed":
+        return EmbedResult.from_dict(data)
+    return ChatResult.from_dict(data)
+
+
+@dataclass(frozen=True, slots=True)
 class JobError:
     code: str
     message: str
@@ -109,13 +163,13 @@ class Job:
     service_class: ServiceClass
     priority: int
     state: JobState
-    request: ChatRequest
+    request: Request
     created_at: float
     #: client metadata (Together's ``info``); the system adds ``progress`` and ``error``
     info: dict[str, Any] = field(default_factory=dict)
     #: the request as the client sent it, for dialects that echo it back
     inputs: dict[str, Any] | None = None
-    result: ChatResult | None = None
+    result: Result | None = None
     error: JobError | None = None
     usage: Usage = Usage()
     #: number of times a worker has claimed the job
@@ -129,6 +183,10 @@ class Job:
     deadline_at: float | None = None
     #: monotonic submission order, assigned by the store
     seq: int = 0
+    #: set on the rows of a batch: the batch, the row's custom_id and its line (from 1)
+    batch_id: str | None = None
+    custom_id: str | None = None
+    batch_line: int | None = None
 
     def evolve(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
@@ -173,3 +231,111 @@ class JobFilter:
     model: str | None = None
     states: frozenset[JobState] | None = None
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileRecord:
+    """An uploaded or produced file (OpenAI file) or a dataset (Fireworks).
+
+    The bytes live in the blob store under keys derived from the tenant and id;
+    a dataset may hold several named files (``meta["files"]``: name -> size).
+    """
+
+    id: str
+    tenant: str
+    #: "file" or "dataset"
+    kind: str
+    #: "batch", "batch_output", "dataset", ...
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: float
+    #: "uploading" until its bytes are in place, then "ready"
+    status: str = "ready"
+    #: dialect fields echoed back (displayName, format, exampleCount, sourceJobName ...)
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: assigned by the store, for keyset pagination
+    seq: int = 0
+
+    def evolve(self, **changes: Any) -> FileRecord:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    """How a batch's rows stand; tokens summed over its finished rows."""
+
+    total: int = 0
+    waiting: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    @property
+    def active(self) -> int:
+        return self.waiting + self.running
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchCounts:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """A file of requests run as one row job each, with its outputs written at the end."""
+
+    id: str
+    tenant: str
+    #: the API that created it ("openai", "fireworks"): how its rows are parsed
+    dialect: str
+    #: the model every row runs on, when the batch names one (Fireworks)
+    model: str | None
+    #: "/v1/chat/completions" or "/v1/embeddings"
+    endpoint: str
+    state: JobState
+    input_file_id: str
+    created_at: float
+    expires_at: float
+    #: row defaults (max_tokens, temperature, top_p, top_k) a row's own body overrides
+    params: dict[str, Any] = field(default_factory=dict)
+    #: dialect fields echoed back (metadata, displayName, outputDatasetId, ...)
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: the state finalizing leads to (succeeded, cancelled or expired)
+    final_state: JobState | None = None
+    #: validation failures: [{"code", "message", "line", "param"}]
+    errors: list[dict[str, Any]] | None = None
+    #: why the batch failed as a whole
+    error: JobError | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    #: rows counted at validation
+    total: int = 0
+    #: the counts frozen when the batch ended (live counts come from its rows)
+    counts: BatchCounts | None = None
+    #: only the custom_ids of rows that did not succeed in this earlier batch run
+    continued_from: str | None = None
+    idempotency_key: str | None = None
+    validated_at: float | None = None
+    started_at: float | None = None
+    finalizing_at: float | None = None
+    cancelling_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    #: the runner holding the batch's bookkeeping lease
+    owner: str | None = None
+    lease_expires_at: float | None = None
+    seq: int = 0
+
+    def evolve(self, **changes: Any) -> Batch:
+        return dataclasses.replace(self, **changes)

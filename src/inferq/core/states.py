@@ -38,9 +38,19 @@ CANCELLABLE_STATES = frozenset(
 )
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.VALIDATING: frozenset({JobState.QUEUED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.VALIDATING: frozenset(
+        {JobState.QUEUED, JobState.FAILED, JobState.CANCELLING, JobState.CANCELLED}
+    ),
+    # a batch goes from queued to cancelling or finalizing while its rows run
     JobState.QUEUED: frozenset(
-        {JobState.RUNNING, JobState.CANCELLED, JobState.EXPIRED, JobState.FAILED}
+        {
+            JobState.RUNNING,
+            JobState.CANCELLING,
+            JobState.FINALIZING,
+            JobState.CANCELLED,
+            JobState.EXPIRED,
+            JobState.FAILED,
+        }
     ),
     # running -> running is a re-claim after the lease expired (attempt + 1)
     JobState.RUNNING: frozenset(

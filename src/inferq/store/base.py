@@ -24,12 +24,15 @@ from typing import Any
 
 from inferq.core.models import (
     ApiKey,
-    ChatResult,
+    Batch,
+    BatchCounts,
+    FileRecord,
     Job,
     JobError,
     JobFilter,
     Lease,
     QueueMetrics,
+    Result,
 )
 from inferq.core.states import JobState, ServiceClass
 
@@ -99,7 +102,7 @@ class JobStore(ABC):
         """Merge ``info`` into the job's info (fenced)."""
 
     @abstractmethod
-    async def complete(self, lease: Lease, result: ChatResult, *, now: float) -> bool:
+    async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
         """Record the result and mark the job succeeded (fenced)."""
 
     @abstractmethod
@@ -133,6 +136,127 @@ class JobStore(ABC):
     @abstractmethod
     async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
         """Counts of the tenant's running and waiting jobs."""
+
+    # -- files and datasets --------------------------------------------------
+
+    @abstractmethod
+    async def insert_file(self, record: FileRecord) -> FileRecord | None:
+        """Store a new file record; None when the tenant already has one with this id."""
+
+    @abstractmethod
+    async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
+        """The tenant's file or dataset with this id."""
+
+    @abstractmethod
+    async def list_files(
+        self,
+        *,
+        tenant: str,
+        kind: str,
+        limit: int,
+        after: str | None = None,
+        purpose: str | None = None,
+    ) -> list[FileRecord]:
+        """The tenant's records of ``kind``, newest first, starting after the record ``after``."""
+
+    @abstractmethod
+    async def update_file(self, record: FileRecord) -> bool:
+        """Replace the record's filename, bytes, status and meta; False when it is gone."""
+
+    @abstractmethod
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
+        """Delete the record; False when there was none."""
+
+    # -- batches ------------------------------------------------------------------
+
+    @abstractmethod
+    async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
+        """Store a new batch; return it and True.
+
+        When the tenant already has a batch with the same ``idempotency_key`` (not
+        None), store nothing and return that batch and False. Raises
+        :class:`~inferq.core.errors.Conflict` when the tenant has a batch with this id.
+        """
+
+    @abstractmethod
+    async def get_batch(self, batch_id: str, *, tenant: str | None) -> Batch | None:
+        """The batch; ``tenant=None`` reads across tenants."""
+
+    @abstractmethod
+    async def list_batches(
+        self,
+        *,
+        tenant: str | None,
+        dialect: str | None,
+        limit: int,
+        after: str | None = None,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Batch]:
+        """Batches newest first, starting after the batch with id ``after``."""
+
+    @abstractmethod
+    async def active_batches(self, *, now: float, limit: int) -> list[Batch]:
+        """Batches of every tenant that are not terminal and whose lease is free or expired."""
+
+    @abstractmethod
+    async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:
+        """Take (or extend) the bookkeeping lease of a batch; False when another holds it."""
+
+    @abstractmethod
+    async def update_batch(self, batch: Batch, *, expect: JobState) -> bool:
+        """Write every field of ``batch`` when the stored one is still in ``expect``."""
+
+    @abstractmethod
+    async def count_open_batches(self, *, tenant: str) -> int:
+        """How many of the tenant's batches are not terminal."""
+
+    @abstractmethod
+    async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:
+        """Delete the batch and its rows; False when there was none."""
+
+    # -- batch rows (jobs with a batch_id) ----------------------------------------
+
+    @abstractmethod
+    async def insert_rows(self, rows: Sequence[Job]) -> None:
+        """Store rows durably in one transaction; rows whose id exists are skipped."""
+
+    @abstractmethod
+    async def release_rows(self, *, tenant: str, batch_id: str) -> int:
+        """Move the batch's validating rows to queued; return how many."""
+
+    @abstractmethod
+    async def batch_counts(self, *, tenant: str, batch_id: str) -> BatchCounts:
+        """Count the batch's rows by state and sum the tokens of finished ones."""
+
+    @abstractmethod
+    async def batch_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        after_line: int,
+        limit: int,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Job]:
+        """The batch's rows with ``batch_line > after_line``, in line order."""
+
+    @abstractmethod
+    async def duplicate_custom_ids(
+        self, *, tenant: str, batch_id: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        """custom_ids used by more than one row: (custom_id, first line, a later line)."""
+
+    @abstractmethod
+    async def finish_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        state: JobState,
+        error: JobError,
+        now: float,
+    ) -> int:
+        """Move the batch's validating, queued and running rows to ``state``; return how many."""
 
     # -- API keys ---------------------------------------------------------------
 

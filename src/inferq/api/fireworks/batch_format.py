@@ -1,0 +1,81 @@
+"""Fireworks' batch format: input rows ``{custom_id, body}`` (the model is the job's),
+an output dataset holding ``BIJOutputSet.jsonl`` (``{custom_id, response}`` lines)
+and ``error-data`` (``{custom_id, error: {code, message}}`` lines)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferq.api.chat import parse_chat_body, render_completion
+from inferq.core.batches import OutputFile, ParsedRow
+from inferq.core.errors import InvalidRequest
+from inferq.core.files import DATASET
+from inferq.core.models import Batch, BatchCounts, FileRecord, Job
+
+RESULTS = "BIJOutputSet.jsonl"
+ERRORS = "error-data"
+
+
+def job_name(batch: Batch) -> str:
+    return f"accounts/{batch.meta.get('account', '-')}/batchInferenceJobs/{batch.id}"
+
+
+class FireworksBatchFormat:
+    def parse_row(self, data: Any, batch: Batch) -> ParsedRow:
+        if not isinstance(data, dict):
+            raise InvalidRequest("each row must be a JSON object")
+        custom_id = data.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id:
+            raise InvalidRequest("custom_id: must be a non-empty string", param="custom_id")
+        body = data.get("body")
+        if not isinstance(body, dict):
+            raise InvalidRequest("body: must be a JSON object", param="body")
+        if "prompt_token_ids" in body:
+            raise InvalidRequest(
+                "body.prompt_token_ids: token-id prompts are not supported; send messages",
+                param="body.prompt_token_ids",
+            )
+        merged = {**batch.params, **{k: v for k, v in body.items() if k != "model"}}
+        assert batch.model is not None, "a Fireworks batch names its model"
+        request = parse_chat_body(merged, prefix="body").to_request()
+        return ParsedRow(custom_id, batch.model, request)
+
+    def result_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        return {"custom_id": row.custom_id, "response": render_completion(row)}
+
+    def error_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        error = row.error
+        return {
+            "custom_id": row.custom_id,
+            "error": {
+                "code": error.code if error else "unknown_error",
+                "message": error.message if error else "the request did not complete",
+            },
+        }
+
+    def output_files(self, batch: Batch) -> tuple[OutputFile, OutputFile]:
+        dataset = batch.meta["outputDatasetId"]
+        return OutputFile(dataset, RESULTS), OutputFile(dataset, ERRORS)
+
+    def publish(
+        self, batch: Batch, counts: BatchCounts, sizes: tuple[int, int], now: float
+    ) -> tuple[list[FileRecord], Batch]:
+        record = FileRecord(
+            id=batch.meta["outputDatasetId"],
+            tenant=batch.tenant,
+            kind=DATASET,
+            purpose="dataset",
+            filename=RESULTS,
+            bytes=sum(sizes),
+            created_at=now,
+            status="ready",
+            meta={
+                "files": {RESULTS: sizes[0], ERRORS: sizes[1]},
+                "displayName": f"{batch.meta.get('displayName') or batch.id} output",
+                "format": "FORMAT_UNSPECIFIED",
+                "exampleCount": str(counts.succeeded),
+                "sourceJobName": job_name(batch),
+                "account": batch.meta.get("account", "-"),
+            },
+        )
+        return [record], batch.evolve(output_file_id=record.id)

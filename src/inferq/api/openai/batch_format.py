@@ -1,0 +1,157 @@
+"""OpenAI's batch file format: input lines ``{custom_id, method, url, body}``, output
+lines ``{id, custom_id, response: {status_code, request_id, body}, error}``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from inferq.api.chat import parse_chat_body, render_completion
+from inferq.core.batches import OutputFile, ParsedRow
+from inferq.core.errors import InvalidRequest
+from inferq.core.files import CONTENT, FILE
+from inferq.core.models import Batch, BatchCounts, EmbedRequest, EmbedResult, FileRecord, Job
+
+CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+ENDPOINTS = (CHAT, EMBEDDINGS)
+#: row errors that are the request's own fault: reported with a 400 response body
+_CLIENT_CODES = frozenset({"context_length_exceeded", "invalid_request"})
+_OUTPUTS = uuid.UUID("5b8f7c1e-2d4a-4e8b-9c3f-6a1d0e2b4c57")
+
+
+def parse_embedding_body(body: dict[str, Any]) -> EmbedRequest:
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not isinstance(inputs, list) or not inputs:
+        raise InvalidRequest(
+            "body.input: give a string or a non-empty list of strings", param="body.input"
+        )
+    for n, text in enumerate(inputs):
+        if not isinstance(text, str) or not text:
+            raise InvalidRequest(
+                f"body.input.{n}: must be a non-empty string", param=f"body.input.{n}"
+            )
+    return EmbedRequest(inputs=tuple(inputs))
+
+
+def render_embeddings(job: Job) -> dict[str, Any]:
+    assert isinstance(job.result, EmbedResult), "only embedding jobs have vectors"
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": list(vector)}
+            for i, vector in enumerate(job.result.vectors)
+        ],
+        "model": job.model,
+        "usage": {
+            "prompt_tokens": job.usage.prompt_tokens,
+            "total_tokens": job.usage.prompt_tokens,
+        },
+    }
+
+
+def _output_id(batch: Batch, which: str) -> str:
+    return "file-" + uuid.uuid5(_OUTPUTS, f"{batch.tenant}\n{batch.id}\n{which}").hex
+
+
+class OpenAIBatchFormat:
+    def parse_row(self, data: Any, batch: Batch) -> ParsedRow:
+        if not isinstance(data, dict):
+            raise InvalidRequest("each line must be a JSON object")
+        custom_id = data.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id:
+            raise InvalidRequest("custom_id: must be a non-empty string", param="custom_id")
+        if data.get("method") != "POST":
+            raise InvalidRequest("method: must be POST", param="method")
+        if data.get("url") != batch.endpoint:
+            raise InvalidRequest(
+                f"url: {data.get('url')!r} does not match the batch's endpoint {batch.endpoint}",
+                param="url",
+            )
+        body = data.get("body")
+        if not isinstance(body, dict):
+            raise InvalidRequest("body: must be a JSON object", param="body")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("body.model: is required", param="body.model")
+        if batch.endpoint == EMBEDDINGS:
+            return ParsedRow(custom_id, model, parse_embedding_body(body))
+        if body.get("stream"):
+            raise InvalidRequest(
+                "body.stream: streaming is not available in a batch", param="body.stream"
+            )
+        return ParsedRow(custom_id, model, parse_chat_body(body, prefix="body").to_request())
+
+    def result_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        body = (
+            render_embeddings(row)
+            if isinstance(row.result, EmbedResult)
+            else render_completion(row)
+        )
+        return {
+            "id": "batch_req_" + row.id.replace("-", ""),
+            "custom_id": row.custom_id,
+            "response": {"status_code": 200, "request_id": row.id, "body": body},
+            "error": None,
+        }
+
+    def error_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        error = row.error
+        code = error.code if error else "unknown_error"
+        message = error.message if error else "the request did not complete"
+        line: dict[str, Any] = {
+            "id": "batch_req_" + row.id.replace("-", ""),
+            "custom_id": row.custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        }
+        if code in _CLIENT_CODES:
+            line["response"] = {
+                "status_code": 400,
+                "request_id": row.id,
+                "body": {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": code,
+                    }
+                },
+            }
+            line["error"] = None
+        return line
+
+    def output_files(self, batch: Batch) -> tuple[OutputFile, OutputFile]:
+        return (
+            OutputFile(_output_id(batch, "output"), CONTENT),
+            OutputFile(_output_id(batch, "error"), CONTENT),
+        )
+
+    def publish(
+        self, batch: Batch, counts: BatchCounts, sizes: tuple[int, int], now: float
+    ) -> tuple[list[FileRecord], Batch]:
+        records: list[FileRecord] = []
+        output_id = error_id = None
+        if sizes[0]:
+            output_id = _output_id(batch, "output")
+            records.append(
+                self._record(batch, output_id, f"{batch.id}_output.jsonl", sizes[0], now)
+            )
+        if sizes[1]:
+            error_id = _output_id(batch, "error")
+            records.append(self._record(batch, error_id, f"{batch.id}_error.jsonl", sizes[1], now))
+        return records, batch.evolve(output_file_id=output_id, error_file_id=error_id)
+
+    @staticmethod
+    def _record(batch: Batch, file_id: str, filename: str, size: int, now: float) -> FileRecord:
+        return FileRecord(
+            id=file_id,
+            tenant=batch.tenant,
+            kind=FILE,
+            purpose="batch_output",
+            filename=filename,
+            bytes=size,
+            created_at=now,
+            status="processed",
+        )

@@ -1,0 +1,119 @@
+"""BlobStore on a local directory (the default; a shared volume serves a fleet).
+
+A writer fills a temporary file beside the target, then fsyncs it, renames it
+into place and fsyncs the directory: a blob is either whole and durable or absent.
+File I/O runs on worker threads so the event loop never blocks on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key
+from inferq.core.errors import NotFound
+
+#: how much a writer buffers before handing bytes to a thread
+_BUFFER = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _LocalWriter(BlobWriter):
+    def __init__(self, path: Path, max_bytes: int | None) -> None:
+        super().__init__(max_bytes)
+        self._path = path
+        self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        self._file: BinaryIO | None = None
+        self._buffer = bytearray()
+
+    def _open(self) -> BinaryIO:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        return open(self._tmp, "wb")
+
+    async def _flush(self) -> None:
+        if self._file is None:
+            self._file = await asyncio.to_thread(self._open)
+        data, self._buffer = bytes(self._buffer), bytearray()
+        if data:
+            await asyncio.to_thread(self._file.write, data)
+
+    async def _write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= _BUFFER:
+            await self._flush()
+
+    async def _commit(self) -> None:
+        await self._flush()
+        assert self._file is not None
+        file = self._file
+
+        def finish() -> None:
+            file.flush()
+            os.fsync(file.fileno())
+            file.close()
+            os.replace(self._tmp, self._path)
+            _fsync_dir(self._path.parent)
+
+        await asyncio.to_thread(finish)
+
+    async def _discard(self) -> None:
+        file = self._file
+
+        def drop() -> None:
+            if file is not None:
+                file.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+
+        await asyncio.to_thread(drop)
+
+
+class LocalBlobs(BlobStore):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
+        return _LocalWriter(self._path(key), max_bytes)
+
+    async def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            file = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {key} not found") from None
+        try:
+            # read bigger pieces per thread hop, hand them out in ``chunk``s
+            while data := await asyncio.to_thread(file.read, max(chunk, _BUFFER)):
+                for start in range(0, len(data), chunk):
+                    yield data[start : start + chunk]
+        finally:
+            file.close()
+
+    async def size(self, key: str) -> int | None:
+        try:
+            return (await asyncio.to_thread(self._path(key).stat)).st_size
+        except FileNotFoundError:
+            return None
+
+    async def delete(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(path.unlink)
+        except FileNotFoundError:
+            return False
+        return True

@@ -1,0 +1,48 @@
+"""In-memory BlobStore: the fake for unit tests (holds whole blobs, so small ones only)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key
+from inferq.core.errors import NotFound
+
+
+class _MemoryWriter(BlobWriter):
+    def __init__(self, store: MemoryBlobs, key: str, max_bytes: int | None) -> None:
+        super().__init__(max_bytes)
+        self._store = store
+        self._key = key
+        self._parts: list[bytes] = []
+
+    async def _write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    async def _commit(self) -> None:
+        self._store.blobs[self._key] = b"".join(self._parts)
+        self._parts = []
+
+    async def _discard(self) -> None:
+        self._parts = []
+
+
+class MemoryBlobs(BlobStore):
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
+        return _MemoryWriter(self, check_key(key), max_bytes)
+
+    async def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+        data = self.blobs.get(check_key(key))
+        if data is None:
+            raise NotFound(f"blob {key} not found")
+        for start in range(0, len(data), chunk):
+            yield data[start : start + chunk]
+
+    async def size(self, key: str) -> int | None:
+        data = self.blobs.get(check_key(key))
+        return None if data is None else len(data)
+
+    async def delete(self, key: str) -> bool:
+        return self.blobs.pop(check_key(key), None) is not None

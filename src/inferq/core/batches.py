@@ -1,0 +1,544 @@
+"""BatchService: a file of requests, run as one durable row job per request.
+
+A batch moves through the job states; each dialect renders them its own way::
+
+    validating -> queued -> running -> finalizing -> succeeded | expired
+        |           |          `-> cancelling -> cancelled
+        `-> failed (the file did not validate)
+
+* **validating**: the runner streams the input file, checks every line with the
+  dialect's :class:`BatchFormat`, and inserts the rows in chunks, still in the
+  ``validating`` state where no worker claims them. Row ids are derived from the
+  batch and the line, so a validation interrupted by a crash is simply redone.
+  Only when the whole file is valid (duplicate ``custom_id``s included) does the
+  batch become ``queued`` and its rows claimable, all at once.
+* **queued / running**: workers run the rows like any other job, below sync and
+  queued work (service class ``BATCH``). A row's priority is minus its line, so
+  the claim takes row *k* of every open batch before row *k + 1* of any: batches
+  share the engines round-robin instead of first-come-first-served.
+* **finalizing**: once no row is waiting or running (or the completion window
+  ran out), the runner streams the rows in line order into a result file and an
+  error file. Those files are written from the stored rows, in one pass, after
+  every row ended: no row appears twice or goes missing, whatever crashed before.
+
+Every step is a compare-and-set on the batch's state, so two runners, or a runner
+and a client's cancel, never both win a transition; the bookkeeping lease keeps
+two runners from doing the same work at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from inferq.blobs.base import BlobStore
+from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, QueueFull
+from inferq.core.events import JobEvents
+from inferq.core.files import DATASET, blob_key, file_names
+from inferq.core.models import (
+    Batch,
+    BatchCounts,
+    FileRecord,
+    Job,
+    JobError,
+    Request,
+)
+from inferq.core.states import JobState, ServiceClass, check_transition
+from inferq.store.base import JobStore
+
+log = logging.getLogger("inferq.batches")
+
+#: rows inserted (and result rows read) per store round trip
+CHUNK = 1000
+#: validation stops after this many bad lines
+MAX_ERRORS = 100
+#: the longest input line accepted, in bytes
+MAX_LINE = 8 * 1024 * 1024
+
+_ROW_IDS = uuid.UUID("0f6a5b0e-6c43-4d1b-9a8e-2f1d3c5b7a90")
+
+EXPIRED_ROW = JobError(
+    "batch_expired", "This request could not be executed before the completion window expired."
+)
+CANCELLED_ROW = JobError("batch_cancelled", "The batch was cancelled before this request ran.")
+#: the states in which a client can still cancel a batch
+CANCELLABLE = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRow:
+    """One valid input line, free of its dialect's shape."""
+
+    custom_id: str
+    model: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """Where a batch's result or error lines go: a file record and one of its files."""
+
+    record_id: str
+    name: str
+
+
+class BatchFormat(Protocol):
+    """How one dialect reads a batch's input lines and writes its output lines."""
+
+    def parse_row(self, data: Any, batch: Batch) -> ParsedRow:
+        """Check one decoded input line; raise a ClientError naming what is wrong."""
+
+    def result_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        """The output line of a succeeded row."""
+
+    def error_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        """The error-file line of a row that failed, was cancelled or expired."""
+
+    def output_files(self, batch: Batch) -> tuple[OutputFile, OutputFile]:
+        """Where result lines and error lines are written."""
+
+    def publish(
+        self, batch: Batch, counts: BatchCounts, sizes: tuple[int, int], now: float
+    ) -> tuple[list[FileRecord], Batch]:
+        """The file records that make the outputs visible, and the batch pointing at them.
+
+        A record left out of the list is not published (its bytes are removed).
+        """
+
+
+class ModelNames(Protocol):
+    def validate(self, model: str, request: Request) -> None: ...
+
+    def names(self) -> Collection[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    #: rows one batch may hold
+    max_rows: int = 200_000
+    #: batches a tenant may have open at once
+    max_open: int = 20
+    #: attempts per row (engine errors are retried)
+    max_attempts: int = 4
+
+
+def row_id(tenant: str, batch_id: str, line: int) -> str:
+    """The id of a batch's row: the same for the same line, across crashes."""
+    return str(uuid.uuid5(_ROW_IDS, f"{tenant}\n{batch_id}\n{line}"))
+
+
+def describe(error: dict[str, Any]) -> str:
+    """A validation error as one line: ``file:line: message``."""
+    place = ":".join(str(p) for p in (error.get("file"), error.get("line")) if p is not None)
+    return f"{place}: {error['message']}" if place else str(error["message"])
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the line is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"the line is not valid JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+
+
+def _dumps(value: dict[str, Any]) -> bytes:
+    return (json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+Renew = Callable[[], Awaitable[bool]]
+
+
+class BatchService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        blobs: BlobStore,
+        models: ModelNames,
+        events: JobEvents,
+        formats: dict[str, BatchFormat],
+        limits: BatchLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.models = models
+        self.events = events
+        self.formats = formats
+        self.limits = limits or BatchLimits()
+        self.clock = clock
+
+    # -- what the dialects call ----------------------------------------------------
+
+    async def create(self, batch: Batch) -> tuple[Batch, bool]:
+        """Check and store a new batch in ``validating``; the runner takes it from there.
+
+        Returns the batch and whether it was created (False: an earlier request with
+        the same idempotency key created it).
+        """
+        if batch.dialect not in self.formats:
+            raise InvalidRequest(f"no batch format {batch.dialect!r}")
+        if batch.model is not None and batch.model not in self.models.names():
+            raise InvalidRequest(
+                f"model {batch.model!r} does not exist; available: "
+                + ", ".join(sorted(self.models.names())),
+                param="model",
+            )
+        if batch.continued_from is not None:
+            earlier = await self.get(batch.continued_from, tenant=batch.tenant)
+            if not earlier.state.terminal:
+                raise Conflict(
+                    f"batch {earlier.id} is still {earlier.state.value}; "
+                    "continue it once it has ended",
+                    param="continuedFromJobName",
+                )
+        else:
+            record = await self.store.get_file(batch.input_file_id, tenant=batch.tenant)
+            if record is None:
+                raise NotFound(f"input file {batch.input_file_id} not found", param="input_file_id")
+            if record.status not in ("ready", "processed") or not file_names(record):
+                raise InvalidRequest(
+                    f"{batch.input_file_id} has no uploaded file yet", param="input_file_id"
+                )
+        if await self.store.count_open_batches(tenant=batch.tenant) >= self.limits.max_open:
+            raise QueueFull(
+                f"too many open batches: at most {self.limits.max_open} may be open at once; "
+                "wait for one to finish"
+            )
+        stored, created = await self.store.insert_batch(batch)
+        if created:
+            log.info(
+                "batch %s created (tenant=%s dialect=%s)", batch.id, batch.tenant, batch.dialect
+            )
+        return stored, created
+
+    async def get(self, batch_id: str, *, tenant: str | None) -> Batch:
+        batch = await self.store.get_batch(batch_id, tenant=tenant)
+        if batch is None:
+            raise NotFound(f"batch {batch_id} not found", param="batch_id")
+        return batch
+
+    async def list(
+        self,
+        *,
+        tenant: str | None,
+        dialect: str | None,
+        limit: int = 20,
+        after: str | None = None,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Batch]:
+        return await self.store.list_batches(
+            tenant=tenant, dialect=dialect, limit=limit, after=after, states=states
+        )
+
+    async def counts(self, batch: Batch) -> BatchCounts:
+        """The batch's row counts: frozen once it ended, live before."""
+        if batch.counts is not None:
+            return batch.counts
+        if batch.state is JobState.VALIDATING:
+            return BatchCounts()
+        return await self.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+
+    async def cancel(self, batch_id: str, *, tenant: str | None) -> Batch:
+        """Ask the runner to stop the batch; it ends ``cancelled`` with what finished."""
+        for _ in range(5):
+            batch = await self.get(batch_id, tenant=tenant)
+            if batch.state in (JobState.CANCELLING, JobState.CANCELLED):
+                return batch
+            if batch.state not in CANCELLABLE:
+                raise Conflict(
+                    f"batch {batch_id} is already {batch.state.value} and cannot be cancelled",
+                    param="batch_id",
+                )
+            now = self.clock()
+            cancelling = batch.evolve(
+                state=JobState.CANCELLING,
+                final_state=JobState.CANCELLED,
+                cancelling_at=now,
+                updated_at=now,
+            )
+            if await self.store.update_batch(cancelling, expect=batch.state):
+                log.info("batch %s cancelling (was %s)", batch_id, batch.state.value)
+                await self._stop_rows(cancelling, JobState.CANCELLED, CANCELLED_ROW)
+                return cancelling
+        raise Conflict(f"batch {batch_id} changed while it was being cancelled; try again")
+
+    async def delete(self, batch_id: str, *, tenant: str) -> Batch:
+        """Stop the batch if it runs, then remove it and its rows (its outputs stay)."""
+        batch = await self.get(batch_id, tenant=tenant)
+        if not batch.state.terminal:
+            await self._stop_rows(batch, JobState.CANCELLED, CANCELLED_ROW)
+        await self.store.delete_batch(batch_id, tenant=tenant)
+        log.info("batch %s deleted (was %s)", batch_id, batch.state.value)
+        return batch
+
+    # -- what the runner calls ----------------------------------------------------
+
+    async def step(self, batch: Batch, *, renew: Renew) -> None:
+        """Move the batch on as far as it can go now; ``renew`` extends the lease."""
+        if batch.state is JobState.VALIDATING:
+            await self._validate(batch, renew)
+        elif batch.state in (JobState.QUEUED, JobState.RUNNING):
+            await self._watch(batch)
+        elif batch.state in (JobState.CANCELLING, JobState.FINALIZING):
+            await self._finalize(batch, renew)
+
+    async def _transition(self, batch: Batch, new: Batch) -> bool:
+        check_transition(batch.state, new.state)
+        done = await self.store.update_batch(
+            new.evolve(updated_at=self.clock()), expect=batch.state
+        )
+        if done:
+            log.info("batch %s %s -> %s", batch.id, batch.state.value, new.state.value)
+        return done
+
+    # validating -----------------------------------------------------------------
+
+    async def _validate(self, batch: Batch, renew: Renew) -> None:
+        fmt = self.formats[batch.dialect]
+        errors: list[dict[str, Any]] = []
+        pending: list[Job] = []
+        total = 0
+        now = self.clock()
+
+        def error(exc: ClientError, where: tuple[str | None, int | None]) -> None:
+            errors.append(
+                {
+                    "code": exc.code,
+                    "message": exc.message,
+                    "param": exc.param,
+                    "file": where[0],
+                    "line": where[1],
+                }
+            )
+
+        try:
+            async for where, item in self._inputs(batch):
+                total += 1
+                if total > self.limits.max_rows:
+                    error(
+                        InvalidRequest(
+                            f"the batch holds more than {self.limits.max_rows} requests"
+                        ),
+                        where,
+                    )
+                    break
+                try:
+                    parsed = (
+                        item if isinstance(item, ParsedRow) else fmt.parse_row(_loads(item), batch)
+                    )
+                    self.models.validate(parsed.model, parsed.request)
+                except ClientError as exc:
+                    error(exc, where)
+                    if len(errors) >= MAX_ERRORS:
+                        break
+                    continue
+                if errors:
+                    continue  # keep collecting errors, stop storing rows
+                pending.append(self._row(batch, total, parsed, now))
+                if len(pending) >= CHUNK:
+                    await self.store.insert_rows(pending)
+                    pending = []
+                    if not await renew():
+                        return
+        except ClientError as exc:  # the input file is gone, or a line is too long
+            error(exc, (None, None))
+        if pending and not errors:
+            await self.store.insert_rows(pending)
+        if not errors:
+            for custom_id, first, again in await self.store.duplicate_custom_ids(
+                tenant=batch.tenant, batch_id=batch.id, limit=MAX_ERRORS
+            ):
+                errors.append(
+                    {
+                        "code": "duplicate_custom_id",
+                        "message": f"custom_id {custom_id!r} is used more than once "
+                        f"(rows {first} and {again}); every custom_id must be unique",
+                        "param": "custom_id",
+                        "file": None,
+                        "line": again,
+                    }
+                )
+        if total == 0 and not errors:
+            errors.append(
+                {
+                    "code": "empty_file",
+                    "message": "the input file holds no requests",
+                    "param": None,
+                    "file": None,
+                    "line": None,
+                }
+            )
+        now = self.clock()
+        if errors:
+            await self.store.finish_rows(
+                tenant=batch.tenant,
+                batch_id=batch.id,
+                state=JobState.CANCELLED,
+                error=JobError("invalid_batch", "the batch failed validation"),
+                now=now,
+            )
+            failed = batch.evolve(
+                state=JobState.FAILED,
+                errors=errors,
+                error=JobError("invalid_request", describe(errors[0])),
+                counts=BatchCounts(),
+                validated_at=now,
+                finished_at=now,
+            )
+            if await self._transition(batch, failed):
+                log.info("batch %s failed validation: %s", batch.id, failed.error)
+            return
+        queued = batch.evolve(state=JobState.QUEUED, total=total, validated_at=now)
+        if await self._transition(batch, queued):
+            await self.store.release_rows(tenant=batch.tenant, batch_id=batch.id)
+            self.events.job_submitted()
+
+    async def _inputs(
+        self, batch: Batch
+    ) -> AsyncIterator[tuple[tuple[str | None, int | None], bytes | ParsedRow]]:
+        """Each input request with where it came from: raw lines, or an earlier batch's rows."""
+        if batch.continued_from is not None:
+            earlier = await self.get(batch.continued_from, tenant=batch.tenant)
+            if earlier.total > 0:
+                async for row in self._unsucceeded(earlier):
+                    assert row.custom_id is not None and row.batch_line is not None
+                    yield (
+                        (earlier.id, row.batch_line),
+                        ParsedRow(custom_id=row.custom_id, model=row.model, request=row.request),
+                    )
+                return
+            batch = earlier  # it never got past validation: read its input again
+        record = await self.store.get_file(batch.input_file_id, tenant=batch.tenant)
+        if record is None:
+            raise InvalidRequest(f"the input file {batch.input_file_id} was deleted")
+        for name in file_names(record):
+            display = record.filename if record.kind != DATASET else name
+            number = 0
+            async for line in self.blobs.lines(
+                blob_key(record.tenant, record.id, name), max_line=MAX_LINE
+            ):
+                number += 1
+                if line.strip():
+                    yield (display, number), line
+
+    async def _unsucceeded(self, batch: Batch) -> AsyncIterator[Job]:
+        after = 0
+        while page := await self.store.batch_rows(
+            tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK
+        ):
+            for row in page:
+                if row.state is not JobState.SUCCEEDED:
+                    yield row
+            after = page[-1].batch_line or 0
+
+    def _row(self, batch: Batch, line: int, parsed: ParsedRow, now: float) -> Job:
+        return Job(
+            id=row_id(batch.tenant, batch.id, line),
+            tenant=batch.tenant,
+            model=parsed.model,
+            origin=f"{batch.dialect}-batch",
+            service_class=ServiceClass.BATCH,
+            # round-robin across batches: row k of every batch before row k + 1 of any
+            priority=-line,
+            state=JobState.VALIDATING,
+            request=parsed.request,
+            created_at=now,
+            max_attempts=self.limits.max_attempts,
+            batch_id=batch.id,
+            custom_id=parsed.custom_id,
+            batch_line=line,
+        )
+
+    # queued / running -------------------------------------------------------------
+
+    async def _watch(self, batch: Batch) -> None:
+        now = self.clock()
+        if batch.state is JobState.QUEUED:
+            # rows left unreleased by a crash right after validation
+            await self.store.release_rows(tenant=batch.tenant, batch_id=batch.id)
+        if now >= batch.expires_at:
+            expiring = batch.evolve(
+                state=JobState.FINALIZING, final_state=JobState.EXPIRED, finalizing_at=now
+            )
+            if await self._transition(batch, expiring):
+                await self._stop_rows(expiring, JobState.EXPIRED, EXPIRED_ROW)
+            return
+        counts = await self.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+        if counts.active == 0:
+            await self._transition(
+                batch,
+                batch.evolve(
+                    state=JobState.FINALIZING,
+                    final_state=JobState.SUCCEEDED,
+                    started_at=batch.started_at or now,
+                    finalizing_at=now,
+                ),
+            )
+        elif batch.state is JobState.QUEUED and (counts.running or counts.done):
+            await self._transition(batch, batch.evolve(state=JobState.RUNNING, started_at=now))
+
+    async def _stop_rows(self, batch: Batch, state: JobState, error: JobError) -> None:
+        """End the rows that have not run, and abort the running ones."""
+        running = await self.store.batch_rows(
+            tenant=batch.tenant,
+            batch_id=batch.id,
+            after_line=0,
+            limit=CHUNK,
+            states=frozenset({JobState.RUNNING}),
+        )
+        stopped = await self.store.finish_rows(
+            tenant=batch.tenant, batch_id=batch.id, state=state, error=error, now=self.clock()
+        )
+        for row in running:
+            self.events.job_cancelled(row.id)
+        if stopped:
+            log.info("batch %s: %d rows %s", batch.id, stopped, state.value)
+
+    # finalizing / cancelling ------------------------------------------------------------
+
+    async def _finalize(self, batch: Batch, renew: Renew) -> None:
+        """Write the result and error files from the stored rows, then end the batch."""
+        if batch.state is JobState.CANCELLING:
+            # rows a crash left behind between the cancel and its sweep
+            await self._stop_rows(batch, JobState.CANCELLED, CANCELLED_ROW)
+        fmt = self.formats[batch.dialect]
+        results, failures = fmt.output_files(batch)
+        results_key = blob_key(batch.tenant, results.record_id, results.name)
+        errors_key = blob_key(batch.tenant, failures.record_id, failures.name)
+        async with self.blobs.writer(results_key) as out, self.blobs.writer(errors_key) as err:
+            after = 0
+            while page := await self.store.batch_rows(
+                tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK
+            ):
+                for row in page:
+                    if row.state is JobState.SUCCEEDED:
+                        await out.write(_dumps(fmt.result_line(row, batch)))
+                    else:
+                        await err.write(_dumps(fmt.error_line(row, batch)))
+                after = page[-1].batch_line or 0
+                if not await renew():
+                    await out.discard()
+                    await err.discard()
+                    return
+        counts = await self.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+        now = self.clock()
+        records, published = fmt.publish(batch, counts, (out.size, err.size), now)
+        kept = {(r.id, name) for r in records for name in file_names(r)}
+        for target, key in ((results, results_key), (failures, errors_key)):
+            if (target.record_id, target.name) not in kept:
+                await self.blobs.delete(key)
+        for record in records:
+            if await self.store.insert_file(record) is None:
+                await self.store.update_file(record)
+        final = batch.final_state or JobState.SUCCEEDED
+        ended = published.evolve(state=final, counts=counts, finished_at=now)
+        await self._transition(batch, ended)

@@ -1,0 +1,172 @@
+"""FileService: uploaded files and datasets, their bytes in the blob store.
+
+OpenAI files are records of kind ``file`` with one blob; Fireworks datasets are
+records of kind ``dataset`` that hold named files (``meta["files"]``: name ->
+size). Bytes are streamed into the blob store before the record points at them,
+so a record never names bytes that are not there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+
+from inferq.blobs.base import BlobStore, tenant_prefix
+from inferq.core.errors import Conflict, InvalidRequest, NotFound
+from inferq.core.models import FileRecord
+from inferq.store.base import JobStore
+
+log = logging.getLogger("inferq.files")
+
+FILE = "file"
+DATASET = "dataset"
+#: the name of an OpenAI file's only blob
+CONTENT = "content"
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def blob_key(tenant: str, record_id: str, name: str = CONTENT) -> str:
+    """Where the bytes of file ``name`` of a record live."""
+    return f"{tenant_prefix(tenant)}/files/{record_id}/{name}"
+
+
+def check_filename(name: str) -> str:
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidRequest(
+            f"file name {name!r} must be 1-200 letters, digits, '.', '_' or '-'",
+            param="filename",
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class FileLimits:
+    #: the largest upload accepted, in bytes
+    max_bytes: int = 200 * 1024 * 1024
+
+
+class FileService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        blobs: BlobStore,
+        limits: FileLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.limits = limits or FileLimits()
+        self.clock = clock
+
+    # -- files ---------------------------------------------------------------------
+
+    async def upload(
+        self,
+        *,
+        tenant: str,
+        purpose: str,
+        filename: str,
+        chunks: AsyncIterable[bytes],
+    ) -> FileRecord:
+        """Stream an upload into the blob store, then record it."""
+        file_id = "file-" + uuid.uuid4().hex
+        size = await self.blobs.put(
+            blob_key(tenant, file_id), chunks, max_bytes=self.limits.max_bytes
+        )
+        record = FileRecord(
+            id=file_id,
+            tenant=tenant,
+            kind=FILE,
+            purpose=purpose,
+            filename=filename,
+            bytes=size,
+            created_at=self.clock(),
+            status="processed",
+        )
+        stored = await self.store.insert_file(record)
+        assert stored is not None, "file ids are unique"
+        log.info("file %s uploaded (%d bytes, tenant=%s)", file_id, size, tenant)
+        return stored
+
+    async def get(self, file_id: str, *, tenant: str, kind: str = FILE) -> FileRecord:
+        record = await self.store.get_file(file_id, tenant=tenant)
+        if record is None or record.kind != kind:
+            noun = "dataset" if kind == DATASET else "file"
+            raise NotFound(f"{noun} {file_id} not found", param=f"{noun}_id")
+        return record
+
+    async def list(
+        self,
+        *,
+        tenant: str,
+        kind: str = FILE,
+        limit: int = 100,
+        after: str | None = None,
+        purpose: str | None = None,
+    ) -> list[FileRecord]:
+        return await self.store.list_files(
+            tenant=tenant, kind=kind, limit=limit, after=after, purpose=purpose
+        )
+
+    def content(self, record: FileRecord, name: str = CONTENT) -> AsyncIterator[bytes]:
+        """The bytes of one of the record's files, in chunks."""
+        return self.blobs.read(blob_key(record.tenant, record.id, name))
+
+    async def delete(self, file_id: str, *, tenant: str, kind: str = FILE) -> FileRecord:
+        record = await self.get(file_id, tenant=tenant, kind=kind)
+        await self.store.delete_file(file_id, tenant=tenant)
+        for name in file_names(record):
+            await self.blobs.delete(blob_key(tenant, file_id, name))
+        log.info("%s %s deleted (tenant=%s)", kind, file_id, tenant)
+        return record
+
+    # -- datasets --------------------------------------------------------------
+
+    async def create_dataset(self, record: FileRecord) -> FileRecord:
+        stored = await self.store.insert_file(record)
+        if stored is None:
+            raise Conflict(f"dataset {record.id} already exists", param="datasetId")
+        return stored
+
+    async def add_dataset_file(
+        self,
+        dataset: FileRecord,
+        *,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        expected_size: int | None = None,
+    ) -> FileRecord:
+        """Stream one named file into a dataset; the dataset is then ready."""
+        check_filename(name)
+        key = blob_key(dataset.tenant, dataset.id, name)
+        size = await self.blobs.put(key, chunks, max_bytes=self.limits.max_bytes)
+        if expected_size is not None and size != expected_size:
+            await self.blobs.delete(key)
+            raise InvalidRequest(
+                f"{name}: received {size} bytes, but the upload endpoint was asked "
+                f"for {expected_size}",
+                param="filenameToSize",
+            )
+        current = await self.get(dataset.id, tenant=dataset.tenant, kind=DATASET)
+        files = {**current.meta.get("files", {}), name: size}
+        updated = current.evolve(
+            filename=name,
+            bytes=sum(files.values()),
+            status="ready",
+            meta={**current.meta, "files": files},
+        )
+        await self.store.update_file(updated)
+        return updated
+
+
+def file_names(record: FileRecord) -> list[str]:
+    """The names of a record's files, in a stable order."""
+    if record.kind == FILE:
+        return [CONTENT]
+    return sorted(record.meta.get("files", {}))
