@@ -1,8 +1,9 @@
 """The batch runner: moves every open batch on, in whichever process runs workers.
 
 Each turn it lists the batches that are not terminal and whose bookkeeping lease
-is free, takes the lease, and lets :meth:`BatchService.step` validate, watch or
-finalize it. Long steps (validating 100,000 lines, writing the result files)
+is free. Batches whose rows are running are only watched (reads, and transitions
+that are compare-and-set, so no lease is needed); for validating and finalizing,
+which do long work, it takes the lease and lets :meth:`BatchService.step` do it. Long steps (validating 100,000 lines, writing the result files)
 renew the lease as they go; a runner that dies mid-step leaves a lease that runs
 out, and the next runner redoes the step, which is safe because every step is.
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 from inferq.core.batches import BatchService
 from inferq.core.models import Batch
+from inferq.core.states import JobState
 
 log = logging.getLogger("inferq.batches")
 
@@ -68,6 +70,12 @@ class BatchRunner:
         store = self.batches.store
         stepped = 0
         for batch in await store.active_batches(now=self.clock(), limit=100):
+            if batch.state in (JobState.QUEUED, JobState.RUNNING):
+                # watching takes only reads and compare-and-set transitions: no lease,
+                # so an idle turn writes nothing
+                await self.batches.step(batch, renew=self._no_renew)
+                stepped += 1
+                continue
             if not await self._lease(batch):
                 continue
             current = await store.get_batch(batch.id, tenant=batch.tenant)
@@ -82,6 +90,10 @@ class BatchRunner:
                 )
             stepped += 1
         return stepped
+
+    @staticmethod
+    async def _no_renew() -> bool:
+        return True
 
     async def _lease(self, batch: Batch) -> bool:
         now = self.clock()
