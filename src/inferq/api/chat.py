@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ROLES, ChatMessage, ChatRequest, Job
+from inferq.core.models import ROLES, ChatMessage, ChatRequest, ChatResult, Job
 
 
 class TextPart(BaseModel):
@@ -104,7 +104,7 @@ def completion_id(job: Job) -> str:
 
 def render_completion(job: Job) -> dict[str, Any]:
     """The chat.completion object of a succeeded job."""
-    assert job.result is not None, "only succeeded jobs have a completion"
+    assert isinstance(job.result, ChatResult), "only succeeded chat jobs have a completion"
     return {
         "id": completion_id(job),
         "object": "chat.completion",

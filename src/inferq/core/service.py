@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatRequest, Job, JobError, JobFilter, QueueMetrics
+from inferq.core.models import ChatResult, Job, JobError, JobFilter, QueueMetrics, Request
 from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
 from inferq.store.base import JobStore
 
@@ -30,7 +30,7 @@ POLL_INTERVAL = 0.5
 class ModelCatalog(Protocol):
     """What the service needs to know about models (the registry provides it)."""
 
-    def validate(self, model: str, request: ChatRequest) -> None:
+    def validate(self, model: str, request: Request) -> None:
         """Raise a ClientError when ``model`` cannot run ``request``."""
 
     def names(self) -> Collection[str]:
@@ -63,7 +63,7 @@ class JobService:
         *,
         tenant: str,
         model: str,
-        request: ChatRequest,
+        request: Request,
         origin: str,
         service_class: ServiceClass = ServiceClass.ASYNC,
         priority: int = 0,
@@ -179,7 +179,7 @@ class JobService:
                         continue
                     job = await self.get(job_id, tenant=tenant)
                 if job.state.terminal:
-                    if not streamed and job.result is not None:
+                    if not streamed and isinstance(job.result, ChatResult):
                         yield job.result.text
                     return
         finally:

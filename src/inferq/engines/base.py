@@ -1,21 +1,25 @@
-"""The Engine port: run chat requests on a model.
+"""The Engine port: run chat or embedding requests on a model.
 
 Adapters: :mod:`inferq.engines.fake` (deterministic, for tests and queue
 benchmarks) and :mod:`inferq.engines.llamacpp` (the embedded default). The
 runner keeps ``slots`` requests in flight per engine; an engine may block a
-thread per request, but ``generate`` itself is a coroutine.
+thread per request, but ``generate`` and ``embed`` themselves are coroutines.
+
+A model serves either chat (``generate``) or embeddings (``embed``): a spec
+whose option ``embedding`` is true is an embedding model (:func:`is_embedding`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatRequest, ChatResult
+from inferq.core.errors import ConfigError, InvalidRequest
+from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Request
 
 #: called with each new piece of generated text, on the event loop
 TextCallback = Callable[[str], None]
@@ -36,6 +40,16 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def is_embedding(spec: ModelSpec) -> bool:
+    """Whether ``spec`` describes an embedding model (option ``embedding = true``)."""
+    value = spec.options.get("embedding", False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ConfigError(f"model {spec.name!r}: the option embedding is true or false, not {value!r}")
+
+
 class AbortSignal:
     """Set from any thread to stop a generation; engines check it every token."""
 
@@ -52,7 +66,7 @@ class AbortSignal:
 
 
 class Engine(ABC):
-    """A loaded model that generates chat completions."""
+    """A loaded model that generates chat completions or embeds texts."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -75,8 +89,18 @@ class Engine(ABC):
     def ready(self) -> bool:
         """Whether the model is loaded."""
 
-    def check(self, request: ChatRequest) -> None:
+    def check(self, request: Request) -> None:
         """Reject, before queueing, a request this model can never run."""
+        if isinstance(request, EmbedRequest):
+            if not self.embeds:
+                raise InvalidRequest(
+                    f"model {self.spec.name} serves chat, not embeddings", param="model"
+                )
+            return
+        if self.embeds:
+            raise InvalidRequest(
+                f"model {self.spec.name} serves embeddings, not chat", param="model"
+            )
         if request.max_tokens is not None and request.max_tokens >= self.spec.context_length:
             raise InvalidRequest(
                 f"max_tokens ({request.max_tokens}) must be below the context length "
@@ -98,3 +122,35 @@ class Engine(ABC):
         whose ``finish_reason`` is :data:`ABORTED`. Raises
         :class:`~inferq.core.errors.PromptTooLong` when the prompt does not fit.
         """
+
+    @property
+    def embeds(self) -> bool:
+        """Whether this model serves embeddings (``embed``) rather than chat."""
+        return False
+
+    @property
+    def dimensions(self) -> int | None:
+        """The length of this embedding model's vectors; None when not known yet
+        (a model that is not loaded) or for a chat model."""
+        return None
+
+    async def embed(self, request: EmbedRequest, *, abort: AbortSignal) -> EmbedResult:
+        """Embed every input of ``request``; one L2-normalised vector each, in order.
+
+        Checks ``abort`` between inputs; once it is set, returns at once with the
+        vectors of the inputs done so far (fewer than the inputs). Raises
+        :class:`~inferq.core.errors.PromptTooLong` when an input does not fit.
+        """
+        raise InvalidRequest(f"model {self.spec.name} serves chat, not embeddings", param="model")
+
+    def _not_chat(self) -> InvalidRequest:
+        """The error ``generate`` raises on an embedding model."""
+        return InvalidRequest(f"model {self.spec.name} serves embeddings, not chat", param="model")
+
+
+def normalise(vector: Sequence[float]) -> tuple[float, ...]:
+    """``vector`` scaled to unit L2 norm (a zero vector stays zero)."""
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    if norm == 0.0:
+        return tuple(float(x) for x in vector)
+    return tuple(float(x) / norm for x in vector)

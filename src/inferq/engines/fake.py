@@ -1,26 +1,43 @@
 """A deterministic engine for tests and queue benchmarks.
 
-It answers ``"echo: <last user message>"``, one whitespace-separated word per
+A chat model answers ``"echo: <last user message>"``, one whitespace-separated word per
 "token", cut at ``max_tokens``; ``token_delay`` (seconds, option) paces the words
 so cancellation and streaming can be observed. Prompt tokens are the words of all
 messages. The same request always gives the same result.
 
+With the option ``embedding = true`` it is an embedding model instead: each
+text's vector is derived from a hash of the text (``dimensions`` long, option,
+default 8; L2-normalised), so the same text always gets the same vector and
+different texts almost surely different ones. Each input's tokens are its words
+(at least 1); ``token_delay`` paces the inputs.
+
 ``execution_log`` (option, a file path) appends the last user message of every
-generation that ran to the end, one line each, so tests spanning processes can
-count how often each job really executed.
+generation (or the inputs of every embedding) that ran to the end, one line each,
+so tests spanning processes can count how often each job really executed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 
-from inferq.core.errors import EngineError, PromptTooLong
-from inferq.core.models import ChatRequest, ChatResult, Usage
-from inferq.engines.base import ABORTED, AbortSignal, Engine, ModelSpec, TextCallback
+from inferq.core.errors import ConfigError, EngineError, PromptTooLong
+from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
+from inferq.engines.base import (
+    ABORTED,
+    AbortSignal,
+    Engine,
+    ModelSpec,
+    TextCallback,
+    is_embedding,
+    normalise,
+)
 
-#: a message with this exact content makes the fake engine fail (for tests)
+#: a message (or embedding input) with this exact content makes the fake engine fail
 FAIL_TRIGGER = "__inferq_fail__"
+#: the length of the fake embedding vectors unless the option ``dimensions`` says otherwise
+FAKE_DIMENSIONS = 8
 
 
 class FakeEngine(Engine):
@@ -29,8 +46,12 @@ class FakeEngine(Engine):
         self.token_delay = float(spec.options.get("token_delay", 0.0))
         log = spec.options.get("execution_log")
         self.execution_log = str(log) if log else None
+        self._embeds = is_embedding(spec)
+        self._dimensions = int(spec.options.get("dimensions", FAKE_DIMENSIONS))
+        if self._dimensions < 1:
+            raise ConfigError(f"model {spec.name!r}: dimensions must be at least 1")
         self._ready = False
-        #: how many generations started (tests count re-runs)
+        #: how many generations (or embeddings) started (tests count re-runs)
         self.calls = 0
 
     async def start(self) -> None:
@@ -43,6 +64,14 @@ class FakeEngine(Engine):
     def ready(self) -> bool:
         return self._ready
 
+    @property
+    def embeds(self) -> bool:
+        return self._embeds
+
+    @property
+    def dimensions(self) -> int | None:
+        return self._dimensions if self._embeds else None
+
     async def generate(
         self,
         request: ChatRequest,
@@ -50,6 +79,8 @@ class FakeEngine(Engine):
         abort: AbortSignal,
         on_text: TextCallback | None = None,
     ) -> ChatResult:
+        if self._embeds:
+            raise self._not_chat()
         self.calls += 1
         prompt_tokens = sum(len(m.content.split()) + 1 for m in request.messages)
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
@@ -84,6 +115,46 @@ class FakeEngine(Engine):
             finish_reason=finish,
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(out)),
         )
+
+    async def embed(self, request: EmbedRequest, *, abort: AbortSignal) -> EmbedResult:
+        if not self._embeds:
+            return await super().embed(request, abort=abort)
+        self.calls += 1
+        counts = [max(1, len(text.split())) for text in request.inputs]
+        for i, (text, count) in enumerate(zip(request.inputs, counts, strict=True)):
+            if text == FAIL_TRIGGER:
+                raise EngineError("the fake engine was asked to fail")
+            if not text:
+                raise EngineError(f"input {i} is empty: there is nothing to embed")
+            if count > self.spec.context_length:
+                raise PromptTooLong(
+                    f"input {i} has {count} tokens; it exceeds the context length of "
+                    f"{self.spec.name} ({self.spec.context_length})",
+                    param=f"input.{i}",
+                )
+        vectors: list[tuple[float, ...]] = []
+        tokens = 0
+        for text, count in zip(request.inputs, counts, strict=True):
+            if abort.is_set():
+                break
+            vectors.append(fake_vector(text, self._dimensions))
+            tokens += count
+            if self.token_delay:
+                await asyncio.sleep(self.token_delay)
+        if self.execution_log and not abort.is_set():
+            _append_line(self.execution_log, " ".join(request.inputs))
+        return EmbedResult(vectors=tuple(vectors), usage=Usage(prompt_tokens=tokens))
+
+
+def fake_vector(text: str, dimensions: int) -> tuple[float, ...]:
+    """A unit vector that depends only on ``text`` (bytes of SHA-256 hashes, centred)."""
+    values: list[float] = []
+    block = 0
+    while len(values) < dimensions:
+        digest = hashlib.sha256(f"{block}:{text}".encode()).digest()
+        values.extend((b - 127.5) / 127.5 for b in digest)
+        block += 1
+    return normalise(values[:dimensions])
 
 
 def _append_line(path: str, text: str) -> None:

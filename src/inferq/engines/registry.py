@@ -9,7 +9,12 @@ Read from a TOML models file::
     slots = 2
     threads = 2                  # any other key is an engine option
 
-Without a models file, the registry serves the embedded default model.
+    [models."smollm2-135m-embed"]
+    embedding = true             # serves /v1/embeddings instead of chat
+
+Without a models file, the registry serves the embedded default models: the
+chat model ``smollm2-135m-instruct`` and, on the same GGUF file, the embedding
+model ``smollm2-135m-embed``.
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from inferq.core.errors import ConfigError, NotFound
-from inferq.core.models import ChatRequest
+from inferq.core.models import Request
 from inferq.engines.base import Engine, ModelSpec
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "smollm2-135m-embed"
 ENGINE_KINDS = ("llamacpp", "fake")
 
 
 def default_specs() -> dict[str, ModelSpec]:
+    """The chat model first (the default), then the embedding model on the same file."""
     return {
         DEFAULT_MODEL: ModelSpec(
             name=DEFAULT_MODEL,
@@ -35,7 +42,18 @@ def default_specs() -> dict[str, ModelSpec]:
             context_length=2048,
             slots=2,
             options={},
-        )
+        ),
+        # Two slots like the chat model: one is kept free of queued work, so a
+        # synchronous request never waits behind a batch. An input is evaluated in
+        # one batch whose buffers grow with the context (logits for every token:
+        # about 0.4 GB at 2048), so inputs are kept to 512 tokens, a usual chunk size.
+        DEFAULT_EMBEDDING_MODEL: ModelSpec(
+            name=DEFAULT_EMBEDDING_MODEL,
+            engine="llamacpp",
+            context_length=512,
+            slots=2,
+            options={"embedding": True},
+        ),
     }
 
 
@@ -71,6 +89,8 @@ def _spec(name: str, entry: Any, path: Path) -> ModelSpec:
         raise ConfigError(f"{path}: model {name!r}: context_length and slots are integers") from exc
     if context_length < 16 or slots < 1:
         raise ConfigError(f"{path}: model {name!r}: context_length >= 16 and slots >= 1")
+    if not isinstance(options.get("embedding", False), bool):
+        raise ConfigError(f"{path}: model {name!r}: embedding is true or false")
     return ModelSpec(
         name=name, engine=engine, context_length=context_length, slots=slots, options=options
     )
@@ -109,8 +129,10 @@ class ModelRegistry:
                 param="model",
             ) from None
 
-    def validate(self, model: str, request: ChatRequest) -> None:
-        """Raise a ClientError when ``model`` cannot run ``request``."""
+    def validate(self, model: str, request: Request) -> None:
+        """Raise a ClientError when ``model`` cannot run ``request``: an unknown model
+        (404), a chat request to an embedding model or the reverse (400, param model),
+        or a request the model can never run."""
         self.get(model).check(request)
 
     def names(self) -> list[str]:

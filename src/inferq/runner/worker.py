@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatResult, Job, JobError, Lease
+from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, Job, JobError, Lease, Result
 from inferq.core.states import ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine
 from inferq.engines.registry import ModelRegistry
@@ -175,7 +175,11 @@ class Worker:
 
         try:
             try:
-                result = await engine.generate(job.request, abort=run.abort, on_text=on_text)
+                result: Result
+                if isinstance(job.request, EmbedRequest):
+                    result = await engine.embed(job.request, abort=run.abort)
+                else:
+                    result = await engine.generate(job.request, abort=run.abort, on_text=on_text)
             except EngineError as exc:
                 await self._fail(run, JobError(exc.code, exc.message), retry=exc.retryable)
             except Exception as exc:
@@ -193,8 +197,10 @@ class Worker:
             self._slot_freed[job.model].set()
             self.events.job_ended(job.id)
 
-    async def _finish(self, run: _Running, result: ChatResult) -> None:
-        if result.finish_reason == ABORTED:
+    async def _finish(self, run: _Running, result: Result) -> None:
+        if run.abort.is_set() or (
+            isinstance(result, ChatResult) and result.finish_reason == ABORTED
+        ):
             log.info("job %s stopped: %s", run.job.id, run.abort.reason)
             return
         if await self.store.complete(run.lease, result, now=self.clock()):
@@ -248,11 +254,14 @@ class Worker:
 
     async def _report_progress(self) -> None:
         for run in list(self.running.values()):
-            if run.tokens == run.reported or run.abort.is_set():
+            request = run.job.request
+            if (
+                run.tokens == run.reported
+                or run.abort.is_set()
+                or not isinstance(request, ChatRequest)
+            ):
                 continue
             run.reported = run.tokens
-            limit = (
-                run.job.request.max_tokens or self.registry.get(run.job.model).spec.context_length
-            )
+            limit = request.max_tokens or self.registry.get(run.job.model).spec.context_length
             progress = round(min(run.tokens / max(limit, 1), 0.99), 3)
             await self.store.set_progress(run.lease, {"progress": progress})

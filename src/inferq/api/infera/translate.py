@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from inferq.core.errors import InferqError, InvalidRequest
-from inferq.core.models import Job
+from inferq.core.models import ChatResult, Job
 from inferq.core.states import JobState
 
 #: what Infera's clients poll for while a job is not finished
@@ -31,7 +31,7 @@ def render_result(job: Job) -> dict[str, Any]:
     if not job.state.terminal:
         return {"status": PROCESSING}
     status = STATUS[job.state]
-    if job.state is JobState.SUCCEEDED and job.result is not None:
+    if job.state is JobState.SUCCEEDED and isinstance(job.result, ChatResult):
         return {
             "status": status,
             "result": {

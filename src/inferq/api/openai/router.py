@@ -14,7 +14,7 @@ from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.translate import SSE_DONE, error_body, sse
 from inferq.api.sync import ClientGone, abandon, finished_or_raise, wait_for_client
 from inferq.core.errors import InferqError
-from inferq.core.models import Job
+from inferq.core.models import ChatResult, Job
 from inferq.core.service import JobService
 from inferq.core.states import ServiceClass
 
@@ -56,7 +56,7 @@ async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIt
             yield sse(render_chunk(job, delta={"content": piece}))
         done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
         finished = True
-        assert done.result is not None
+        assert isinstance(done.result, ChatResult)
         yield sse(render_chunk(done, finish_reason=done.result.finish_reason))
         if include_usage:
             yield sse(render_chunk(done, usage=render_usage(done)))
