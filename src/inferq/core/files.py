@@ -145,14 +145,17 @@ class FileService:
         """Stream one named file into a dataset; the dataset is then ready."""
         check_filename(name)
         key = blob_key(dataset.tenant, dataset.id, name)
-        size = await self.blobs.put(key, chunks, max_bytes=self.limits.max_bytes)
-        if expected_size is not None and size != expected_size:
-            await self.blobs.delete(key)
-            raise InvalidRequest(
-                f"{name}: received {size} bytes, but the upload endpoint was asked "
-                f"for {expected_size}",
-                param="filenameToSize",
-            )
+        # a wrong-sized upload is discarded before it replaces the file already there
+        async with self.blobs.writer(key, max_bytes=self.limits.max_bytes) as out:
+            async for data in chunks:
+                await out.write(data)
+            size = out.size
+            if expected_size is not None and size != expected_size:
+                raise InvalidRequest(
+                    f"{name}: received {size} bytes, but the upload endpoint was asked "
+                    f"for {expected_size}",
+                    param="filenameToSize",
+                )
         current = await self.get(dataset.id, tenant=dataset.tenant, kind=DATASET)
         files = {**current.meta.get("files", {}), name: size}
         updated = current.evolve(

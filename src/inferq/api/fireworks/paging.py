@@ -1,0 +1,71 @@
+"""Fireworks' list pages: ``pageSize`` (default 50, at most 200), opaque ``pageToken``s.
+
+A token is the id of the last item of the previous page; the stores list newest
+first and continue after an id. Filters the store cannot apply are applied here,
+reading on until a page is full.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from inferq.core.errors import InvalidRequest
+
+Fetch = Callable[[int, str | None], Awaitable[list[Any]]]
+
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+
+
+def page_size(value: int | None) -> int:
+    if value is None or value == 0:
+        return DEFAULT_PAGE
+    if value < 0:
+        raise InvalidRequest("pageSize: must not be negative", param="pageSize")
+    return min(value, MAX_PAGE)
+
+
+def page_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode()
+
+
+def page_after(token: str | None) -> str | None:
+    """The id a page token continues after (None: the first page)."""
+    if not token:
+        return None
+    try:
+        after = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        after = ""
+    if not after:
+        raise InvalidRequest("pageToken: not a token this API returned", param="pageToken")
+    return after
+
+
+async def page_of(
+    fetch: Fetch,
+    keep: Callable[[Any], bool],
+    size: int,
+    after: str | None,
+) -> tuple[list[Any], bool]:
+    """Up to ``size`` items ``keep`` accepts, after the item ``after``; whether more follow."""
+    found: list[Any] = []
+    while len(found) <= size:
+        chunk = await fetch(200, after)
+        found += [item for item in chunk if keep(item)]
+        if len(chunk) < 200:
+            break
+        after = chunk[-1].id
+    return found[:size], len(found) > size
+
+
+async def count_of(fetch: Fetch, keep: Callable[[Any], bool]) -> int:
+    total, after = 0, None
+    while chunk := await fetch(1000, after):
+        total += sum(1 for item in chunk if keep(item))
+        if len(chunk) < 1000:
+            break
+        after = chunk[-1].id
+    return total
