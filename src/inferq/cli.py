@@ -1,4 +1,4 @@
-"""The ``inferq`` command line: serve, keys, models, jobs.
+"""The ``inferq`` command line: serve, worker, keys, models, jobs, batch.
 
 Every command takes ``--data-dir`` (env ``INFERQ_DATA_DIR``) and works on the
 same data while a server runs: the store is opened directly, and SQLite's WAL
@@ -8,12 +8,15 @@ lets the CLI and the server share it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,14 +24,27 @@ from rich.table import Table
 
 from inferq import __version__
 from inferq.config import Settings
+from inferq.core.batches import describe
 from inferq.core.errors import Conflict, InferqError
 from inferq.core.events import JobEvents
+from inferq.core.files import blob_key
 from inferq.core.keys import KeyService
-from inferq.core.models import JobFilter
+from inferq.core.models import (
+    Batch,
+    BatchCounts,
+    ChatResult,
+    EmbedResult,
+    FileRecord,
+    Job,
+    JobFilter,
+)
 from inferq.core.service import JobService
 from inferq.core.states import JobState
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.store.base import JobStore
+
+if TYPE_CHECKING:
+    from inferq.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -39,8 +55,13 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
+batch_app = typer.Typer(
+    help="Run JSONL files of requests as batches; list, show, cancel, download.",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(batch_app, name="batch")
 
 out = Console()
 err = Console(stderr=True)
@@ -386,8 +407,8 @@ def jobs_show(
         ("finished", _time(job.finished_at)),
         ("usage", f"{job.usage.prompt_tokens} prompt + {job.usage.completion_tokens} completion"),
         ("info", json.dumps(job.info)),
-        ("messages", json.dumps([m.to_dict() for m in job.request.messages], ensure_ascii=False)),
-        ("result", job.result.text if job.result else ""),
+        ("request", json.dumps(job.request.to_dict(), ensure_ascii=False)),
+        ("result", _result_text(job)),
         ("error", f"{job.error.code}: {job.error.message}" if job.error else ""),
     ]
     for name, value in rows:
@@ -411,6 +432,381 @@ def jobs_cancel(
 
     state = _run(settings, cancel)
     out.print(f"job {job_id}: {state.value}")
+
+
+def _result_text(job: Job) -> str:
+    if isinstance(job.result, ChatResult):
+        return job.result.text
+    if isinstance(job.result, EmbedResult):
+        return f"{len(job.result.vectors)} vectors of {len(job.result.vectors[0])} dimensions"
+    return ""
+
+
+# -- batches -----------------------------------------------------------------
+
+Tenant = Annotated[
+    str | None, typer.Option(help="The tenant the batch belongs to [any, for an id].")
+]
+
+
+def _with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run ``action`` on a runtime without a worker (the services, the store, the blobs)."""
+    from inferq.runtime import open_runtime
+
+    async def main() -> T:
+        async with open_runtime(settings.model_copy(update={"worker": False})) as runtime:
+            return await action(runtime)
+
+    try:
+        return asyncio.run(main())
+    except InferqError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@batch_app.command("run")
+def batch_run(
+    input_file: Annotated[Path, typer.Argument(help="JSONL: {custom_id, body} per line.")],
+    model: Annotated[str, typer.Option(help="The model every row runs on.")],
+    tenant: Annotated[str, typer.Option(help="The tenant the batch belongs to.")] = "default",
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Default max_tokens of rows that set none.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Show progress until it ends, then download.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Where results go [INPUT.output.jsonl].")
+    ] = None,
+    errors: Annotated[
+        Path | None, typer.Option(help="Where per-row errors go [INPUT.errors.jsonl].")
+    ] = None,
+    run_here: Annotated[
+        str,
+        typer.Option(
+            "--worker",
+            help="Run the batch in this process: 'auto' (when no worker takes it up "
+            "within a few seconds), 'yes' or 'no'.",
+        ),
+    ] = "auto",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    models: ModelsFile = None,
+) -> None:
+    """Submit a JSONL file of chat requests as a batch; with --wait, follow it to the end.
+
+    Rows are `{"custom_id": ..., "body": {"messages": [...], "max_tokens": ...}}`;
+    OpenAI batch lines (with method, url and a body naming a model) work too.
+    """
+    if run_here not in ("auto", "yes", "no"):
+        err.print("[red]error:[/red] --worker is one of auto, yes, no")
+        raise typer.Exit(2)
+    if not input_file.is_file():
+        err.print(f"[red]error:[/red] {input_file} is not a file")
+        raise typer.Exit(2)
+    settings = _settings(data_dir=data_dir, database_url=database_url, models_file=models)
+    batch = _with_runtime(
+        settings,
+        lambda runtime: _submit(
+            runtime, input_file, tenant=tenant, model=model, max_tokens=max_tokens
+        ),
+    )
+    err.print(f"batch {batch.id} submitted ({input_file}, model {model}, tenant {tenant})")
+    if not wait:
+        print(batch.id)
+        return
+    final = _follow(settings, batch, run_here=run_here)
+    _download(
+        settings,
+        final,
+        output or input_file.with_suffix(".output.jsonl"),
+        errors or input_file.with_suffix(".errors.jsonl"),
+    )
+    if final.state is not JobState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+async def _submit(
+    runtime: Runtime, path: Path, *, tenant: str, model: str, max_tokens: int | None
+) -> Batch:
+    from inferq.core.files import DATASET
+
+    now = time.time()
+    batch_id = "cli-" + uuid.uuid4().hex[:12]
+    dataset = await runtime.files.create_dataset(
+        FileRecord(
+            id=batch_id + "-input",
+            tenant=tenant,
+            kind=DATASET,
+            purpose="dataset",
+            filename=path.name,
+            bytes=0,
+            created_at=now,
+            status="uploading",
+            meta={"displayName": path.name, "format": "CHAT"},
+        )
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with path.open("rb") as f:
+            while data := await asyncio.to_thread(f.read, 1 << 20):
+                yield data
+
+    await runtime.files.add_dataset_file(dataset, name=_dataset_name(path), chunks=chunks())
+    batch, _ = await runtime.batches.create(
+        Batch(
+            id=batch_id,
+            tenant=tenant,
+            dialect="fireworks",
+            model=model,
+            endpoint="/v1/chat/completions",
+            state=JobState.VALIDATING,
+            input_file_id=dataset.id,
+            created_at=now,
+            expires_at=now + runtime.settings.batch_window_hours * 3600,
+            params={} if max_tokens is None else {"max_tokens": max_tokens},
+            meta={
+                "account": tenant,
+                "displayName": path.name,
+                "outputDatasetId": batch_id + "-output",
+                "createdBy": "inferq batch run",
+            },
+        )
+    )
+    return batch
+
+
+def _dataset_name(path: Path) -> str:
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.name)
+    return name[:200] or "input.jsonl"
+
+
+def _follow(settings: Settings, batch: Batch, *, run_here: str) -> Batch:
+    """Show the batch's progress until it ends; run it here when asked (or needed)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from inferq.runtime import open_runtime
+
+    async def main() -> Batch:
+        async with contextlib.AsyncExitStack() as stack:
+            runtime = await stack.enter_async_context(
+                open_runtime(settings.model_copy(update={"worker": run_here == "yes"}))
+            )
+            working_here = run_here == "yes"
+            started = time.monotonic()
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("failed {task.fields[failed]}"),
+                TextColumn("{task.fields[rate]:.1f} tok/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=err, transient=False) as progress:
+                task = progress.add_task(batch.id, total=None, failed=0, rate=0.0)
+                while True:
+                    current = await runtime.batches.get(batch.id, tenant=batch.tenant)
+                    counts = await runtime.batches.counts(current)
+                    elapsed = max(time.monotonic() - started, 1e-6)
+                    progress.update(
+                        task,
+                        description=f"{batch.id} {current.state.value}",
+                        total=counts.total or None,
+                        completed=counts.done,
+                        failed=counts.failed + counts.cancelled,
+                        rate=counts.completion_tokens / elapsed,
+                    )
+                    if current.state.terminal:
+                        return current
+                    if (
+                        not working_here
+                        and run_here == "auto"
+                        and current.state is JobState.VALIDATING
+                        and time.monotonic() - started > 3
+                    ):
+                        progress.console.print(
+                            "no worker took the batch up within 3 s: running it in this process"
+                        )
+                        await stack.enter_async_context(
+                            open_runtime(settings.model_copy(update={"worker": True}))
+                        )
+                        working_here = True
+                    await asyncio.sleep(0.5)
+
+    try:
+        final = asyncio.run(main())
+    except InferqError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    _print_batch(final)
+    return final
+
+
+def _download(settings: Settings, batch: Batch, output: Path, errors: Path) -> None:
+    async def fetch(runtime: Runtime) -> tuple[int, int]:
+        fmt = runtime.batches.formats[batch.dialect]
+        sizes = []
+        for target, path in zip(fmt.output_files(batch), (output, errors), strict=True):
+            key = blob_key(batch.tenant, target.record_id, target.name)
+            size = 0
+            with path.open("wb") as f:
+                if await runtime.blobs.size(key) is not None:
+                    async for chunk in runtime.blobs.read(key):
+                        await asyncio.to_thread(f.write, chunk)
+                        size += len(chunk)
+            sizes.append(size)
+        return sizes[0], sizes[1]
+
+    if batch.state is JobState.FAILED:
+        for error in batch.errors or []:
+            err.print(f"[red]{describe(error)}[/red]")
+        return
+    written = _with_runtime(settings, fetch)
+    err.print(f"results: {output} ({written[0]} bytes); errors: {errors} ({written[1]} bytes)")
+
+
+def _print_batch(batch: Batch) -> None:
+    counts = batch.counts
+    done = (
+        ""
+        if counts is None
+        else (
+            f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.cancelled} not run; "
+            f"{counts.prompt_tokens} prompt + {counts.completion_tokens} completion tokens"
+        )
+    )
+    err.print(f"batch {batch.id}: {batch.state.value}. {done}")
+    if batch.error is not None:
+        err.print(f"[red]{batch.error.message}[/red]")
+
+
+@batch_app.command("list")
+def batch_list(
+    tenant: Tenant = None,
+    state: Annotated[str | None, typer.Option(help="Only batches in this state.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List batches of every API, newest first."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    states = None if state is None else frozenset({_state(state)})
+
+    async def listing(runtime: Runtime) -> list[tuple[Batch, BatchCounts]]:
+        found = await runtime.batches.list(tenant=tenant, dialect=None, limit=limit, states=states)
+        return [(b, await runtime.batches.counts(b)) for b in found]
+
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    for name in ("tenant", "api", "model", "state", "rows", "done", "failed", "created"):
+        table.add_column(name)
+    for batch, counts in _with_runtime(settings, listing):
+        table.add_row(
+            batch.id,
+            batch.tenant,
+            batch.dialect,
+            batch.model or "",
+            batch.state.value,
+            str(counts.total or batch.total),
+            str(counts.succeeded),
+            str(counts.failed + counts.cancelled),
+            _time(batch.created_at),
+        )
+    out.print(table)
+
+
+def _state(name: str) -> JobState:
+    try:
+        return JobState(name)
+    except ValueError as exc:
+        err.print(
+            f"[red]error:[/red] unknown state {name!r}; one of "
+            + ", ".join(s.value for s in JobState)
+        )
+        raise typer.Exit(2) from exc
+
+
+@batch_app.command("show")
+def batch_show(
+    batch_id: Annotated[str, typer.Argument(help="The batch id.")],
+    tenant: Tenant = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show one batch with its live row counts."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+
+    async def show(runtime: Runtime) -> tuple[Batch, BatchCounts]:
+        batch = await runtime.batches.get(batch_id, tenant=tenant)
+        return batch, await runtime.batches.counts(batch)
+
+    batch, counts = _with_runtime(settings, show)
+    table = Table(show_header=False)
+    rows: list[tuple[str, str]] = [
+        ("id", batch.id),
+        ("tenant", batch.tenant),
+        ("api", batch.dialect),
+        ("model", batch.model or "(per row)"),
+        ("endpoint", batch.endpoint),
+        ("state", batch.state.value),
+        ("input", batch.input_file_id),
+        ("rows", json.dumps(counts.to_dict())),
+        ("created", _time(batch.created_at)),
+        ("validated", _time(batch.validated_at)),
+        ("started", _time(batch.started_at)),
+        ("finished", _time(batch.finished_at)),
+        ("expires", _time(batch.expires_at)),
+        ("output", batch.output_file_id or ""),
+        ("errors file", batch.error_file_id or ""),
+        ("error", batch.error.message if batch.error else ""),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+    for error in (batch.errors or [])[:20]:
+        out.print(describe(error), highlight=False)
+
+
+@batch_app.command("cancel")
+def batch_cancel(
+    batch_id: Annotated[str, typer.Argument(help="The batch id.")],
+    tenant: Tenant = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Cancel a batch: rows not yet run are dropped, finished ones stay in its outputs."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    batch = _with_runtime(settings, lambda rt: rt.batches.cancel(batch_id, tenant=tenant))
+    out.print(f"batch {batch_id}: {batch.state.value}")
+
+
+@batch_app.command("download")
+def batch_download(
+    batch_id: Annotated[str, typer.Argument(help="The batch id.")],
+    output: Annotated[Path, typer.Option(help="Where results go.")] = Path("output.jsonl"),
+    errors: Annotated[Path, typer.Option(help="Where per-row errors go.")] = Path("errors.jsonl"),
+    tenant: Tenant = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write an ended batch's result and error files."""
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    batch = _with_runtime(settings, lambda rt: rt.batches.get(batch_id, tenant=tenant))
+    if not batch.state.terminal:
+        err.print(f"[red]error:[/red] batch {batch_id} is still {batch.state.value}")
+        raise typer.Exit(1)
+    _download(settings, batch, output, errors)
+    if batch.state is JobState.FAILED:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -6,6 +6,9 @@ environment anywhere else.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from pathlib import Path
 
 from pydantic import Field
@@ -41,11 +44,40 @@ class Settings(BaseSettings):
     sync_timeout: float = Field(default=240.0, gt=0)
     #: how long a looked-up API key is trusted before it is read again (seconds)
     key_cache_seconds: float = Field(default=2.0, ge=0)
+    #: the largest file upload (OpenAI files, Fireworks datasets), in bytes
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    #: requests one batch may hold
+    max_batch_rows: int = Field(default=200_000, gt=0)
+    #: batches a tenant may have open (not ended) at once; more get 429
+    max_open_batches: int = Field(default=20, gt=0)
+    #: how long a batch may run before it expires, keeping what finished (hours)
+    batch_window_hours: float = Field(default=24.0, gt=0)
+    #: secret that signs download and upload URLs; empty: one kept in ``<data_dir>/signing.key``
+    signing_key: str = ""
+    #: how long a signed URL stays valid (seconds)
+    signed_url_seconds: float = Field(default=600.0, gt=0)
     log_level: str = "info"
 
     @property
-    def files_dir(self) -> Path:
-        return self.data_dir / "files"
+    def blobs_dir(self) -> Path:
+        """Where uploaded files, datasets and batch outputs are kept."""
+        return self.data_dir / "blobs"
+
+    def signing_secret(self) -> bytes:
+        """The URL-signing secret: the setting, or a random one kept in the data dir."""
+        if self.signing_key:
+            return self.signing_key.encode()
+        path = self.data_dir / "signing.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            # the first process to finish wins; the others read its secret
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+        return path.read_text().strip().encode()
 
     def create_store(self) -> JobStore:
         return create_store(

@@ -10,13 +10,25 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from inferq.blobs import BlobStore, LocalBlobs
 from inferq.config import Settings
+from inferq.core.batches import BatchFormat, BatchLimits, BatchService
 from inferq.core.events import JobEvents
+from inferq.core.files import FileLimits, FileService
 from inferq.core.keys import KeyService
 from inferq.core.service import JobService, ServiceLimits
 from inferq.engines.registry import ModelRegistry, load_specs
+from inferq.runner.batches import BatchRunner
 from inferq.runner.worker import Worker, WorkerSettings
 from inferq.store.base import JobStore
+
+
+def batch_formats() -> dict[str, BatchFormat]:
+    """Each dialect's way of reading batch rows and writing their results."""
+    from inferq.api.fireworks.batch_format import FireworksBatchFormat
+    from inferq.api.openai.batch_format import OpenAIBatchFormat
+
+    return {"openai": OpenAIBatchFormat(), "fireworks": FireworksBatchFormat()}
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,11 @@ class Runtime:
     events: JobEvents
     jobs: JobService
     keys: KeyService
+    blobs: BlobStore
+    files: FileService
+    batches: BatchService
     worker: Worker | None
+    batch_runner: BatchRunner | None
     #: whether this process loaded its models (a process without a worker does not)
     engines_loaded: bool
 
@@ -42,13 +58,28 @@ async def open_runtime(
     *,
     store: JobStore | None = None,
     registry: ModelRegistry | None = None,
+    blobs: BlobStore | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the store, load the engines and start the worker (as settings say)."""
     the_store = store or settings.create_store()
     the_registry = registry or ModelRegistry(load_specs(settings.models_file))
+    the_blobs = blobs or LocalBlobs(settings.blobs_dir)
     events = JobEvents()
+    batches = BatchService(
+        store=the_store,
+        blobs=the_blobs,
+        models=the_registry,
+        events=events,
+        formats=batch_formats(),
+        limits=BatchLimits(
+            max_rows=settings.max_batch_rows,
+            max_open=settings.max_open_batches,
+            max_attempts=settings.max_retries + 1,
+        ),
+    )
     await the_store.open()
     worker: Worker | None = None
+    batch_runner: BatchRunner | None = None
     try:
         await the_store.listen(on_submitted=events.job_submitted, on_ended=events.remote_ended)
         if settings.worker:
@@ -60,6 +91,10 @@ async def open_runtime(
                 settings=WorkerSettings(lease_seconds=settings.lease_seconds),
             )
             await worker.start()
+            batch_runner = BatchRunner(
+                batches=batches, owner=worker.owner, lease_seconds=settings.lease_seconds
+            )
+            await batch_runner.start()
         yield Runtime(
             settings=settings,
             store=the_store,
@@ -72,10 +107,20 @@ async def open_runtime(
                 limits=ServiceLimits(max_attempts=settings.max_retries + 1),
             ),
             keys=KeyService(the_store, cache_seconds=settings.key_cache_seconds),
+            blobs=the_blobs,
+            files=FileService(
+                store=the_store,
+                blobs=the_blobs,
+                limits=FileLimits(max_bytes=settings.max_file_bytes),
+            ),
+            batches=batches,
             worker=worker,
+            batch_runner=batch_runner,
             engines_loaded=settings.worker,
         )
     finally:
+        if batch_runner is not None:
+            await batch_runner.stop()
         if worker is not None:
             await worker.stop()
         await the_registry.close()

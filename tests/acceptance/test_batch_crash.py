@@ -47,9 +47,9 @@ class Workload:
 
 FAKE = Workload(
     model="fake",
-    rows=3000,
-    # 3 slots (one kept for sync requests): 2 rows at a time, ~0.1 s each
-    models_file=lambda d: fake_models_file(d / "models.toml", token_delay=0.02, slots=3),
+    rows=1500,
+    # 5 slots (one kept for sync requests): 4 rows at a time, ~0.05 s each
+    models_file=lambda d: fake_models_file(d / "models.toml", token_delay=0.01, slots=5),
     text=lambda i: f"row {i} " + " ".join(f"w{k}" for k in range(3)),
     expected=lambda i: f"echo: row {i} " + " ".join(f"w{k}" for k in range(3)),
     max_tokens=16,
@@ -145,6 +145,14 @@ class Scenario:
 @pytest.mark.parametrize("workload", [FAKE, LLAMA], ids=["fake", "llama"])
 def test_batch_survives_kill_9(tmp_path: Path, workload: Workload) -> None:
     s = Scenario(tmp_path, workload)
+    try:
+        run(s, workload)
+    finally:
+        for server in s.servers:
+            server.stop()
+
+
+def run(s: Scenario, workload: Workload) -> None:
     s.start_server()
     s.key = s.server.create_key("crash")
     with s.client() as client:

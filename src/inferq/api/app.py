@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from inferq import __version__
-from inferq.api import health, infera, openai, together
+from inferq.api import fireworks, health, infera, openai, together
 from inferq.api.deps import Services
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
+from inferq.blobs import BlobStore
 from inferq.config import Settings
 from inferq.engines.registry import ModelRegistry
 from inferq.runtime import open_runtime
@@ -22,23 +23,26 @@ def create_app(
     *,
     store: JobStore | None = None,
     registry: ModelRegistry | None = None,
+    blobs: BlobStore | None = None,
 ) -> FastAPI:
     """Build the API. The store, the engines and the worker start with the app
     (see :func:`inferq.runtime.open_runtime`).
 
-    ``store`` and ``registry`` replace the ones the settings describe (tests
-    pass the in-memory store and the fake engine).
+    ``store``, ``registry`` and ``blobs`` replace the ones the settings describe
+    (tests pass the in-memory store, the fake engine and in-memory blobs).
     """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, store=store, registry=registry) as runtime:
+        async with open_runtime(settings, store=store, registry=registry, blobs=blobs) as runtime:
             app.state.services = Services(
                 settings=settings,
                 store=runtime.store,
                 registry=runtime.registry,
                 jobs=runtime.jobs,
                 keys=runtime.keys,
+                files=runtime.files,
+                batches=runtime.batches,
                 runtime=runtime,
             )
             yield
@@ -50,9 +54,14 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        max_file_bytes=settings.max_file_bytes,
+    )
     app.include_router(health.router)
     app.include_router(together.router)
     app.include_router(openai.router)
+    app.include_router(fireworks.router)
     app.include_router(infera.router)
     return app

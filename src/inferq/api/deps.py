@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from inferq.config import Settings
+from inferq.core.batches import BatchService
+from inferq.core.files import FileService
 from inferq.core.keys import KeyService
 from inferq.core.models import ApiKey
 from inferq.core.service import JobService
@@ -23,6 +25,8 @@ class Services:
     registry: ModelRegistry
     jobs: JobService
     keys: KeyService
+    files: FileService
+    batches: BatchService
     runtime: Runtime
 
 

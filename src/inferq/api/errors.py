@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inferq.api import infera, openai, together
+from inferq.api import fireworks, infera, openai, together
 from inferq.core.errors import (
     AuthenticationFailed,
     ClientError,
@@ -42,6 +42,8 @@ def renderer_for(path: str) -> Renderer:
     """The error renderer of the dialect that serves ``path``."""
     if path.startswith("/v1/queue"):
         return together.render_error
+    if path.startswith(("/v1/accounts/", "/v1/downloads/")):
+        return fireworks.render_error
     if path.startswith("/v1/"):
         return openai.render_error
     return infera.render_error
@@ -125,24 +127,48 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with a 413 in the dialect's shape.
+def is_upload(path: str) -> bool:
+    """Whether ``path`` takes file bytes (and so the file limit, not the body limit)."""
+    return (
+        path == "/v1/files"
+        or path.endswith(":upload")
+        or path.startswith("/v1/uploads/")
+        or path.rstrip("/") == "/api/v1/jobs"
+    )
 
-    Checks ``Content-Length`` up front and counts streamed (chunked) bodies too.
+
+#: room for the multipart framing around an uploaded file
+_MULTIPART_SLACK = 64 * 1024
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over the limit with a 413 in the dialect's shape.
+
+    The limit is ``max_bytes``, or ``max_file_bytes`` on the paths that take file
+    uploads (:func:`is_upload`). Checks ``Content-Length`` up front and counts
+    streamed (chunked) bodies too.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_file_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_file_bytes = max_file_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+        if is_upload(scope["path"]):
+            limit = self.max_file_bytes + _MULTIPART_SLACK
+            too_large = PayloadTooLarge(
+                f"the file is larger than the limit of {self.max_file_bytes} bytes"
+            )
+        else:
+            limit = self.max_bytes
+            too_large = PayloadTooLarge(f"the request body is larger than {limit} bytes")
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_json(scope, send, render(scope["path"], too_large))
             return
         seen = 0
@@ -152,7 +178,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise too_large
             return message
 

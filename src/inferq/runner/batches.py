@@ -2,10 +2,11 @@
 
 Each turn it lists the batches that are not terminal and whose bookkeeping lease
 is free. Batches whose rows are running are only watched (reads, and transitions
-that are compare-and-set, so no lease is needed); for validating and finalizing,
-which do long work, it takes the lease and lets :meth:`BatchService.step` do it. Long steps (validating 100,000 lines, writing the result files)
-renew the lease as they go; a runner that dies mid-step leaves a lease that runs
-out, and the next runner redoes the step, which is safe because every step is.
+that are compare-and-set, so no lease is needed). Validating and finalizing do
+long work (100,000 lines to check, result files to write): for those it takes
+the lease, lets :meth:`BatchService.step` do the work, and renews the lease as
+the step goes. A runner that dies mid-step leaves a lease that runs out, and the
+next runner redoes the step, which is safe because every step is.
 """
 
 from __future__ import annotations
