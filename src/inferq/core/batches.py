@@ -48,7 +48,7 @@ from inferq.core.models import (
     JobError,
     Request,
 )
-from inferq.core.states import JobState, ServiceClass, check_transition
+from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass, check_transition
 from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.batches")
@@ -209,6 +209,10 @@ class BatchService:
                     f"{batch.input_file_id} has no uploaded file yet", param="input_file_id"
                 )
         if await self.store.count_open_batches(tenant=batch.tenant) >= self.limits.max_open:
+            # a retried create whose first attempt filled the quota gets its batch back
+            retried = await self._open_with_key(batch)
+            if retried is not None:
+                return retried, False
             raise QueueFull(
                 f"too many open batches: at most {self.limits.max_open} may be open at once; "
                 "wait for one to finish"
@@ -219,6 +223,17 @@ class BatchService:
                 "batch %s created (tenant=%s dialect=%s)", batch.id, batch.tenant, batch.dialect
             )
         return stored, created
+
+    async def _open_with_key(self, batch: Batch) -> Batch | None:
+        if batch.idempotency_key is None:
+            return None
+        open_batches = await self.store.list_batches(
+            tenant=batch.tenant,
+            dialect=None,
+            limit=self.limits.max_open + 1,
+            states=frozenset(JobState) - TERMINAL_STATES,
+        )
+        return next((b for b in open_batches if b.idempotency_key == batch.idempotency_key), None)
 
     async def get(self, batch_id: str, *, tenant: str | None) -> Batch:
         batch = await self.store.get_batch(batch_id, tenant=tenant)

@@ -17,6 +17,8 @@ EMBEDDINGS = "/v1/embeddings"
 ENDPOINTS = (CHAT, EMBEDDINGS)
 #: row errors that are the request's own fault: reported with a 400 response body
 _CLIENT_CODES = frozenset({"context_length_exceeded", "invalid_request"})
+#: row errors of rows that never ran
+_NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "invalid_batch"})
 _OUTPUTS = uuid.UUID("5b8f7c1e-2d4a-4e8b-9c3f-6a1d0e2b4c57")
 
 
@@ -97,6 +99,11 @@ class OpenAIBatchFormat:
         }
 
     def error_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        """A row that never ran carries ``error``; one that ran and failed, a response.
+
+        As OpenAI does: expired and cancelled rows have ``response: null`` and an
+        ``error`` code; a request the model refused answers 400, an engine failure 500.
+        """
         error = row.error
         code = error.code if error else "unknown_error"
         message = error.message if error else "the request did not complete"
@@ -104,22 +111,24 @@ class OpenAIBatchFormat:
             "id": "batch_req_" + row.id.replace("-", ""),
             "custom_id": row.custom_id,
             "response": None,
-            "error": {"code": code, "message": message},
+            "error": None,
         }
-        if code in _CLIENT_CODES:
-            line["response"] = {
-                "status_code": 400,
-                "request_id": row.id,
-                "body": {
-                    "error": {
-                        "message": message,
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": code,
-                    }
-                },
-            }
-            line["error"] = None
+        if code in _NOT_RUN:
+            line["error"] = {"code": code, "message": message}
+            return line
+        client = code in _CLIENT_CODES
+        line["response"] = {
+            "status_code": 400 if client else 500,
+            "request_id": row.id,
+            "body": {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error" if client else "server_error",
+                    "param": None,
+                    "code": code,
+                }
+            },
+        }
         return line
 
     def output_files(self, batch: Batch) -> tuple[OutputFile, OutputFile]:

@@ -21,16 +21,15 @@ from inferq.api.openai.batches_schemas import (
     render_batch,
 )
 from inferq.api.openai.files_schemas import list_page
-from inferq.core.errors import Conflict, InvalidRequest, NotFound, QueueFull
+from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch
-from inferq.core.states import TERMINAL_STATES, JobState
+from inferq.core.states import JobState
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 DIALECT = "openai"
 #: the purpose an input file must have been uploaded with
 INPUT_PURPOSE = "batch"
-_OPEN_STATES = frozenset(JobState) - TERMINAL_STATES
 
 
 @router.post("/batches")
@@ -72,14 +71,7 @@ async def create_batch(
         meta={"metadata": body.metadata},
         idempotency_key=idempotency_key,
     )
-    try:
-        stored, created = await services.batches.create(batch)
-    except QueueFull:
-        # a retry of a create that succeeded may itself have filled the tenant's quota
-        earlier = await _open_batch_with_key(services, caller.tenant, idempotency_key)
-        if earlier is None:
-            raise
-        stored, created = earlier, False
+    stored, created = await services.batches.create(batch)
     if not created and (
         stored.input_file_id != batch.input_file_id or stored.endpoint != batch.endpoint
     ):
@@ -89,18 +81,6 @@ async def create_batch(
             param="Idempotency-Key",
         )
     return await _render(services, stored)
-
-
-async def _open_batch_with_key(services: Services, tenant: str, key: str | None) -> Batch | None:
-    if key is None:
-        return None
-    open_batches = await services.batches.list(
-        tenant=tenant,
-        dialect=DIALECT,
-        limit=services.batches.limits.max_open + 1,
-        states=_OPEN_STATES,
-    )
-    return next((b for b in open_batches if b.idempotency_key == key), None)
 
 
 @router.get("/batches")
