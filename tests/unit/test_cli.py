@@ -93,3 +93,73 @@ def test_models_reads_a_models_file(tmp_path: Path) -> None:
     models.write_text('[models.x]\nengine = "warp"\n')
     code, _, err = invoke("models", "--models", str(models))
     assert code == 2 and "warp" in err
+
+
+# -- batches -----------------------------------------------------------------
+
+
+def _batch_input(path: Path, rows: int, *, fail: int | None = None) -> Path:
+    import json
+
+    from inferq.engines.fake import FAIL_TRIGGER
+
+    with path.open("w") as f:
+        for i in range(rows):
+            text = FAIL_TRIGGER if i == fail else f"row {i}"
+            body = {"messages": [{"role": "user", "content": text}], "max_tokens": 4}
+            f.write(json.dumps({"custom_id": f"c{i}", "body": body}) + "\n")
+    return path
+
+
+def test_batch_run_wait_runs_here_and_writes_both_files(tmp_path: Path, data_dir: Path) -> None:
+    import json
+
+    from tests.support.server import fake_models_file
+
+    models = fake_models_file(tmp_path / "models.toml", slots=3)
+    source = _batch_input(tmp_path / "in.jsonl", 12, fail=5)
+    common = ["--data-dir", str(data_dir)]
+    run = ["batch", "run", "--models", str(models), "--model", "fake", *common]
+    code, _, err = invoke(*run, "--wait", str(source))
+    # a row failed: the batch succeeded, the command says so and exits 0
+    assert code == 0, err
+    assert "no worker took the batch up" in err
+    results = [json.loads(x) for x in (tmp_path / "in.output.jsonl").read_text().splitlines()]
+    errors = [json.loads(x) for x in (tmp_path / "in.errors.jsonl").read_text().splitlines()]
+    assert [r["custom_id"] for r in results] == [f"c{i}" for i in range(12) if i != 5]
+    assert results[0]["response"]["choices"][0]["message"]["content"] == "echo: row 0"
+    assert [e["custom_id"] for e in errors] == ["c5"]
+
+    code, out, _ = invoke("batch", "list", *common)
+    assert code == 0 and "succeeded" in out and "fireworks" in out
+    batch_id = out.split("cli-", 1)[1].split()[0]
+    code, out, _ = invoke("batch", "show", "cli-" + batch_id, *common)
+    assert code == 0 and '"succeeded": 11' in out and '"failed": 1' in out
+    target = tmp_path / "again.jsonl"
+    code, _, err = invoke("batch", "download", "cli-" + batch_id, "--output", str(target), *common)
+    assert code == 0, err
+    assert target.read_text() == (tmp_path / "in.output.jsonl").read_text()
+
+
+def test_batch_run_without_wait_prints_the_id_and_a_bad_file_fails(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    from tests.support.server import fake_models_file
+
+    models = fake_models_file(tmp_path / "models.toml")
+    common = ["--data-dir", str(data_dir)]
+    run = ["batch", "run", "--models", str(models), *common]
+    source = _batch_input(tmp_path / "in.jsonl", 3)
+    code, out, _ = invoke(*run, "--model", "fake", str(source))
+    assert code == 0 and out.strip().startswith("cli-")
+    code, out, _ = invoke("batch", "cancel", out.strip(), *common)
+    assert code == 0 and "cancelling" in out
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"custom_id": "a", "body": {"messages": []}}\n')
+    code, _, err = invoke(*run, "--model", "fake", "--wait", str(bad))
+    assert code == 1
+    assert "bad.jsonl:1" in err and "messages" in err
+
+    code, _, err = invoke(*run, "--model", "nope", str(source))
+    assert code == 1 and "nope" in err
