@@ -43,7 +43,8 @@ UNION ALL
 SELECT 'index', indexname, indexdef FROM pg_indexes
 WHERE schemaname = $1 AND tablename != 'schema_migrations'
 UNION ALL
-SELECT 'trigger', trigger_name || '.' || event_manipulation, action_statement
+SELECT 'trigger', trigger_name || '.' || event_manipulation,
+       action_statement || ' ' || coalesce(action_condition, '')
 FROM information_schema.triggers WHERE trigger_schema = $1
 ORDER BY 1, 2
 """

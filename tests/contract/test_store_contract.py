@@ -1,4 +1,4 @@
-"""One contract, every JobStore adapter: memory (the fake) and SQLite."""
+"""One contract, every JobStore adapter: memory (the fake), SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ import pytest
 from inferq.core.errors import Conflict
 from inferq.core.models import (
     ApiKey,
+    Batch,
+    BatchCounts,
     ChatMessage,
     ChatRequest,
     ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    FileRecord,
     Job,
     JobError,
     JobFilter,
@@ -22,6 +27,7 @@ from inferq.core.models import (
     Usage,
 )
 from inferq.core.states import JobState, ServiceClass
+from inferq.store import sqlite as sqlite_store
 from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
 from inferq.store.sqlite import SQLiteStore
@@ -333,3 +339,609 @@ async def test_keys(store: JobStore) -> None:
     assert (await store.find_key("h1")) == revoked
     assert await store.revoke_key("nobody", now=T0) is None
     assert [k.id for k in await store.list_keys()] == ["k1"]
+
+
+async def test_embed_job_round_trip(store: JobStore) -> None:
+    job = make_job().evolve(request=EmbedRequest(inputs=("one", "two")))
+    stored = await store.insert_job(job)
+    assert await store.get_job(job.id, tenant="t1") == stored
+    (claimed,) = await claim(store)
+    assert claimed.request == EmbedRequest(inputs=("one", "two"))
+    result = EmbedResult(vectors=((0.25, -1.5), (3.0, 0.125)), usage=Usage(prompt_tokens=4))
+    assert await store.complete(lease_of(claimed), result, now=T0 + 1)
+    done = await store.get_job(job.id, tenant="t1")
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED
+    assert done.result == result
+    assert isinstance(done.result, EmbedResult)
+    assert done.usage == Usage(prompt_tokens=4)
+
+
+# -- files and datasets ----------------------------------------------------------------
+
+
+def make_file(
+    file_id: str | None = None,
+    *,
+    tenant: str = "t1",
+    kind: str = "file",
+    purpose: str = "batch",
+    created_at: float = T0,
+) -> FileRecord:
+    return FileRecord(
+        id=file_id or "file-" + uuid.uuid4().hex,
+        tenant=tenant,
+        kind=kind,
+        purpose=purpose,
+        filename="input.jsonl",
+        bytes=1234,
+        created_at=created_at,
+        status="uploading",
+        meta={"displayName": "Input", "files": {"a.jsonl": 10}},
+    )
+
+
+async def test_file_insert_get_update_delete(store: JobStore) -> None:
+    record = make_file()
+    stored = await store.insert_file(record)
+    assert stored is not None and stored.seq > 0
+    assert stored == record.evolve(seq=stored.seq)
+    assert await store.get_file(record.id, tenant="t1") == stored
+    assert await store.insert_file(record.evolve(filename="again.jsonl")) is None
+    assert await store.get_file(record.id, tenant="t1") == stored
+
+    changed = stored.evolve(
+        filename="renamed.jsonl",
+        bytes=99,
+        status="ready",
+        meta={"exampleCount": 3},
+        purpose="ignored",  # only filename, bytes, status and meta are replaced
+    )
+    assert await store.update_file(changed)
+    assert await store.get_file(record.id, tenant="t1") == changed.evolve(purpose="batch")
+    assert not await store.update_file(make_file("file-missing"))
+
+    assert await store.delete_file(record.id, tenant="t1")
+    assert await store.get_file(record.id, tenant="t1") is None
+    assert not await store.delete_file(record.id, tenant="t1")
+
+
+async def test_files_belong_to_their_tenant(store: JobStore) -> None:
+    mine = await store.insert_file(make_file("file-1", tenant="a"))
+    assert mine is not None
+    assert await store.get_file("file-1", tenant="b") is None
+    assert not await store.update_file(mine.evolve(tenant="b", filename="x"))
+    assert not await store.delete_file("file-1", tenant="b")
+    assert await store.list_files(tenant="b", kind="file", limit=10) == []
+    # the same id in another tenant is another file
+    theirs = await store.insert_file(make_file("file-1", tenant="b"))
+    assert theirs is not None
+    assert await store.get_file("file-1", tenant="a") == mine
+    assert await store.get_file("file-1", tenant="b") == theirs
+
+
+async def test_list_files_newest_first_in_pages(store: JobStore) -> None:
+    ids = []
+    for i in range(5):
+        stored = await store.insert_file(
+            make_file(purpose="batch" if i % 2 == 0 else "batch_output", created_at=T0 + i)
+        )
+        assert stored is not None
+        ids.append(stored.id)
+    dataset = await store.insert_file(make_file(kind="dataset", purpose="dataset"))
+    await store.insert_file(make_file(tenant="t2"))
+    newest_first = ids[::-1]
+
+    listed = await store.list_files(tenant="t1", kind="file", limit=10)
+    assert [f.id for f in listed] == newest_first
+    page1 = await store.list_files(tenant="t1", kind="file", limit=2)
+    page2 = await store.list_files(tenant="t1", kind="file", limit=2, after=page1[-1].id)
+    page3 = await store.list_files(tenant="t1", kind="file", limit=2, after=page2[-1].id)
+    assert [f.id for f in page1 + page2 + page3] == newest_first
+    assert await store.list_files(tenant="t1", kind="file", limit=2, after=ids[0]) == []
+    assert await store.list_files(tenant="t1", kind="file", limit=2, after="file-gone") == []
+
+    outputs = await store.list_files(tenant="t1", kind="file", limit=10, purpose="batch_output")
+    assert [f.id for f in outputs] == [ids[3], ids[1]]
+    after = await store.list_files(
+        tenant="t1", kind="file", limit=10, purpose="batch", after=ids[3]
+    )
+    assert [f.id for f in after] == [ids[2], ids[0]]
+    assert dataset is not None
+    assert await store.list_files(tenant="t1", kind="dataset", limit=10) == [dataset]
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def make_batch(
+    batch_id: str | None = None,
+    *,
+    tenant: str = "t1",
+    dialect: str = "openai",
+    state: JobState = JobState.VALIDATING,
+    idempotency_key: str | None = None,
+    created_at: float = T0,
+) -> Batch:
+    return Batch(
+        id=batch_id or "batch_" + uuid.uuid4().hex,
+        tenant=tenant,
+        dialect=dialect,
+        model=None,
+        endpoint="/v1/chat/completions",
+        state=state,
+        input_file_id="file-in",
+        created_at=created_at,
+        expires_at=created_at + 86_400,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def test_batch_round_trips_every_field(store: JobStore) -> None:
+    batch = Batch(
+        id="batch_full",
+        tenant="t1",
+        dialect="fireworks",
+        model="m",
+        endpoint="/v1/embeddings",
+        state=JobState.FINALIZING,
+        input_file_id="ds-in",
+        created_at=T0 + 0.125,
+        expires_at=T0 + 86_400.5,
+        params={"max_tokens": 16, "temperature": 0.25, "top_k": None},
+        meta={"metadata": {"k": "v"}, "displayName": "Nightly", "n": [1, 2.5]},
+        final_state=JobState.CANCELLED,
+        errors=[{"code": "invalid", "message": "bad line", "line": 3, "param": None}],
+        error=JobError("expired", "ran out of time"),
+        output_file_id="file-out",
+        error_file_id="file-err",
+        total=7,
+        counts=BatchCounts(total=7, succeeded=5, failed=1, cancelled=1, prompt_tokens=40),
+        continued_from="batch_before",
+        idempotency_key="key-1",
+        validated_at=T0 + 1,
+        started_at=T0 + 2,
+        finalizing_at=T0 + 3,
+        cancelling_at=T0 + 4,
+        finished_at=T0 + 5,
+        updated_at=T0 + 6,
+        owner="runner-1",
+        lease_expires_at=T0 + 30,
+    )
+    stored, created = await store.insert_batch(batch)
+    assert created and stored.seq > 0
+    assert stored == batch.evolve(seq=stored.seq)
+    assert await store.get_batch("batch_full", tenant="t1") == stored
+    assert await store.get_batch("batch_full", tenant=None) == stored
+
+    bare = make_batch()
+    stored_bare, _ = await store.insert_batch(bare)
+    assert (
+        await store.get_batch(bare.id, tenant="t1")
+        == stored_bare
+        == bare.evolve(seq=stored_bare.seq)
+    )
+
+
+async def test_insert_batch_is_idempotent_per_tenant_key(store: JobStore) -> None:
+    first, created = await store.insert_batch(make_batch(idempotency_key="k"))
+    assert created
+    again, created = await store.insert_batch(make_batch(idempotency_key="k"))
+    assert not created and again == first
+    # a retry of the very same request (same id and key) finds the batch too
+    again, created = await store.insert_batch(first.evolve(seq=0))
+    assert not created and again == first
+    assert len(await store.list_batches(tenant="t1", dialect=None, limit=10)) == 1
+    # another tenant's key is its own; no key never matches
+    _, created = await store.insert_batch(make_batch(tenant="t2", idempotency_key="k"))
+    assert created
+    for _ in range(2):
+        _, created = await store.insert_batch(make_batch())
+        assert created
+    assert len(await store.list_batches(tenant="t1", dialect=None, limit=10)) == 3
+
+
+async def test_insert_batch_with_a_taken_id_is_a_conflict(store: JobStore) -> None:
+    await store.insert_batch(make_batch("batch_1"))
+    with pytest.raises(Conflict):
+        await store.insert_batch(make_batch("batch_1"))
+    with pytest.raises(Conflict):
+        await store.insert_batch(make_batch("batch_1", idempotency_key="fresh"))
+    # the key of the refused batch was not taken
+    _, created = await store.insert_batch(make_batch(idempotency_key="fresh"))
+    assert created
+    # another tenant may use the id
+    _, created = await store.insert_batch(make_batch("batch_1", tenant="t2"))
+    assert created
+
+
+async def test_concurrent_inserts_with_one_key_create_one_batch(store: JobStore) -> None:
+    outcomes = await asyncio.gather(
+        *(store.insert_batch(make_batch(idempotency_key="same")) for _ in range(5))
+    )
+    assert sum(created for _, created in outcomes) == 1
+    assert len({batch.id for batch, _ in outcomes}) == 1
+
+
+async def test_get_batch_by_tenant(store: JobStore) -> None:
+    batch, _ = await store.insert_batch(make_batch(tenant="a"))
+    assert await store.get_batch(batch.id, tenant="a") == batch
+    assert await store.get_batch(batch.id, tenant=None) == batch
+    assert await store.get_batch(batch.id, tenant="b") is None
+    assert await store.get_batch("batch_missing", tenant=None) is None
+
+
+async def test_list_batches_newest_first_in_pages_with_filters(store: JobStore) -> None:
+    ids = []
+    for i, state in enumerate(
+        [JobState.VALIDATING, JobState.QUEUED, JobState.SUCCEEDED, JobState.QUEUED]
+    ):
+        batch, _ = await store.insert_batch(
+            make_batch(state=state, dialect="openai" if i < 3 else "fireworks")
+        )
+        ids.append(batch.id)
+    other, _ = await store.insert_batch(make_batch(tenant="t2"))
+    newest_first = ids[::-1]
+
+    async def listed(**kw: object) -> list[str]:
+        args: dict[str, object] = {"tenant": "t1", "dialect": None, "limit": 10, **kw}
+        return [b.id for b in await store.list_batches(**args)]  # type: ignore[arg-type]
+
+    assert await listed() == newest_first
+    assert await listed(limit=2) == newest_first[:2]
+    assert await listed(limit=2, after=newest_first[1]) == newest_first[2:]
+    assert await listed(after=ids[0]) == []
+    assert await listed(after="batch_gone") == []
+    assert await listed(dialect="fireworks") == [ids[3]]
+    queued = frozenset({JobState.QUEUED})
+    assert await listed(states=queued) == [ids[3], ids[1]]
+    assert await listed(states=queued, after=ids[3]) == [ids[1]]
+    assert await listed(states=frozenset({JobState.SUCCEEDED, JobState.VALIDATING})) == [
+        ids[2],
+        ids[0],
+    ]
+    assert await listed(tenant=None) == [other.id, *newest_first]
+    assert await listed(tenant=None, after=other.id, limit=1) == [ids[3]]
+    assert await listed(tenant="t2", after=ids[3]) == []  # another tenant's batch
+
+
+async def test_active_batches_skip_terminal_and_leased(store: JobStore) -> None:
+    validating, _ = await store.insert_batch(make_batch(tenant="a"))
+    running, _ = await store.insert_batch(make_batch(tenant="b", state=JobState.QUEUED))
+    leased, _ = await store.insert_batch(make_batch(state=JobState.FINALIZING))
+    await store.insert_batch(make_batch(state=JobState.SUCCEEDED))
+    await store.insert_batch(make_batch(state=JobState.CANCELLED))
+    assert await store.lease_batch(leased, owner="r1", now=T0, until=T0 + LEASE)
+
+    active = await store.active_batches(now=T0, limit=10)
+    assert [b.id for b in active] == [validating.id, running.id]
+    assert [b.id for b in await store.active_batches(now=T0, limit=1)] == [validating.id]
+    # once the lease runs out the batch is free again, with its lease shown
+    later = await store.active_batches(now=T0 + LEASE + 1, limit=10)
+    assert [b.id for b in later] == [validating.id, running.id, leased.id]
+    assert (later[2].owner, later[2].lease_expires_at) == ("r1", T0 + LEASE)
+
+
+async def test_lease_batch_has_one_holder_at_a_time(store: JobStore) -> None:
+    batch, _ = await store.insert_batch(make_batch())
+    won = await asyncio.gather(
+        store.lease_batch(batch, owner="r1", now=T0, until=T0 + LEASE),
+        store.lease_batch(batch, owner="r2", now=T0, until=T0 + LEASE),
+    )
+    assert sorted(won) == [False, True]
+    holder, other = ("r1", "r2") if won[0] else ("r2", "r1")
+    assert not await store.lease_batch(batch, owner=other, now=T0 + 1, until=T0 + 1 + LEASE)
+    # the holder extends it
+    assert await store.lease_batch(batch, owner=holder, now=T0 + 10, until=T0 + 2 * LEASE)
+    got = await store.get_batch(batch.id, tenant="t1")
+    assert got is not None and (got.owner, got.lease_expires_at) == (holder, T0 + 2 * LEASE)
+    assert not await store.lease_batch(batch, owner=other, now=T0 + LEASE + 1, until=T0 + 99)
+    # expired: the other takes it
+    later = T0 + 2 * LEASE + 1
+    assert await store.lease_batch(batch, owner=other, now=later, until=later + LEASE)
+    assert not await store.lease_batch(batch, owner=holder, now=later, until=later + LEASE)
+    got = await store.get_batch(batch.id, tenant="t1")
+    assert got is not None and (got.owner, got.lease_expires_at) == (other, later + LEASE)
+
+
+async def test_lease_batch_needs_a_live_batch(store: JobStore) -> None:
+    done, _ = await store.insert_batch(make_batch(state=JobState.EXPIRED))
+    assert not await store.lease_batch(done, owner="r1", now=T0, until=T0 + LEASE)
+    missing = make_batch()
+    assert not await store.lease_batch(missing, owner="r1", now=T0, until=T0 + LEASE)
+    theirs, _ = await store.insert_batch(make_batch(tenant="t2"))
+    assert not await store.lease_batch(
+        theirs.evolve(tenant="t1"), owner="r1", now=T0, until=T0 + LEASE
+    )
+
+
+async def test_update_batch_compares_and_sets_the_state(store: JobStore) -> None:
+    batch, _ = await store.insert_batch(make_batch())
+    assert await store.lease_batch(batch, owner="r1", now=T0, until=T0 + LEASE)
+    started = batch.evolve(
+        state=JobState.QUEUED,
+        total=3,
+        validated_at=T0 + 1,
+        meta={"metadata": {"a": "b"}},
+        owner="someone-else",  # the lease and seq are not the caller's to write
+        lease_expires_at=None,
+        seq=batch.seq + 1000,
+    )
+    assert not await store.update_batch(started, expect=JobState.QUEUED)
+    unchanged = await store.get_batch(batch.id, tenant="t1")
+    assert unchanged is not None and unchanged.state is JobState.VALIDATING
+    assert unchanged.total == 0
+
+    assert await store.update_batch(started, expect=JobState.VALIDATING)
+    got = await store.get_batch(batch.id, tenant="t1")
+    assert got == started.evolve(seq=batch.seq, owner="r1", lease_expires_at=T0 + LEASE)
+    # a second writer that read the old state loses
+    assert not await store.update_batch(
+        batch.evolve(state=JobState.FAILED), expect=JobState.VALIDATING
+    )
+    assert not await store.update_batch(make_batch(), expect=JobState.VALIDATING)
+
+
+async def test_count_open_batches(store: JobStore) -> None:
+    for state in (JobState.VALIDATING, JobState.QUEUED, JobState.FINALIZING):
+        await store.insert_batch(make_batch(state=state))
+    cancelling, _ = await store.insert_batch(make_batch(state=JobState.CANCELLING))
+    for state in (JobState.SUCCEEDED, JobState.FAILED, JobState.EXPIRED):
+        await store.insert_batch(make_batch(state=state))
+    await store.insert_batch(make_batch(tenant="t2"))
+    assert await store.count_open_batches(tenant="t1") == 4
+    assert await store.update_batch(
+        cancelling.evolve(state=JobState.CANCELLED), expect=JobState.CANCELLING
+    )
+    assert await store.count_open_batches(tenant="t1") == 3
+    assert await store.count_open_batches(tenant="nobody") == 0
+
+
+# -- batch rows --------------------------------------------------------------------------
+
+
+def make_row(
+    batch: Batch,
+    line: int,
+    *,
+    custom_id: str | None = None,
+    state: JobState = JobState.VALIDATING,
+) -> Job:
+    return make_job(tenant=batch.tenant, service_class=ServiceClass.BATCH).evolve(
+        state=state,
+        batch_id=batch.id,
+        custom_id=custom_id if custom_id is not None else f"req-{line}",
+        batch_line=line,
+    )
+
+
+async def rows_of(store: JobStore, batch: Batch, **kw: object) -> list[Job]:
+    args: dict[str, object] = {"after_line": 0, "limit": 1000, **kw}
+    return await store.batch_rows(tenant=batch.tenant, batch_id=batch.id, **args)  # type: ignore[arg-type]
+
+
+async def test_insert_job_keeps_batch_fields(store: JobStore) -> None:
+    batch = make_batch()
+    jobs = [make_row(batch, line, state=JobState.QUEUED) for line in (1, 2, 3)]
+    stored = await asyncio.gather(*(store.insert_job(job) for job in jobs))
+    for job, got in zip(jobs, stored, strict=True):
+        assert got == job.evolve(seq=got.seq)
+        assert await store.get_job(job.id, tenant=batch.tenant) == got
+
+
+async def test_insert_rows_skips_existing_ids(store: JobStore) -> None:
+    batch = make_batch()
+    first = [make_row(batch, line) for line in (1, 2, 3)]
+    await store.insert_rows(first)
+    again = [first[0].evolve(custom_id="changed"), first[2], make_row(batch, 4)]
+    await store.insert_rows(again)
+    await store.insert_rows([])
+    got = await rows_of(store, batch)
+    assert [r.evolve(seq=0) for r in got] == [*first, again[2]]
+    assert all(r.seq > 0 for r in got)
+    assert len({r.seq for r in got}) == 4
+    one = await store.get_job(first[1].id, tenant=batch.tenant)
+    assert one is not None and (one.batch_id, one.custom_id, one.batch_line) == (
+        batch.id,
+        "req-2",
+        2,
+    )
+
+
+async def test_insert_rows_takes_a_thousand_rows(store: JobStore) -> None:
+    batch = make_batch()
+    await store.insert_rows([make_row(batch, line) for line in range(1, 1001)])
+    counts = await store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+    assert (counts.total, counts.waiting) == (1000, 1000)
+    page = await rows_of(store, batch, after_line=990, limit=5)
+    assert [r.batch_line for r in page] == [991, 992, 993, 994, 995]
+
+
+async def test_validating_rows_are_claimed_only_once_released(store: JobStore) -> None:
+    batch, other = make_batch(), make_batch()
+    await store.insert_rows([make_row(batch, line) for line in (1, 2, 3)])
+    await store.insert_rows([make_row(other, 1)])
+    assert await claim(store) == []
+    assert await store.release_rows(tenant=batch.tenant, batch_id=batch.id) == 3
+    assert await store.release_rows(tenant=batch.tenant, batch_id=batch.id) == 0
+    assert await store.release_rows(tenant="t2", batch_id=other.id) == 0
+    claimed = await claim(store)
+    assert [(j.batch_id, j.batch_line) for j in claimed] == [
+        (batch.id, 1),
+        (batch.id, 2),
+        (batch.id, 3),
+    ]
+    assert all(j.state is JobState.RUNNING for j in claimed)
+    (still,) = await rows_of(store, other)
+    assert still.state is JobState.VALIDATING
+
+
+async def test_release_and_finish_rows_cover_many_chunks(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the SQLite adapter changes a batch's rows a chunk at a time: make chunks tiny
+    monkeypatch.setattr(sqlite_store, "ROW_CHUNK", 2)
+    batch = make_batch()
+    await store.insert_rows([make_row(batch, line) for line in range(1, 8)])
+    assert await store.release_rows(tenant=batch.tenant, batch_id=batch.id) == 7
+    await store.insert_rows([make_row(batch, line) for line in (8, 9)])
+    assert await store.release_rows(tenant=batch.tenant, batch_id=batch.id) == 2
+    await claim(store, limit=1)
+    error = JobError("expired", "the batch expired")
+    n = await store.finish_rows(
+        tenant=batch.tenant, batch_id=batch.id, state=JobState.EXPIRED, error=error, now=T0
+    )
+    assert n == 9
+    counts = await store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+    assert (counts.total, counts.cancelled) == (9, 9)
+
+
+async def test_batch_counts_by_state_with_tokens_of_finished_rows(store: JobStore) -> None:
+    batch, other = make_batch(), make_batch()
+    await store.insert_rows([make_row(batch, line) for line in range(1, 9)])
+    await store.insert_rows([make_row(other, 1, state=JobState.QUEUED)])
+    empty = await store.batch_counts(tenant=batch.tenant, batch_id="batch_none")
+    assert empty == BatchCounts()
+    assert await store.batch_counts(tenant=batch.tenant, batch_id=batch.id) == BatchCounts(
+        total=8, waiting=8
+    )
+
+    await store.release_rows(tenant=batch.tenant, batch_id=batch.id)
+    rows = await rows_of(store, batch)
+    await store.insert_rows([make_row(batch, 9)])  # still validating: waiting
+    claimed = await claim(store, limit=6)
+    assert [j.batch_line for j in claimed] == [1, 2, 3, 4, 5, 6]
+    usage = Usage(prompt_tokens=10, completion_tokens=3, cached_tokens=2)
+    for job in claimed[:2]:
+        assert await store.complete(lease_of(job), ChatResult("ok", "stop", usage), now=T0)
+    assert await store.fail(lease_of(claimed[2]), JobError("bad", "no"), now=T0, retry=False)
+    await store.finish(rows[3].id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0)
+    await store.finish(rows[6].id, tenant="t1", state=JobState.EXPIRED, error=None, now=T0)
+    # rows 5 and 6 run; 8 is queued, 9 validating
+    counts = await store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+    assert counts == BatchCounts(
+        total=9,
+        waiting=2,
+        running=2,
+        succeeded=2,
+        failed=1,
+        cancelled=2,
+        prompt_tokens=20,
+        completion_tokens=6,
+        cached_tokens=4,
+    )
+    assert counts.done + counts.active == counts.total
+    # another tenant's view of the batch is empty
+    assert await store.batch_counts(tenant="t2", batch_id=batch.id) == BatchCounts()
+
+
+async def test_batch_rows_in_line_order_with_a_state_filter(store: JobStore) -> None:
+    batch = make_batch()
+    lines = [5, 2, 8, 1, 7, 3, 6, 4]
+    await store.insert_rows([make_row(batch, line) for line in lines])
+    await store.insert_rows([make_row(make_batch(), line) for line in (1, 2)])
+    pages: list[int] = []
+    after = 0
+    while page := await rows_of(store, batch, after_line=after, limit=3):
+        assert len(page) <= 3
+        pages += [r.batch_line or 0 for r in page]
+        after = page[-1].batch_line or 0
+    assert pages == list(range(1, 9))
+
+    await store.release_rows(tenant=batch.tenant, batch_id=batch.id)
+    await claim(store, limit=3)  # lines 5, 2, 8 were inserted first: they run
+    running = frozenset({JobState.RUNNING})
+    assert [r.batch_line for r in await rows_of(store, batch, states=running)] == [2, 5, 8]
+    assert [r.batch_line for r in await rows_of(store, batch, states=running, after_line=2)] == [
+        5,
+        8,
+    ]
+    queued = await rows_of(store, batch, states=frozenset({JobState.QUEUED}), limit=2)
+    assert [r.batch_line for r in queued] == [1, 3]
+    assert await rows_of(store, batch, states=frozenset({JobState.SUCCEEDED})) == []
+    assert await rows_of(store, batch.evolve(tenant="t2")) == []
+
+
+async def test_duplicate_custom_ids(store: JobStore) -> None:
+    batch = make_batch()
+    ids = ["a", "b", "a", "c", "b", "a", "d"]
+    await store.insert_rows(
+        [make_row(batch, line, custom_id=cid) for line, cid in enumerate(ids, start=1)]
+    )
+    other = make_batch()
+    await store.insert_rows([make_row(other, 1, custom_id="c"), make_row(other, 2, custom_id="d")])
+    found = await store.duplicate_custom_ids(tenant=batch.tenant, batch_id=batch.id, limit=10)
+    assert found == [("a", 1, 6), ("b", 2, 5)]
+    assert await store.duplicate_custom_ids(tenant=batch.tenant, batch_id=batch.id, limit=1) == [
+        ("a", 1, 6)
+    ]
+    assert await store.duplicate_custom_ids(tenant=other.tenant, batch_id=other.id, limit=10) == []
+
+
+async def test_finish_rows_touches_only_unfinished_rows(store: JobStore) -> None:
+    batch, other = make_batch(), make_batch()
+    await store.insert_rows([make_row(batch, line) for line in (1, 2, 3, 4)])
+    await store.insert_rows([make_row(other, 1)])
+    await store.release_rows(tenant=batch.tenant, batch_id=batch.id)
+    done, running = await claim(store, limit=2)
+    assert await store.complete(lease_of(done), RESULT, now=T0)
+    await store.insert_rows([make_row(batch, 5)])  # validating
+    # lines 3 and 4 queued
+    error = JobError("batch_cancelled", "the batch was cancelled")
+    n = await store.finish_rows(
+        tenant=batch.tenant, batch_id=batch.id, state=JobState.CANCELLED, error=error, now=T0 + 5
+    )
+    assert n == 4
+    rows = {r.batch_line: r for r in await rows_of(store, batch)}
+    assert rows[1].state is JobState.SUCCEEDED and rows[1].error is None
+    assert rows[1].finished_at == T0
+    for line in (2, 3, 4, 5):
+        row = rows[line]
+        assert (row.state, row.error, row.finished_at, row.owner) == (
+            JobState.CANCELLED,
+            error,
+            T0 + 5,
+            None,
+        )
+    # the running row's worker has lost it
+    assert not await store.complete(lease_of(running), RESULT, now=T0 + 6)
+    assert await claim(store) == []
+    (untouched,) = await rows_of(store, other)
+    assert untouched.state is JobState.VALIDATING
+    again = await store.finish_rows(
+        tenant=batch.tenant, batch_id=batch.id, state=JobState.EXPIRED, error=error, now=T0 + 9
+    )
+    assert again == 0
+
+
+async def test_cancel_queued_skips_batch_rows(store: JobStore) -> None:
+    batch = make_batch()
+    await store.insert_rows([make_row(batch, 1, state=JobState.QUEUED)])
+    plain = await store.insert_job(make_job())
+    assert await store.cancel_queued(tenant="t1", model="m", now=T0) == 1
+    cancelled = await store.get_job(plain.id, tenant="t1")
+    assert cancelled is not None and cancelled.state is JobState.CANCELLED
+    (row,) = await rows_of(store, batch)
+    assert row.state is JobState.QUEUED
+
+
+async def test_delete_batch_removes_its_rows(store: JobStore) -> None:
+    batch, _ = await store.insert_batch(make_batch())
+    kept, _ = await store.insert_batch(make_batch())
+    await store.insert_rows([make_row(batch, line) for line in (1, 2, 3)])
+    await store.insert_rows([make_row(kept, 1)])
+    plain = await store.insert_job(make_job())
+    assert not await store.delete_batch(batch.id, tenant="t2")
+    assert len(await rows_of(store, batch)) == 3
+    assert await store.delete_batch(batch.id, tenant="t1")
+    assert await store.get_batch(batch.id, tenant=None) is None
+    assert await rows_of(store, batch) == []
+    assert await store.batch_counts(tenant="t1", batch_id=batch.id) == BatchCounts()
+    assert len(await rows_of(store, kept)) == 1
+    assert await store.get_job(plain.id, tenant="t1") is not None
+    assert not await store.delete_batch(batch.id, tenant="t1")
+    # rows of a batch that has no record stay (nothing to delete them with)
+    orphan = make_batch()
+    await store.insert_rows([make_row(orphan, 1)])
+    assert not await store.delete_batch(orphan.id, tenant="t1")
+    assert len(await rows_of(store, orphan)) == 1

@@ -26,12 +26,15 @@ from typing import Any, Generic, TypeVar
 from inferq.core.errors import ConfigError, Conflict, StoreError, StoreUnavailable
 from inferq.core.models import (
     ApiKey,
-    ChatResult,
+    Batch,
+    BatchCounts,
+    FileRecord,
     Job,
     JobError,
     JobFilter,
     Lease,
     QueueMetrics,
+    Result,
 )
 from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
 from inferq.store import rows
@@ -333,17 +336,8 @@ class PostgresStore(JobStore):
     async def _insert_jobs(self, jobs: list[Job]) -> list[int | Exception]:
         """Each job's seq, or the error it alone would have met."""
         if len(jobs) > 1:
-            params = [rows.job_params(job) for job in jobs]
-            columns = {
-                "ids": "id", "tenants": "tenant", "models": "model", "origins": "origin",
-                "service_classes": "service_class", "priorities": "priority",
-                "states": "state", "requests": "request", "infos": "info", "inputs": "inputs",
-                "max_attempts": "max_attempts", "created_ats": "created_at",
-                "deadline_ats": "deadline_at",
-            }  # fmt: skip
-            arrays = {name: [p[column] for p in params] for name, column in columns.items()}
             try:
-                found = await self._fetch("insert_jobs", arrays)
+                found = await self._fetch("insert_jobs", _job_arrays(jobs))
             except StoreUnavailable:
                 raise
             except (Conflict, StoreError):
@@ -408,7 +402,7 @@ class PostgresStore(JobStore):
     async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
         return await self._execute("set_progress", {"info": rows.dumps(info), **_fence(lease)}) > 0
 
-    async def complete(self, lease: Lease, result: ChatResult, *, now: float) -> bool:
+    async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
         params = {
             "result": rows.dumps(result.to_dict()),
             "prompt_tokens": result.usage.prompt_tokens,
@@ -490,6 +484,188 @@ class PostgresStore(JobStore):
         row = await self._fetchrow("metrics", {"tenant": tenant, "model": model})
         return QueueMetrics(running=row["running"], waiting=row["waiting"], total=row["total"])
 
+    # -- files and datasets --------------------------------------------------
+
+    async def insert_file(self, record: FileRecord) -> FileRecord | None:
+        row = await self._fetchrow("insert_file", rows.file_params(record))
+        return record.evolve(seq=int(row["seq"])) if row else None
+
+    async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
+        row = await self._fetchrow("get_file", {"id": file_id, "tenant": tenant})
+        return rows.row_to_file(row) if row else None
+
+    async def list_files(
+        self,
+        *,
+        tenant: str,
+        kind: str,
+        limit: int,
+        after: str | None = None,
+        purpose: str | None = None,
+    ) -> list[FileRecord]:
+        params = {
+            "tenant": tenant,
+            "kind": kind,
+            "limit": limit,
+            "after": after,
+            "purpose": purpose,
+        }
+        return [rows.row_to_file(r) for r in await self._fetch("list_files", params)]
+
+    async def update_file(self, record: FileRecord) -> bool:
+        return await self._execute("update_file", rows.file_params(record)) > 0
+
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
+        return await self._execute("delete_file", {"id": file_id, "tenant": tenant}) > 0
+
+    # -- batches ------------------------------------------------------------------
+
+    async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
+        params = rows.batch_params(batch)
+        insert, find = Q["insert_batch"], Q["find_batch_by_key"]
+
+        async def run() -> tuple[Batch, bool] | None:
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchrow(insert.sql, *insert.args(params))
+                if row is not None:
+                    return batch.evolve(seq=int(row["seq"])), True
+                # the tenant has a batch with this key (committed, as ON CONFLICT waited
+                # for any transaction inserting it)
+                existing = await conn.fetchrow(find.sql, *find.args(params))
+                return (rows.row_to_batch(existing), False) if existing else None
+
+        for _ in range(3):  # the batch holding the key may be deleted between the two
+            try:
+                outcome = await self._guard(run)
+            except Conflict as exc:
+                raise Conflict(f"a batch with id {batch.id} already exists", param="id") from exc
+            if outcome is not None:
+                return outcome
+        raise StoreError(f"cannot insert batch {batch.id}: its idempotency key keeps changing")
+
+    async def get_batch(self, batch_id: str, *, tenant: str | None) -> Batch | None:
+        row = await self._fetchrow("get_batch", {"id": batch_id, "tenant": tenant})
+        return rows.row_to_batch(row) if row else None
+
+    async def list_batches(
+        self,
+        *,
+        tenant: str | None,
+        dialect: str | None,
+        limit: int,
+        after: str | None = None,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Batch]:
+        params = {
+            "tenant": tenant,
+            "dialect": dialect,
+            "limit": limit,
+            "after": after,
+            "states": _states(states),
+        }
+        return [rows.row_to_batch(r) for r in await self._fetch("list_batches", params)]
+
+    async def active_batches(self, *, now: float, limit: int) -> list[Batch]:
+        found = await self._fetch("active_batches", {"now": now, "limit": limit})
+        return [rows.row_to_batch(r) for r in found]
+
+    async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:
+        params = {
+            "tenant": batch.tenant,
+            "id": batch.id,
+            "owner": owner,
+            "now": now,
+            "until": until,
+        }
+        return await self._execute("lease_batch", params) > 0
+
+    async def update_batch(self, batch: Batch, *, expect: JobState) -> bool:
+        params = {**rows.batch_params(batch), "expect": expect.value}
+        try:
+            return await self._execute("update_batch", params) > 0
+        except Conflict as exc:
+            raise Conflict(
+                f"a batch with idempotency key {batch.idempotency_key!r} already exists",
+                param="idempotency_key",
+            ) from exc
+
+    async def count_open_batches(self, *, tenant: str) -> int:
+        row = await self._fetchrow("count_open_batches", {"tenant": tenant})
+        return int(row[0])
+
+    async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:
+        params = {"tenant": tenant, "id": batch_id, "batch_id": batch_id}
+        delete, delete_rows = Q["delete_batch"], Q["delete_batch_rows"]
+
+        async def run() -> bool:
+            async with self._pool.acquire() as conn, conn.transaction():
+                status: str = await conn.execute(delete.sql, *delete.args(params))
+                if status == "DELETE 0":
+                    return False
+                await conn.execute(delete_rows.sql, *delete_rows.args(params))
+                return True
+
+        return await self._guard(run)
+
+    # -- batch rows ---------------------------------------------------------------
+
+    async def insert_rows(self, rows: Sequence[Job]) -> None:
+        if rows:
+            await self._execute("insert_rows", _job_arrays(rows))
+
+    async def release_rows(self, *, tenant: str, batch_id: str) -> int:
+        row = await self._fetchrow("release_rows", {"tenant": tenant, "batch_id": batch_id})
+        return int(row["n"])
+
+    async def batch_counts(self, *, tenant: str, batch_id: str) -> BatchCounts:
+        found = await self._fetch("batch_counts", {"tenant": tenant, "batch_id": batch_id})
+        return rows.fold_counts(found)
+
+    async def batch_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        after_line: int,
+        limit: int,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Job]:
+        params = {
+            "tenant": tenant,
+            "batch_id": batch_id,
+            "after_line": after_line,
+            "limit": limit,
+            "states": _states(states),
+        }
+        return [rows.row_to_job(r) for r in await self._fetch("batch_rows", params)]
+
+    async def duplicate_custom_ids(
+        self, *, tenant: str, batch_id: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        params = {"tenant": tenant, "batch_id": batch_id, "limit": limit}
+        found = await self._fetch("duplicate_custom_ids", params)
+        return [(r["custom_id"], r["first_line"], r["later_line"]) for r in found]
+
+    async def finish_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        state: JobState,
+        error: JobError,
+        now: float,
+    ) -> int:
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"finish_rows needs a terminal state, not {state.value}")
+        params = {
+            "tenant": tenant,
+            "batch_id": batch_id,
+            "state": state.value,
+            "error": rows.dumps(error.to_dict()),
+            "now": now,
+        }
+        return await self._execute("finish_rows", params)
+
     # -- API keys ---------------------------------------------------------------
 
     async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
@@ -524,3 +700,25 @@ async def _keep_session(conn: Any) -> None:
 
 def _fence(lease: Lease) -> dict[str, Any]:
     return {"id": lease.job_id, "owner": lease.owner, "attempt": lease.attempt}
+
+
+def _states(states: frozenset[JobState] | None) -> list[str] | None:
+    """A state filter as a text[] parameter (None: any)."""
+    return sorted(s.value for s in states) if states is not None else None
+
+
+#: the array parameters of insert_jobs and insert_rows, and the job_params column of each
+_JOB_ARRAYS = {
+    "ids": "id", "tenants": "tenant", "models": "model", "origins": "origin",
+    "service_classes": "service_class", "priorities": "priority",
+    "states": "state", "requests": "request", "infos": "info", "inputs": "inputs",
+    "max_attempts": "max_attempts", "created_ats": "created_at",
+    "deadline_ats": "deadline_at", "batch_ids": "batch_id", "custom_ids": "custom_id",
+    "batch_lines": "batch_line",
+}  # fmt: skip
+
+
+def _job_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
+    """Parameters of insert_jobs and insert_rows: one array per column, in job order."""
+    params = [rows.job_params(job) for job in jobs]
+    return {name: [p[column] for p in params] for name, column in _JOB_ARRAYS.items()}

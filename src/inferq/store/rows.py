@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from inferq.core.models import ApiKey, ChatRequest, ChatResult, Job, JobError, Usage
+from inferq.core.models import (
+    ApiKey,
+    Batch,
+    BatchCounts,
+    FileRecord,
+    Job,
+    JobError,
+    Usage,
+    request_from_dict,
+    result_from_dict,
+)
 from inferq.core.states import JobState, ServiceClass
 
 
@@ -20,7 +32,7 @@ def dumps(value: Any) -> str:
 
 
 def job_params(job: Job) -> dict[str, Any]:
-    """Parameters of the ``insert_job`` query."""
+    """Parameters of the ``insert_job`` query (and of ``insert_row``)."""
     return {
         "id": job.id,
         "tenant": job.tenant,
@@ -35,6 +47,9 @@ def job_params(job: Job) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "created_at": job.created_at,
         "deadline_at": job.deadline_at,
+        "batch_id": job.batch_id,
+        "custom_id": job.custom_id,
+        "batch_line": job.batch_line,
     }
 
 
@@ -55,10 +70,10 @@ def row_to_job(row: Row) -> Job:
         service_class=ServiceClass(row["service_class"]),
         priority=row["priority"],
         state=JobState(row["state"]),
-        request=ChatRequest.from_dict(_json(row["request"])),
+        request=request_from_dict(_json(row["request"])),
         info=_json(row["info"]) or {},
         inputs=_json(row["inputs"]),
-        result=ChatResult.from_dict(result) if result else None,
+        result=result_from_dict(result) if result else None,
         error=JobError(**error) if error else None,
         usage=Usage(
             prompt_tokens=row["prompt_tokens"],
@@ -74,6 +89,9 @@ def row_to_job(row: Row) -> Job:
         finished_at=row["finished_at"],
         deadline_at=row["deadline_at"],
         seq=row["seq"],
+        batch_id=row["batch_id"],
+        custom_id=row["custom_id"],
+        batch_line=row["batch_line"],
     )
 
 
@@ -99,3 +117,129 @@ def row_to_key(row: Row) -> ApiKey:
         revoked_at=row["revoked_at"],
         admin=bool(row["admin"]),
     )
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def file_params(record: FileRecord) -> dict[str, Any]:
+    """Parameters of the ``insert_file`` and ``update_file`` queries."""
+    return {
+        "tenant": record.tenant,
+        "id": record.id,
+        "kind": record.kind,
+        "purpose": record.purpose,
+        "filename": record.filename,
+        "bytes": record.bytes,
+        "status": record.status,
+        "meta": dumps(record.meta),
+        "created_at": record.created_at,
+    }
+
+
+def row_to_file(row: Row) -> FileRecord:
+    return FileRecord(
+        id=row["id"],
+        tenant=row["tenant"],
+        kind=row["kind"],
+        purpose=row["purpose"],
+        filename=row["filename"],
+        bytes=row["bytes"],
+        created_at=row["created_at"],
+        status=row["status"],
+        meta=_json(row["meta"]) or {},
+        seq=row["seq"],
+    )
+
+
+# -- batches -------------------------------------------------------------------------
+
+#: Batch fields stored in columns of their own; every other field goes in ``data``
+_BATCH_COLUMNS = frozenset(
+    {
+        "id",
+        "tenant",
+        "seq",
+        "dialect",
+        "state",
+        "idempotency_key",
+        "owner",
+        "lease_expires_at",
+        "created_at",
+    }
+)
+
+
+def batch_params(batch: Batch) -> dict[str, Any]:
+    """Parameters of the ``insert_batch`` and ``update_batch`` queries."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(Batch):
+        if f.name in _BATCH_COLUMNS:
+            continue
+        value = getattr(batch, f.name)
+        if isinstance(value, JobState):
+            value = value.value
+        elif isinstance(value, JobError | BatchCounts):
+            value = value.to_dict()
+        data[f.name] = value
+    return {
+        "tenant": batch.tenant,
+        "id": batch.id,
+        "dialect": batch.dialect,
+        "state": batch.state.value,
+        "idempotency_key": batch.idempotency_key,
+        "owner": batch.owner,
+        "lease_expires_at": batch.lease_expires_at,
+        "created_at": batch.created_at,
+        "data": dumps(data),
+    }
+
+
+def row_to_batch(row: Row) -> Batch:
+    data = dict(_json(row["data"]))
+    final_state = data.pop("final_state", None)
+    error = data.pop("error", None)
+    counts = data.pop("counts", None)
+    return Batch(
+        id=row["id"],
+        tenant=row["tenant"],
+        dialect=row["dialect"],
+        state=JobState(row["state"]),
+        idempotency_key=row["idempotency_key"],
+        owner=row["owner"],
+        lease_expires_at=row["lease_expires_at"],
+        created_at=row["created_at"],
+        seq=row["seq"],
+        final_state=JobState(final_state) if final_state is not None else None,
+        error=JobError(**error) if error is not None else None,
+        counts=BatchCounts.from_dict(counts) if counts is not None else None,
+        **data,
+    )
+
+
+#: the BatchCounts field each row state is counted in (as MemoryStore counts)
+COUNTED = {
+    JobState.VALIDATING: "waiting",
+    JobState.QUEUED: "waiting",
+    JobState.RUNNING: "running",
+    JobState.FINALIZING: "running",
+    JobState.CANCELLING: "running",
+    JobState.SUCCEEDED: "succeeded",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+    JobState.EXPIRED: "cancelled",
+}
+
+
+def fold_counts(groups: Iterable[Row]) -> BatchCounts:
+    """BatchCounts from the ``batch_counts`` query: one row per state, with ``n`` and
+    the token sums; tokens count only for finished rows."""
+    counts = {f.name: 0 for f in dataclasses.fields(BatchCounts)}
+    for group in groups:
+        state = JobState(group["state"])
+        counts["total"] += group["n"]
+        counts[COUNTED[state]] += group["n"]
+        if state.terminal:
+            for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
+                counts[name] += int(group[name] or 0)
+    return BatchCounts(**counts)

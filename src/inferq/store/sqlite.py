@@ -26,12 +26,15 @@ from typing import Any, TypeVar
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
 from inferq.core.models import (
     ApiKey,
-    ChatResult,
+    Batch,
+    BatchCounts,
+    FileRecord,
     Job,
     JobError,
     JobFilter,
     Lease,
     QueueMetrics,
+    Result,
 )
 from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
 from inferq.store import rows
@@ -40,9 +43,12 @@ from inferq.store.sql import load_migrations, load_queries
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
+_job_params = rows.job_params  # for insert_rows, whose argument is named rows
 #: how many queued writes one transaction takes at most
 MAX_GROUP = 512
 BUSY_TIMEOUT_MS = 10_000
+#: how many of a batch's rows release_rows and finish_rows change in one write
+ROW_CHUNK = 5_000
 
 
 def _connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
@@ -266,7 +272,7 @@ class SQLiteStore(JobStore):
         params = {"info": rows.dumps(info), **_fence(lease)}
         return await self._write(lambda c: c.execute(Q["set_progress"], params).rowcount > 0)
 
-    async def complete(self, lease: Lease, result: ChatResult, *, now: float) -> bool:
+    async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
         params = {
             "result": rows.dumps(result.to_dict()),
             "prompt_tokens": result.usage.prompt_tokens,
@@ -328,6 +334,206 @@ class SQLiteStore(JobStore):
         )
         return QueueMetrics(running=row["running"], waiting=row["waiting"], total=row["total"])
 
+    # -- files and datasets --------------------------------------------------
+
+    async def insert_file(self, record: FileRecord) -> FileRecord | None:
+        params = rows.file_params(record)
+        row = await self._write(lambda c: c.execute(Q["insert_file"], params).fetchone())
+        return record.evolve(seq=int(row[0])) if row else None
+
+    async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
+        params = {"id": file_id, "tenant": tenant}
+        row = await self._read(lambda c: c.execute(Q["get_file"], params).fetchone())
+        return rows.row_to_file(row) if row else None
+
+    async def list_files(
+        self,
+        *,
+        tenant: str,
+        kind: str,
+        limit: int,
+        after: str | None = None,
+        purpose: str | None = None,
+    ) -> list[FileRecord]:
+        params = {
+            "tenant": tenant,
+            "kind": kind,
+            "limit": limit,
+            "after": after,
+            "purpose": purpose,
+        }
+        found = await self._read(lambda c: c.execute(Q["list_files"], params).fetchall())
+        return [rows.row_to_file(r) for r in found]
+
+    async def update_file(self, record: FileRecord) -> bool:
+        params = rows.file_params(record)
+        return await self._write(lambda c: c.execute(Q["update_file"], params).rowcount > 0)
+
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
+        params = {"id": file_id, "tenant": tenant}
+        return await self._write(lambda c: c.execute(Q["delete_file"], params).rowcount > 0)
+
+    # -- batches ------------------------------------------------------------------
+
+    async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
+        params = rows.batch_params(batch)
+
+        def run(conn: sqlite3.Connection) -> tuple[Batch, bool]:
+            if batch.idempotency_key is not None:
+                row = conn.execute(Q["find_batch_by_key"], params).fetchone()
+                if row is not None:
+                    return rows.row_to_batch(row), False
+            try:
+                seq = int(conn.execute(Q["insert_batch"], params).fetchone()[0])
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"a batch with id {batch.id} already exists", param="id") from exc
+            return batch.evolve(seq=seq), True
+
+        return await self._write(run)
+
+    async def get_batch(self, batch_id: str, *, tenant: str | None) -> Batch | None:
+        params = {"id": batch_id, "tenant": tenant}
+        row = await self._read(lambda c: c.execute(Q["get_batch"], params).fetchone())
+        return rows.row_to_batch(row) if row else None
+
+    async def list_batches(
+        self,
+        *,
+        tenant: str | None,
+        dialect: str | None,
+        limit: int,
+        after: str | None = None,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Batch]:
+        params = {
+            "tenant": tenant,
+            "dialect": dialect,
+            "limit": limit,
+            "after": after,
+            "states": _states(states),
+        }
+        found = await self._read(lambda c: c.execute(Q["list_batches"], params).fetchall())
+        return [rows.row_to_batch(r) for r in found]
+
+    async def active_batches(self, *, now: float, limit: int) -> list[Batch]:
+        params = {"now": now, "limit": limit}
+        found = await self._read(lambda c: c.execute(Q["active_batches"], params).fetchall())
+        return [rows.row_to_batch(r) for r in found]
+
+    async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:
+        params = {
+            "tenant": batch.tenant,
+            "id": batch.id,
+            "owner": owner,
+            "now": now,
+            "until": until,
+        }
+        return await self._write(lambda c: c.execute(Q["lease_batch"], params).rowcount > 0)
+
+    async def update_batch(self, batch: Batch, *, expect: JobState) -> bool:
+        params = {**rows.batch_params(batch), "expect": expect.value}
+
+        def run(conn: sqlite3.Connection) -> bool:
+            try:
+                return conn.execute(Q["update_batch"], params).rowcount > 0
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(
+                    f"a batch with idempotency key {batch.idempotency_key!r} already exists",
+                    param="idempotency_key",
+                ) from exc
+
+        return await self._write(run)
+
+    async def count_open_batches(self, *, tenant: str) -> int:
+        params = {"tenant": tenant}
+        row = await self._read(lambda c: c.execute(Q["count_open_batches"], params).fetchone())
+        return int(row[0])
+
+    async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:
+        params = {"tenant": tenant, "id": batch_id, "batch_id": batch_id}
+
+        def run(conn: sqlite3.Connection) -> bool:
+            if conn.execute(Q["delete_batch"], params).rowcount == 0:
+                return False
+            conn.execute(Q["delete_batch_rows"], params)
+            return True
+
+        return await self._write(run)
+
+    # -- batch rows ---------------------------------------------------------------
+
+    async def insert_rows(self, rows: Sequence[Job]) -> None:
+        if not rows:
+            return
+        params = [_job_params(row) for row in rows]
+        await self._write(lambda c: c.executemany(Q["insert_row"], params).rowcount)
+
+    async def release_rows(self, *, tenant: str, batch_id: str) -> int:
+        return await self._in_chunks("release_rows", {"tenant": tenant, "batch_id": batch_id})
+
+    async def _in_chunks(self, name: str, params: dict[str, Any]) -> int:
+        """Run an update of a batch's rows that takes ``:chunk`` rows at a time until it
+        runs out; each chunk is a write of its own, so other writes (claims, submits) go
+        between them instead of waiting for a whole batch. Returns how many changed."""
+        params = {**params, "chunk": ROW_CHUNK}
+        total = 0
+        while True:
+            changed = await self._write(lambda c: c.execute(Q[name], params).rowcount)
+            total += changed
+            if changed < ROW_CHUNK:
+                return total
+
+    async def batch_counts(self, *, tenant: str, batch_id: str) -> BatchCounts:
+        params = {"tenant": tenant, "batch_id": batch_id}
+        found = await self._read(lambda c: c.execute(Q["batch_counts"], params).fetchall())
+        return rows.fold_counts(found)
+
+    async def batch_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        after_line: int,
+        limit: int,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Job]:
+        params = {
+            "tenant": tenant,
+            "batch_id": batch_id,
+            "after_line": after_line,
+            "limit": limit,
+            "states": _states(states),
+        }
+        found = await self._read(lambda c: c.execute(Q["batch_rows"], params).fetchall())
+        return [rows.row_to_job(r) for r in found]
+
+    async def duplicate_custom_ids(
+        self, *, tenant: str, batch_id: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        params = {"tenant": tenant, "batch_id": batch_id, "limit": limit}
+        found = await self._read(lambda c: c.execute(Q["duplicate_custom_ids"], params).fetchall())
+        return [(r["custom_id"], r["first_line"], r["later_line"]) for r in found]
+
+    async def finish_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        state: JobState,
+        error: JobError,
+        now: float,
+    ) -> int:
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"finish_rows needs a terminal state, not {state.value}")
+        params = {
+            "tenant": tenant,
+            "batch_id": batch_id,
+            "state": state.value,
+            "error": rows.dumps(error.to_dict()),
+            "now": now,
+        }
+        return await self._in_chunks("finish_rows", params)
+
     # -- API keys ---------------------------------------------------------------
 
     async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
@@ -360,6 +566,11 @@ class SQLiteStore(JobStore):
 
 def _fence(lease: Lease) -> dict[str, Any]:
     return {"id": lease.job_id, "owner": lease.owner, "attempt": lease.attempt}
+
+
+def _states(states: frozenset[JobState] | None) -> str | None:
+    """A state filter as the JSON array the queries read with json_each (None: any)."""
+    return rows.dumps(sorted(s.value for s in states)) if states is not None else None
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -2,26 +2,50 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
-                  inputs, max_attempts, created_at, deadline_at)
+                  inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
+                  batch_line)
 VALUES (:id, :tenant, :model, :origin, :service_class, :priority, :state, :request::jsonb,
-        :info::jsonb, :inputs::jsonb, :max_attempts, :created_at, :deadline_at)
+        :info::jsonb, :inputs::jsonb, :max_attempts, :created_at, :deadline_at, :batch_id,
+        :custom_id, :batch_line)
 RETURNING seq;
 
 -- name: insert_jobs
 -- insert_job for several jobs in one statement (the store's group commit); seq follows
 -- the order of the arrays.
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
-                  inputs, max_attempts, created_at, deadline_at)
+                  inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
+                  batch_line)
 SELECT id, tenant, model, origin, service_class, priority, state, request::jsonb,
-       info::jsonb, inputs::jsonb, max_attempts, created_at, deadline_at
+       info::jsonb, inputs::jsonb, max_attempts, created_at, deadline_at, batch_id,
+       custom_id, batch_line
 FROM unnest(:ids::text[], :tenants::text[], :models::text[], :origins::text[],
             :service_classes::smallint[], :priorities::int[], :states::text[],
             :requests::text[], :infos::text[], :inputs::text[], :max_attempts::int[],
-            :created_ats::float8[], :deadline_ats::float8[]) WITH ORDINALITY
+            :created_ats::float8[], :deadline_ats::float8[], :batch_ids::text[],
+            :custom_ids::text[], :batch_lines::int[]) WITH ORDINALITY
      AS j(id, tenant, model, origin, service_class, priority, state, request, info, inputs,
-          max_attempts, created_at, deadline_at, n)
+          max_attempts, created_at, deadline_at, batch_id, custom_id, batch_line, n)
 ORDER BY n
 RETURNING id, seq;
+
+-- name: insert_rows
+-- insert_jobs for the rows of a batch: one statement for many rows, and a row whose id
+-- exists is skipped.
+INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
+                  inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
+                  batch_line)
+SELECT id, tenant, model, origin, service_class, priority, state, request::jsonb,
+       info::jsonb, inputs::jsonb, max_attempts, created_at, deadline_at, batch_id,
+       custom_id, batch_line
+FROM unnest(:ids::text[], :tenants::text[], :models::text[], :origins::text[],
+            :service_classes::smallint[], :priorities::int[], :states::text[],
+            :requests::text[], :infos::text[], :inputs::text[], :max_attempts::int[],
+            :created_ats::float8[], :deadline_ats::float8[], :batch_ids::text[],
+            :custom_ids::text[], :batch_lines::int[]) WITH ORDINALITY
+     AS j(id, tenant, model, origin, service_class, priority, state, request, info, inputs,
+          max_attempts, created_at, deadline_at, batch_id, custom_id, batch_line, n)
+ORDER BY n
+ON CONFLICT (id) DO NOTHING;
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant);
@@ -150,8 +174,9 @@ WHERE id = :id AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
 RETURNING *;
 
 -- name: cancel_queued
+-- A batch's rows are cancelled with their batch, never by model.
 UPDATE jobs SET state = 'cancelled', finished_at = :now
-WHERE tenant = :tenant AND model = :model AND state = 'queued';
+WHERE tenant = :tenant AND model = :model AND state = 'queued' AND batch_id IS NULL;
 
 -- name: expire_overdue
 UPDATE jobs
@@ -168,6 +193,137 @@ SELECT
     COUNT(*) AS total
 FROM jobs
 WHERE tenant = :tenant AND (:model::text IS NULL OR model = :model);
+
+-- name: insert_file
+INSERT INTO files (tenant, id, kind, purpose, filename, bytes, status, meta, created_at)
+VALUES (:tenant, :id, :kind, :purpose, :filename, :bytes, :status, :meta::jsonb, :created_at)
+ON CONFLICT (tenant, id) DO NOTHING
+RETURNING seq;
+
+-- name: get_file
+SELECT * FROM files WHERE tenant = :tenant AND id = :id;
+
+-- name: list_files
+-- Newest first, after the record :after (none when that record does not exist).
+SELECT * FROM files
+WHERE tenant = :tenant AND kind = :kind
+  AND (:purpose::text IS NULL OR purpose = :purpose)
+  AND (:after::text IS NULL
+       OR seq < (SELECT seq FROM files WHERE tenant = :tenant AND id = :after))
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: update_file
+UPDATE files SET filename = :filename, bytes = :bytes, status = :status, meta = :meta::jsonb
+WHERE tenant = :tenant AND id = :id;
+
+-- name: delete_file
+DELETE FROM files WHERE tenant = :tenant AND id = :id;
+
+-- name: find_batch_by_key
+SELECT * FROM batches WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
+
+-- name: insert_batch
+-- Nothing when the tenant has a batch with this idempotency key (the store then reads
+-- that one); a duplicate id is a unique violation.
+INSERT INTO batches (tenant, id, dialect, state, idempotency_key, owner, lease_expires_at,
+                     created_at, data)
+VALUES (:tenant, :id, :dialect, :state, :idempotency_key, :owner, :lease_expires_at,
+        :created_at, :data::jsonb)
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq;
+
+-- name: get_batch
+SELECT * FROM batches WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant)
+ORDER BY seq LIMIT 1;
+
+-- name: list_batches
+-- Newest first, after the batch :after (none when that batch does not exist).
+SELECT * FROM batches
+WHERE (:tenant::text IS NULL OR tenant = :tenant)
+  AND (:dialect::text IS NULL OR dialect = :dialect)
+  AND (:states::text[] IS NULL OR state = ANY(:states))
+  AND (:after::text IS NULL OR seq < (
+        SELECT seq FROM batches WHERE id = :after AND (:tenant IS NULL OR tenant = :tenant)
+        ORDER BY seq LIMIT 1))
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: active_batches
+SELECT * FROM batches
+WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
+  AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+ORDER BY seq
+LIMIT :limit;
+
+-- name: lease_batch
+-- Free, already ours, or expired: then ours until :until.
+UPDATE batches SET owner = :owner, lease_expires_at = :until
+WHERE tenant = :tenant AND id = :id
+  AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
+  AND (owner IS NULL OR owner = :owner OR lease_expires_at IS NULL OR lease_expires_at < :now);
+
+-- name: update_batch
+-- Compare-and-set on state; the lease (owner, lease_expires_at) and seq stay.
+UPDATE batches
+SET dialect = :dialect, state = :state, idempotency_key = :idempotency_key,
+    created_at = :created_at, data = :data::jsonb
+WHERE tenant = :tenant AND id = :id AND state = :expect;
+
+-- name: count_open_batches
+SELECT COUNT(*) FROM batches
+WHERE tenant = :tenant AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
+
+-- name: delete_batch
+DELETE FROM batches WHERE tenant = :tenant AND id = :id;
+
+-- name: delete_batch_rows
+DELETE FROM jobs WHERE tenant = :tenant AND batch_id = :batch_id;
+
+-- name: release_rows
+-- Released rows are work for every process's workers: one notice wakes them.
+WITH released AS (
+    UPDATE jobs SET state = 'queued'
+    WHERE tenant = :tenant AND batch_id = :batch_id AND state = 'validating'
+    RETURNING 1
+), counted AS (
+    SELECT COUNT(*) AS n FROM released
+)
+SELECT n, CASE WHEN n > 0 THEN pg_notify('inferq_submitted', '') END AS notified
+FROM counted;
+
+-- name: batch_counts
+-- One pass over the jobs_batch_state index; the store folds states into BatchCounts.
+SELECT state, COUNT(*) AS n, SUM(prompt_tokens) AS prompt_tokens,
+       SUM(completion_tokens) AS completion_tokens, SUM(cached_tokens) AS cached_tokens
+FROM jobs
+WHERE tenant = :tenant AND batch_id = :batch_id
+GROUP BY state;
+
+-- name: batch_rows
+SELECT * FROM jobs
+WHERE tenant = :tenant AND batch_id = :batch_id AND batch_line > :after_line
+  AND (:states::text[] IS NULL OR state = ANY(:states))
+ORDER BY batch_line
+LIMIT :limit;
+
+-- name: duplicate_custom_ids
+SELECT COALESCE(custom_id, '') AS custom_id, MIN(batch_line) AS first_line,
+       MAX(batch_line) AS later_line
+FROM jobs
+WHERE tenant = :tenant AND batch_id = :batch_id
+GROUP BY COALESCE(custom_id, '')
+HAVING COUNT(*) > 1
+ORDER BY first_line
+LIMIT :limit;
+
+-- name: finish_rows
+-- Every state but the terminal ones, listed so the index is probed once per state.
+UPDATE jobs
+SET state = :state, error = :error::jsonb, owner = NULL, lease_expires_at = NULL,
+    finished_at = :now
+WHERE tenant = :tenant AND batch_id = :batch_id
+  AND state IN ('validating', 'queued', 'running', 'finalizing', 'cancelling');
 
 -- name: insert_key
 INSERT INTO api_keys (id, name, tenant, prefix, key_hash, admin, created_at)
