@@ -17,6 +17,21 @@ from dataclasses import dataclass
 Event = str | None
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` passes; return whether it was set.
+
+    Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that arrives
+    just as the awaited event fires, leaving a loop that was told to stop running
+    for ever (a worker that never shuts down); ``asyncio.timeout`` does not.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 @dataclass
 class Subscription:
     job_id: str
@@ -26,7 +41,8 @@ class Subscription:
     async def next(self, timeout: float) -> Event | TimeoutError:
         """The next event, or a TimeoutError *value* when none came in time."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError as exc:
             return exc
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from inferq.core.batches import BatchService
+from inferq.core.events import wait_event
 from inferq.core.models import Batch
 from inferq.core.states import JobState
 
@@ -62,8 +63,7 @@ class BatchRunner:
                 await self.turn()
             except Exception:
                 log.exception("batch runner turn failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+            await wait_event(self._wake, self.interval)
             self._wake.clear()
 
     async def turn(self) -> int:

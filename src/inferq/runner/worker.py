@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inferq.core.errors import EngineError, StoreError
-from inferq.core.events import JobEvents
+from inferq.core.events import JobEvents, wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, Job, JobError, Lease, Result
 from inferq.core.states import ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine
@@ -133,8 +133,7 @@ class Worker:
             for job in jobs:
                 self._start(engine, job)
             if not jobs:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waker.wait(), self.settings.poll_interval)
+                await wait_event(waker, self.settings.poll_interval)
 
     async def _claim(self, model: str, free: int, reserve: int, mine: list[_Running]) -> list[Job]:
         now = self.clock()
