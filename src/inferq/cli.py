@@ -792,8 +792,10 @@ def batch_cancel(
 @batch_app.command("download")
 def batch_download(
     batch_id: Annotated[str, typer.Argument(help="The batch id.")],
-    output: Annotated[Path, typer.Option(help="Where results go.")] = Path("output.jsonl"),
-    errors: Annotated[Path, typer.Option(help="Where per-row errors go.")] = Path("errors.jsonl"),
+    output: Annotated[Path | None, typer.Option(help="Where results go [ID.output.jsonl].")] = None,
+    errors: Annotated[
+        Path | None, typer.Option(help="Where per-row errors go [ID.errors.jsonl].")
+    ] = None,
     tenant: Tenant = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
@@ -804,7 +806,12 @@ def batch_download(
     if not batch.state.terminal:
         err.print(f"[red]error:[/red] batch {batch_id} is still {batch.state.value}")
         raise typer.Exit(1)
-    _download(settings, batch, output, errors)
+    _download(
+        settings,
+        batch,
+        output or Path(f"{batch_id}.output.jsonl"),
+        errors or Path(f"{batch_id}.errors.jsonl"),
+    )
     if batch.state is JobState.FAILED:
         raise typer.Exit(1)
 
