@@ -136,9 +136,12 @@ def test_batch_run_wait_runs_here_and_writes_both_files(tmp_path: Path, data_dir
     code, out, _ = invoke("batch", "show", "cli-" + batch_id, *common)
     assert code == 0 and '"succeeded": 11' in out and '"failed": 1' in out
     target = tmp_path / "again.jsonl"
-    code, _, err = invoke("batch", "download", "cli-" + batch_id, "--output", str(target), *common)
+    again_errors = tmp_path / "again.errors.jsonl"
+    download = ["batch", "download", "cli-" + batch_id, "--output", str(target)]
+    code, _, err = invoke(*download, "--errors", str(again_errors), *common)
     assert code == 0, err
     assert target.read_text() == (tmp_path / "in.output.jsonl").read_text()
+    assert again_errors.read_text() == (tmp_path / "in.errors.jsonl").read_text()
 
 
 def test_batch_run_without_wait_prints_the_id_and_a_bad_file_fails(
