@@ -257,6 +257,26 @@ async def test_fail_with_retry_requeues_until_attempts_run_out(store: JobStore) 
     assert final.error == JobError("boom", "second")
 
 
+async def test_requeue_gives_a_preempted_job_back_without_using_an_attempt(
+    store: JobStore,
+) -> None:
+    first = await store.insert_job(make_job(priority=0, max_attempts=1))
+    await store.insert_job(make_job(priority=0))
+    (got,) = await claim(store, limit=1)
+    assert got.id == first.id and got.attempt == 1
+    assert await store.requeue(lease_of(got))
+    back = await store.get_job(first.id, tenant=None)
+    assert back is not None
+    assert (back.state, back.attempt, back.owner) == (JobState.QUEUED, 0, None)
+    # it keeps its place: claimed again before the job submitted after it
+    (again,) = await claim(store, limit=1)
+    assert again.id == first.id and again.attempt == 1
+    # fenced: the old lease no longer works, the new one does
+    assert not await store.requeue(Lease(got.id, "someone-else", 1))
+    assert await store.complete(lease_of(again), RESULT, now=T0)
+    assert not await store.requeue(lease_of(again))
+
+
 async def test_fail_without_retry_is_final(store: JobStore) -> None:
     job = await store.insert_job(make_job())
     (got,) = await claim(store)

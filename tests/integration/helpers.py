@@ -31,6 +31,17 @@ slots = 1
 context_length = 2048
 threads = 1
 """
+#: what the integration servers run unless a test says otherwise: the default models,
+#: the chat model with one slot, so a queued job stays pending while another runs and a
+#: sync request gets its slot by preempting queued work
+TEST_MODELS = ONE_SLOT_MODELS + """
+[models."smollm2-135m-embed"]
+engine = "llamacpp"
+embedding = true
+context_length = 512
+slots = 2
+threads = 1
+"""
 #: seconds within which a cancelled or timed-out generation must have given its slot back;
 #: one that kept going would hold it for many seconds more (BLOCKER_TOKENS, or 500 tokens)
 ABORT_WITHIN = 2.0
@@ -51,10 +62,8 @@ def start_server(
     env: dict[str, str] | None = None,
 ) -> Server:
     root.mkdir(parents=True, exist_ok=True)
-    models_file = None
-    if models is not None:
-        models_file = root / "models.toml"
-        models_file.write_text(models)
+    models_file = root / "models.toml"
+    models_file.write_text(TEST_MODELS if models is None else models)
     srv = Server(root / "data", models_file=models_file, env={**CLI_ENV, **(env or {})})
     try:
         return srv.start()

@@ -163,7 +163,7 @@ def test_sync_chat_is_answered_while_the_queue_is_full(
     queued = [submit(tq, chat_payload(LONG_PROMPT, max_tokens=64)) for _ in range(20)]
     wait_until(lambda: metrics(tq).messages_running > 0, what="the queue to start")
     load = metrics(tq)
-    # one of the two slots stays free for sync requests
+    # the test server runs the model with one slot: the queue fills it
     assert load.messages_running == 1
     assert load.messages_waiting >= 15
 

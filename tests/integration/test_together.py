@@ -86,7 +86,7 @@ def test_metrics_count_the_tenants_jobs_and_clear_cancels_pending_ones(server: S
         try:
             pending = [submit(client, chat_payload(max_tokens=4)) for _ in range(3)]
             counts = metrics(client)
-            # one slot of the default model is kept for sync requests: async jobs run one at a time
+            # the test server runs the model with one slot: async jobs run one at a time
             assert counts.messages_running == 1
             assert counts.messages_waiting == 3
             assert counts.total_jobs == 4

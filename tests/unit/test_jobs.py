@@ -11,7 +11,7 @@ import pytest
 
 from inferq.core.errors import Conflict, DeadlineExceeded, InvalidRequest, NotFound
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest, Job
+from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job
 from inferq.core.service import JobService, ServiceLimits
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ModelSpec
@@ -124,22 +124,57 @@ async def test_priority_order_then_fifo(rig: Rig) -> None:
     sync = await submit(rig, "sync", service_class=ServiceClass.INTERACTIVE, priority=-5)
     finished = [await wait(rig, j) for j in (blocker, low, high1, high2, sync)]
     order = sorted(finished, key=lambda j: j.claimed_at or 0)
-    assert [j.id for j in order] == [blocker.id, sync.id, high1.id, high2.id, low.id]
+    # the sync request preempted the blocker, which ran again next, as its priority says
+    assert [j.id for j in order] == [sync.id, blocker.id, high1.id, high2.id, low.id]
+    assert all(j.state is JobState.SUCCEEDED and j.attempt == 1 for j in finished)
 
 
 @pytest.mark.parametrize(("slots", "token_delay"), [(2, 0.05)])
-async def test_one_slot_stays_free_for_sync_requests(rig: Rig) -> None:
+async def test_a_sync_request_preempts_queued_work_which_runs_again_once(rig: Rig) -> None:
     await rig.worker.start()
-    queued = [await submit(rig, "x " * 20) for _ in range(4)]
+    queued = [await submit(rig, f"job {n} " + "x " * 20) for n in range(4)]
     await asyncio.sleep(0.1)
     running = [j for j in rig.store.jobs.values() if j.state is JobState.RUNNING]
-    assert len(running) == 1  # async work leaves the second slot idle
+    assert len(running) == 2  # queued work fills every slot
     sync = await submit(rig, "quick", service_class=ServiceClass.INTERACTIVE)
     done = await wait(rig, sync)
     assert done.state is JobState.SUCCEEDED
-    # it did not wait behind the queue: most queued jobs have not even started
-    states = [(await rig.jobs.get(j.id, tenant="t")).state for j in queued]
-    assert states.count(JobState.QUEUED) >= 2
+    # it did not wait behind the queue: it started before any queued job finished
+    assert done.claimed_at is not None
+    assert all(
+        (j.finished_at or float("inf")) > done.claimed_at
+        for j in rig.store.jobs.values()
+        if j.id != sync.id
+    )
+    finished = [await wait(rig, j) for j in queued]
+    # the preempted job ran again from the start; no attempt was used up, no output lost
+    assert all(j.state is JobState.SUCCEEDED and j.attempt == 1 for j in finished)
+    texts = [j.result.text for j in finished if isinstance(j.result, ChatResult)]
+    assert texts == [f"echo: job {n} x x x x x" for n in range(4)]  # max_tokens 8
+    assert rig.engine.calls == 6  # four jobs, one of them twice, and the sync request
+
+
+@pytest.mark.parametrize(("slots", "token_delay"), [(2, 0.05)])
+async def test_queued_work_preempts_batch_rows_but_not_the_same_class(rig: Rig) -> None:
+    await rig.worker.start()
+    rows = [
+        await submit(rig, f"row {n} " + "x " * 20, service_class=ServiceClass.BATCH)
+        for n in range(3)
+    ]
+    await asyncio.sleep(0.1)
+    urgent = await submit(rig, "urgent", priority=10)
+    done = await wait(rig, urgent)
+    assert done.claimed_at is not None
+    assert all((j.finished_at or float("inf")) > done.claimed_at for j in rows)
+    assert [(await wait(rig, j)).attempt for j in rows] == [1, 1, 1]
+    # a higher priority within the same class waits for a free slot
+    blockers = [await submit(rig, "b " * 30) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    higher = await submit(rig, "higher", priority=50)
+    await asyncio.sleep(0.1)
+    assert (await rig.jobs.get(higher.id, tenant="t")).state is JobState.QUEUED
+    for job in (*blockers, higher):
+        assert (await wait(rig, job)).attempt == 1
 
 
 @pytest.mark.parametrize("token_delay", [0.05])

@@ -1,8 +1,11 @@
 """The worker: claims jobs, keeps engine slots busy, heartbeats, writes results.
 
-One claim loop per engine keeps up to ``engine.slots`` jobs running. When an
-engine has more than one slot, one slot is held back for interactive (sync)
-requests, so a full queue never makes a waiting client wait for a queued job.
+One claim loop per engine keeps up to ``engine.slots`` jobs running, claimed in
+scheduling order. When every slot is busy and more urgent work is waiting (a sync
+request while batch rows or queued jobs run, a queued job while batch rows run),
+the least urgent running job is preempted: its generation is aborted (within one
+token or decode step), it goes back to the queue without using up an attempt,
+and the urgent job takes the slot at once.
 
 A separate monitor task (never the one generating) renews the leases of every
 running job, publishes progress, and aborts generations whose job was cancelled,
@@ -55,6 +58,8 @@ class _Running:
     abort: AbortSignal
     tokens: int = 0
     reported: int = 0
+    #: stopped to make room for more urgent work: handed back to the queue when it ends
+    preempted: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -114,18 +119,23 @@ class Worker:
 
     async def _claim_loop(self, engine: Engine) -> None:
         name = engine.spec.name
-        waker = freed = self._slot_freed[name]
-        reserve = 1 if engine.slots > 1 else 0
+        waker = self._slot_freed[name]
         while True:
-            mine = [r for r in self.running.values() if r.job.model == name]
+            mine = [r for r in self.running.values() if r.job.model == name and not r.preempted]
             free = engine.slots - len(mine)
-            if free <= 0:
-                freed.clear()
-                await freed.wait()
-                continue
             waker.clear()
             try:
-                jobs = await self._claim(name, free, reserve, mine)
+                if free <= 0:
+                    if not await self._preempt(engine, mine):
+                        await waker.wait()
+                    continue
+                jobs = await self.store.claim(
+                    owner=self.owner,
+                    limit=free,
+                    now=self.clock(),
+                    lease_seconds=self.settings.lease_seconds,
+                    models=[name],
+                )
             except Exception:
                 log.exception("claim failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
@@ -135,29 +145,34 @@ class Worker:
             if not jobs:
                 await wait_event(waker, self.settings.poll_interval)
 
-    async def _claim(self, model: str, free: int, reserve: int, mine: list[_Running]) -> list[Job]:
-        now = self.clock()
-        lease = self.settings.lease_seconds
+    async def _preempt(self, engine: Engine, mine: list[_Running]) -> bool:
+        """With every slot busy, make room for more urgent work if there is any.
+
+        The least urgent running job (batch rows before queued jobs; then lower
+        priority, then later submission) is stopped and handed back to the queue
+        without using up an attempt, and a job of a more urgent class takes its
+        slot at once. Only a more urgent *class* preempts: within a class, work
+        waits for a slot as usual.
+        """
+        victims = [r for r in mine if r.job.service_class > ServiceClass.INTERACTIVE]
+        if not victims:
+            return False
+        victim = max(victims, key=lambda r: (r.job.service_class, -r.job.priority, r.job.seq))
         jobs = await self.store.claim(
             owner=self.owner,
-            limit=free,
-            now=now,
-            lease_seconds=lease,
-            max_class=ServiceClass.INTERACTIVE,
-            models=[model],
+            limit=1,
+            now=self.clock(),
+            lease_seconds=self.settings.lease_seconds,
+            max_class=ServiceClass(victim.job.service_class - 1),
+            models=[engine.spec.name],
         )
-        busy = sum(r.job.service_class is not ServiceClass.INTERACTIVE for r in mine)
-        allowed = min(free - len(jobs), len(mine) + free - reserve - busy)
-        if allowed > 0:
-            jobs += await self.store.claim(
-                owner=self.owner,
-                limit=allowed,
-                now=now,
-                lease_seconds=lease,
-                max_class=ServiceClass.BATCH,
-                models=[model],
-            )
-        return jobs
+        if not jobs:
+            return False
+        victim.preempted = True
+        victim.abort.set(f"preempted by job {jobs[0].id}")
+        log.info("job %s preempted by %s", victim.job.id, jobs[0].id)
+        self._start(engine, jobs[0])
+        return True
 
     def _start(self, engine: Engine, job: Job) -> None:
         run = _Running(job=job, lease=Lease(job.id, self.owner, job.attempt), abort=AbortSignal())
@@ -196,7 +211,16 @@ class Worker:
             self._slot_freed[job.model].set()
             self.events.job_ended(job.id)
 
+    async def _hand_back(self, run: _Running) -> None:
+        """A preempted job goes back to the queue, its partial output dropped."""
+        if await self.store.requeue(run.lease):
+            log.info("job %s handed back to the queue", run.job.id)
+            self.events.job_submitted()
+
     async def _finish(self, run: _Running, result: Result) -> None:
+        if run.preempted:
+            await self._hand_back(run)
+            return
         if run.abort.is_set() or (
             isinstance(result, ChatResult) and result.finish_reason == ABORTED
         ):
@@ -213,6 +237,9 @@ class Worker:
             log.info("job %s finished after its lease was lost; result discarded", run.job.id)
 
     async def _fail(self, run: _Running, error: JobError, *, retry: bool) -> None:
+        if run.preempted:
+            await self._hand_back(run)
+            return
         if run.abort.is_set():
             return
         if await self.store.fail(run.lease, error, now=self.clock(), retry=retry):

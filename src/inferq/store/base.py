@@ -110,6 +110,14 @@ class JobStore(ABC):
         """Record ``error``; requeue when ``retry`` and attempts remain, else fail (fenced)."""
 
     @abstractmethod
+    async def requeue(self, lease: Lease) -> bool:
+        """Hand a running job back to the queue without using up an attempt (fenced).
+
+        For preemption: the job stopped for more urgent work, not because it failed;
+        it keeps its place (class, priority, submission order) and runs again later.
+        """
+
+    @abstractmethod
     async def finish(
         self,
         job_id: str,

@@ -183,6 +183,20 @@ class MemoryStore(JobStore):
             )
             return True
 
+    async def requeue(self, lease: Lease) -> bool:
+        async with self._lock:
+            job = self._held(lease)
+            if job is None:
+                return False
+            self.jobs[job.id] = job.evolve(
+                state=JobState.QUEUED,
+                attempt=job.attempt - 1,
+                owner=None,
+                lease_expires_at=None,
+                claimed_at=None,
+            )
+            return True
+
     async def finish(
         self,
         job_id: str,

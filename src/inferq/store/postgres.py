@@ -443,6 +443,9 @@ class PostgresStore(JobStore):
         params = {"error": rows.dumps(error.to_dict()), "retry": retry, "now": now}
         return await self._execute("fail", {**params, **_fence(lease)}) > 0
 
+    async def requeue(self, lease: Lease) -> bool:
+        return await self._execute("requeue", _fence(lease)) > 0
+
     async def finish(
         self,
         job_id: str,

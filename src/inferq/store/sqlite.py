@@ -292,6 +292,10 @@ class SQLiteStore(JobStore):
         }
         return await self._write(lambda c: c.execute(Q["fail"], params).rowcount > 0)
 
+    async def requeue(self, lease: Lease) -> bool:
+        params = _fence(lease)
+        return await self._write(lambda c: c.execute(Q["requeue"], params).rowcount > 0)
+
     async def finish(
         self,
         job_id: str,

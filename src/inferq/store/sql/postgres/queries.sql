@@ -166,6 +166,13 @@ WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
 -- name: lock_job
 SELECT * FROM jobs WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant) FOR UPDATE;
 
+-- name: requeue
+-- preemption: back to the queue, the attempt not counted
+UPDATE jobs
+SET state = 'queued', attempt = attempt - 1, owner = NULL, lease_expires_at = NULL,
+    claimed_at = NULL
+WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
+
 -- name: finish
 UPDATE jobs
 SET state = :state, error = COALESCE(:error::jsonb, error), owner = NULL,

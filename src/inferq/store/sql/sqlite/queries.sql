@@ -91,6 +91,13 @@ SET state = CASE WHEN :retry AND attempt < max_attempts THEN 'queued' ELSE 'fail
     error = :error, owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
 
+-- name: requeue
+-- preemption: back to the queue, the attempt not counted
+UPDATE jobs
+SET state = 'queued', attempt = attempt - 1, owner = NULL, lease_expires_at = NULL,
+    claimed_at = NULL
+WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
+
 -- name: finish
 UPDATE jobs
 SET state = :state, error = COALESCE(:error, error), owner = NULL, lease_expires_at = NULL,
