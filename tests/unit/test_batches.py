@@ -19,8 +19,9 @@ from inferq.api.openai.batch_format import OpenAIBatchFormat
 from inferq.blobs import MemoryBlobs
 from inferq.core import batches as batches_module
 from inferq.core.batches import BatchLimits, BatchService
+from inferq.core.errors import InvalidRequest
 from inferq.core.events import JobEvents
-from inferq.core.files import FileService, blob_key
+from inferq.core.files import FileService, LineCounter, blob_key
 from inferq.core.models import Batch
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ModelSpec
@@ -221,7 +222,15 @@ async def test_duplicate_custom_ids_and_empty_files_fail(rig: Rig) -> None:
 
 
 async def test_too_many_rows_and_open_batches(rig: Rig) -> None:
-    await rig.create(await rig.upload([row(n) for n in range(1, 60)]))
+    # counted at upload: refused at once
+    big = await rig.upload([row(n) for n in range(1, 52)] + ["", "   "])
+    with pytest.raises(InvalidRequest, match="holds 51 requests"):
+        await rig.create(big)
+    # not counted (an older upload): the validation stops at the limit
+    record = await rig.store.get_file(big, tenant=TENANT)
+    assert record is not None and record.meta == {"lines": 51}
+    await rig.store.update_file(record.evolve(meta={}))
+    await rig.create(big)
     batch = await rig.settle()
     assert batch.state is JobState.FAILED
     assert batch.errors and "more than 50" in batch.errors[0]["message"]
@@ -270,3 +279,16 @@ async def test_rows_of_two_batches_are_claimed_round_robin(rig: Rig) -> None:
     assert all(job.service_class is ServiceClass.BATCH for job in claimed)
     order = [(job.batch_id, job.batch_line) for job in claimed]
     assert order == [("first", 1), ("second", 1), ("first", 2), ("second", 2)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+async def test_line_counter_counts_requests_across_chunk_borders(size: int) -> None:
+    data = b'{"a": 1}\n\n  \n{"b": 2}\r\n{"c": 3}'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    counter = LineCounter()
+    passed = b"".join([c async for c in counter.count(chunks())])
+    assert passed == data and counter.total == 3

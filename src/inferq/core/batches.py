@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from inferq.blobs.base import BlobStore
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, QueueFull
 from inferq.core.events import JobEvents
-from inferq.core.files import DATASET, blob_key, file_names
+from inferq.core.files import DATASET, blob_key, file_names, line_count
 from inferq.core.models import (
     Batch,
     BatchCounts,
@@ -207,6 +207,13 @@ class BatchService:
             if record.status not in ("ready", "processed") or not file_names(record):
                 raise InvalidRequest(
                     f"{batch.input_file_id} has no uploaded file yet", param="input_file_id"
+                )
+            lines = line_count(record)
+            if lines is not None and lines > self.limits.max_rows:
+                raise InvalidRequest(
+                    f"{batch.input_file_id} holds {lines} requests; a batch may hold at most "
+                    f"{self.limits.max_rows}",
+                    param="input_file_id",
                 )
         if await self.store.count_open_batches(tenant=batch.tenant) >= self.limits.max_open:
             # a retried create whose first attempt filled the quota gets its batch back

@@ -76,8 +76,9 @@ class FileService:
     ) -> FileRecord:
         """Stream an upload into the blob store, then record it."""
         file_id = "file-" + uuid.uuid4().hex
+        lines = LineCounter()
         size = await self.blobs.put(
-            blob_key(tenant, file_id), chunks, max_bytes=self.limits.max_bytes
+            blob_key(tenant, file_id), lines.count(chunks), max_bytes=self.limits.max_bytes
         )
         record = FileRecord(
             id=file_id,
@@ -88,6 +89,7 @@ class FileService:
             bytes=size,
             created_at=self.clock(),
             status="processed",
+            meta={"lines": lines.total},
         )
         stored = await self.store.insert_file(record)
         assert stored is not None, "file ids are unique"
@@ -146,8 +148,9 @@ class FileService:
         check_filename(name)
         key = blob_key(dataset.tenant, dataset.id, name)
         # a wrong-sized upload is discarded before it replaces the file already there
+        lines = LineCounter()
         async with self.blobs.writer(key, max_bytes=self.limits.max_bytes) as out:
-            async for data in chunks:
+            async for data in lines.count(chunks):
                 await out.write(data)
             size = out.size
             if expected_size is not None and size != expected_size:
@@ -158,14 +161,47 @@ class FileService:
                 )
         current = await self.get(dataset.id, tenant=dataset.tenant, kind=DATASET)
         files = {**current.meta.get("files", {}), name: size}
+        counted = {**current.meta.get("file_lines", {}), name: lines.total}
         updated = current.evolve(
             filename=name,
             bytes=sum(files.values()),
             status="ready",
-            meta={**current.meta, "files": files},
+            meta={**current.meta, "files": files, "file_lines": counted},
         )
         await self.store.update_file(updated)
         return updated
+
+
+class LineCounter:
+    """Counts the non-blank lines of a stream as it passes (requests in a JSONL file)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._open = False  # the current line has a non-blank byte
+
+    async def count(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for data in chunks:
+            pieces = data.split(b"\n")
+            for piece in pieces[:-1]:
+                if self._open or piece.strip():
+                    self.total += 1
+                self._open = False
+            self._open = self._open or bool(pieces[-1].strip())
+            yield data
+        if self._open:
+            self.total += 1
+            self._open = False
+
+
+def line_count(record: FileRecord) -> int | None:
+    """The requests a file or dataset holds, when counted at upload."""
+    if record.kind == FILE:
+        lines = record.meta.get("lines")
+        return lines if isinstance(lines, int) else None
+    counted: dict[str, int] = record.meta.get("file_lines", {})
+    if set(counted) != set(file_names(record)):
+        return None
+    return sum(counted.values())
 
 
 def file_names(record: FileRecord) -> list[str]:
