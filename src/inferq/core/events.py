@@ -17,8 +17,9 @@ from dataclasses import dataclass
 Event = str | None
 
 
-async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait until ``event`` is set or ``timeout`` passes; return whether it was set.
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set or ``timeout`` passes (None: no limit); return whether it
+    was set.
 
     Python 3.11's ``asyncio.wait_for`` can swallow a cancellation that arrives
     just as the awaited event fires, leaving a loop that was told to stop running

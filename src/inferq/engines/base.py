@@ -11,6 +11,8 @@ whose option ``embedding`` is true is an embedding model (:func:`is_embedding`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -19,13 +21,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferq.core.errors import ConfigError, InvalidRequest
+from inferq.core.events import wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Request
+from inferq.core.states import ServiceClass
 
 #: called with each new piece of generated text, on the event loop
 TextCallback = Callable[[str], None]
 
 #: the finish_reason of a generation stopped by :class:`AbortSignal`
 ABORTED = "aborted"
+
+#: the distance between two service classes on the :func:`urgency` scale
+URGENCY_CLASS_STEP = 1_000_000
+
+
+def urgency(service_class: ServiceClass, priority: int) -> int:
+    """The ``priority`` engines get: one number, higher is more urgent.
+
+    The service class comes first (interactive above async jobs above batch rows),
+    then the job's own priority (higher first, clamped to stay inside its class).
+    An upstream engine turns it into the convention of the server it calls.
+    """
+    bound = URGENCY_CLASS_STEP // 2 - 1
+    rank = int(ServiceClass.BATCH) - int(service_class)
+    return rank * URGENCY_CLASS_STEP + max(-bound, min(bound, priority))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,14 +74,41 @@ class AbortSignal:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._wakers: list[Callable[[], None]] = []
         self.reason = ""
 
     def set(self, reason: str = "cancelled") -> None:
         self.reason = reason
-        self._event.set()
+        with self._lock:
+            self._event.set()
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait without blocking the event loop until the signal is set or ``timeout``
+        seconds pass; return whether it is set."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(woken.set)
+
+        with self._lock:
+            if self._event.is_set():
+                return True
+            self._wakers.append(wake)
+        try:
+            await wait_event(woken, timeout)
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._wakers.remove(wake)
+        return self.is_set()
 
 
 class Engine(ABC):
@@ -115,12 +161,15 @@ class Engine(ABC):
         *,
         abort: AbortSignal,
         on_text: TextCallback | None = None,
+        priority: int | None = None,
     ) -> ChatResult:
         """Run ``request``; return the whole result.
 
         Stops within one token once ``abort`` is set and then returns a result
         whose ``finish_reason`` is :data:`ABORTED`. Raises
         :class:`~inferq.core.errors.PromptTooLong` when the prompt does not fit.
+        ``priority`` (higher is more urgent; see :func:`urgency`) is for engines
+        that schedule requests themselves; the others ignore it.
         """
 
     @property
@@ -134,12 +183,15 @@ class Engine(ABC):
         (a model that is not loaded) or for a chat model."""
         return None
 
-    async def embed(self, request: EmbedRequest, *, abort: AbortSignal) -> EmbedResult:
+    async def embed(
+        self, request: EmbedRequest, *, abort: AbortSignal, priority: int | None = None
+    ) -> EmbedResult:
         """Embed every input of ``request``; one L2-normalised vector each, in order.
 
         Checks ``abort`` between inputs; once it is set, returns at once with the
         vectors of the inputs done so far (fewer than the inputs). Raises
         :class:`~inferq.core.errors.PromptTooLong` when an input does not fit.
+        ``priority``: as for :meth:`generate`.
         """
         raise InvalidRequest(f"model {self.spec.name} serves chat, not embeddings", param="model")
 

@@ -78,6 +78,7 @@ class FakeEngine(Engine):
         *,
         abort: AbortSignal,
         on_text: TextCallback | None = None,
+        priority: int | None = None,
     ) -> ChatResult:
         if self._embeds:
             raise self._not_chat()
@@ -116,7 +117,9 @@ class FakeEngine(Engine):
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(out)),
         )
 
-    async def embed(self, request: EmbedRequest, *, abort: AbortSignal) -> EmbedResult:
+    async def embed(
+        self, request: EmbedRequest, *, abort: AbortSignal, priority: int | None = None
+    ) -> EmbedResult:
         if not self._embeds:
             return await super().embed(request, abort=abort)
         self.calls += 1

@@ -269,6 +269,7 @@ class LlamaCppEngine(Engine):
         *,
         abort: AbortSignal,
         on_text: TextCallback | None = None,
+        priority: int | None = None,
     ) -> ChatResult:
         if self._embeds:
             raise self._not_chat()
@@ -284,7 +285,9 @@ class LlamaCppEngine(Engine):
 
         return await self._on_slot(run)
 
-    async def embed(self, request: EmbedRequest, *, abort: AbortSignal) -> EmbedResult:
+    async def embed(
+        self, request: EmbedRequest, *, abort: AbortSignal, priority: int | None = None
+    ) -> EmbedResult:
         if not self._embeds:
             return await super().embed(request, abort=abort)
 

@@ -12,6 +12,13 @@ Read from a TOML models file::
     [models."smollm2-135m-embed"]
     embedding = true             # serves /v1/embeddings instead of chat
 
+    [models."qwen-7b"]
+    engine = "openai_upstream"   # OpenAI-compatible servers: inferq.engines.upstream
+    context_length = 8192
+    [[models."qwen-7b".endpoints]]
+    base_url = "http://gpu1:8000/v1"
+    max_concurrency = 16         # slots: the sum over the endpoints
+
 Without a models file, the registry serves the embedded default models: the
 chat model ``smollm2-135m-instruct`` and, on the same GGUF file, the embedding
 model ``smollm2-135m-embed``.
@@ -30,7 +37,7 @@ from inferq.engines.base import Engine, ModelSpec
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "smollm2-135m-embed"
-ENGINE_KINDS = ("llamacpp", "fake")
+ENGINE_KINDS = ("llamacpp", "fake", "openai_upstream")
 
 
 def default_specs() -> dict[str, ModelSpec]:
@@ -43,9 +50,7 @@ def default_specs() -> dict[str, ModelSpec]:
             slots=2,
             options={},
         ),
-        # Two slots like the chat model: one is kept free of queued work, so a
-        # synchronous request never waits behind a batch. An input is evaluated in
-        # one batch whose buffers grow with the context (logits for every token:
+        # Two slots, like the chat model. An input is evaluated in one batch whose buffers grow with the context (logits for every token:
         # about 0.4 GB at 2048), so inputs are kept to 512 tokens, a usual chunk size.
         DEFAULT_EMBEDDING_MODEL: ModelSpec(
             name=DEFAULT_EMBEDDING_MODEL,
@@ -82,6 +87,11 @@ def _spec(name: str, entry: Any, path: Path) -> ModelSpec:
         raise ConfigError(
             f"{path}: model {name!r} has engine {engine!r}; choose one of {', '.join(ENGINE_KINDS)}"
         )
+    if engine == "openai_upstream" and "slots" in options:
+        raise ConfigError(
+            f"{path}: model {name!r}: an openai_upstream model runs the sum of its endpoints' "
+            "max_concurrency at once; set max_concurrency on each endpoint, not slots"
+        )
     try:
         context_length = int(options.pop("context_length", 2048))
         slots = int(options.pop("slots", 1))
@@ -91,6 +101,13 @@ def _spec(name: str, entry: Any, path: Path) -> ModelSpec:
         raise ConfigError(f"{path}: model {name!r}: context_length >= 16 and slots >= 1")
     if not isinstance(options.get("embedding", False), bool):
         raise ConfigError(f"{path}: model {name!r}: embedding is true or false")
+    if engine == "openai_upstream":
+        from inferq.engines.upstream_config import parse_settings
+
+        try:
+            slots = parse_settings(name, options).slots
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from exc
     return ModelSpec(
         name=name, engine=engine, context_length=context_length, slots=slots, options=options
     )
@@ -102,6 +119,10 @@ def build_engine(spec: ModelSpec) -> Engine:
         from inferq.engines.fake import FakeEngine
 
         return FakeEngine(spec)
+    if spec.engine == "openai_upstream":
+        from inferq.engines.upstream import UpstreamEngine
+
+        return UpstreamEngine(spec)
     from inferq.engines.llamacpp import LlamaCppEngine
 
     return LlamaCppEngine(spec)

@@ -29,7 +29,7 @@ from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents, wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, Job, JobError, Lease, Result
 from inferq.core.states import ServiceClass
-from inferq.engines.base import ABORTED, AbortSignal, Engine
+from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
 from inferq.engines.registry import ModelRegistry
 from inferq.store.base import JobStore
 
@@ -190,10 +190,14 @@ class Worker:
         try:
             try:
                 result: Result
+                # one number, higher is more urgent: engines that schedule use it
+                priority = urgency(job.service_class, job.priority)
                 if isinstance(job.request, EmbedRequest):
-                    result = await engine.embed(job.request, abort=run.abort)
+                    result = await engine.embed(job.request, abort=run.abort, priority=priority)
                 else:
-                    result = await engine.generate(job.request, abort=run.abort, on_text=on_text)
+                    result = await engine.generate(
+                        job.request, abort=run.abort, on_text=on_text, priority=priority
+                    )
             except EngineError as exc:
                 await self._fail(run, JobError(exc.code, exc.message), retry=exc.retryable)
             except Exception as exc:
