@@ -50,8 +50,9 @@ def default_specs() -> dict[str, ModelSpec]:
             slots=2,
             options={},
         ),
-        # Two slots, like the chat model. An input is evaluated in one batch whose buffers grow with the context (logits for every token:
-        # about 0.4 GB at 2048), so inputs are kept to 512 tokens, a usual chunk size.
+        # Two slots, like the chat model. An input is evaluated in one batch whose
+        # buffers grow with the context (logits for every token: about 0.4 GB at 2048),
+        # so inputs are kept to 512 tokens, a usual chunk size.
         DEFAULT_EMBEDDING_MODEL: ModelSpec(
             name=DEFAULT_EMBEDDING_MODEL,
             engine="llamacpp",
