@@ -34,7 +34,9 @@ threads = 1
 #: what the integration servers run unless a test says otherwise: the default models,
 #: the chat model with one slot, so a queued job stays pending while another runs and a
 #: sync request gets its slot by preempting queued work
-TEST_MODELS = ONE_SLOT_MODELS + """
+TEST_MODELS = (
+    ONE_SLOT_MODELS
+    + """
 [models."smollm2-135m-embed"]
 engine = "llamacpp"
 embedding = true
@@ -42,6 +44,7 @@ context_length = 512
 slots = 2
 threads = 1
 """
+)
 #: seconds within which a cancelled or timed-out generation must have given its slot back;
 #: one that kept going would hold it for many seconds more (BLOCKER_TOKENS, or 500 tokens)
 ABORT_WITHIN = 2.0
