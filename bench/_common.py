@@ -7,16 +7,19 @@ would, measure, print a table and refresh their section of docs/benchmarks.md.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -243,3 +246,111 @@ def update_doc(section: str, body: str) -> None:
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text, "utf-8")
     print(f"\nupdated {DOC.relative_to(ROOT)} (section {section})")
+
+
+# -- batches (the OpenAI dialect) --------------------------------------------------
+
+
+def upload_file(client: httpx.Client, path: Path, *, purpose: str = "batch") -> dict[str, Any]:
+    """``POST /v1/files`` streaming ``path`` from disk (httpx reads the file object in
+    chunks: the client never holds the file)."""
+    with path.open("rb") as f:
+        response = client.post(
+            "/v1/files",
+            data={"purpose": purpose},
+            files={"file": (path.name, f, "application/jsonl")},
+        )
+    response.raise_for_status()
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def create_batch(
+    client: httpx.Client, file_id: str, *, endpoint: str = "/v1/chat/completions"
+) -> dict[str, Any]:
+    response = client.post(
+        "/v1/batches",
+        json={"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"},
+    )
+    response.raise_for_status()
+    batch: dict[str, Any] = response.json()
+    return batch
+
+
+#: OpenAI batch statuses after which nothing changes any more
+BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+def wait_batch(
+    client: httpx.Client,
+    batch_id: str,
+    *,
+    interval: float = 0.5,
+    timeout: float = 3600.0,
+    on_status: Callable[[str, str], None] | None = None,
+) -> dict[str, Any]:
+    """Poll ``GET /v1/batches/{id}`` until the batch has ended; return its last object.
+
+    ``on_status(old, new)`` is called whenever the client sees the status change.
+    """
+    deadline = time.monotonic() + timeout
+    status = ""
+    while True:
+        response = client.get(f"/v1/batches/{batch_id}")
+        response.raise_for_status()
+        batch: dict[str, Any] = response.json()
+        if batch["status"] != status:
+            if on_status is not None:
+                on_status(status, batch["status"])
+            status = batch["status"]
+        if status in BATCH_ENDED:
+            return batch
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} still {status} after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def download_file(client: httpx.Client, file_id: str, dest: Path) -> int:
+    """``GET /v1/files/{id}/content`` streamed to ``dest``; returns the bytes written."""
+    size = 0
+    with client.stream("GET", f"/v1/files/{file_id}/content") as response:
+        response.raise_for_status()
+        with dest.open("wb") as f:
+            for chunk in response.iter_bytes(1 << 16):
+                f.write(chunk)
+                size += len(chunk)
+    return size
+
+
+def batch_record(db: Path, batch_id: str) -> dict[str, Any]:
+    """The stored batch (SQLite): its fields, with the exact (float) timestamps that
+    the API rounds to seconds (validated_at = in_progress_at, finalizing_at,
+    finished_at = completed_at)."""
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(
+            "SELECT created_at, data FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    if found is None:
+        raise KeyError(batch_id)
+    data: dict[str, Any] = json.loads(found[1])
+    if data.get("created_at") is None:
+        data["created_at"] = found[0]
+    return data
+
+
+def batch_row_spans(db: Path, batch_id: str) -> list[tuple[int, float, float]]:
+    """(line, claimed_at, finished_at) of every row of the batch that ran, by claim."""
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(
+            "SELECT batch_line, claimed_at, finished_at FROM jobs "
+            "WHERE batch_id = ? AND claimed_at IS NOT NULL AND finished_at IS NOT NULL "
+            "ORDER BY claimed_at",
+            (batch_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(int(line), float(c), float(f)) for line, c, f in found]
