@@ -225,6 +225,7 @@ def not_a_docx() -> bytes:
         ("report.docx", b"garbage bytes that are no zip", "is not a Word document"),
         ("report.docx", not_a_docx(), "no word/document.xml"),
         ("records.json", b'{"id": 1,', "is not valid JSON"),
+        ("data.xml", b"<records><record></records>", "is not well-formed XML"),
         ("notes.txt", b"\x00\x01\x02binary", "is binary data, not text"),
         ("summary.eml", b"just a line of text\n", "is not an email message"),
     ],

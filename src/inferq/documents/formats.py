@@ -93,6 +93,20 @@ def _check_csv(filename: str, data: bytes) -> None:
         raise _fail(filename, "is a CSV file with no rows")
 
 
+def _check_xml(filename: str, data: bytes) -> None:
+    _check_text(filename, data)
+    from lxml import etree
+
+    # no DTD loading, no entity expansion, no network
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        raise _fail(filename, "is not well-formed XML", exc) from exc
+
+
 def _check_json(filename: str, data: bytes) -> None:
     try:
         json.loads(data)
@@ -153,7 +167,7 @@ _CHECKS: Final[dict[str, Callable[[str, bytes], None]]] = {
     "text/plain": _check_text,
     "text/markdown": _check_text,
     "text/html": _check_text,
-    "application/xml": _check_text,
+    "application/xml": _check_xml,
     "text/csv": _check_csv,
     "application/json": _check_json,
     "message/rfc822": _check_email,

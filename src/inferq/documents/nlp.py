@@ -80,9 +80,16 @@ _IRREGULAR_PAST: Final = frozenset(
     learnt left lent lay lit lost made meant met paid proved quit ran rang rode rose said saw
     sought sold sent shook shone shot showed shrank sang sank sat slept slid spoke sped spent
     spun stood stole stuck stung struck strove swore swept swam swung took taught tore told
-    thought threw understood woke wore wove wept won wound wrote written taken given gone known
-    shown seen spoken chosen broken driven eaten fallen forgotten frozen hidden ridden risen
-    stolen sworn thrown woken worn begun drunk sung sunk swum
+    thought threw understood woke wore wove wept won wound wrote
+    """
+    )
+)
+_PAST_PARTICIPLES: Final = frozenset(
+    _words(
+        """
+    written taken given gone known shown seen spoken chosen broken driven eaten fallen
+    forgotten frozen hidden ridden risen stolen sworn thrown woken worn begun drunk sung sunk
+    swum
     """
     )
 )
@@ -99,7 +106,7 @@ _VERB_LEMMAS: Final = frozenset(
     make manage mean meet mention notice obtain occur perform prefer prepare prevent produce
     protect provide publish pull put reach realize receive recognize reduce refer reflect
     relate rely remain remember remove replace represent require resolve reveal say see seek
-    seem sell send serve sit speak spend stand stay suggest suppose take teach tell tend think
+    run seem sell send serve sit speak spend stand stay suggest suppose take teach tell tend think
     throw try understand want win wonder worry write
     """
     )
@@ -144,6 +151,8 @@ def _shape_tag(word: str) -> str:
     """The verb tag a verb form of this shape gets."""
     if word.endswith("ing"):
         return "VBG"
+    if word in _PAST_PARTICIPLES:
+        return "VBN"
     if word.endswith("ed") or word in _IRREGULAR_PAST:
         return "VBD"
     if word.endswith("s") and not word.endswith("ss"):
@@ -169,7 +178,7 @@ def verb_tags(words: Iterable[str]) -> list[str]:
             tag = "MD"
         elif not _WORD_RE.match(word):
             pass
-        elif word in _VERB_FORMS or word in _IRREGULAR_PAST:
+        elif word in _VERB_FORMS or word in _IRREGULAR_PAST or word in _PAST_PARTICIPLES:
             tag = _shape_tag(word)
         elif word.endswith("ed") and len(word) >= 5 and word not in _ED_NOT_VERBS:
             tag = "VBD"
@@ -179,6 +188,8 @@ def verb_tags(words: Iterable[str]) -> list[str]:
             previous in _SUBJECTS or previous in _MODALS or previous in _VERB_TRIGGERS
         ):
             tag = _shape_tag(word) if previous in _SUBJECTS else "VB"
+        if tag == "VBP" and (previous in _MODALS or previous == "to"):
+            tag = "VB"  # the bare infinitive: "can run", "to run"
         tags.append(tag)
     return tags
 

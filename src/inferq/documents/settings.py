@@ -35,6 +35,7 @@ ELEMENT_TYPES: Final = frozenset(
         "Caption",
         "CodeSnippet",
         "CompositeElement",
+        "DocumentData",
         "EmailAddress",
         "Figure",
         "FigureCaption",
