@@ -115,6 +115,25 @@ def email_file() -> tuple[str, bytes]:
     return "summary.eml", message.as_bytes()
 
 
+def email_with_attachments_file() -> tuple[str, bytes]:
+    """An email with an HTML alternative body, a PDF and a CSV attached, and a .bin file
+    (a type inferq does not partition)."""
+    message = EmailMessage()
+    message["From"] = "ops@example.com"
+    message["To"] = "team@example.com"
+    message["Subject"] = "Report attached"
+    message.set_content(EMAIL_BODY)
+    message.add_alternative(f"<html><body><p>{EMAIL_BODY}</p></body></html>", subtype="html")
+    pdf_name, pdf = pdf_file()
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename=pdf_name)
+    csv_name, csv = csv_file()
+    message.add_attachment(csv, maintype="text", subtype="csv", filename=csv_name)
+    message.add_attachment(
+        b"\x00\x01", maintype="application", subtype="octet-stream", filename="blob.bin"
+    )
+    return "with-attachments.eml", message.as_bytes()
+
+
 def csv_file() -> tuple[str, bytes]:
     body = "\n".join(",".join(row) for row in CSV_ROWS) + "\n"
     return "jobs.csv", body.encode()

@@ -128,6 +128,22 @@ def test_email_gives_body_text_and_headers() -> None:
     assert metadata["sent_to"] == ["team@example.com"]
 
 
+def test_email_attachments_are_partitioned_too() -> None:
+    elements = partition(*samples.email_with_attachments_file(), FAST)
+    body = [e for e in elements if "attached_to_filename" not in meta(e)]
+    attached = [e for e in elements if "attached_to_filename" in meta(e)]
+    assert texts_of(body) == samples.EMAIL_BODY
+    assert all(meta(e)["filename"] == "with-attachments.eml" for e in body)
+    assert {meta(e)["attached_to_filename"] for e in attached} == {"with-attachments.eml"}
+    assert [(meta(e)["filename"], e["type"]) for e in attached] == [
+        ("report.pdf", "Title"),
+        ("report.pdf", "NarrativeText"),
+        ("report.pdf", "NarrativeText"),
+        ("jobs.csv", "Table"),
+    ]
+    assert [meta(e).get("page_number") for e in attached] == [1, 1, 2, None]
+
+
 def test_csv_gives_one_table() -> None:
     elements = partition(*samples.csv_file(), FAST)
     assert types_of(elements) == ["Table"]

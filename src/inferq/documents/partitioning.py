@@ -9,9 +9,13 @@ the reading-order sort and the common metadata post-processing).
 
 from __future__ import annotations
 
+import email
+import email.policy
 import io
+import logging
 import re
 from collections.abc import Callable, Mapping
+from email.message import EmailMessage
 from typing import Any
 
 from inferq.documents import formats, runtime
@@ -21,6 +25,8 @@ from inferq.documents.settings import (
     check_partition_settings,
     hi_res_available,
 )
+
+logger = logging.getLogger(__name__)
 
 Element = Any  # unstructured.documents.elements.Element (no type hints in unstructured)
 
@@ -146,9 +152,40 @@ def _json(filename: str, data: bytes, options: Mapping[str, object]) -> list[Ele
 
 
 def _email(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
+    """The message body, then the elements of each attachment of a supported type.
+
+    unstructured would hand attachments to its auto-partitioner, which has no PDF without
+    unstructured-inference; inferq partitions them itself, as unstructured marks them:
+    ``metadata.filename`` the attachment's name, ``attached_to_filename`` the message's.
+    An attachment that cannot be partitioned is skipped (logged), as unstructured does.
+    """
     from unstructured.partition.email import partition_email
 
-    return list(partition_email(file=io.BytesIO(data), **_common(filename, options)))
+    elements = list(
+        partition_email(
+            file=io.BytesIO(data), process_attachments=False, **_common(filename, options)
+        )
+    )
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    container = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    for part in message.iter_attachments():
+        name = part.get_filename()
+        if not name or formats.extension(name) not in formats.SUPPORTED_TYPES:
+            continue
+        try:
+            content = part.get_content()
+            if isinstance(content, EmailMessage):
+                content = content.as_bytes()
+            elif isinstance(content, str):
+                content = content.encode()
+            attached = _PARTITIONERS[formats.filetype_of(name)](name, content, options)
+        except Exception as exc:
+            logger.warning("%s: skipping attachment %s: %s", filename, name, exc)
+            continue
+        for element in attached:
+            element.metadata.attached_to_filename = container
+        elements += attached
+    return elements
 
 
 def _docx(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
