@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     signing_key: str = ""
     #: how long a signed URL stays valid (seconds)
     signed_url_seconds: float = Field(default=600.0, gt=0)
+    #: document workflows (Unstructured jobs): files per job, bytes per file, jobs of
+    #: one tenant running at once (the rest stay scheduled)
+    workflow_max_files: int = Field(default=10, gt=0)
+    workflow_max_file_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    workflow_max_running: int = Field(default=5, gt=0)
+    #: the chat model of enrichment nodes and the embedding model of embed nodes
+    #: whose settings name none (empty: the first configured model that fits)
+    workflow_chat_model: str = ""
+    workflow_embed_model: str = ""
     log_level: str = "info"
 
     @property

@@ -17,9 +17,12 @@ from inferq.core.events import JobEvents
 from inferq.core.files import FileLimits, FileService
 from inferq.core.keys import KeyService
 from inferq.core.service import JobService, ServiceLimits
+from inferq.core.workflow_run import WorkflowExecutor
+from inferq.core.workflows import WorkflowLimits, WorkflowService
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.runner.batches import BatchRunner
 from inferq.runner.worker import Worker, WorkerSettings
+from inferq.runner.workflows import WorkflowRunner
 from inferq.store.base import JobStore
 
 
@@ -42,8 +45,10 @@ class Runtime:
     blobs: BlobStore
     files: FileService
     batches: BatchService
+    workflows: WorkflowService
     worker: Worker | None
     batch_runner: BatchRunner | None
+    workflow_runner: WorkflowRunner | None
     #: whether this process loaded its models (a process without a worker does not)
     engines_loaded: bool
 
@@ -77,9 +82,31 @@ async def open_runtime(
             max_attempts=settings.max_retries + 1,
         ),
     )
+    jobs = JobService(
+        store=the_store,
+        models=the_registry,
+        events=events,
+        limits=ServiceLimits(max_attempts=settings.max_retries + 1),
+    )
+    from inferq import documents
+
+    workflows = WorkflowService(
+        store=the_store,
+        blobs=the_blobs,
+        models=the_registry,
+        documents=documents,
+        limits=WorkflowLimits(
+            max_files=settings.workflow_max_files,
+            max_file_bytes=settings.workflow_max_file_bytes,
+            max_running=settings.workflow_max_running,
+            chat_model=settings.workflow_chat_model or None,
+            embed_model=settings.workflow_embed_model or None,
+        ),
+    )
     await the_store.open()
     worker: Worker | None = None
     batch_runner: BatchRunner | None = None
+    workflow_runner: WorkflowRunner | None = None
     try:
         await the_store.listen(on_submitted=events.job_submitted, on_ended=events.remote_ended)
         if settings.worker:
@@ -95,17 +122,22 @@ async def open_runtime(
                 batches=batches, owner=worker.owner, lease_seconds=settings.lease_seconds
             )
             await batch_runner.start()
+            workflow_runner = WorkflowRunner(
+                store=the_store,
+                executor=WorkflowExecutor(
+                    store=the_store, blobs=the_blobs, jobs=jobs, documents=documents
+                ),
+                owner=worker.owner,
+                max_running=settings.workflow_max_running,
+                lease_seconds=settings.lease_seconds,
+            )
+            await workflow_runner.start()
         yield Runtime(
             settings=settings,
             store=the_store,
             registry=the_registry,
             events=events,
-            jobs=JobService(
-                store=the_store,
-                models=the_registry,
-                events=events,
-                limits=ServiceLimits(max_attempts=settings.max_retries + 1),
-            ),
+            jobs=jobs,
             keys=KeyService(the_store, cache_seconds=settings.key_cache_seconds),
             blobs=the_blobs,
             files=FileService(
@@ -114,11 +146,15 @@ async def open_runtime(
                 limits=FileLimits(max_bytes=settings.max_file_bytes),
             ),
             batches=batches,
+            workflows=workflows,
             worker=worker,
             batch_runner=batch_runner,
+            workflow_runner=workflow_runner,
             engines_loaded=settings.worker,
         )
     finally:
+        if workflow_runner is not None:
+            await workflow_runner.stop()
         if batch_runner is not None:
             await batch_runner.stop()
         if worker is not None:

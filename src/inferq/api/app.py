@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from inferq import __version__
-from inferq.api import fireworks, health, infera, openai, together
+from inferq.api import fireworks, health, infera, openai, together, unstructured
 from inferq.api.deps import Services
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
 from inferq.blobs import BlobStore
@@ -64,4 +64,5 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(fireworks.router)
     app.include_router(infera.router)
+    app.include_router(unstructured.router)
     return app

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inferq.api import fireworks, infera, openai, together
+from inferq.api import fireworks, infera, openai, together, unstructured
 from inferq.core.errors import (
     AuthenticationFailed,
     ClientError,
@@ -46,6 +46,8 @@ def renderer_for(path: str) -> Renderer:
         return fireworks.render_error
     if path.startswith("/v1/"):
         return openai.render_error
+    if path.startswith("/api/v1/"):
+        return unstructured.render_error
     return infera.render_error
 
 
@@ -89,8 +91,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         path = request.url.path
-        if renderer_for(path) is infera.render_error:
-            # FastAPI's own 422 shape is Infera's documented error.
+        if renderer_for(path) in (infera.render_error, unstructured.render_error):
+            # FastAPI's own 422 shape is what Infera and Unstructured document.
             response = infera.render_validation(exc)
             response.headers["x-should-retry"] = "false"
             return response

@@ -160,6 +160,10 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self.engines)
 
+    def context_length(self, model: str) -> int:
+        """The most tokens ``model`` takes at once (prompt and output together)."""
+        return self.get(model).spec.context_length
+
     @property
     def ready(self) -> bool:
         return all(engine.ready for engine in self.engines.values())

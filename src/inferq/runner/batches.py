@@ -71,6 +71,8 @@ class BatchRunner:
         store = self.batches.store
         stepped = 0
         for batch in await store.active_batches(now=self.clock(), limit=100):
+            if batch.dialect not in self.batches.formats:
+                continue  # a document workflow job: the workflow runner's
             if batch.state in (JobState.QUEUED, JobState.RUNNING):
                 # watching takes only reads and compare-and-set transitions: no lease,
                 # so an idle turn writes nothing

@@ -216,7 +216,7 @@ class JobStore(ABC):
 
     @abstractmethod
     async def count_open_batches(self, *, tenant: str) -> int:
-        """How many of the tenant's batches are not terminal."""
+        """How many of the tenant's batches are not terminal (workflow jobs not counted)."""
 
     @abstractmethod
     async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:

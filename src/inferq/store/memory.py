@@ -398,7 +398,11 @@ class MemoryStore(JobStore):
             return True
 
     async def count_open_batches(self, *, tenant: str) -> int:
-        return sum(1 for b in self.batches.values() if b.tenant == tenant and not b.state.terminal)
+        return sum(
+            1
+            for b in self.batches.values()
+            if b.tenant == tenant and b.dialect != "unstructured" and not b.state.terminal
+        )
 
     async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:
         async with self._lock:

@@ -199,8 +199,10 @@ SET dialect = :dialect, state = :state, idempotency_key = :idempotency_key,
 WHERE tenant = :tenant AND id = :id AND state = :expect;
 
 -- name: count_open_batches
+-- Document workflow jobs (dialect 'unstructured') have a limit of their own.
 SELECT COUNT(*) FROM batches
-WHERE tenant = :tenant AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
+WHERE tenant = :tenant AND dialect <> 'unstructured'
+  AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
 
 -- name: delete_batch
 DELETE FROM batches WHERE tenant = :tenant AND id = :id;
