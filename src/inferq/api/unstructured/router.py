@@ -65,7 +65,7 @@ async def create_job(request: Request, caller: CallerDep, services: ServicesDep)
     async for part in reader:
         if part.name == "request_data" and part.filename is None:
             request_data = await part.text(limit=MAX_REQUEST_DATA)
-        elif part.name == "input_files":
+        elif part.name in ("input_files", "input_files[]"):  # the SDK sends the latter
             if len(files) >= workflows.limits.max_files:
                 raise InvalidRequest(
                     f"input_files: a job takes at most {workflows.limits.max_files} files",
