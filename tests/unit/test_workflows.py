@@ -489,3 +489,25 @@ def test_missing_request_data_and_non_multipart(client: TestClient) -> None:
     response = client.post(JOBS, json={"template_id": "fast_partition"})
     assert response.status_code in (400, 422), response.text
     assert "multipart/form-data" in json.dumps(response.json())
+
+
+def test_chunk_by_similarity_embeds_the_elements_first(client: TestClient) -> None:
+    nodes = [
+        {"name": "P", "type": "partition", "subtype": "unstructured_api"},
+        {"name": "S", "type": "chunk", "subtype": "chunk_by_similarity",
+         "settings": {"similarity_threshold": 0.99, "model_name": "emb",
+                      "include_orig_elements": True}},
+    ]  # fmt: skip
+    job = create(client, {"job_nodes": nodes}, [samples.markdown_file()])
+    wait(client, job["id"], {"COMPLETED"})
+    file_id = job["input_file_ids"][0]
+    elements = download(client, job["id"], file_id, job["output_node_files"][0]["node_id"])
+    chunks = download(client, job["id"], file_id)
+    # the fake engine's vectors of different texts are far apart: nothing is grouped
+    assert len(chunks) == len([e for e in elements if str(e["text"]).strip()])
+    assert all(c["metadata"].get("orig_elements") for c in chunks)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    embeds = [
+        j for j in services.store.jobs.values() if j.model == "emb" and j.state.value == "succeeded"
+    ]
+    assert embeds, "the similarity chunker asked the embedding model"

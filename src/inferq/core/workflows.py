@@ -389,11 +389,15 @@ class WorkflowService:
         elif node.type == CHUNK:
             if node.subtype not in CHUNK_SUBTYPES:
                 raise self._subtype(where, node, CHUNK_SUBTYPES)
+            # chunk_by_similarity's embedding model is inferq's business, not the chunker's
+            model = (
+                settings.pop("model_name", None) if node.subtype == "chunk_by_similarity" else None
+            )
             settings = self._documents(
                 where, lambda: self.documents.check_chunk_settings(node.subtype, settings)
             )
             if node.subtype == "chunk_by_similarity":
-                settings["model_name"] = self._embed_model(where, settings.get("model_name"))
+                settings["model_name"] = self._embed_model(where, model)
         elif node.type == EMBED:
             if node.subtype not in EMBED_SUBTYPES:
                 raise self._subtype(where, node, EMBED_SUBTYPES)
