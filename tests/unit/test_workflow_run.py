@@ -1,10 +1,12 @@
-"""The workflow executor and runner on the memory store: resuming after a crash keeps
-finished outputs and redoes only unfinished tasks; leases keep two runners apart."""
+"""The workflow executor and runner on every store (memory, SQLite, PostgreSQL): resuming
+after a crash keeps finished outputs and redoes only unfinished tasks; leases keep two
+runners apart; the per-tenant running limit holds."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +29,25 @@ from inferq.core.workflows import (
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.workflows import WorkflowRunner
+from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
+from inferq.store.sqlite import SQLiteStore
 from tests import documents_samples as samples
+from tests.support.postgres import postgres_store
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    if request.param == "postgres":
+        async with postgres_store() as pg:
+            yield pg
+        return
+    the_store: JobStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
+    )
+    await the_store.open()
+    yield the_store
+    await the_store.close()
 
 
 class CountingDocuments:
@@ -84,8 +103,10 @@ class Clock:
         return self.now
 
 
-def parts() -> tuple[MemoryStore, MemoryBlobs, CountingDocuments, WorkflowService, Clock]:
-    store, blobs, docs, clock = MemoryStore(), MemoryBlobs(), CountingDocuments(), Clock()
+def parts(
+    store: JobStore,
+) -> tuple[JobStore, MemoryBlobs, CountingDocuments, WorkflowService, Clock]:
+    blobs, docs, clock = MemoryBlobs(), CountingDocuments(), Clock()
     registry = ModelRegistry({"chat": ModelSpec(name="chat", engine="fake", slots=1)})
     service = WorkflowService(
         store=store, blobs=blobs, models=registry, documents=docs, clock=clock
@@ -93,7 +114,7 @@ def parts() -> tuple[MemoryStore, MemoryBlobs, CountingDocuments, WorkflowServic
     return store, blobs, docs, service, clock
 
 
-def runner(store: MemoryStore, blobs: MemoryBlobs, docs: CountingDocuments, owner: str,
+def runner(store: JobStore, blobs: MemoryBlobs, docs: CountingDocuments, owner: str,
            clock: Clock) -> WorkflowRunner:  # fmt: skip
     registry = ModelRegistry({"chat": ModelSpec(name="chat", engine="fake", slots=1)})
     jobs = JobService(store=store, models=registry, events=JobEvents(), clock=clock)
@@ -103,9 +124,8 @@ def runner(store: MemoryStore, blobs: MemoryBlobs, docs: CountingDocuments, owne
     )
 
 
-async def test_a_job_taken_over_after_a_crash_keeps_finished_outputs() -> None:
-    store, blobs, docs, service, clock = parts()
-    await store.open()
+async def test_a_job_taken_over_after_a_crash_keeps_finished_outputs(store: JobStore) -> None:
+    store, blobs, docs, service, clock = parts(store)
     name, data = samples.html_file()
     job = await service.create(
         tenant="t", template_id=None, job_nodes=NODES,
@@ -142,9 +162,8 @@ async def test_a_job_taken_over_after_a_crash_keeps_finished_outputs() -> None:
     assert chunks and all(len(c["text"]) <= 200 for c in chunks)
 
 
-async def test_scheduled_jobs_wait_for_the_tenants_running_limit() -> None:
-    store, blobs, docs, service, clock = parts()
-    await store.open()
+async def test_scheduled_jobs_wait_for_the_tenants_running_limit(store: JobStore) -> None:
+    store, blobs, docs, service, clock = parts(store)
     files = [InputFile(*samples.text_file())]
     jobs = [
         await service.create(tenant="t", template_id="fast_partition", job_nodes=None, files=files)
@@ -165,9 +184,8 @@ async def test_scheduled_jobs_wait_for_the_tenants_running_limit() -> None:
     await limited.stop()
 
 
-async def test_cancelling_a_scheduled_job_stops_it_at_once() -> None:
-    store, _, _, service, _ = parts()
-    await store.open()
+async def test_cancelling_a_scheduled_job_stops_it_at_once(store: JobStore) -> None:
+    store, _, _, service, _ = parts(store)
     job = await service.create(
         tenant="t", template_id="fast_partition", job_nodes=None,
         files=[InputFile(*samples.text_file())],
