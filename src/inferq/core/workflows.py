@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.blobs.base import BlobStore, tenant_prefix
-from inferq.core.errors import Conflict, InvalidRequest, NotFound
+from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch, ChatMessage, ChatRequest, EmbedRequest, Request
 from inferq.core.states import TERMINAL_STATES, JobState
 from inferq.store.base import JobStore
@@ -445,34 +445,31 @@ class WorkflowService:
         except self.documents.DocumentError as exc:
             raise _bad(f"{where}.settings: {exc}", f"{where}.settings") from None
 
+    def _suitable(self, request: Request) -> list[str]:
+        """The configured models that can run ``request``, by name."""
+        suitable = []
+        for name in sorted(self.models.names()):
+            try:
+                self.models.validate(name, request)
+            except ClientError:
+                continue
+            suitable.append(name)
+        return suitable
+
     def _model(self, where: str, model: Any, request: Request, default: str | None) -> str:
+        suitable = self._suitable(request)
         if model is None:
-            model = default
-        if model is None:
-            for name in sorted(self.models.names()):
-                try:
-                    self.models.validate(name, request)
-                except Exception:
-                    continue
-                return name
-            raise _bad(f"{where}: no suitable model is configured", f"{where}.settings")
+            model = default if default is not None else next(iter(suitable), None)
+            if model is None:
+                raise _bad(f"{where}: no suitable model is configured", f"{where}.settings")
         if not isinstance(model, str):
             raise _bad(f"{where}.settings: the model must be a string", f"{where}.settings")
-        try:
-            self.models.validate(model, request)
-        except Exception:
-            suitable = []
-            for name in sorted(self.models.names()):
-                try:
-                    self.models.validate(name, request)
-                except Exception:
-                    continue
-                suitable.append(name)
+        if model not in suitable:
             raise _bad(
                 f"{where}.settings: model {model!r} is not configured for this node; "
                 f"configured: {', '.join(suitable) or 'none'}",
                 f"{where}.settings",
-            ) from None
+            )
         return model
 
     def _embed_model(self, where: str, model: Any) -> str:
