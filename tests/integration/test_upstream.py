@@ -40,6 +40,23 @@ CLOSED_WITHIN = 5.0
 # -- llama-cpp-python's server -------------------------------------------------------------
 
 
+#: ``python -m llama_cpp.server`` with the weights in plain CPU buffers, as inferq's engine
+#: keeps them: llama.cpp's extra buffer types include AMX, whose matrix multiplication
+#: crashes (SIGSEGV) on some machines with AMX, and the server has no flag to turn them off
+SERVER_MAIN = """
+import runpy, sys
+import llama_cpp.llama_cpp as lib
+default = lib.llama_model_default_params
+def params():
+    p = default()
+    p.use_extra_bufts = False
+    return p
+lib.llama_model_default_params = params
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__")
+"""
+
+
 class LlamaServer:
     """``python -m llama_cpp.server`` on the SmolLM2 GGUF, on a free port."""
 
@@ -55,8 +72,8 @@ class LlamaServer:
     def start(self, timeout: float = 60.0) -> LlamaServer:
         args = [
             sys.executable,
-            "-m",
-            "llama_cpp.server",
+            "-c",
+            SERVER_MAIN,
             "--model",
             str(default_model_path()),
             "--model_alias",
