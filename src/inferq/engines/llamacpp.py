@@ -65,11 +65,33 @@ def default_model_path() -> Path:
 def _import_llama() -> Any:
     try:
         import llama_cpp
+        import llama_cpp.llama_cpp as lib
     except ImportError as exc:  # pragma: no cover - a dependency of the default install
         raise ConfigError(
             "the llamacpp engine needs llama-cpp-python: pip install llama-cpp-python"
         ) from exc
+    _plain_cpu_buffers(lib)
     return llama_cpp
+
+
+def _plain_cpu_buffers(lib: Any) -> None:
+    """Keep the weights in plain CPU buffers.
+
+    llama.cpp's extra CPU buffer types repack weights for AMX or interleaved SIMD
+    kernels; its AMX matrix multiplication crashes (SIGSEGV) on some CPUs with AMX.
+    ``Llama`` takes no argument for it, so its default model parameters are wrapped.
+    """
+    default: Any = lib.llama_model_default_params
+    if getattr(default, "plain_cpu_buffers", False):
+        return
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    params.plain_cpu_buffers = True  # type: ignore[attr-defined]
+    lib.llama_model_default_params = params
 
 
 class _Slot:
