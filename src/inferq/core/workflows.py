@@ -532,7 +532,9 @@ class WorkflowService:
             state=JobState.QUEUED,
             input_file_id=entries[0]["id"],
             created_at=now,
-            expires_at=now + 365 * 86400,
+            # workflow jobs do not expire (they run until done or cancelled); the record
+            # needs a finite time (it is stored as JSON)
+            expires_at=now + 100 * 365 * 86400,
             meta={
                 "workflow_id": str(uuid.uuid4()),
                 "workflow_name": f"job-{job_id[:8]}",
