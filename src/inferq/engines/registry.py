@@ -43,14 +43,17 @@ ENGINE_KINDS = ("llamacpp", "fake", "openai_upstream")
 def default_specs() -> dict[str, ModelSpec]:
     """The chat model first (the default), then the embedding model on the same file."""
     return {
+        # Eight sequences decoded together: on 2 cores as many output tokens/s as 16 or
+        # 32 (the CPU is the limit by then), with shorter steps for a sync request to
+        # wait out, and 8 x 2048 tokens of KV cache (about 380 MB). docs/benchmarks.md
         DEFAULT_MODEL: ModelSpec(
             name=DEFAULT_MODEL,
             engine="llamacpp",
             context_length=2048,
-            slots=2,
+            slots=8,
             options={},
         ),
-        # Two slots, like the chat model. An input is evaluated in one batch whose
+        # Two slots. An input is evaluated in one batch whose
         # buffers grow with the context (logits for every token: about 0.4 GB at 2048),
         # so inputs are kept to 512 tokens, a usual chunk size.
         DEFAULT_EMBEDDING_MODEL: ModelSpec(
