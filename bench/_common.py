@@ -75,6 +75,32 @@ def machine_line(info: dict[str, str]) -> str:
     )
 
 
+# -- llama-cpp-python ---------------------------------------------------------------
+
+
+def plain_cpu_buffers() -> None:
+    """Make llama-cpp-python's ``Llama`` (and its server, in this process) keep the
+    weights in plain CPU buffers, as inferq's engine does by default.
+
+    llama.cpp's extra CPU buffer types repack weights for AMX or interleaved SIMD
+    kernels, and its AMX matrix multiplication crashes (SIGSEGV) on some Intel CPUs
+    with AMX. ``Llama`` has no argument for it, so its default parameters are wrapped.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    default: Any = lib.llama_model_default_params
+    if getattr(default, "plain_cpu_buffers", False):
+        return
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    params.plain_cpu_buffers = True  # type: ignore[attr-defined]
+    lib.llama_model_default_params = params
+
+
 # -- processes ------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ from _common import (
     machine,
     machine_line,
     percentile,
+    plain_cpu_buffers,
     table,
     update_doc,
     wait_until_quiet,
@@ -84,6 +85,7 @@ class Direct:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        plain_cpu_buffers()
         self.llama_cpp = llama_cpp
         self.llm = llama_cpp.Llama(
             model_path=str(path),
