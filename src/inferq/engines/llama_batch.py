@@ -8,7 +8,9 @@ sequence still reading its prompt), then one token of every sequence that has
 one ready, the last prompt token of a new sequence
 or the last generated one, in a single llama_decode; it samples the next
 token of each and finishes the sequences that hit EOS, a stop string or their
-token limit. Sequences join and leave between steps. That layout is what
+token limit. Sequences join and leave between steps, and a sequence more urgent
+than all the others that arrives during a step's prompt chunk joins before its
+token evaluation, which waits for the next step. That layout is what
 keeps greedy output the same alone and batched: see
 :mod:`inferq.engines.llamacpp` and :func:`_chunk`.
 
@@ -154,6 +156,7 @@ class BatchDecoder:
         self._running: list[_Running] = []
         self._caches = [_Cache(i) for i in range(config.slots)]
         self._free = list(self._caches)
+        self._closing = False
         self._thread = threading.Thread(target=self._loop, name=f"llama-{name}", daemon=True)
         self._thread.start()
 
@@ -216,15 +219,17 @@ class BatchDecoder:
         """Move new jobs to the waiting line; block while there is nothing to do.
         False once the engine closes."""
         block = not self._running and not self._waiting
-        while True:
+        while not self._closing:
             try:
                 job = self._inbox.get(block=block)
             except queue.Empty:
                 return True
             if job is None:
-                return False
+                self._closing = True
+                break
             heapq.heappush(self._waiting, (-job.priority, next(self._arrivals), job))
             block = False
+        return False
 
     def _drop_stopped(self) -> None:
         for run in [r for r in self._running if r.job.stopped()]:
@@ -319,8 +324,9 @@ class BatchDecoder:
         little for the step in progress. A sequence more urgent than every other
         one that finishes its prompt gets its first token at once, from an
         evaluation of its own (one row: cheap), instead of after the others'
-        tokens. The numbers are the same either way: a sequence's row does not
-        depend on the rows beside it.
+        tokens; one that arrives during the prompt chunk cuts in before them (see
+        :meth:`_cut_in`). The numbers are the same either way: a sequence's row
+        does not depend on the rows beside it.
         """
         first: _Running | None = None
         prompting = [r for r in self._running if r.pending]
@@ -332,9 +338,24 @@ class BatchDecoder:
                 if not run.pending and self._outranks(run):
                     first = run
                     self._next_tokens([run])
+            if first is None and self._cut_in():
+                return
         self._next_tokens(
             sorted((r for r in self._running if not r.pending and r is not first), key=_seq_id)
         )
+
+    def _cut_in(self) -> bool:
+        """Whether a sequence that arrived during this step's prompt chunk outranks
+        every running one and can be admitted now (a slot is free, or its holder
+        was stopped to make room): then the others' tokens wait for the next step,
+        and its prompt is evaluated first. This halves the longest wait of a sync
+        request behind a full batch: one evaluation instead of two."""
+        if not self._receive() or not self._waiting:
+            return False
+        urgent = -self._waiting[0][0]
+        live = [r for r in self._running if not r.job.stopped()]
+        room = len(live) < len(self._running) or bool(self._free)
+        return room and all(urgent > r.job.priority for r in live)
 
     def _outranks(self, run: _Running) -> bool:
         """Whether ``run`` is more urgent than every other running sequence."""
