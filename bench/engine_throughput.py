@@ -9,7 +9,8 @@ template; ``--max-tokens`` 64, temperature 0), one side after another in this ru
    threads and context), ``--clients`` (8) clients posting the rows to
    ``/v1/chat/completions`` at once.
 3. **inferq**: ``inferq serve`` with a models file (``--slots`` sequences batched
-   continuously, 8 like the default model, threads auto), the rows as one batch
+   continuously, 8 like the default model, threads auto, other engine options
+   from ``--option``), the rows as one batch
    through the OpenAI batch API: upload, create, poll every 0.5 s, download. Time
    from the upload's start to the download's end.
 4. **engine limit**: inferq's ``LlamaCppEngine`` in this process with the
@@ -28,7 +29,8 @@ waits for a quiet machine before each side and reports the CPU other processes
 used during each, and the ratios come from this one run.
 
     .venv/bin/python bench/engine_throughput.py [--rows 500] [--max-tokens 64] [--slots 8]
-        [--limit-slots 16] [--limit-option flash_attention=true] [--sides loop,server,...]
+        [--option flash_attention=false] [--limit-slots 16] [--limit-option unified_kv=true]
+        [--sides loop,server,...]
 """
 
 from __future__ import annotations
@@ -71,9 +73,12 @@ from _common import (
 from batch_throughput import MODEL, prompt, read_output, write_input
 from sync_overhead import CONTEXT, gguf_path
 
-#: the sync request whose first token is timed (numbered: each probe is new to the
-#: prefix cache but for the chat template's start, whether the server is idle or busy)
-PROBE = "Name three colours, and count to {k}."
+#: the sync request whose first token is timed. Its label is a four-digit number
+#: written backwards, so the first digit changes from one probe to the next: each
+#: probe shares with the prefix cache only the chat template's start (and at most
+#: one digit), whether the server is idle or busy, and evaluates as many prompt
+#: tokens either way.
+PROBE = "{label}. Name three colours."
 
 
 @dataclass
@@ -234,10 +239,11 @@ def run_llama_server(rows: int, args: argparse.Namespace, log: Path) -> Side:
 # -- 3. inferq's batch API, and time to first token --------------------------------------
 
 
-def models_file(path: Path, slots: int) -> Path:
-    path.write_text(
-        f'[models."{MODEL}"]\nengine = "llamacpp"\ncontext_length = {CONTEXT}\nslots = {slots}\n'
-    )
+def models_file(path: Path, slots: int, options: list[str]) -> Path:
+    """inferq's models file: the default model with ``slots`` and the ``--option`` lines."""
+    lines = [f'[models."{MODEL}"]', 'engine = "llamacpp"', f"context_length = {CONTEXT}"]
+    lines += [f"slots = {slots}", *(item.replace("=", " = ", 1) for item in options)]
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -261,7 +267,8 @@ def run_inferq_batch(
     answers = read_output(output)
     tokens = sum(a.completion_tokens for a in answers.values())
     texts = {cid: a.text for cid, a in answers.items()}
-    name = f"inferq batch API, {args.slots} slots (upload to download)"
+    settings = "".join(f", {item}" for item in args.option)
+    name = f"inferq batch API, {args.slots} slots{settings} (upload to download)"
     return Side(name, len(answers), tokens, seconds, others[0], texts)
 
 
@@ -269,7 +276,7 @@ def first_token_ms(client: httpx.Client, k: int) -> float:
     """Milliseconds from sending a sync streaming chat request to its first text."""
     body = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": PROBE.format(k=k)}],
+        "messages": [{"role": "user", "content": PROBE.format(label=str(k)[::-1])}],
         "max_tokens": 8,
         "temperature": 0,
         "stream": True,
@@ -290,10 +297,10 @@ def measure_ttft(
     client: httpx.Client, tmp: Path, args: argparse.Namespace
 ) -> tuple[list[float], list[float]]:
     """First-token times idle, then while a batch fills every slot."""
-    first_token_ms(client, 0)  # warm-up
+    first_token_ms(client, 999)  # warm-up
     idle = []
     for k in range(args.probes):
-        idle.append(first_token_ms(client, 1 + k))
+        idle.append(first_token_ms(client, 1000 + k))
         time.sleep(0.2)
     # enough rows to keep the slots full while the probes run
     source = tmp / "saturate.jsonl"
@@ -305,7 +312,7 @@ def measure_ttft(
     time.sleep(3.0)  # every slot busy with rows
     busy = []
     for k in range(args.probes):
-        busy.append(first_token_ms(client, 1000 + k))
+        busy.append(first_token_ms(client, 2000 + k))
         time.sleep(0.5)
     client.post(f"/v1/batches/{batch['id']}/cancel").raise_for_status()
     return idle, busy
@@ -373,6 +380,13 @@ def main() -> None:
         "--limit-slots", type=int, default=None, help="the limit's slots (default: --slots)"
     )
     parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an engine option of inferq's model, as TOML (flash_attention=false, ...)",
+    )
+    parser.add_argument(
         "--limit-option",
         action="append",
         default=[],
@@ -411,7 +425,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         for name in sides:
             if name == "inferq":
-                models = models_file(tmp / "models.toml", args.slots)
+                models = models_file(tmp / "models.toml", args.slots, args.option)
                 with Server(tmp / "data", models_file=models) as server:
                     key = server.create_key("bench")
                     headers = {"Authorization": f"Bearer {key}"}
