@@ -13,8 +13,8 @@ Loops: the same rows, one after another, in this process, the way a plain
 llama-cpp-python program runs them (sync_overhead's ``Direct``: the GGUF's chat
 template, a clean KV cache, ``create_completion`` streamed with the same
 sampling, n_ctx and n_batch as inferq's defaults), once per ``--threads`` value:
-by default 1 thread, what each of the default engine's 2 slots gets on 2 cores
-(``--threads 1,2`` adds a loop on every core).
+by default on every core, as the default engine's threads run (``--threads 1,2``
+adds a one-thread loop).
 
 The sides take turns of ``--slice`` seconds (10) while the batch runs, the
 server every other turn: a loop runs with the server stopped (SIGSTOP), then the
@@ -200,10 +200,9 @@ def main() -> None:
     cores = os.cpu_count() or 1
     parser.add_argument(
         "--threads",
-        default="1",
+        default=str(cores),
         help="llama.cpp threads of each plain loop, comma-separated, one loop each (default "
-        f"1: each slot's share of inferq's default engine; {cores} also runs a loop on "
-        "every core, which collapses when anything else runs on the machine)",
+        f"{cores}: every core, like inferq's default engine; 1 adds a one-thread loop)",
     )
     parser.add_argument(
         "--slice", type=float, default=10.0, help="seconds per turn of each side (time-slicing)"
