@@ -348,8 +348,8 @@ class BatchDecoder:
         """Whether a sequence that arrived during this step's prompt chunk outranks
         every running one and can be admitted now (a slot is free, or its holder
         was stopped to make room): then the others' tokens wait for the next step,
-        and its prompt is evaluated first. This halves the longest wait of a sync
-        request behind a full batch: one evaluation instead of two."""
+        and its prompt is evaluated first. A sync request behind a full batch so
+        waits for one evaluation at most, not a prompt chunk and a token step."""
         if not self._receive() or not self._waiting:
             return False
         urgent = -self._waiting[0][0]
