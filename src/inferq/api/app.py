@@ -11,6 +11,7 @@ from inferq import __version__
 from inferq.api import fireworks, health, infera, openai, together, unstructured
 from inferq.api.deps import Services
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
+from inferq.api.guard import InputGuardMiddleware
 from inferq.blobs import BlobStore
 from inferq.config import Settings
 from inferq.engines.registry import ModelRegistry
@@ -54,6 +55,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # added first, so it runs inside the body limit: it only reads bodies under the limit
+    app.add_middleware(InputGuardMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -31,6 +31,7 @@ from inferq.core.errors import (
     NotFound,
     PayloadTooLarge,
     QueueFull,
+    public,
 )
 
 log = logging.getLogger("inferq.api")
@@ -52,7 +53,7 @@ def renderer_for(path: str) -> Renderer:
 
 
 def render(request_path: str, exc: InferqError) -> JSONResponse:
-    response = renderer_for(request_path)(exc)
+    response = renderer_for(request_path)(public(exc))
     # The official SDKs retry 408/409 and 5xx by default; a client mistake, a
     # finished job or a deadline the client chose will not change on retry (a
     # retried 408 would only queue the same doomed request again), so tell them not to.
@@ -171,7 +172,7 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_json(scope, send, render(scope["path"], too_large))
+            await send_response(scope, send, render(scope["path"], too_large))
             return
         seen = 0
 
@@ -187,7 +188,7 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
 
-async def _send_json(scope: Scope, send: Send, response: JSONResponse) -> None:
+async def send_response(scope: Scope, send: Send, response: JSONResponse) -> None:
     async def no_body() -> Message:
         return {"type": "http.disconnect"}
 

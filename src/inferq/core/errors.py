@@ -150,3 +150,16 @@ class EngineUnavailable(EngineError):
     status_code = 503
     code = "engine_unavailable"
     retryable = True
+
+
+def public(exc: InferqError) -> InferqError:
+    """``exc`` as a client may see it: a store's own error text (which can echo the
+    request's data and the database's internals) is logged, never sent."""
+    if isinstance(exc, StoreError):
+        return type(exc)()  # the class's own message
+    # a message may quote the client's own text: keep it writable as UTF-8 JSON
+    for field in ("message", "param"):
+        value = getattr(exc, field)
+        if value is not None and not value.isascii():
+            setattr(exc, field, value.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return exc

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
 from inferq.core.events import JobEvents
+from inferq.core.inputs import check_priority
 from inferq.core.models import ChatResult, Job, JobError, JobFilter, QueueMetrics, Request
 from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
 from inferq.store.base import JobStore
@@ -72,6 +73,7 @@ class JobService:
         timeout: float | None = None,
     ) -> Job:
         """Validate and durably queue a job; return it once committed."""
+        check_priority(priority)
         self.models.validate(model, request)
         now = self.clock()
         job = Job(

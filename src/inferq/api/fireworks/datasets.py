@@ -36,6 +36,7 @@ from inferq.core.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    public,
 )
 from inferq.core.files import DATASET, check_filename, file_names
 from inferq.core.models import FileRecord
@@ -349,7 +350,7 @@ async def put_upload(token: str, request: Request, services: ServicesDep) -> Res
         )
     except InferqError as exc:
         # /v1/uploads/ is not under /v1/accounts/: answer in Fireworks' shape here
-        return render_error(exc)
+        return render_error(public(exc))
     return Response(status_code=200)
 
 

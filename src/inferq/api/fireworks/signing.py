@@ -65,7 +65,10 @@ def verify(token: str, secret: bytes, *, method: str, now: float) -> Grant:
     :class:`ExpiredToken`.
     """
     payload, dot, mac = token.partition(".")
-    if not dot or not hmac.compare_digest(mac, _mac(secret, payload)):
+    # compared as bytes: a signature with non-ASCII text is simply wrong, not an error
+    if not dot or not hmac.compare_digest(
+        mac.encode("utf-8", "surrogatepass"), _mac(secret, payload).encode()
+    ):
         raise BadToken("the signature does not match")
     try:
         tenant, dataset, name, signed_method, expires, size = json.loads(_unb64(payload))

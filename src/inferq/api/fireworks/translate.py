@@ -7,7 +7,6 @@ google.rpc status codes (numeric in error bodies, names in a job's ``status``).
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from inferq.api.chat import parse_chat_body
 from inferq.api.fireworks.schemas import InferenceParameters
+from inferq.core import inputs
 from inferq.core.errors import ClientError, Conflict, InferqError, InvalidRequest
 from inferq.core.models import Batch, BatchCounts, FileRecord
 from inferq.core.states import JobState
@@ -295,13 +295,7 @@ def row_defaults(params: InferenceParameters | None) -> tuple[dict[str, Any], di
         )
     extra: Any = {}
     if params.extra_body:
-        try:
-            extra = json.loads(params.extra_body)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(
-                f"inferenceParameters.extraBody: not valid JSON ({exc.msg})",
-                param="inferenceParameters.extraBody",
-            ) from None
+        extra = inputs.loads(params.extra_body, what="inferenceParameters.extraBody")
         if not isinstance(extra, dict):
             raise InvalidRequest(
                 "inferenceParameters.extraBody: must hold a JSON object",

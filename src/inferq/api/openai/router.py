@@ -13,7 +13,7 @@ from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.translate import SSE_DONE, error_body, sse
 from inferq.api.sync import ClientGone, abandon, finished_or_raise, wait_for_client
-from inferq.core.errors import InferqError
+from inferq.core.errors import InferqError, public
 from inferq.core.models import ChatResult, Job
 from inferq.core.service import JobService
 from inferq.core.states import ServiceClass
@@ -63,7 +63,7 @@ async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIt
         yield SSE_DONE
     except InferqError as exc:
         finished = True
-        yield sse(error_body(exc))
+        yield sse(error_body(public(exc)))
     finally:
         if not finished:
             abandon(jobs, job)

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from inferq.api.chat import render_completion
+from inferq.api.openai.embeddings import render_embeddings
 from inferq.core.errors import InferqError, NotFound
-from inferq.core.models import Job
+from inferq.core.models import EmbedResult, Job
 from inferq.core.states import JobState
 
 STATUS = {
@@ -53,7 +54,7 @@ def render_status(job: Job) -> dict[str, Any]:
         "claimed_at": iso(job.claimed_at),
         "done_at": iso(job.finished_at) if status in ("done", "failed") else None,
         "inputs": job.inputs,
-        "outputs": render_completion(job) if job.state is JobState.SUCCEEDED else None,
+        "outputs": _outputs(job),
         "priority": job.priority,
         "retries": job.retries,
         "warnings": [],
@@ -63,6 +64,16 @@ def render_status(job: Job) -> dict[str, Any]:
         body["error"] = {"code": job.error.code, "message": job.error.message}
     body["info"] = info
     return body
+
+
+def _outputs(job: Job) -> dict[str, Any] | None:
+    """A succeeded job's outputs: a chat completion, or the embeddings of a job that an
+    embeddings request created (its id reaches the status route just the same)."""
+    if job.state is not JobState.SUCCEEDED:
+        return None
+    if isinstance(job.result, EmbedResult):
+        return render_embeddings(job, job.result, "float")
+    return render_completion(job)
 
 
 def error_body(exc: InferqError) -> dict[str, Any]:

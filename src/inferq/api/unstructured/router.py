@@ -9,7 +9,6 @@ is stored.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -25,6 +24,7 @@ from inferq.api.unstructured.translate import (
     render_template,
     templates,
 )
+from inferq.core import inputs
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.workflows import TEMPLATES, InputFile
 
@@ -83,12 +83,7 @@ async def create_job(request: Request, caller: CallerDep, services: ServicesDep)
             files.append(InputFile(name=name, data=bytes(data), content_type=part.content_type))
     if request_data is None:
         raise InvalidRequest("request_data: field required", param="request_data")
-    try:
-        body = json.loads(request_data)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"request_data: not valid JSON ({exc})", param="request_data"
-        ) from None
+    body = inputs.loads(request_data, what="request_data")
     if not isinstance(body, dict):
         raise InvalidRequest("request_data: must be a JSON object", param="request_data")
     template_id, job_nodes = body.get("template_id"), body.get("job_nodes")
