@@ -4,7 +4,8 @@ JSON bodies are parsed once here with :func:`inferq.core.inputs.loads` (bounded
 nesting, finite numbers, 64-bit integers, storable text), and request paths and
 query strings are refused if they carry a NUL. A request that breaks a rule gets
 a 400 in the dialect's own shape and never reaches a router or the store; one that
-passes is handed on unchanged (the router parses the same bytes again).
+passes is handed on unchanged (the router parses the same bytes again), and so is a
+body that is not JSON at all, which each dialect refuses in its own documented words.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class InputGuardMiddleware:
         if body.strip():
             try:
                 inputs.loads(body)
+            except inputs.MalformedJson:
+                pass  # not JSON at all: the dialect refuses it in its own words
             except InvalidRequest as exc:
                 await send_response(
                     scope, send, render(path, InvalidRequest(exc.message, param="body"))

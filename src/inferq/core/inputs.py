@@ -34,6 +34,10 @@ PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
 
 
+class MalformedJson(InvalidRequest):
+    """The text is not JSON at all (a syntax error, or bytes that are not UTF-8)."""
+
+
 def _refuse_constant(name: str) -> Any:
     raise InvalidRequest(f"{name} is not a JSON number; numbers must be finite")
 
@@ -67,7 +71,7 @@ def loads(data: bytes | str, *, what: str = "the body") -> Any:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidRequest(f"{what} is not valid UTF-8") from None
+            raise MalformedJson(f"{what} is not valid UTF-8") from None
     else:
         text = data
     _check_nesting(text, what)
@@ -81,9 +85,7 @@ def loads(data: bytes | str, *, what: str = "the body") -> Any:
     except InvalidRequest as exc:
         raise InvalidRequest(f"{what}: {exc.message}") from None
     except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"{what} is not valid JSON ({exc.msg} at column {exc.colno})"
-        ) from None
+        raise MalformedJson(f"{what} is not valid JSON ({exc.msg} at column {exc.colno})") from None
     except (RecursionError, ValueError) as exc:  # pragma: no cover - guarded above
         raise InvalidRequest(f"{what} is not valid JSON ({exc})") from None
     check(value, what=what)
