@@ -62,6 +62,7 @@ slots = 2
 """
 TENANT = "hostile"
 HELLO = [{"role": "user", "content": "Say hello."}]
+CHAT = '{"model":"fake","messages":[{"role":"user","content":"Say hello."}],"max_tokens":4}'
 DATASETS = "/v1/accounts/hostile/datasets"
 JOBS = "/v1/accounts/hostile/batchInferenceJobs"
 
@@ -464,6 +465,56 @@ def test_hostile_json_bodies(target: Target, endpoint: Endpoint) -> None:
             assert target.counts() == before, f"a refused request stored something: {body[:200]!r}"
 
     run()
+
+
+#: each defect an audit of the service found, as the request that showed it
+KNOWN = [
+    ("/v1/queue/submit", '{"model":"fake","priority":9223372036854775808,"payload":{}}'),
+    ("/v1/queue/submit", '{"model":"fake","priority":2147483648,"payload":{}}'),
+    ("/v1/chat/completions", CHAT[:-1] + ',"priority":2147483648}'),
+    ("/v1/embeddings", '{"model":"fake-embed","input":"a","priority":-2147483649}'),
+    ("/v1/chat/completions", CHAT.replace("Say hello.", "\\ud800")),
+    ("/v1/queue/submit", '{"model":"fake","info":{"u":"\\udfff"},"payload":{}}'),
+    ("/v1/queue/submit", '{"model":"fake","info":{"u":"a\\u0000"},"payload":{}}'),
+    ("/v1/chat/completions", CHAT.replace("Say hello.", "a\\u0000b")),
+    ("/v1/queue/submit", '{"model":"fake","info":{"x":NaN},"payload":{}}'),
+    ("/v1/queue/submit", '{"model":"fake","info":{"x":Infinity},"payload":{}}'),
+    ("/submit_job", '{"model":"fake","messages":[],"max_output":4,"temperature":NaN}'),
+    ("/v1/queue/submit", '{"model":"fake","info":' + deep(900, obj=True).text + ',"payload":{}}'),
+    ("/v1/queue/cancel", '{"model":"fake","request_id":"\\u0000"}'),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), KNOWN, ids=[f"{p} {b[:60]}" for p, b in KNOWN])
+def test_known_defects_are_client_errors(target: Target, path: str, body: str) -> None:
+    before = target.counts()
+    response = target.http.post(
+        path, content=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    check_answer(response, f"{path} {body[:100]}")
+    assert 400 <= response.status_code < 500, response.text
+    assert target.counts() == before
+
+
+def test_deep_json_inside_string_fields(target: Target) -> None:
+    nested = "[" * 5000 + "]" * 5000
+    job = dict(BY_ROUTE[("POST", "/v1/accounts/{account_id}/batchInferenceJobs")].body)
+    job["inferenceParameters"] = {"maxTokens": 4, "extraBody": nested}
+    response = target.http.post(JOBS, json=job)
+    check_answer(response, "extraBody")
+    assert response.status_code == 400 and "extraBody" in response.text
+    boundary = "b0undary"
+    form = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="request_data"\r\n\r\n'
+        f"{nested}\r\n--{boundary}--\r\n"
+    )
+    response = target.http.post(
+        "/api/v1/jobs/",
+        content=form.encode(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    check_answer(response, "request_data")
+    assert 400 <= response.status_code < 500 and "request_data" in response.text
 
 
 @pytest.mark.parametrize("endpoint", FORM_ENDPOINTS, ids=lambda e: f"{e.method} {e.route}")
