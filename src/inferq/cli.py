@@ -28,8 +28,9 @@ from inferq.core.batches import describe
 from inferq.core.errors import Conflict, InferqError
 from inferq.core.events import JobEvents
 from inferq.core.files import blob_key
-from inferq.core.keys import KeyService
+from inferq.core.keys import KeyService, TenantExists
 from inferq.core.models import (
+    ApiKey,
     Batch,
     BatchCounts,
     ChatResult,
@@ -248,14 +249,22 @@ def _first_start(settings: Settings) -> None:
     secret = _run(settings, ensure_admin_key)
     if secret is None:
         return
-    base = f"http://{settings.host}:{settings.port}"
-    out.print("\n[bold]Created an admin API key. It is shown only this once:[/bold]\n")
-    out.print(secret, soft_wrap=True, highlight=False)
-    out.print("\nTry it:\n", highlight=False)
-    out.print(
-        f"curl {base}/v1/chat/completions -H 'Authorization: Bearer {secret}' "
-        '-H \'Content-Type: application/json\' -d \'{"model": "smollm2-135m-instruct", '
-        '"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}\'\n',
+    _show_admin_key(secret)
+
+
+def _show_admin_key(secret: str) -> None:
+    """Print the first admin key once, on stderr alone.
+
+    Not on stdout too: a service manager or container runtime collects both, and
+    the key must not be stored twice (nor inside a copy-paste example).
+    """
+    err.print(
+        "\n[bold]Created an admin API key (tenant default). It is shown only this once:[/bold]\n"
+    )
+    err.print(secret, soft_wrap=True, highlight=False)
+    err.print(
+        "\nSend it as 'Authorization: Bearer KEY'. Create more keys (each a tenant of its "
+        "own) with: inferq keys create --name NAME\n",
         soft_wrap=True,
         highlight=False,
     )
@@ -268,14 +277,30 @@ def _first_start(settings: Settings) -> None:
 def keys_create(
     name: Annotated[str, typer.Option(help="A name for the key (unique).")],
     tenant: Annotated[
-        str | None, typer.Option(help="The tenant its jobs belong to [the name].")
+        str | None,
+        typer.Option(
+            help="The tenant whose jobs the key reads and writes; pass it to join an existing "
+            "tenant. Without it the key gets a new tenant named like the key, and the command "
+            "fails when a tenant of that name already exists."
+        ),
     ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a key and print it alone on stdout (it is not shown again)."""
     settings = _settings(data_dir=data_dir, database_url=database_url)
-    key, secret = _run(settings, lambda store: KeyService(store).create(name=name, tenant=tenant))
+
+    async def create(store: JobStore) -> tuple[ApiKey, str]:
+        try:
+            return await KeyService(store).create(name=name, tenant=tenant)
+        except TenantExists as exc:
+            raise Conflict(
+                f"the tenant {exc.tenant!r} already exists, and a key without --tenant gets "
+                f"a new tenant named like the key. Pass --tenant {exc.tenant} to join that "
+                "tenant (and read its jobs), or pick another --name."
+            ) from exc
+
+    key, secret = _run(settings, create)
     err.print(f"created key {key.id} ({key.name}) for tenant {key.tenant}")
     print(secret)
 
@@ -285,12 +310,13 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     """List keys (their secrets are never stored)."""
     settings = _settings(data_dir=data_dir, database_url=database_url)
     keys = _run(settings, lambda store: KeyService(store).list())
-    table = Table("id", "name", "tenant", "prefix", "created", "revoked")
+    table = Table("id", "name", "tenant", "admin", "prefix", "created", "revoked")
     for key in keys:
         table.add_row(
             key.id,
             key.name,
             key.tenant,
+            "yes" if key.admin else "",
             key.prefix + "…",
             _time(key.created_at),
             _time(key.revoked_at),

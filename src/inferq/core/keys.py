@@ -3,6 +3,11 @@
 A key is shown once, when it is created; the store keeps only its SHA-256 (keys
 are 256 random bits, so a fast hash is enough). Every job belongs to the tenant
 of the key that created it.
+
+A key's tenant defaults to its name, and that default only ever makes a new
+tenant: when a tenant of that name already exists (it has keys, jobs or
+batches), ``create`` refuses with :class:`TenantExists`, so joining a tenant and
+reading its jobs is always asked for by naming it.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from inferq.core.errors import AuthenticationFailed, InvalidRequest, NotFound
-from inferq.core.models import ApiKey
+from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
+from inferq.core.models import ApiKey, JobFilter
 from inferq.store.base import JobStore
 
 KEY_PREFIX = "iq-"
@@ -24,6 +29,17 @@ CACHE_LIMIT = 10_000
 
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class TenantExists(Conflict):
+    """A key without a tenant would have joined the existing tenant of its name."""
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(
+            f"the tenant {tenant!r} (a key's default tenant is its name) already exists; "
+            "name the tenant explicitly to join it, or pick another name"
+        )
+        self.tenant = tenant
 
 
 class KeyService:
@@ -42,15 +58,26 @@ class KeyService:
     async def create(
         self, *, name: str, tenant: str | None = None, admin: bool = False
     ) -> tuple[ApiKey, str]:
-        """Create a key; return it with its secret (which is not stored)."""
+        """Create a key; return it with its secret (which is not stored).
+
+        ``tenant=None`` makes a new tenant named like the key, and raises
+        :class:`TenantExists` when that tenant already exists: joining one must be
+        explicit (``tenant=...``).
+        """
         name = name.strip()
         if not name:
             raise InvalidRequest("a key needs a non-empty name", param="name")
+        if tenant is not None:
+            tenant = tenant.strip()
+            if not tenant:
+                raise InvalidRequest("a tenant needs a non-empty name", param="tenant")
+        elif await self.tenant_exists(name):
+            raise TenantExists(name)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(
             id="key_" + uuid.uuid4().hex[:16],
             name=name,
-            tenant=(tenant or name).strip(),
+            tenant=tenant or name,
             prefix=secret[: len(KEY_PREFIX) + 6],
             created_at=self.clock(),
             admin=admin,
@@ -90,3 +117,22 @@ class KeyService:
 
     async def has_keys(self) -> bool:
         return bool(await self.store.list_keys())
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        """Whether ``tenant`` has a key (live or revoked), a job or a batch."""
+        if any(key.tenant == tenant for key in await self.store.list_keys()):
+            return True
+        if await self.store.list_jobs(JobFilter(tenant=tenant, limit=1)):
+            return True
+        return bool(await self.store.list_batches(tenant=tenant, dialect=None, limit=1))
+
+    @staticmethod
+    def require_admin(key: ApiKey) -> ApiKey:
+        """``key`` when it is an admin key; NotFound otherwise.
+
+        For admin-only routes: to any other key they do not exist (404, like
+        another tenant's things), so they reveal nothing.
+        """
+        if not key.admin:
+            raise NotFound("not found")
+        return key
