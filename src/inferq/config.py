@@ -78,10 +78,13 @@ class Settings(BaseSettings):
             return self.signing_key.encode()
         path = self.data_dir / "signing.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(secrets.token_hex(32))
-            tmp.chmod(0o600)
+            # 0600 from the start: never readable by others, even for a moment
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a stale file of this name kept its own mode
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
             # the first process to finish wins; the others read its secret
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)

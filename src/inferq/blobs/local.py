@@ -3,6 +3,9 @@
 A writer fills a temporary file beside the target, then fsyncs it, renames it
 into place and fsyncs the directory: a blob is either whole and durable or absent.
 File I/O runs on worker threads so the event loop never blocks on the disk.
+
+Blobs hold users' data: the directories this adapter creates are 0700 and the
+files 0600, whatever the umask.
 """
 
 from __future__ import annotations
@@ -22,6 +25,20 @@ from inferq.core.errors import NotFound
 _BUFFER = 1 << 20
 
 
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 (``mkdir -p`` gives the
+    parents the umask's mode)."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -39,8 +56,9 @@ class _LocalWriter(BlobWriter):
         self._buffer = bytearray()
 
     def _open(self) -> BinaryIO:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        return open(self._tmp, "wb")
+        _make_dirs(self._path.parent)
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return os.fdopen(fd, "wb")
 
     async def _flush(self) -> None:
         if self._file is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
@@ -59,6 +60,22 @@ def _connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _private_files(path: Path) -> None:
+    """Create the database's directory (0700) and file (0600) for this user alone.
+
+    SQLite gives the -wal and -shm files the database file's mode; an existing
+    database (and its -wal, -shm) made under a looser umask is tightened too, when
+    this user owns it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
 
 
 class _Writer(threading.Thread):
@@ -152,7 +169,7 @@ class SQLiteStore(JobStore):
     # -- plumbing ---------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_private_files, self.path)
         conn = await asyncio.to_thread(_connect, self.path, synchronous=self.synchronous)
         await asyncio.to_thread(migrate, conn)
         self._writer = _Writer(conn)
