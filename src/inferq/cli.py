@@ -144,6 +144,7 @@ def serve(
     """Run the API and a worker. Creates and prints an admin key on the first start."""
     import uvicorn
 
+    from inferq.api import redact
     from inferq.api.app import create_app
 
     settings = _settings(
@@ -162,6 +163,9 @@ def serve(
         err.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(2) from exc
     _first_start(settings)
+    # signed URLs carry their credential in the path: keep it out of the access log
+    # (uvicorn's logging setup keeps the filters of the loggers it configures)
+    redact.install()
     uvicorn.run(
         create_app(settings),
         host=settings.host,

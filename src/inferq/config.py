@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferq.store import create_store
@@ -65,7 +65,20 @@ class Settings(BaseSettings):
     #: whose settings name none (empty: the first configured model that fits)
     workflow_chat_model: str = ""
     workflow_embed_model: str = ""
+    #: the server's URL as clients reach it (``https://inferq.example.com``), for the
+    #: signed URLs it hands out; empty: taken from each request's Host header
+    public_url: str = ""
     log_level: str = "info"
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        if "?" in value or "#" in value:
+            raise ValueError("public_url cannot have a query or a fragment")
+        return value
 
     @property
     def blobs_dir(self) -> Path:

@@ -320,7 +320,9 @@ async def delete_dataset(
 
 def _signed_url(request: Request, services: Services, kind: str, grant: signing.Grant) -> str:
     token = signing.sign(grant, services.settings.signing_secret())
-    return f"{request.base_url}v1/{kind}/{token}"
+    # The configured public URL when there is one: the Host header is the client's to choose.
+    base = services.settings.public_url or str(request.base_url).rstrip("/")
+    return f"{base}/v1/{kind}/{token}"
 
 
 async def _grant(request: Request, services: Services, token: str, method: str) -> signing.Grant:
