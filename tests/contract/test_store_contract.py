@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -633,13 +634,43 @@ async def test_active_batches_skip_terminal_and_leased(store: JobStore) -> None:
     await store.insert_batch(make_batch(state=JobState.CANCELLED))
     assert await store.lease_batch(leased, owner="r1", now=T0, until=T0 + LEASE)
 
-    active = await store.active_batches(now=T0, limit=10)
+    active = await store.active_batches(now=T0, limit=10, workflows=False)
     assert [b.id for b in active] == [validating.id, running.id]
-    assert [b.id for b in await store.active_batches(now=T0, limit=1)] == [validating.id]
+    first = await store.active_batches(now=T0, limit=1, workflows=False)
+    assert [b.id for b in first] == [validating.id]
     # once the lease runs out the batch is free again, with its lease shown
-    later = await store.active_batches(now=T0 + LEASE + 1, limit=10)
+    later = await store.active_batches(now=T0 + LEASE + 1, limit=10, workflows=False)
     assert [b.id for b in later] == [validating.id, running.id, leased.id]
     assert (later[2].owner, later[2].lease_expires_at) == ("r1", T0 + LEASE)
+
+
+async def test_active_batches_of_one_kind_in_pages(store: JobStore) -> None:
+    """Each runner reads only its own kind, page by page: a backlog of workflow jobs
+    (dialect 'unstructured') never hides a batch, nor batches a workflow job."""
+    workflows = [
+        (await store.insert_batch(make_batch(tenant="w", dialect="unstructured")))[0]
+        for _ in range(5)
+    ]
+    openai, _ = await store.insert_batch(make_batch(tenant="a"))
+    fireworks, _ = await store.insert_batch(make_batch(tenant="b", dialect="fireworks"))
+    late, _ = await store.insert_batch(make_batch(tenant="w", dialect="unstructured"))
+    await store.insert_batch(make_batch(dialect="unstructured", state=JobState.SUCCEEDED))
+    assert await store.lease_batch(workflows[1], owner="r1", now=T0, until=T0 + LEASE)
+
+    async def ids(**kw: Any) -> list[str]:
+        return [b.id for b in await store.active_batches(now=T0, **kw)]
+
+    # five older workflow jobs do not push the batches out of a page of two
+    assert await ids(limit=2, workflows=False) == [openai.id, fireworks.id]
+    assert await ids(limit=10, workflows=False) == [openai.id, fireworks.id]
+    free = [workflows[0].id, *(w.id for w in workflows[2:]), late.id]
+    assert await ids(limit=10, workflows=True) == free
+    # pages: after the seq of the last record of the page before
+    page = await store.active_batches(now=T0, limit=2, workflows=True)
+    assert [b.id for b in page] == free[:2]
+    assert await ids(limit=2, workflows=True, after=page[-1].seq) == free[2:4]
+    assert await ids(limit=10, workflows=True, after=late.seq) == []
+    assert await ids(limit=10, workflows=False, after=openai.seq) == [fireworks.id]
 
 
 async def test_lease_batch_has_one_holder_at_a_time(store: JobStore) -> None:

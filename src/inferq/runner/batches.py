@@ -70,9 +70,9 @@ class BatchRunner:
         """Step every open batch once; return how many were stepped."""
         store = self.batches.store
         stepped = 0
-        for batch in await store.active_batches(now=self.clock(), limit=100):
+        for batch in await store.active_batches(now=self.clock(), limit=100, workflows=False):
             if batch.dialect not in self.batches.formats:
-                continue  # a document workflow job: the workflow runner's
+                continue  # no format for it in this process
             if batch.state in (JobState.QUEUED, JobState.RUNNING):
                 # watching takes only reads and compare-and-set transitions: no lease,
                 # so an idle turn writes nothing

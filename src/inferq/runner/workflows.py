@@ -85,8 +85,8 @@ class WorkflowRunner:
             return len(self._running)
         candidates = [
             b
-            for b in await self.store.active_batches(now=self.clock(), limit=200)
-            if b.dialect == DIALECT and b.id not in self._running
+            for b in await self.store.active_batches(now=self.clock(), limit=200, workflows=True)
+            if b.id not in self._running
         ]
         running: dict[str, int] = {}
         for job in candidates:
@@ -112,12 +112,7 @@ class WorkflowRunner:
             if self._running:
                 await asyncio.wait(list(self._running.values()))
                 continue
-            open_jobs = [
-                b
-                for b in await self.store.active_batches(now=self.clock() + 1e9, limit=10)
-                if b.dialect == DIALECT
-            ]
-            if not open_jobs:
+            if not await self.store.active_batches(now=self.clock() + 1e9, limit=1, workflows=True):
                 return
             await asyncio.sleep(self.interval)
 

@@ -203,8 +203,16 @@ class JobStore(ABC):
         """Batches newest first, starting after the batch with id ``after``."""
 
     @abstractmethod
-    async def active_batches(self, *, now: float, limit: int) -> list[Batch]:
-        """Batches of every tenant that are not terminal and whose lease is free or expired."""
+    async def active_batches(
+        self, *, now: float, limit: int, workflows: bool, after: int = 0
+    ) -> list[Batch]:
+        """Open batches of one kind, of every tenant, whose lease is free or expired.
+
+        ``workflows`` picks the kind: document workflow jobs (dialect ``unstructured``)
+        or every other batch, so that a backlog of one kind never fills the page of the
+        runner of the other. Oldest first (by ``seq``), after the record whose ``seq``
+        is ``after``: a runner pages on with the ``seq`` of the last record it got.
+        """
 
     @abstractmethod
     async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:

@@ -362,11 +362,16 @@ class MemoryStore(JobStore):
         found.sort(key=lambda b: b.seq, reverse=True)
         return found[:limit]
 
-    async def active_batches(self, *, now: float, limit: int) -> list[Batch]:
+    async def active_batches(
+        self, *, now: float, limit: int, workflows: bool, after: int = 0
+    ) -> list[Batch]:
         found = [
             b
             for b in self.batches.values()
-            if not b.state.terminal and (b.lease_expires_at is None or b.lease_expires_at < now)
+            if not b.state.terminal
+            and (b.dialect == "unstructured") == workflows
+            and (b.lease_expires_at is None or b.lease_expires_at < now)
+            and b.seq > after
         ]
         found.sort(key=lambda b: b.seq)
         return found[:limit]

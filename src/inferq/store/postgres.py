@@ -568,8 +568,11 @@ class PostgresStore(JobStore):
         }
         return [rows.row_to_batch(r) for r in await self._fetch("list_batches", params)]
 
-    async def active_batches(self, *, now: float, limit: int) -> list[Batch]:
-        found = await self._fetch("active_batches", {"now": now, "limit": limit})
+    async def active_batches(
+        self, *, now: float, limit: int, workflows: bool, after: int = 0
+    ) -> list[Batch]:
+        params = {"now": now, "limit": limit, "workflows": workflows, "after": after}
+        found = await self._fetch("active_batches", params)
         return [rows.row_to_batch(r) for r in found]
 
     async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:

@@ -436,8 +436,10 @@ class SQLiteStore(JobStore):
         found = await self._read(lambda c: c.execute(Q["list_batches"], params).fetchall())
         return [rows.row_to_batch(r) for r in found]
 
-    async def active_batches(self, *, now: float, limit: int) -> list[Batch]:
-        params = {"now": now, "limit": limit}
+    async def active_batches(
+        self, *, now: float, limit: int, workflows: bool, after: int = 0
+    ) -> list[Batch]:
+        params = {"now": now, "limit": limit, "workflows": workflows, "after": after}
         found = await self._read(lambda c: c.execute(Q["active_batches"], params).fetchall())
         return [rows.row_to_batch(r) for r in found]
 

@@ -178,9 +178,14 @@ ORDER BY seq DESC
 LIMIT :limit;
 
 -- name: active_batches
+-- One runner's page: document workflow jobs (dialect 'unstructured') when :workflows,
+-- every other batch when not, so that a backlog of one kind never fills the page of the
+-- other's runner; paged on by seq.
 SELECT * FROM batches
 WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
+  AND (dialect = 'unstructured') = :workflows
   AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+  AND seq > :after
 ORDER BY seq
 LIMIT :limit;
 
