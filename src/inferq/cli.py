@@ -146,6 +146,7 @@ def serve(
 
     from inferq.api import redact
     from inferq.api.app import create_app
+    from inferq.api.timeouts import http_protocol
 
     settings = _settings(
         host=host,
@@ -172,6 +173,9 @@ def serve(
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=True,
+        http=http_protocol(
+            header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
+        ),
     )
 
 

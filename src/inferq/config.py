@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     #: whose settings name none (empty: the first configured model that fits)
     workflow_chat_model: str = ""
     workflow_embed_model: str = ""
+    #: seconds a client may take to send a request's headers, and to send each piece of
+    #: its body (idle time between chunks, not the whole upload); then 408 or a close
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=60.0, gt=0)
     #: the server's URL as clients reach it (``https://inferq.example.com``), for the
     #: signed URLs it hands out; empty: taken from each request's Host header
     public_url: str = ""

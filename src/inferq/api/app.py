@@ -12,6 +12,7 @@ from inferq.api import fireworks, health, infera, openai, together, unstructured
 from inferq.api.deps import Services
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
 from inferq.api.guard import InputGuardMiddleware
+from inferq.api.timeouts import BodyTimeoutMiddleware
 from inferq.blobs import BlobStore
 from inferq.config import Settings
 from inferq.engines.registry import ModelRegistry
@@ -62,6 +63,7 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         max_file_bytes=settings.max_file_bytes,
     )
+    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.body_timeout)  # outermost
     app.include_router(health.router)
     app.include_router(together.router)
     app.include_router(openai.router)

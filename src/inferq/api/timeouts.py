@@ -1,0 +1,222 @@
+"""Bounds on how long a client may take to send its request.
+
+uvicorn has none: a client that opens a connection and trickles its headers, or
+declares ``Content-Length: 1000`` and never sends the body, holds a connection
+(and, for the body, a request task) forever. Two pieces bound it:
+
+* :class:`BodyTimeoutMiddleware` (ASGI): while the app waits for the next piece
+  of the body, it waits at most ``body_timeout`` seconds; then the request gets a
+  408 in its dialect's shape and the connection is closed. The bound is the idle
+  time between pieces, not the whole body, so a large upload that keeps moving
+  is never cut. Once the body is complete, ``receive`` is not bounded (it then
+  only reports a disconnect, which streams and sync requests wait for).
+* :func:`http_protocol` (uvicorn's httptools protocol): the request line and
+  headers must arrive within ``header_timeout`` seconds of the connection being
+  made (the first request) or of their first byte (later requests on a
+  keep-alive connection, whose idle time uvicorn's keep-alive timeout bounds);
+  then a plain 408 is written, when nothing else is being answered, and the
+  connection is closed. The same protocol closes a connection whose app has
+  answered without reading the body while the client still owes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from inferq.api.errors import render, send_response
+from inferq.core.errors import ClientError
+
+log = logging.getLogger("inferq.api")
+
+
+class RequestTimeout(ClientError):
+    """The client took too long to send its request."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class BodyTimeoutMiddleware:
+    """Answers 408 when no piece of the request body arrives for ``timeout`` seconds."""
+
+    def __init__(self, app: ASGIApp, *, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+        timed_out = False
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done, timed_out
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                log.info(
+                    "%s %s: no part of the request body came for %g s; answering 408",
+                    scope.get("method"),
+                    scope.get("path"),
+                    self.timeout,
+                )
+                raise RequestTimeout(
+                    f"the request body did not arrive: nothing came for {self.timeout:g} s"
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if timed_out:
+                    # the rest of the body may still come: this connection cannot be reused
+                    headers = [*message.get("headers", []), (b"connection", b"close")]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tracking_send)
+        except RequestTimeout as exc:
+            if started:
+                raise
+            await send_response(scope, tracking_send, render(scope["path"], exc))
+
+
+def _plain_408(default_headers: list[tuple[bytes, bytes]], message: str) -> bytes:
+    body = message.encode("ascii")
+    content = [STATUS_LINE[408]]
+    for name, value in default_headers:
+        content += [name, b": ", value, b"\r\n"]
+    content += [
+        b"content-type: text/plain; charset=utf-8\r\n",
+        b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+        b"connection: close\r\n",
+        b"\r\n",
+        body,
+    ]
+    return b"".join(content)
+
+
+class TimeoutHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout (see the module docstring).
+
+    Use :func:`http_protocol` to get one with the configured timeouts.
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        #: the start of a request has come, its headers have not all come yet
+        self._in_headers = False
+
+    # -- timers ---------------------------------------------------------------------
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        self._body_timer = self.loop.call_later(self.body_timeout, self._body_late)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+        if self._in_headers and not self._answering():
+            log.info("%srequest headers incomplete after %g s; 408", prefix, self.header_timeout)
+            self.transport.write(
+                _plain_408(
+                    self.server_state.default_headers,
+                    f"The request headers did not arrive within {self.header_timeout:g} s.",
+                )
+            )
+        else:
+            log.debug("%sno request within %g s; closing", prefix, self.header_timeout)
+        self.transport.close()
+
+    def _body_late(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self._answering():
+            # The app runs: it reads the body through BodyTimeoutMiddleware, which
+            # answers 408 when the client stalls (reading may also be paused while the
+            # app works, which is not the client's fault). Look again later.
+            self._arm_body_timer()
+            return
+        # Answered without reading the whole body, and the client stopped sending it.
+        self.transport.close()
+
+    # -- protocol and parser callbacks ----------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        self._cancel_body_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._cancel_header_timer()
+        super().on_headers_complete()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._arm_body_timer()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        if not self.cycle.response_complete:
+            self._arm_body_timer()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._cancel_body_timer()
+
+
+def http_protocol(*, header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
+    """A uvicorn ``http=`` protocol class with these timeouts (seconds)."""
+    return type(
+        "InferqHttpProtocol",
+        (TimeoutHttpToolsProtocol,),
+        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+    )
