@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferq.blobs.base import BlobStore
+from inferq.core import inputs
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, QueueFull
 from inferq.core.events import JobEvents
 from inferq.core.files import DATASET, blob_key, file_names, line_count
@@ -139,14 +140,9 @@ def describe(error: dict[str, Any]) -> str:
 
 
 def _loads(line: bytes) -> Any:
-    try:
-        return json.loads(line)
-    except UnicodeDecodeError:
-        raise InvalidRequest("the line is not valid UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"the line is not valid JSON ({exc.msg} at column {exc.colno})"
-        ) from None
+    """One input line, parsed and checked as all client JSON is: a line nested too
+    deep, with a NUL or a lone surrogate, or a number no store keeps, is a line error."""
+    return inputs.loads(line, what="the line")
 
 
 def _dumps(value: dict[str, Any]) -> bytes:
@@ -313,6 +309,36 @@ class BatchService:
         elif batch.state in (JobState.CANCELLING, JobState.FINALIZING):
             await self._finalize(batch, renew)
 
+    async def fail(self, batch_id: str, *, tenant: str, reason: str) -> Batch | None:
+        """End a batch that cannot be moved on (its steps keep failing) with ``reason``.
+
+        Rows that have not ended are cancelled. A batch being cancelled ends
+        ``cancelled``, every other one ``failed``; both carry ``reason`` as their error.
+        Only the state, the error and the end are written, over the stored record, so
+        whatever made the steps fail is not written again. Returns the ended batch, or
+        None when it had already ended or is gone.
+        """
+        error = JobError("internal_error", reason)
+        for _ in range(5):
+            batch = await self.store.get_batch(batch_id, tenant=tenant)
+            if batch is None or batch.state.terminal:
+                return None
+            if batch.state is JobState.CANCELLING:
+                await self._stop_rows(batch, JobState.CANCELLED, CANCELLED_ROW)
+            else:
+                row_error = JobError("batch_failed", f"the batch failed: {reason}")
+                await self._stop_rows(batch, JobState.CANCELLED, row_error)
+            if batch.state is JobState.VALIDATING:
+                counts = BatchCounts()
+            else:
+                counts = await self.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+            final = JobState.CANCELLED if batch.state is JobState.CANCELLING else JobState.FAILED
+            ended = batch.evolve(state=final, error=error, counts=counts, finished_at=self.clock())
+            if await self._transition(batch, ended):
+                log.warning("batch %s %s: %s", batch.id, final.value, reason)
+                return ended
+        return None
+
     async def _transition(self, batch: Batch, new: Batch) -> bool:
         check_transition(batch.state, new.state)
         done = await self.store.update_batch(
@@ -329,12 +355,15 @@ class BatchService:
         errors: list[dict[str, Any]] = []
         pending: list[Job] = []
         total = 0
+        unexpected = 0
         now = self.clock()
 
-        def error(exc: ClientError, where: tuple[str | None, int | None]) -> None:
+        def error(
+            exc: ClientError, where: tuple[str | None, int | None], code: str | None = None
+        ) -> None:
             errors.append(
                 {
-                    "code": exc.code,
+                    "code": code or exc.code,
                     "message": exc.message,
                     "param": exc.param,
                     "file": where[0],
@@ -360,6 +389,23 @@ class BatchService:
                     self.models.validate(parsed.model, parsed.request)
                 except ClientError as exc:
                     error(exc, where)
+                    if len(errors) >= MAX_ERRORS:
+                        break
+                    continue
+                except Exception as exc:
+                    # a line that trips a bug fails as a line: the batch ends, the runner
+                    # goes on with the others
+                    if not unexpected:
+                        log.warning(
+                            "batch %s: line %s could not be checked", batch.id, where[1],
+                            exc_info=True,
+                        )  # fmt: skip
+                    unexpected += 1
+                    message = (
+                        f"the line could not be checked: an internal error "
+                        f"({type(exc).__name__}); see the server log"
+                    )
+                    error(InvalidRequest(message), where, code="internal_error")
                     if len(errors) >= MAX_ERRORS:
                         break
                     continue
