@@ -29,6 +29,7 @@ from inferq.core.models import (
     ChatResult,
     EmbedRequest,
     EmbedResult,
+    JobError,
     Request,
     Result,
 )
@@ -48,8 +49,11 @@ from inferq.core.workflows import (
     Node,
     files_of,
     input_key,
+    is_key_part,
+    node_id_problem,
     nodes_of,
     output_key,
+    shown,
 )
 from inferq.store.base import JobStore
 
@@ -108,6 +112,12 @@ class WorkflowExecutor:
         Raises :class:`JobLost` when the record changed under it (a cancel: the
         runner then calls :meth:`stop`).
         """
+        problem = unrunnable(job)
+        if problem is not None:
+            failed = await self.fail(job, problem, expect=JobState.RUNNING)
+            if failed is None:
+                raise JobLost(job.id)
+            return failed
         meta = copy.deepcopy(job.meta)
         tasks: dict[str, dict[str, str]] = meta["tasks"]
         for per_file in tasks.values():
@@ -119,6 +129,29 @@ class WorkflowExecutor:
         for entry in files_of(job):
             await self._run_file(progress, entry, nodes)
         return await self._finish(progress)
+
+    async def fail(self, job: Batch, message: str, *, expect: JobState) -> Batch | None:
+        """End a job that cannot run as FAILED with ``message``; None when it was no longer
+        in ``expect``. Only the state and the message are written over ``job``'s record."""
+        meta = copy.deepcopy(job.meta)
+        for per_file in (meta.get("tasks") or {}).values():
+            for node_id, task in per_file.items():
+                if task == IN_PROGRESS:
+                    per_file[node_id] = READY
+        meta["processing_status"] = "FAILED"
+        meta["message"] = message
+        now = self.clock()
+        new = job.evolve(
+            state=JobState.FAILED,
+            error=JobError("internal_error", message),
+            finished_at=now,
+            updated_at=now,
+            meta=meta,
+        )
+        if not await self.store.update_batch(new, expect=expect):
+            return None
+        log.warning("workflow job %s failed: %s", job.id, message)
+        return new
 
     async def stop(self, job: Batch) -> Batch | None:
         """End a cancelling job as STOPPED, keeping what finished."""
@@ -312,6 +345,33 @@ class WorkflowExecutor:
                 metadata["entities"] = {"items": _entities(answer), "relationships": []}
             out.append(element)
         return out
+
+
+def unrunnable(job: Batch) -> str | None:
+    """Why a stored job can never run, naming the node or file; None when it can.
+
+    Node and file ids become part of blob keys. The service checks them when a job
+    is created; a record that reached the store some other way is checked here, so
+    it fails at once instead of at every try.
+    """
+    try:
+        nodes = nodes_of(job)
+        files = files_of(job)
+        tasks = job.meta["tasks"]
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"the job's record is malformed ({type(exc).__name__}: {shown(str(exc))})"
+    for index, node in enumerate(nodes):
+        problem = node_id_problem(node.id)
+        if problem is not None:
+            return f"node {index} ({shown(str(node.name))}): {problem}"
+    for index, entry in enumerate(files):
+        file_id = entry.get("id") if isinstance(entry, dict) else None
+        if not is_key_part(file_id):
+            return f"input file {index}: {shown(str(file_id))} is not a valid file id"
+        per_file = tasks.get(file_id) if isinstance(tasks, dict) else None
+        if not isinstance(per_file, dict) or any(n.id not in per_file for n in nodes):
+            return f"input file {index}: the job's record has no task state for every node"
+    return None
 
 
 class _Progress:

@@ -26,6 +26,7 @@ goes through ``cancelling`` while its runner stops.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -236,6 +237,33 @@ class WorkflowLimits:
     embed_model: str | None = None
 
 
+#: a node id (it names the node's output blobs): a letter or digit, then up to 127
+#: letters, digits, '_', '.' or '-'
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+NODE_ID_RULE = (
+    "1-128 letters, digits, '_', '.' or '-', starting with a letter or digit, without '..'"
+)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut short, in ASCII (NULs and surrogates escaped)."""
+    return ascii(text if len(text) <= limit else text[:limit] + "...")
+
+
+def is_key_part(text: object) -> bool:
+    """Whether ``text`` may be one part of a blob key (a node or file id)."""
+    return isinstance(text, str) and bool(_NODE_ID.fullmatch(text)) and ".." not in text
+
+
+def node_id_problem(node_id: object) -> str | None:
+    """Why ``node_id`` cannot be a node's id (it becomes part of blob keys), or None."""
+    if not isinstance(node_id, str) or not node_id:
+        return "a node id must be a non-empty string"
+    if not is_key_part(node_id):
+        return f"{shown(node_id)} is not a valid node id: use {NODE_ID_RULE}"
+    return None
+
+
 def input_key(tenant: str, job_id: str, file_id: str) -> str:
     return f"{tenant_prefix(tenant)}/workflows/{job_id}/{file_id}/input"
 
@@ -328,8 +356,8 @@ class WorkflowService:
         if settings is not None and not isinstance(settings, dict):
             raise _bad(f"{where}.settings: must be an object", f"{where}.settings")
         node_id = raw.get("id")
-        if node_id is not None and (not isinstance(node_id, str) or not node_id):
-            raise _bad(f"{where}.id: must be a non-empty string", f"{where}.id")
+        if node_id is not None and (problem := node_id_problem(node_id)) is not None:
+            raise _bad(f"{where}.id: {problem}", f"{where}.id")
         return Node(
             id=node_id or str(uuid.uuid4()),
             name=raw["name"],
