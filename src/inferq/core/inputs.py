@@ -65,8 +65,22 @@ def _int_message(text: str) -> str:
     return f"the integer {shown} is out of range; integers must fit in 64 bits"
 
 
-def loads(data: bytes | str, *, what: str = "the body") -> Any:
-    """Parse client JSON and :func:`check` it; raise InvalidRequest naming ``what``."""
+def loads(data: bytes | str, *, what: str = "the body", param: str | None = None) -> Any:
+    """Parse client JSON and :func:`check` it; raise InvalidRequest naming ``what``.
+
+    ``param`` is the request field the text came from (``request_data``): the errors
+    name it, so a dialect that renders per-field errors points at it.
+    """
+    try:
+        return _loads(data, what)
+    except InvalidRequest as exc:
+        if param is None:
+            raise
+        exc.param = param
+        raise
+
+
+def _loads(data: bytes | str, what: str) -> Any:
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")

@@ -295,7 +295,11 @@ def row_defaults(params: InferenceParameters | None) -> tuple[dict[str, Any], di
         )
     extra: Any = {}
     if params.extra_body:
-        extra = inputs.loads(params.extra_body, what="inferenceParameters.extraBody")
+        extra = inputs.loads(
+            params.extra_body,
+            what="inferenceParameters.extraBody",
+            param="inferenceParameters.extraBody",
+        )
         if not isinstance(extra, dict):
             raise InvalidRequest(
                 "inferenceParameters.extraBody: must hold a JSON object",

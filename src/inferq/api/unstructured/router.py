@@ -83,7 +83,7 @@ async def create_job(request: Request, caller: CallerDep, services: ServicesDep)
             files.append(InputFile(name=name, data=bytes(data), content_type=part.content_type))
     if request_data is None:
         raise InvalidRequest("request_data: field required", param="request_data")
-    body = inputs.loads(request_data, what="request_data")
+    body = inputs.loads(request_data, what="request_data", param="request_data")
     if not isinstance(body, dict):
         raise InvalidRequest("request_data: must be a JSON object", param="request_data")
     template_id, job_nodes = body.get("template_id"), body.get("job_nodes")
