@@ -1,7 +1,8 @@
 """The composition root: the parts of one inferq process, opened and closed together.
 
 ``inferq serve`` wraps a runtime in the HTTP app (:func:`inferq.api.app.create_app`);
-``inferq worker`` runs one without HTTP.
+``inferq worker`` runs one without HTTP; :func:`open_services` opens one that runs
+nothing, for the CLI's one-shot commands.
 """
 
 from __future__ import annotations
@@ -161,3 +162,22 @@ async def open_runtime(
             await worker.stop()
         await the_registry.close()
         await the_store.close()
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    store: JobStore | None = None,
+    registry: ModelRegistry | None = None,
+    blobs: BlobStore | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open the store, the blobs and the services, with no engine loaded and no worker.
+
+    What a one-shot command needs (``inferq jobs cancel``, ``inferq batch show``): the
+    models file is read, so that requests are checked against it, but nothing runs.
+    """
+    async with open_runtime(
+        settings.model_copy(update={"worker": False}), store=store, registry=registry, blobs=blobs
+    ) as runtime:
+        yield runtime
