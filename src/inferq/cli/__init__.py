@@ -1,0 +1,61 @@
+"""The ``inferq`` command line: serve, worker, models, keys, jobs, batch, db.
+
+Every command takes ``--data-dir`` (env ``INFERQ_DATA_DIR``) and works on the
+same data while a server runs: the store is opened directly, and SQLite's WAL
+lets the CLI and the server share it.
+
+One module per command group; :mod:`inferq.cli.common` holds the options they share,
+the error reporting and the way a command opens the store or the services.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from inferq import __version__
+from inferq.cli.batch import batch_app
+from inferq.cli.common import out
+from inferq.cli.db import db_app
+from inferq.cli.jobs import jobs_app
+from inferq.cli.keys import keys_app
+from inferq.cli.models import models_command
+from inferq.cli.serve import first_start as _first_start
+from inferq.cli.serve import serve
+from inferq.cli.worker import worker
+
+__all__ = ["_first_start", "app", "main"]
+
+app = typer.Typer(
+    help="inferq: durable inference jobs behind the APIs your clients already speak.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command()(serve)
+app.command()(worker)
+app.command("models")(models_command)
+app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(batch_app, name="batch")
+app.add_typer(db_app, name="db")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"inferq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """inferq: durable inference jobs behind the APIs your clients already speak."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,137 @@
+"""What every command shares: the consoles, the common options, settings, error reporting
+and the one way to open what a command needs.
+
+The options are declared once, as ``Annotated`` aliases (``DataDir``, ``DatabaseUrl``,
+``ModelsFile``, ``LogLevel``), and a command takes the ones it uses. An
+:class:`~inferq.core.errors.InferqError` that escapes a command is reported by
+:func:`reporting` as ``error: MESSAGE`` on stderr with exit code 1 (2 for bad
+configuration). A command opens the store alone (:func:`with_store`) when plain store
+reads are all it needs, or the services (:func:`with_services`, through
+:func:`inferq.runtime.open_services`) when it runs domain operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from inferq.config import Settings
+from inferq.core.errors import InferqError
+from inferq.core.states import JobState
+from inferq.engines.base import ModelSpec
+from inferq.engines.registry import load_specs
+from inferq.store.base import JobStore
+
+if TYPE_CHECKING:
+    from inferq.runtime import Runtime
+
+T = TypeVar("T")
+
+out = Console()
+err = Console(stderr=True)
+if not out.is_terminal:
+    # Piped or captured output has no width to fit; keep tables whole.
+    out.width = 200
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory [env INFERQ_DATA_DIR; default ./inferq-data]."),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option("--database-url", help="sqlite:///PATH [env INFERQ_DATABASE_URL]."),
+]
+ModelsFile = Annotated[
+    Path | None,
+    typer.Option("--models", help="TOML models file [env INFERQ_MODELS_FILE]."),
+]
+LogLevel = Annotated[str | None, typer.Option(help="debug, info, warning, error.")]
+
+
+def settings(**given: Any) -> Settings:
+    """Settings from the environment, overridden by the flags that were given."""
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def reporting(code: int = 1) -> Iterator[None]:
+    """Turn an :class:`InferqError` into ``error: MESSAGE`` on stderr and exit ``code``."""
+    try:
+        yield
+    except InferqError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(code) from exc
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to its end, reporting an :class:`InferqError` (exit 1)."""
+    with reporting():
+        return asyncio.run(main)
+
+
+def with_store(settings: Settings, action: Callable[[JobStore], Awaitable[T]]) -> T:
+    """Run ``action`` on the opened store alone (no models, no blobs)."""
+
+    async def main() -> T:
+        store = settings.create_store()
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return run(main())
+
+
+def with_services(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run ``action`` on the services (the store, the blobs; no engine, no worker)."""
+    from inferq.runtime import open_services
+
+    async def main() -> T:
+        async with open_services(settings) as runtime:
+            return await action(runtime)
+
+    return run(main())
+
+
+def load_models(settings: Settings) -> dict[str, ModelSpec]:
+    """The models file's models; a bad file ends the command (exit 2)."""
+    with reporting(2):
+        return load_specs(settings.models_file)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def parse_state(name: str) -> JobState:
+    """The state named ``name``; an unknown name ends the command (exit 2)."""
+    try:
+        return JobState(name)
+    except ValueError:
+        fail(f"unknown state {name!r}; one of " + ", ".join(s.value for s in JobState), 2)
+
+
+def timestamp(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")

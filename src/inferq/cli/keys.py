@@ -1,0 +1,78 @@
+"""``inferq keys``: create, list and revoke API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferq.cli.common import DatabaseUrl, DataDir, err, out, settings, timestamp, with_store
+from inferq.core.errors import Conflict
+from inferq.core.keys import KeyService, TenantExists
+from inferq.core.models import ApiKey
+from inferq.store.base import JobStore
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name for the key (unique).")],
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="The tenant whose jobs the key reads and writes; pass it to join an existing "
+            "tenant. Without it the key gets a new tenant named like the key, and the command "
+            "fails when a tenant of that name already exists."
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a key and print it alone on stdout (it is not shown again)."""
+
+    async def create(store: JobStore) -> tuple[ApiKey, str]:
+        try:
+            return await KeyService(store).create(name=name, tenant=tenant)
+        except TenantExists as exc:
+            raise Conflict(
+                f"the tenant {exc.tenant!r} already exists, and a key without --tenant gets "
+                f"a new tenant named like the key. Pass --tenant {exc.tenant} to join that "
+                "tenant (and read its jobs), or pick another --name."
+            ) from exc
+
+    key, secret = with_store(settings(data_dir=data_dir, database_url=database_url), create)
+    err.print(f"created key {key.id} ({key.name}) for tenant {key.tenant}")
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List keys (their secrets are never stored)."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    keys = with_store(config, lambda store: KeyService(store).list())
+    table = Table("id", "name", "tenant", "admin", "prefix", "created", "revoked")
+    for key in keys:
+        table.add_row(
+            key.id,
+            key.name,
+            key.tenant,
+            "yes" if key.admin else "",
+            key.prefix + "…",
+            timestamp(key.created_at),
+            timestamp(key.revoked_at),
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id or name.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key; requests with it get 401 within seconds."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    revoked = with_store(config, lambda store: KeyService(store).revoke(key))
+    out.print(f"revoked {revoked.id} ({revoked.name})")

@@ -1,0 +1,104 @@
+"""``inferq serve``: the API and (by default) a worker in one process; the first start
+creates the admin key and prints it once, on stderr."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from inferq.cli.common import (
+    DatabaseUrl,
+    DataDir,
+    LogLevel,
+    ModelsFile,
+    configure_logging,
+    err,
+    load_models,
+    settings,
+    with_store,
+)
+from inferq.config import Settings
+from inferq.core.errors import Conflict
+from inferq.core.keys import KeyService
+from inferq.store.base import JobStore
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8000].")] = None,
+    data_dir: DataDir = None,
+    models: ModelsFile = None,
+    database_url: DatabaseUrl = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
+    ] = True,
+    log_level: LogLevel = None,
+) -> None:
+    """Run the API and a worker. Creates and prints an admin key on the first start."""
+    import uvicorn
+
+    from inferq.api import redact
+    from inferq.api.app import create_app
+    from inferq.api.timeouts import http_protocol
+
+    config = settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        models_file=models,
+        database_url=database_url,
+        worker=worker,
+        log_level=log_level,
+    )
+    configure_logging(config)
+    load_models(config)
+    first_start(config)
+    # signed URLs carry their credential in the path: keep it out of the access log
+    # (uvicorn's logging setup keeps the filters of the loggers it configures)
+    redact.install()
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level.lower(),
+        access_log=True,
+        http=http_protocol(header_timeout=config.header_timeout, body_timeout=config.body_timeout),
+    )
+
+
+def first_start(config: Settings) -> None:
+    """Create the admin key of a database without keys, and print it once."""
+
+    async def ensure_admin_key(store: JobStore) -> str | None:
+        keys = KeyService(store)
+        if await keys.has_keys():
+            return None
+        try:
+            _, secret = await keys.create(name="admin", tenant="default", admin=True)
+        except Conflict:  # another server starting on the same database made it first
+            return None
+        return secret
+
+    secret = with_store(config, ensure_admin_key)
+    if secret is None:
+        return
+    _show_admin_key(secret)
+
+
+def _show_admin_key(secret: str) -> None:
+    """Print the first admin key once, on stderr alone.
+
+    Not on stdout too: a service manager or container runtime collects both, and
+    the key must not be stored twice (nor inside a copy-paste example).
+    """
+    err.print(
+        "\n[bold]Created an admin API key (tenant default). It is shown only this once:[/bold]\n"
+    )
+    err.print(secret, soft_wrap=True, highlight=False)
+    err.print(
+        "\nSend it as 'Authorization: Bearer KEY'. Create more keys (each a tenant of its "
+        "own) with: inferq keys create --name NAME\n",
+        soft_wrap=True,
+        highlight=False,
+    )
