@@ -24,23 +24,22 @@ import logging
 import time
 from collections.abc import Callable
 
-from inferq.core.events import wait_event
 from inferq.core.models import Batch
 from inferq.core.states import JobState
 from inferq.core.workflow_run import JobLost, WorkflowExecutor
 from inferq.core.workflows import DIALECT
-from inferq.runner.retry import Retries, RetryPolicy
+from inferq.runner.periodic import RecordRunner
+from inferq.runner.retry import RetryPolicy
 from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.workflows")
 
-#: the longest pause between two turns while turns fail (the store is away)
-LOOP_PAUSE_CAP = 30.0
-#: open records read per store round trip
-PAGE = 200
 
+class WorkflowRunner(RecordRunner):
+    noun = "workflow job"
+    workflows = True
+    page = 200
 
-class WorkflowRunner:
     def __init__(
         self,
         *,
@@ -54,58 +53,29 @@ class WorkflowRunner:
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.store = store
+        super().__init__(
+            store=store,
+            owner=owner,
+            log=log,
+            lease_seconds=lease_seconds,
+            interval=interval,
+            clock=clock,
+            retry=retry,
+        )
         self.executor = executor
-        self.owner = owner
         self.max_running = max_running
         self.concurrency = concurrency
-        self.lease_seconds = lease_seconds
-        self.interval = interval
-        self.clock = clock
-        self.retries = Retries(retry)
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
+        tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
+        await super().stop()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._task = None
         self._running.clear()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self.turn()
-            except Exception:
-                # the store is down or unreachable: say so once, then wait longer each time
-                failures += 1
-                if failures == 1:
-                    log.exception("workflow runner turn failed; retrying")
-                else:
-                    log.debug("workflow runner turn failed again (%d in a row)", failures)
-            else:
-                if failures:
-                    log.info("workflow runner turns work again after %d failures", failures)
-                failures = 0
-            pause = (
-                min(LOOP_PAUSE_CAP, self.retries.policy.delay(failures))
-                if failures
-                else self.interval
-            )
-            await wait_event(self._wake, pause)
-            self._wake.clear()
 
     async def turn(self) -> int:
         """Take what can be taken now; return how many jobs this runner holds."""
@@ -133,7 +103,7 @@ class WorkflowRunner:
                     running[job.tenant] = count
                     continue
                 running[job.tenant] = count + 1
-            if not await self._lease(job):
+            if not await self.lease(job):
                 continue
             self._running[job.id] = asyncio.create_task(self._hold(job))
         return len(self._running)
@@ -142,11 +112,9 @@ class WorkflowRunner:
         """Every open workflow job whose lease is free, oldest first, page by page."""
         jobs: list[Batch] = []
         while True:
-            page = await self.store.active_batches(
-                now=now, limit=PAGE, workflows=True, after=jobs[-1].seq if jobs else 0
-            )
+            page = await self.open_records(now, after=jobs[-1].seq if jobs else 0)
             jobs += page
-            if len(page) < PAGE:
+            if len(page) < self.page:
                 return jobs
 
     async def run_until_idle(self) -> None:
@@ -168,12 +136,6 @@ class WorkflowRunner:
             states=frozenset({JobState.RUNNING, JobState.CANCELLING}),
         )
         return len(jobs)
-
-    async def _lease(self, job: Batch) -> bool:
-        now = self.clock()
-        return await self.store.lease_batch(
-            job, owner=self.owner, now=now, until=now + self.lease_seconds
-        )
 
     async def _hold(self, job: Batch) -> None:
         """Run one job to its end while the lease holds; release the lease after."""
@@ -197,51 +159,13 @@ class WorkflowRunner:
             failed = exc
         finally:
             if failed is not None:
-                await self._failed(job, state, failed)
+                await self.record_failed(job, state.value, failed)
             else:
-                if self.retries.succeeded(job.id):
-                    log.info("workflow job %s: runs again after failures", job.id)
-                with contextlib.suppress(Exception):
-                    now = self.clock()
-                    await self.store.lease_batch(job, owner=self.owner, now=now, until=now - 1)
+                self.recovered(job)
+                await self.release(job)
             self.wake()
 
-    async def _failed(self, job: Batch, state: JobState, exc: Exception) -> None:
-        """A run of ``job`` raised: back off, or end the job after too many in a row."""
-        now = self.clock()
-        failure = self.retries.failed(job.id, state.value, now)
-        if failure.give_up:
-            reason = (
-                f"the job could not be run: {failure.count} unexpected errors in a row, "
-                f"the last {type(exc).__name__}; see the server log"
-            )
-            if failure.count == self.retries.policy.give_up_after:
-                log.error("workflow job %s: %s", job.id, reason, exc_info=exc)
-            try:
-                await self._end(job, reason)
-            except Exception:
-                if failure.count == self.retries.policy.give_up_after:
-                    log.warning("workflow job %s: could not be failed; trying again later",
-                                job.id, exc_info=True)  # fmt: skip
-            else:
-                self.retries.forget(job.id)
-                with contextlib.suppress(Exception):
-                    await self.store.lease_batch(job, owner=self.owner, now=now, until=now - 1)
-                return
-        elif failure.first_in_state:
-            log.warning(
-                "workflow job %s (%s): the run failed; retrying in %.0f s (at most %d tries)",
-                job.id, state.value, failure.retry_at - now,
-                self.retries.policy.give_up_after, exc_info=exc,
-            )  # fmt: skip
-        else:
-            log.debug("workflow job %s (%s): the run failed again (%d in a row): %s",
-                      job.id, state.value, failure.count, type(exc).__name__)  # fmt: skip
-        # the lease, held until the retry, keeps every runner of the fleet off it till then
-        with contextlib.suppress(Exception):
-            await self.store.lease_batch(job, owner=self.owner, now=now, until=failure.retry_at)
-
-    async def _end(self, job: Batch, reason: str) -> None:
+    async def give_up(self, job: Batch, reason: str) -> None:
         """End a job whose runs keep failing: FAILED, or STOPPED when it was cancelled."""
         for _ in range(5):
             current = await self.store.get_batch(job.id, tenant=job.tenant)
@@ -260,7 +184,7 @@ class WorkflowRunner:
                 await asyncio.wait([run], timeout=min(self.interval, self.lease_seconds / 3))
                 if run.done():
                     break
-                if not await self._lease(job):
+                if not await self.lease(job):
                     log.warning("workflow job %s: lease lost; stopping", job.id)
                     run.cancel()
                     break
