@@ -76,7 +76,7 @@ def loads(data: bytes | str, *, what: str = "the body", param: str | None = None
     except InvalidRequest as exc:
         if param is None:
             raise
-        exc.param = param
+        exc.param = f"{param}.{exc.param}" if exc.param else param
         raise
 
 
