@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from inferq.engines.llama_batch import ThreadTuner
 from inferq.engines.llama_text import TextStream, common_prefix
+from inferq.engines.llama_threads import ThreadTuner
 
 
 def feed(stream: TextStream, chunks: list[bytes]) -> list[str]:

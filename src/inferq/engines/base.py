@@ -16,14 +16,16 @@ import contextlib
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, InvalidRequest
 from inferq.core.events import wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Request
 from inferq.core.states import ServiceClass
+
+T = TypeVar("T")
 
 #: called with each new piece of generated text, on the event loop
 TextCallback = Callable[[str], None]
@@ -206,3 +208,21 @@ def normalise(vector: Sequence[float]) -> tuple[float, ...]:
     if norm == 0.0:
         return tuple(float(x) for x in vector)
     return tuple(float(x) / norm for x in vector)
+
+
+async def unless_aborted(abort: AbortSignal, work: Awaitable[T]) -> T | None:
+    """The result of ``work``, or None when ``abort`` is set first: then ``work`` is
+    cancelled, which closes any upstream response it has open."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(abort.wait())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return None
+    return task.result()

