@@ -8,7 +8,7 @@ nothing, for the CLI's one-shot commands.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from inferq.blobs import BlobStore, LocalBlobs
@@ -27,12 +27,15 @@ from inferq.runner.workflows import WorkflowRunner
 from inferq.store.base import JobStore
 
 
-def batch_formats() -> dict[str, BatchFormat]:
-    """Each dialect's way of reading batch rows and writing their results."""
-    from inferq.api.fireworks.batch_format import FireworksBatchFormat
-    from inferq.api.openai.batch_format import OpenAIBatchFormat
+@dataclass(frozen=True, kw_only=True)
+class Plugins:
+    """What the dialects (in the API, which this module must not import) add to a runtime.
 
-    return {"openai": OpenAIBatchFormat(), "fireworks": FireworksBatchFormat()}
+    The entry points build it from :data:`inferq.api.dialects.DIALECTS`.
+    """
+
+    #: each dialect's way of reading batch rows and writing their results, by dialect name
+    batch_formats: Mapping[str, BatchFormat]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Runtime:
 async def open_runtime(
     settings: Settings,
     *,
+    plugins: Plugins,
     store: JobStore | None = None,
     registry: ModelRegistry | None = None,
     blobs: BlobStore | None = None,
@@ -76,7 +80,7 @@ async def open_runtime(
         blobs=the_blobs,
         models=the_registry,
         events=events,
-        formats=batch_formats(),
+        formats=dict(plugins.batch_formats),
         limits=BatchLimits(
             max_rows=settings.max_batch_rows,
             max_open=settings.max_open_batches,
@@ -168,6 +172,7 @@ async def open_runtime(
 async def open_services(
     settings: Settings,
     *,
+    plugins: Plugins,
     store: JobStore | None = None,
     registry: ModelRegistry | None = None,
     blobs: BlobStore | None = None,
@@ -178,6 +183,10 @@ async def open_services(
     models file is read, so that requests are checked against it, but nothing runs.
     """
     async with open_runtime(
-        settings.model_copy(update={"worker": False}), store=store, registry=registry, blobs=blobs
+        settings.model_copy(update={"worker": False}),
+        plugins=plugins,
+        store=store,
+        registry=registry,
+        blobs=blobs,
     ) as runtime:
         yield runtime

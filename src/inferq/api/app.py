@@ -1,4 +1,10 @@
-"""The app factory: the one place where inferq's parts are put together."""
+"""The app factory: the one place where inferq's parts are put together.
+
+The dialects come from one list (:data:`inferq.api.dialects.DIALECTS`): their
+routers are mounted, their error renderers and upload paths handed to the error
+handlers and the body limit, and their batch formats to the runtime (which imports
+nothing from the API).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from inferq import __version__
-from inferq.api import fireworks, health, infera, openai, together, unstructured
+from inferq.api import health
 from inferq.api.deps import Services
+from inferq.api.dialects import DIALECTS
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
 from inferq.api.guard import InputGuardMiddleware
 from inferq.api.timeouts import BodyTimeoutMiddleware
@@ -36,7 +43,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, store=store, registry=registry, blobs=blobs) as runtime:
+        async with open_runtime(
+            settings,
+            store=store,
+            registry=registry,
+            blobs=blobs,
+            plugins=DIALECTS.plugins(),
+        ) as runtime:
             app.state.services = Services(
                 settings=settings,
                 store=runtime.store,
@@ -55,19 +68,18 @@ def create_app(
         description="Self-hosted inference jobs behind the APIs your clients already speak.",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, DIALECTS)
     # added first, so it runs inside the body limit: it only reads bodies under the limit
-    app.add_middleware(InputGuardMiddleware)
+    app.add_middleware(InputGuardMiddleware, dialects=DIALECTS)
     app.add_middleware(
         BodyLimitMiddleware,
+        dialects=DIALECTS,
         max_bytes=settings.max_body_bytes,
         max_file_bytes=settings.max_file_bytes,
     )
-    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.body_timeout)  # outermost
+    # outermost
+    app.add_middleware(BodyTimeoutMiddleware, dialects=DIALECTS, timeout=settings.body_timeout)
     app.include_router(health.router)
-    app.include_router(together.router)
-    app.include_router(openai.router)
-    app.include_router(fireworks.router)
-    app.include_router(infera.router)
-    app.include_router(unstructured.router)
+    for dialect in DIALECTS.all:
+        app.include_router(dialect.router)
     return app

@@ -2,24 +2,25 @@
 
 Services raise :class:`~inferq.core.errors.InferqError`; request validation
 raises FastAPI's ``RequestValidationError``; routing raises Starlette's
-``HTTPException``. One handler per exception kind picks the dialect from the
-path and lets that dialect render the body. Anything else is a bug: it is
-logged with its traceback and rendered as a 500 without internals.
+``HTTPException``. One handler per exception kind picks the dialect that serves
+the path (:meth:`~inferq.api.dialect.Dialects.for_path`) and lets it render the
+body. Anything else is a bug: it is logged with its traceback and rendered as a
+500 without internals.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inferq.api import fireworks, infera, openai, together, unstructured
+from inferq.api.dialect import Dialect, Dialects
 from inferq.core.errors import (
     AuthenticationFailed,
     ClientError,
@@ -36,24 +37,10 @@ from inferq.core.errors import (
 
 log = logging.getLogger("inferq.api")
 
-Renderer = Callable[[InferqError], JSONResponse]
 
-
-def renderer_for(path: str) -> Renderer:
-    """The error renderer of the dialect that serves ``path``."""
-    if path.startswith("/v1/queue"):
-        return together.render_error
-    if path.startswith(("/v1/accounts/", "/v1/downloads/")):
-        return fireworks.render_error
-    if path.startswith("/v1/"):
-        return openai.render_error
-    if path.startswith("/api/v1/"):
-        return unstructured.render_error
-    return infera.render_error
-
-
-def render(request_path: str, exc: InferqError) -> JSONResponse:
-    response = renderer_for(request_path)(public(exc))
+def render(dialect: Dialect, exc: InferqError) -> JSONResponse:
+    """``exc`` in ``dialect``'s shape, with the retry headers every dialect shares."""
+    response = dialect.render_error(public(exc))
     # The official SDKs retry 408/409 and 5xx by default; a client mistake, a
     # finished job or a deadline the client chose will not change on retry (a
     # retried 408 would only queue the same doomed request again), so tell them not to.
@@ -82,22 +69,33 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     return InvalidRequest(f"{param}: {message}" if param else message, param=param or None)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def fastapi_validation(exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own 422 body, for the dialects that document it (Infera, Unstructured)."""
+    errors = [
+        {key: err[key] for key in ("loc", "msg", "type", "input", "ctx") if key in err}
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
+    def render_at(path: str, exc: InferqError) -> JSONResponse:
+        return render(dialects.for_path(path), exc)
+
     async def on_inferq_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, InferqError)
         if not isinstance(exc, ClientError):
             log.warning("%s %s failed: %s", request.method, request.url.path, exc)
-        return render(request.url.path, exc)
+        return render_at(request.url.path, exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        path = request.url.path
-        if renderer_for(path) in (infera.render_error, unstructured.render_error):
-            # FastAPI's own 422 shape is what Infera and Unstructured document.
-            response = infera.render_validation(exc)
+        dialect = dialects.for_path(request.url.path)
+        if dialect.render_validation is not None:
+            response = dialect.render_validation(exc)
             response.headers["x-should-retry"] = "false"
             return response
-        return render(path, validation_error(exc))
+        return render(dialect, validation_error(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -118,26 +116,16 @@ def install_error_handlers(app: FastAPI) -> None:
             mapped = Conflict(str(exc.detail))
         else:
             mapped = InvalidRequest(str(exc.detail))
-        return render(request.url.path, mapped)
+        return render_at(request.url.path, mapped)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return render(request.url.path, InferqError("internal error; see the server log"))
+        return render_at(request.url.path, InferqError("internal error; see the server log"))
 
     app.add_exception_handler(InferqError, on_inferq_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
-
-
-def is_upload(path: str) -> bool:
-    """Whether ``path`` takes file bytes (and so the file limit, not the body limit)."""
-    return (
-        path == "/v1/files"
-        or path.endswith(":upload")
-        or path.startswith("/v1/uploads/")
-        or path.rstrip("/") == "/api/v1/jobs"
-    )
 
 
 #: room for the multipart framing around an uploaded file
@@ -148,12 +136,20 @@ class BodyLimitMiddleware:
     """Refuses request bodies over the limit with a 413 in the dialect's shape.
 
     The limit is ``max_bytes``, or ``max_file_bytes`` on the paths that take file
-    uploads (:func:`is_upload`). Checks ``Content-Length`` up front and counts
-    streamed (chunked) bodies too.
+    uploads (:meth:`Dialects.is_upload`). Checks ``Content-Length`` up front and
+    counts streamed (chunked) bodies too.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, max_file_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        dialects: Dialects,
+        max_bytes: int,
+        max_file_bytes: int | None = None,
+    ) -> None:
         self.app = app
+        self.dialects = dialects
         self.max_bytes = max_bytes
         self.max_file_bytes = max_file_bytes or max_bytes
 
@@ -161,7 +157,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if is_upload(scope["path"]):
+        if self.dialects.is_upload(scope["path"]):
             limit = self.max_file_bytes + _MULTIPART_SLACK
             too_large = PayloadTooLarge(
                 f"the file is larger than the limit of {self.max_file_bytes} bytes"
@@ -172,7 +168,9 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_response(scope, send, render(scope["path"], too_large))
+            await send_response(
+                scope, send, render(self.dialects.for_path(scope["path"]), too_large)
+            )
             return
         seen = 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inferq.api.dialect import Dialects
 from inferq.api.errors import render, send_response
 from inferq.core import inputs
 from inferq.core.errors import InferqError, InvalidRequest
@@ -28,21 +29,23 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 class InputGuardMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, dialects: Dialects) -> None:
         self.app = app
+        self.dialects = dialects
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        dialect = self.dialects.for_path(path)
         query: bytes = scope.get("query_string", b"")
         if "\x00" in path or b"%00" in query or b"\x00" in query:
             where = "the path" if "\x00" in path else "the query string"
             await send_response(
                 scope,
                 send,
-                render(path, InvalidRequest(f"{where} contains a NUL character (%00)")),
+                render(dialect, InvalidRequest(f"{where} contains a NUL character (%00)")),
             )
             return
         if scope["method"] not in _BODY_METHODS:
@@ -57,7 +60,7 @@ class InputGuardMiddleware:
             try:
                 message = await receive()
             except InferqError as exc:  # the body limit, counting a streamed body
-                await send_response(scope, send, render(path, exc))
+                await send_response(scope, send, render(dialect, exc))
                 return
             if message["type"] != "http.request":
                 # the client went away before the whole body came: nothing to check
@@ -74,7 +77,7 @@ class InputGuardMiddleware:
                 pass  # not JSON at all: the dialect refuses it in its own words
             except InvalidRequest as exc:
                 await send_response(
-                    scope, send, render(path, InvalidRequest(exc.message, param="body"))
+                    scope, send, render(dialect, InvalidRequest(exc.message, param="body"))
                 )
                 return
         await self.app(

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from inferq.api.dialect import Dialects
 from inferq.api.errors import render, send_response
 from inferq.core.errors import ClientError
 
@@ -44,8 +45,9 @@ class RequestTimeout(ClientError):
 class BodyTimeoutMiddleware:
     """Answers 408 when no piece of the request body arrives for ``timeout`` seconds."""
 
-    def __init__(self, app: ASGIApp, *, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, *, dialects: Dialects, timeout: float) -> None:
         self.app = app
+        self.dialects = dialects
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,7 +95,9 @@ class BodyTimeoutMiddleware:
         except RequestTimeout as exc:
             if started:
                 raise
-            await send_response(scope, tracking_send, render(scope["path"], exc))
+            await send_response(
+                scope, tracking_send, render(self.dialects.for_path(scope["path"]), exc)
+            )
 
 
 def _plain_408(default_headers: list[tuple[bytes, bytes]], message: str) -> bytes:

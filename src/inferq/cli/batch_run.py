@@ -87,12 +87,16 @@ def follow(settings: Settings, batch: Batch, *, run_here: str) -> Batch:
         TimeRemainingColumn,
     )
 
+    from inferq.api.dialects import DIALECTS
     from inferq.runtime import open_runtime
 
     async def main() -> Batch:
         async with contextlib.AsyncExitStack() as stack:
             runtime = await stack.enter_async_context(
-                open_runtime(settings.model_copy(update={"worker": run_here == "yes"}))
+                open_runtime(
+                    settings.model_copy(update={"worker": run_here == "yes"}),
+                    plugins=DIALECTS.plugins(),
+                )
             )
             working_here = run_here == "yes"
             started = time.monotonic()
@@ -132,7 +136,10 @@ def follow(settings: Settings, batch: Batch, *, run_here: str) -> Batch:
                             "no worker took the batch up within 3 s: running it in this process"
                         )
                         await stack.enter_async_context(
-                            open_runtime(settings.model_copy(update={"worker": True}))
+                            open_runtime(
+                                settings.model_copy(update={"worker": True}),
+                                plugins=DIALECTS.plugins(),
+                            )
                         )
                         working_here = True
                     await asyncio.sleep(0.5)

@@ -103,10 +103,11 @@ def with_store(settings: Settings, action: Callable[[JobStore], Awaitable[T]]) -
 
 def with_services(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
     """Run ``action`` on the services (the store, the blobs; no engine, no worker)."""
+    from inferq.api.dialects import DIALECTS
     from inferq.runtime import open_services
 
     async def main() -> T:
-        async with open_services(settings) as runtime:
+        async with open_services(settings, plugins=DIALECTS.plugins()) as runtime:
             return await action(runtime)
 
     return run(main())

@@ -28,6 +28,7 @@ def worker(
     `inferq serve --no-worker` API processes. Stops cleanly on SIGINT or SIGTERM,
     handing its running jobs back to the queue.
     """
+    from inferq.api.dialects import DIALECTS
     from inferq.runtime import open_runtime
 
     config = settings(
@@ -44,7 +45,7 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with open_runtime(config):
+        async with open_runtime(config, plugins=DIALECTS.plugins()):
             await stop.wait()
 
     run(main())

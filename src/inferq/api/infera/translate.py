@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from inferq.core.errors import InferqError, InvalidRequest
@@ -68,11 +66,3 @@ def render_error(exc: InferqError) -> JSONResponse:
         detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
-
-
-def render_validation(exc: RequestValidationError) -> JSONResponse:
-    errors = [
-        {key: err[key] for key in ("loc", "msg", "type", "input", "ctx") if key in err}
-        for err in exc.errors()
-    ]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from inferq.api.dialect import Dialect
+from inferq.api.errors import fastapi_validation
 from inferq.api.unstructured.router import router
 from inferq.api.unstructured.translate import render_error
+from inferq.core.workflows import DIALECT as WORKFLOWS
 
-__all__ = ["render_error", "router"]
+
+def is_upload(path: str) -> bool:
+    """``POST /api/v1/jobs/`` (multipart: the request and its files)."""
+    return path.rstrip("/") == "/api/v1/jobs"
+
+
+DIALECT = Dialect(
+    name=WORKFLOWS,
+    router=router,
+    prefixes=("/api/v1/",),
+    render_error=render_error,
+    render_validation=fastapi_validation,
+    is_upload=is_upload,
+)
+
+__all__ = ["DIALECT"]

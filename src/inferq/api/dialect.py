@@ -1,0 +1,86 @@
+"""What a dialect is to the rest of the API: one description per dialect package.
+
+Each ``api/<dialect>/__init__.py`` exports a :class:`Dialect` as ``DIALECT``, and
+:mod:`inferq.api.dialects` lists them. Everything that used to know every dialect by
+name is derived from that list: the routers the app mounts, whose error shape a path
+gets (:meth:`Dialects.for_path`: the longest prefix wins, so the order of the list
+does not matter), which paths take file uploads (the body limit), and the batch
+formats the runtime's batch runner uses (:meth:`Dialects.plugins`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from inferq.core.batches import BatchFormat
+from inferq.core.errors import InferqError
+from inferq.runtime import Plugins
+
+#: renders an error (already made public) in the dialect's shape
+Renderer = Callable[[InferqError], JSONResponse]
+#: renders FastAPI's request validation error, for a dialect that documents its own shape
+ValidationRenderer = Callable[[RequestValidationError], JSONResponse]
+
+
+def no_uploads(path: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dialect:
+    """One provider API that inferq speaks."""
+
+    #: its name, as batch records carry it (``Batch.dialect``)
+    name: str
+    #: every endpoint of the dialect
+    router: APIRouter
+    #: the path prefixes whose errors this dialect renders; the longest match wins, and
+    #: ``""`` (every path) makes a dialect the one for paths no other one claims
+    prefixes: tuple[str, ...]
+    render_error: Renderer
+    #: its own shape for a request that fails validation; None: :attr:`render_error` of
+    #: an InvalidRequest naming the first bad field
+    render_validation: ValidationRenderer | None = None
+    #: whether a path (of any prefix) takes file bytes: the file limit, not the body limit
+    is_upload: Callable[[str], bool] = no_uploads
+    #: how its batches' input and output lines look, when it has batches
+    batch_format: BatchFormat | None = None
+
+
+class Dialects:
+    """The dialects one app serves, looked up by path."""
+
+    def __init__(self, dialects: Iterable[Dialect]) -> None:
+        self.all = tuple(dialects)
+        owners: dict[str, Dialect] = {}
+        for dialect in self.all:
+            for prefix in dialect.prefixes:
+                if prefix in owners:
+                    raise ValueError(
+                        f"prefix {prefix!r} is claimed by both {owners[prefix].name} "
+                        f"and {dialect.name}"
+                    )
+                owners[prefix] = dialect
+        if "" not in owners:
+            raise ValueError("no dialect claims the paths the others leave (prefix '')")
+        #: longest first, so the first match is the most specific one
+        self._by_prefix = sorted(owners.items(), key=lambda item: len(item[0]), reverse=True)
+
+    def for_path(self, path: str) -> Dialect:
+        """The dialect whose errors ``path`` gets: the one with the longest matching prefix."""
+        return next(dialect for prefix, dialect in self._by_prefix if path.startswith(prefix))
+
+    def is_upload(self, path: str) -> bool:
+        """Whether ``path`` takes file bytes (and so the file limit, not the body limit)."""
+        return any(dialect.is_upload(path) for dialect in self.all)
+
+    def plugins(self) -> Plugins:
+        """What these dialects add to a runtime: their batch formats, by dialect name."""
+        return Plugins(
+            batch_formats={d.name: d.batch_format for d in self.all if d.batch_format is not None}
+        )

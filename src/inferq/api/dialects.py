@@ -1,0 +1,17 @@
+"""The dialects inferq speaks: the one list that the app, the error handlers, the body
+limit and the runtime's batch formats are derived from.
+
+A new dialect is a package under ``api/`` that exports a
+:class:`~inferq.api.dialect.Dialect`, and one entry here. The order is the order in
+which the routers are mounted (routes are matched in that order); which dialect
+renders a path's errors does not depend on it.
+"""
+
+from __future__ import annotations
+
+from inferq.api import fireworks, infera, openai, together, unstructured
+from inferq.api.dialect import Dialects
+
+DIALECTS = Dialects(
+    (together.DIALECT, openai.DIALECT, fireworks.DIALECT, infera.DIALECT, unstructured.DIALECT)
+)
