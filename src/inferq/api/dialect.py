@@ -10,8 +10,8 @@ formats the runtime's batch runner uses (:meth:`Dialects.plugins`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
@@ -21,8 +21,9 @@ from inferq.core.batches import BatchFormat
 from inferq.core.errors import InferqError
 from inferq.runtime import Plugins
 
-#: renders an error (already made public) in the dialect's shape
-Renderer = Callable[[InferqError], JSONResponse]
+#: renders an error (already made public) in the dialect's shape, given its HTTP status
+#: (:func:`inferq.api.errors.status_of`); the renderer may still answer another one
+Renderer = Callable[[InferqError, int], JSONResponse]
 #: renders FastAPI's request validation error, for a dialect that documents its own shape
 ValidationRenderer = Callable[[RequestValidationError], JSONResponse]
 
@@ -43,6 +44,9 @@ class Dialect:
     #: ``""`` (every path) makes a dialect the one for paths no other one claims
     prefixes: tuple[str, ...]
     render_error: Renderer
+    #: statuses of its own error classes, or its own statuses of core ones
+    #: (over :data:`inferq.api.errors.STATUS`)
+    statuses: Mapping[type[InferqError], int] = field(default_factory=dict)
     #: its own shape for a request that fails validation; None: :attr:`render_error` of
     #: an InvalidRequest naming the first bad field
     render_validation: ValidationRenderer | None = None

@@ -6,11 +6,16 @@ raises FastAPI's ``RequestValidationError``; routing raises Starlette's
 the path (:meth:`~inferq.api.dialect.Dialects.for_path`) and lets it render the
 body. Anything else is a bug: it is logged with its traceback and rendered as a
 500 without internals.
+
+The HTTP status of an error is the API's business, not the core's: :data:`STATUS`
+maps the error classes to statuses (the most specific class listed wins), and a
+dialect adds its own classes or overrides one (:attr:`Dialect.statuses`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,21 +31,58 @@ from inferq.core.errors import (
     ClientError,
     Conflict,
     DeadlineExceeded,
+    EngineUnavailable,
     InferqError,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    PromptTooLong,
     QueueFull,
+    StoreUnavailable,
     public,
 )
 
 log = logging.getLogger("inferq.api")
 
 
+class RequestTimeout(ClientError):
+    """The client took too long to send its request."""
+
+    code = "request_timeout"
+
+
+#: the HTTP status of each error class; a class not listed has its nearest base's
+STATUS: Mapping[type[InferqError], int] = {
+    InferqError: 500,
+    ClientError: 400,
+    AuthenticationFailed: 401,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    RequestTimeout: 408,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    QueueFull: 429,
+    DeadlineExceeded: 408,
+    StoreUnavailable: 503,
+    PromptTooLong: 400,
+    EngineUnavailable: 503,
+}
+
+
+def status_of(exc: InferqError, overrides: Mapping[type[InferqError], int] | None = None) -> int:
+    """The HTTP status of ``exc``: its nearest class in ``overrides``, else in :data:`STATUS`."""
+    for cls in type(exc).__mro__:
+        if overrides and cls in overrides:
+            return overrides[cls]
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
 def render(dialect: Dialect, exc: InferqError) -> JSONResponse:
     """``exc`` in ``dialect``'s shape, with the retry headers every dialect shares."""
-    response = dialect.render_error(public(exc))
+    response = dialect.render_error(public(exc), status_of(exc, dialect.statuses))
     # The official SDKs retry 408/409 and 5xx by default; a client mistake, a
     # finished job or a deadline the client chose will not change on retry (a
     # retried 408 would only queue the same doomed request again), so tell them not to.

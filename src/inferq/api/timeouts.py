@@ -29,17 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from inferq.api.dialect import Dialects
-from inferq.api.errors import render, send_response
-from inferq.core.errors import ClientError
+from inferq.api.errors import RequestTimeout, render, send_response
 
 log = logging.getLogger("inferq.api")
-
-
-class RequestTimeout(ClientError):
-    """The client took too long to send its request."""
-
-    status_code = 408
-    code = "request_timeout"
 
 
 class BodyTimeoutMiddleware:

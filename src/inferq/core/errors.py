@@ -1,24 +1,25 @@
 """The one exception tree of inferq.
 
 Services and adapters raise these; only the API layer turns them into a dialect's
-error body (each dialect has one renderer). Adapters wrap foreign errors with
-``raise ... from exc`` so the cause stays visible in logs.
+error body and an HTTP status (:data:`inferq.api.errors.STATUS` maps the classes to
+statuses; a dialect may override one). Nothing here knows HTTP. Adapters wrap
+foreign errors with ``raise ... from exc`` so the cause stays visible in logs.
 
 ::
 
     InferqError
-    ├── ClientError                 the request is wrong; a 4xx, never retried
-    │   ├── InvalidRequest          a field is missing, malformed or out of range (400)
-    │   ├── AuthenticationFailed    no key, or a key that does not exist or is revoked (401)
-    │   ├── NotFound                the thing does not exist *for this tenant* (404)
-    │   ├── MethodNotAllowed        the path exists, the HTTP method does not (405)
-    │   ├── Conflict                the thing is in a state that forbids the action (409)
-    │   ├── PayloadTooLarge         the body is over the configured limit (413)
-    │   └── QueueFull               the tenant's queue is at its bound (429)
+    ├── ClientError                 the request is wrong; retrying it cannot help
+    │   ├── InvalidRequest          a field is missing, malformed or out of range
+    │   ├── AuthenticationFailed    no key, or a key that does not exist or is revoked
+    │   ├── NotFound                the thing does not exist *for this tenant*
+    │   ├── MethodNotAllowed        the path exists, the method does not
+    │   ├── Conflict                the thing is in a state that forbids the action
+    │   ├── PayloadTooLarge         the body is over the configured limit
+    │   └── QueueFull               the tenant's queue is at its bound (retry later)
     ├── ConfigError                 the settings or models file are wrong (startup)
-    ├── DeadlineExceeded            a sync request ran past its deadline (408 / 504)
-    ├── StoreError                  the job store failed (503 when unreachable)
-    │   └── StoreUnavailable
+    ├── DeadlineExceeded            a sync request ran past the deadline its client chose
+    ├── StoreError                  the job store failed
+    │   └── StoreUnavailable        it cannot be reached (retry shortly)
     └── EngineError                 a model engine failed to run a request
         ├── PromptTooLong           the prompt does not fit the model's context (not retried)
         └── EngineUnavailable       the engine is not loaded or cannot be reached
@@ -32,8 +33,6 @@ from __future__ import annotations
 class InferqError(Exception):
     """Something went wrong in inferq."""
 
-    #: HTTP status the API layer uses unless a dialect overrides it.
-    status_code: int = 500
     #: machine-readable code rendered by the dialects
     code: str = "internal_error"
 
@@ -49,7 +48,6 @@ class InferqError(Exception):
 class ClientError(InferqError):
     """The request is invalid."""
 
-    status_code = 400
     code = "invalid_request"
 
 
@@ -60,42 +58,36 @@ class InvalidRequest(ClientError):
 class AuthenticationFailed(ClientError):
     """A valid API key is required."""
 
-    status_code = 401
     code = "invalid_api_key"
 
 
 class NotFound(ClientError):
     """Not found."""
 
-    status_code = 404
     code = "not_found"
 
 
 class MethodNotAllowed(ClientError):
     """This HTTP method is not allowed here."""
 
-    status_code = 405
     code = "method_not_allowed"
 
 
 class Conflict(ClientError):
     """The resource is in a state that does not allow this action."""
 
-    status_code = 409
     code = "conflict"
 
 
 class PayloadTooLarge(ClientError):
     """The request body is larger than the configured limit."""
 
-    status_code = 413
     code = "payload_too_large"
 
 
 class QueueFull(ClientError):
     """Too many queued jobs; retry later."""
 
-    status_code = 429
     code = "rate_limit_exceeded"
 
     def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
@@ -112,7 +104,6 @@ class ConfigError(InferqError):
 class DeadlineExceeded(InferqError):
     """The request did not finish before its deadline."""
 
-    status_code = 408
     code = "timeout"
 
 
@@ -125,7 +116,6 @@ class StoreError(InferqError):
 class StoreUnavailable(StoreError):
     """The job store is unavailable; retry shortly."""
 
-    status_code = 503
     code = "service_unavailable"
 
 
@@ -140,14 +130,12 @@ class EngineError(InferqError):
 class PromptTooLong(EngineError):
     """The prompt and max_tokens do not fit in the model's context window."""
 
-    status_code = 400
     code = "context_length_exceeded"
 
 
 class EngineUnavailable(EngineError):
     """The model engine is not available."""
 
-    status_code = 503
     code = "engine_unavailable"
     retryable = True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from inferq.api.dialect import Dialect
 from inferq.api.fireworks.batch_format import FireworksBatchFormat
 from inferq.api.fireworks.router import router
-from inferq.api.fireworks.translate import render_error
+from inferq.api.fireworks.translate import STATUSES, render_error
 
 
 def is_upload(path: str) -> bool:
@@ -23,6 +23,7 @@ DIALECT = Dialect(
     router=router,
     prefixes=("/v1/accounts/", "/v1/downloads/"),
     render_error=render_error,
+    statuses=STATUSES,
     is_upload=is_upload,
     batch_format=FireworksBatchFormat(),
 )

@@ -18,11 +18,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from
+from inferq.api.errors import status_of
 from inferq.api.fireworks import jobs, signing
 from inferq.api.fireworks.paging import count_of, page_after, page_of, page_size, page_token
 from inferq.api.fireworks.schemas import DatasetCreate, DatasetUpdate, UploadEndpointRequest
 from inferq.api.fireworks.translate import (
     FORMATS,
+    STATUSES,
     AlreadyExists,
     Forbidden,
     check_id,
@@ -352,7 +354,7 @@ async def put_upload(token: str, request: Request, services: ServicesDep) -> Res
         )
     except InferqError as exc:
         # /v1/uploads/ is not under /v1/accounts/: answer in Fireworks' shape here
-        return render_error(public(exc))
+        return render_error(public(exc), status_of(exc, STATUSES))
     return Response(status_code=200)
 
 

@@ -8,6 +8,7 @@ google.rpc status codes (numeric in error bodies, names in a job's ``status``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +32,11 @@ class AlreadyExists(Conflict):
 class Forbidden(ClientError):
     """The signed URL does not allow this request."""
 
-    status_code = 403
     code = "permission_denied"
+
+
+#: the statuses of Fireworks' own errors (see :data:`inferq.api.errors.STATUS`)
+STATUSES: Mapping[type[InferqError], int] = {Forbidden: 403}
 
 
 #: google.rpc.Code numbers
@@ -54,17 +58,17 @@ _GRPC_CODES = {
 }
 
 
-def grpc_code(exc: InferqError) -> int:
+def grpc_code(exc: InferqError, status: int) -> int:
     if isinstance(exc, Conflict):
         exists = isinstance(exc, AlreadyExists) or "already exists" in exc.message
         return ALREADY_EXISTS if exists else FAILED_PRECONDITION
-    return _GRPC_CODES.get(exc.status_code, INTERNAL)
+    return _GRPC_CODES.get(status, INTERNAL)
 
 
-def render_error(exc: InferqError) -> JSONResponse:
+def render_error(exc: InferqError, status: int) -> JSONResponse:
     """A google.rpc.Status body, as Fireworks' gateway answers errors."""
-    body = {"code": grpc_code(exc), "message": exc.message, "details": []}
-    return JSONResponse(body, status_code=exc.status_code)
+    body = {"code": grpc_code(exc, status), "message": exc.message, "details": []}
+    return JSONResponse(body, status_code=status)
 
 
 # -- names ---------------------------------------------------------------------------

@@ -59,10 +59,10 @@ def render_completion_time(job: Job) -> dict[str, Any]:
     }
 
 
-def render_error(exc: InferqError) -> JSONResponse:
+def render_error(exc: InferqError, status: int) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         # Field problems use FastAPI's validation shape, as Infera documents.
         loc = ["body", *(exc.param.split(".") if exc.param else [])]
         detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.message}, status_code=status)

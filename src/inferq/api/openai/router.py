@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.chat import render_chunk, render_completion, render_usage
 from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.errors import status_of
 from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.translate import SSE_DONE, error_body, sse
 from inferq.api.sync import ClientGone, abandon, finished_or_raise, wait_for_client
@@ -63,7 +64,7 @@ async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIt
         yield SSE_DONE
     except InferqError as exc:
         finished = True
-        yield sse(error_body(public(exc)))
+        yield sse(error_body(public(exc), status_of(exc)))
     finally:
         if not finished:
             abandon(jobs, job)

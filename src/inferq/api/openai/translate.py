@@ -21,22 +21,22 @@ ERROR_TYPES = {
 }
 
 
-def error_body(exc: InferqError) -> dict[str, Any]:
+def error_body(exc: InferqError, status: int) -> dict[str, Any]:
     code = exc.code
     if isinstance(exc, NotFound) and exc.param == "model":
         code = "model_not_found"
     return {
         "error": {
             "message": exc.message,
-            "type": ERROR_TYPES.get(exc.status_code, "server_error"),
+            "type": ERROR_TYPES.get(status, "server_error"),
             "param": exc.param,
             "code": code,
         }
     }
 
 
-def render_error(exc: InferqError) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=exc.status_code)
+def render_error(exc: InferqError, status: int) -> JSONResponse:
+    return JSONResponse(error_body(exc, status), status_code=status)
 
 
 def sse(data: dict[str, Any]) -> str:

@@ -60,7 +60,7 @@ async def cancel(
         cancelled = await services.jobs.cancel(job.id, tenant=caller.tenant)
     except Conflict as exc:
         current = await services.jobs.get(job.id, tenant=caller.tenant)
-        content = {"status": STATUS[current.state], **error_body(exc)}
+        content = {"status": STATUS[current.state], **error_body(exc, 409)}
         return JSONResponse(content, status_code=409, headers={"x-should-retry": "false"})
     return {"status": STATUS[cancelled.state]}
 

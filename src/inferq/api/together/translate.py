@@ -76,18 +76,17 @@ def _outputs(job: Job) -> dict[str, Any] | None:
     return render_completion(job)
 
 
-def error_body(exc: InferqError) -> dict[str, Any]:
+def error_body(exc: InferqError, status: int) -> dict[str, Any]:
     return {
         "code": exc.code,
         "message": exc.message,
         "param": exc.param,
-        "type": ERROR_TYPES.get(exc.status_code, "server_error"),
+        "type": ERROR_TYPES.get(status, "server_error"),
     }
 
 
-def render_error(exc: InferqError) -> JSONResponse:
-    status = exc.status_code
+def render_error(exc: InferqError, status: int) -> JSONResponse:
+    body = error_body(exc, status)
     if isinstance(exc, NotFound) and exc.param == "model":
         status = 400  # submit documents 400, not 404, for an unknown model
-    body = error_body(exc)
     return JSONResponse(body, status_code=status)

@@ -121,10 +121,10 @@ def templates() -> list[dict[str, Any]]:
     return [render_template(t, nodes=False) for t in TEMPLATES.values()]
 
 
-def render_error(exc: InferqError) -> JSONResponse:
+def render_error(exc: InferqError, status: int) -> JSONResponse:
     if isinstance(exc, InvalidRequest) and exc.param is not None:
         loc: list[str | int] = ["body"]
         loc += [int(p) if p.isdigit() else p for p in exc.param.split(".")]
         detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.message}, status_code=status)
