@@ -1,4 +1,8 @@
-"""The JobStore port and its adapters, picked from a URL by :func:`create_store`."""
+"""The store adapters, picked from a URL by :func:`create_store`.
+
+The ports they implement are core's (:mod:`inferq.core.ports`); ``JobStore`` is all of
+them at once.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Conversion between domain objects and SQL rows, shared by the SQL adapters."""
+"""Conversion between domain objects and SQL rows, shared by the SQL executors and store."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def key_params(key: ApiKey, key_hash: str) -> dict[str, Any]:
         "tenant": key.tenant,
         "prefix": key.prefix,
         "key_hash": key_hash,
-        "admin": int(key.admin),
+        "admin": key.admin,
         "created_at": key.created_at,
     }
 
@@ -217,7 +217,7 @@ def row_to_batch(row: Row) -> Batch:
     )
 
 
-#: the BatchCounts field each row state is counted in (as MemoryStore counts)
+#: the BatchCounts field each row state is counted in (MemoryStore counts the same way)
 COUNTED = {
     JobState.VALIDATING: "waiting",
     JobState.QUEUED: "waiting",

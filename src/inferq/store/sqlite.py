@@ -1,4 +1,4 @@
-"""SQLite JobStore: the default, for one machine.
+"""SQLite: the default store, for one machine (:class:`SQLiteStore` over :class:`SQLiteExecutor`).
 
 * WAL journal, so readers never block the writer and the writer never blocks them.
 * One writer connection on its own thread. Writes from every request queue up
@@ -6,7 +6,8 @@
   commit): each caller's future resolves only after the COMMIT, so an
   acknowledged job is on disk, and many concurrent submits share one fsync.
   Each write runs in a SAVEPOINT, so one failing write does not undo its batch.
-* Reads use per-thread connections from the default executor.
+* Reads (the statements that start with SELECT, outside :meth:`SQLiteExecutor.atomic`)
+  use per-thread connections from asyncio's default thread pool.
 * Other processes (the CLI while a server runs) open the same file safely;
   ``busy_timeout`` makes them wait for the lock instead of failing.
 """
@@ -20,30 +21,22 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
-from inferq.core.models import (
-    ApiKey,
-    Batch,
-    BatchCounts,
-    FileRecord,
-    Job,
-    JobError,
-    JobFilter,
-    Lease,
-    QueueMetrics,
-    Result,
-)
-from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
+from inferq.core.models import Job
 from inferq.store import rows
-from inferq.store.base import JobStore
-from inferq.store.sql import load_migrations, load_queries
+from inferq.store.executor import Params, Step, Steps, count, drive, many, one
+from inferq.store.rows import Row
+from inferq.store.sql import first_keyword, load_migrations, load_queries
+from inferq.store.sql_store import SqlStore
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
+#: the queries that only read: they go to a reader connection, not the writer
+READS = frozenset(name for name, sql in Q.items() if first_keyword(sql) == "SELECT")
 _job_params = rows.job_params  # for insert_rows, whose argument is named rows
 #: how many queued writes one transaction takes at most
 MAX_GROUP = 512
@@ -135,11 +128,18 @@ class _Writer(threading.Thread):
 
 
 def _wrap(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.IntegrityError) and exc.sqlite_errorname in _UNIQUE:
+        conflict = Conflict(f"already exists: {exc}")
+        conflict.__cause__ = exc
+        return conflict
     if isinstance(exc, sqlite3.Error):
         wrapped = StoreError(f"SQLite write failed: {exc}")
         wrapped.__cause__ = exc
         return wrapped
     return exc
+
+
+_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -157,16 +157,16 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
-class SQLiteStore(JobStore):
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
-        self.path = Path(path)
+class SQLiteExecutor:
+    """Runs the SQLite queries: writes on the writer thread, reads on per-thread readers."""
+
+    def __init__(self, path: Path, *, synchronous: str) -> None:
+        self.path = path
         self.synchronous = synchronous
         self._writer: _Writer | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-
-    # -- plumbing ---------------------------------------------------------------
 
     async def open(self) -> None:
         await asyncio.to_thread(_private_files, self.path)
@@ -212,388 +212,87 @@ class SQLiteStore(JobStore):
 
         return await asyncio.to_thread(run)
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._read(lambda c: c.execute("SELECT 1").fetchone()[0]))
-        except StoreError:
-            return False
+    async def _run(self, step: Step) -> Any:
+        """One statement: a read on a reader, anything else as a write of its own."""
+        if step.query in READS:
+            return await self._read(lambda conn: _run(conn, step))
+        return await self._write(lambda conn: _run(conn, step))
 
-    # -- jobs -------------------------------------------------------------------
+    async def fetch_one(self, query: str, params: Params) -> Row | None:
+        row: Row | None = await self._run(one(query, params))
+        return row
 
-    async def insert_job(self, job: Job) -> Job:
-        params = rows.job_params(job)
+    async def fetch_all(self, query: str, params: Params) -> list[Row]:
+        found: list[Row] = await self._run(many(query, params))
+        return found
 
-        def run(conn: sqlite3.Connection) -> int:
-            try:
-                return int(conn.execute(Q["insert_job"], params).fetchone()[0])
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"a job with id {job.id} already exists", param="id") from exc
+    async def execute(self, query: str, params: Params) -> int:
+        changed: int = await self._run(count(query, params))
+        return changed
 
-        return job.evolve(seq=await self._write(run))
+    async def execute_many(self, query: str, params: Sequence[Params]) -> None:
+        """Run a write once for each parameter set, all in one transaction."""
+        encoded = [_encode(p) for p in params]
+        await self._write(lambda conn: conn.executemany(Q[query], encoded))
 
-    async def get_job(self, job_id: str, *, tenant: str | None) -> Job | None:
-        row = await self._read(
-            lambda c: c.execute(Q["get_job"], {"id": job_id, "tenant": tenant}).fetchone()
-        )
-        return rows.row_to_job(row) if row else None
+    async def atomic(self, steps: Steps[T]) -> T:
+        return await self._write(lambda conn: drive(steps, lambda step: _run(conn, step)))
 
-    async def list_jobs(self, flt: JobFilter) -> list[Job]:
-        params = {
-            "tenant": flt.tenant,
-            "model": flt.model,
-            "states": rows.dumps(sorted(s.value for s in flt.states)) if flt.states else None,
-            "limit": flt.limit,
-        }
-        found = await self._read(lambda c: c.execute(Q["list_jobs"], params).fetchall())
-        return [rows.row_to_job(r) for r in found]
+    async def listen(
+        self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
+    ) -> bool:
+        return False  # no channel between processes: everyone polls
 
-    async def claim(
-        self,
-        *,
-        owner: str,
-        limit: int,
-        now: float,
-        lease_seconds: float,
-        max_class: ServiceClass = ServiceClass.BATCH,
-        models: Collection[str] | None = None,
-    ) -> list[Job]:
-        params = {
-            "owner": owner,
-            "limit": limit,
-            "now": now,
-            "lease_until": now + lease_seconds,
-            "max_class": int(max_class),
-            "models": rows.dumps(sorted(models)) if models is not None else None,
-        }
 
-        def run(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            conn.execute(Q["fail_exhausted_leases"], {"now": now})
-            return conn.execute(Q["claim"], params).fetchall()
+def _run(conn: sqlite3.Connection, step: Step) -> Any:
+    cursor = conn.execute(Q[step.query], _encode(step.params))
+    if step.result == "one":
+        return cursor.fetchone()
+    if step.result == "all":
+        return cursor.fetchall()
+    return cursor.rowcount
 
-        claimed = [rows.row_to_job(r) for r in await self._write(run)]
-        claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
-        return claimed
 
-    async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
-        def run(conn: sqlite3.Connection) -> set[str]:
-            held = set()
-            for lease in leases:
-                cur = conn.execute(Q["renew_lease"], {"until": until, **_fence(lease)})
-                if cur.rowcount:
-                    held.add(lease.job_id)
-            return held
+def _encode(params: Params) -> dict[str, Any]:
+    """List parameters as the JSON arrays the queries read with json_each."""
+    return {k: rows.dumps(v) if isinstance(v, list) else v for k, v in params.items()}
 
-        return await self._write(run) if leases else set()
 
-    async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
-        params = {"info": rows.dumps(info), **_fence(lease)}
-        return await self._write(lambda c: c.execute(Q["set_progress"], params).rowcount > 0)
+class SQLiteStore(SqlStore[SQLiteExecutor]):
+    """The store on a SQLite file."""
 
-    async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
-        params = {
-            "result": rows.dumps(result.to_dict()),
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
-            "cached_tokens": result.usage.cached_tokens,
-            "now": now,
-            **_fence(lease),
-        }
-        return await self._write(lambda c: c.execute(Q["complete"], params).rowcount > 0)
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        super().__init__(SQLiteExecutor(Path(path), synchronous=synchronous))
 
-    async def fail(self, lease: Lease, error: JobError, *, now: float, retry: bool) -> bool:
-        params = {
-            "error": rows.dumps(error.to_dict()),
-            "retry": int(retry),
-            "now": now,
-            **_fence(lease),
-        }
-        return await self._write(lambda c: c.execute(Q["fail"], params).rowcount > 0)
+    @property
+    def path(self) -> Path:
+        return self.db.path
 
-    async def requeue(self, lease: Lease) -> bool:
-        params = _fence(lease)
-        return await self._write(lambda c: c.execute(Q["requeue"], params).rowcount > 0)
-
-    async def finish(
-        self,
-        job_id: str,
-        *,
-        tenant: str | None,
-        state: JobState,
-        error: JobError | None,
-        now: float,
-    ) -> tuple[Job, Job] | None:
-        if state not in TERMINAL_STATES:
-            raise ValueError(f"finish needs a terminal state, not {state.value}")
-        params = {
-            "id": job_id,
-            "state": state.value,
-            "error": rows.dumps(error.to_dict()) if error else None,
-            "now": now,
-        }
-
-        def run(conn: sqlite3.Connection) -> tuple[Job, Job] | None:
-            row = conn.execute(Q["get_job"], {"id": job_id, "tenant": tenant}).fetchone()
-            if row is None:
-                return None
-            before = rows.row_to_job(row)
-            updated = conn.execute(Q["finish"], params).fetchone()
-            return before, rows.row_to_job(updated) if updated else before
-
-        return await self._write(run)
-
-    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
-        params = {"tenant": tenant, "model": model, "now": now}
-        return await self._write(lambda c: c.execute(Q["cancel_queued"], params).rowcount)
-
-    async def expire_overdue(self, *, now: float) -> list[str]:
-        found = await self._write(lambda c: c.execute(Q["expire_overdue"], {"now": now}).fetchall())
-        return [r["id"] for r in found]
-
-    async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
-        row = await self._read(
-            lambda c: c.execute(Q["metrics"], {"tenant": tenant, "model": model}).fetchone()
-        )
-        return QueueMetrics(running=row["running"], waiting=row["waiting"], total=row["total"])
-
-    # -- files and datasets --------------------------------------------------
-
-    async def insert_file(self, record: FileRecord) -> FileRecord | None:
-        params = rows.file_params(record)
-        row = await self._write(lambda c: c.execute(Q["insert_file"], params).fetchone())
-        return record.evolve(seq=int(row[0])) if row else None
-
-    async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
-        params = {"id": file_id, "tenant": tenant}
-        row = await self._read(lambda c: c.execute(Q["get_file"], params).fetchone())
-        return rows.row_to_file(row) if row else None
-
-    async def list_files(
-        self,
-        *,
-        tenant: str,
-        kind: str,
-        limit: int,
-        after: str | None = None,
-        purpose: str | None = None,
-    ) -> list[FileRecord]:
-        params = {
-            "tenant": tenant,
-            "kind": kind,
-            "limit": limit,
-            "after": after,
-            "purpose": purpose,
-        }
-        found = await self._read(lambda c: c.execute(Q["list_files"], params).fetchall())
-        return [rows.row_to_file(r) for r in found]
-
-    async def update_file(self, record: FileRecord) -> bool:
-        params = rows.file_params(record)
-        return await self._write(lambda c: c.execute(Q["update_file"], params).rowcount > 0)
-
-    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
-        params = {"id": file_id, "tenant": tenant}
-        return await self._write(lambda c: c.execute(Q["delete_file"], params).rowcount > 0)
-
-    # -- batches ------------------------------------------------------------------
-
-    async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
-        params = rows.batch_params(batch)
-
-        def run(conn: sqlite3.Connection) -> tuple[Batch, bool]:
-            if batch.idempotency_key is not None:
-                row = conn.execute(Q["find_batch_by_key"], params).fetchone()
-                if row is not None:
-                    return rows.row_to_batch(row), False
-            try:
-                seq = int(conn.execute(Q["insert_batch"], params).fetchone()[0])
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"a batch with id {batch.id} already exists", param="id") from exc
-            return batch.evolve(seq=seq), True
-
-        return await self._write(run)
-
-    async def get_batch(self, batch_id: str, *, tenant: str | None) -> Batch | None:
-        params = {"id": batch_id, "tenant": tenant}
-        row = await self._read(lambda c: c.execute(Q["get_batch"], params).fetchone())
-        return rows.row_to_batch(row) if row else None
-
-    async def list_batches(
-        self,
-        *,
-        tenant: str | None,
-        dialect: str | None,
-        limit: int,
-        after: str | None = None,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Batch]:
-        params = {
-            "tenant": tenant,
-            "dialect": dialect,
-            "limit": limit,
-            "after": after,
-            "states": _states(states),
-        }
-        found = await self._read(lambda c: c.execute(Q["list_batches"], params).fetchall())
-        return [rows.row_to_batch(r) for r in found]
-
-    async def active_batches(
-        self, *, now: float, limit: int, workflows: bool, after: int = 0
-    ) -> list[Batch]:
-        params = {"now": now, "limit": limit, "workflows": workflows, "after": after}
-        found = await self._read(lambda c: c.execute(Q["active_batches"], params).fetchall())
-        return [rows.row_to_batch(r) for r in found]
-
-    async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:
-        params = {
-            "tenant": batch.tenant,
-            "id": batch.id,
-            "owner": owner,
-            "now": now,
-            "until": until,
-        }
-        return await self._write(lambda c: c.execute(Q["lease_batch"], params).rowcount > 0)
-
-    async def update_batch(self, batch: Batch, *, expect: JobState) -> bool:
-        params = {**rows.batch_params(batch), "expect": expect.value}
-
-        def run(conn: sqlite3.Connection) -> bool:
-            try:
-                return conn.execute(Q["update_batch"], params).rowcount > 0
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(
-                    f"a batch with idempotency key {batch.idempotency_key!r} already exists",
-                    param="idempotency_key",
-                ) from exc
-
-        return await self._write(run)
-
-    async def count_open_batches(self, *, tenant: str) -> int:
-        params = {"tenant": tenant}
-        row = await self._read(lambda c: c.execute(Q["count_open_batches"], params).fetchone())
-        return int(row[0])
-
-    async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:
-        params = {"tenant": tenant, "id": batch_id, "batch_id": batch_id}
-
-        def run(conn: sqlite3.Connection) -> bool:
-            if conn.execute(Q["delete_batch"], params).rowcount == 0:
-                return False
-            conn.execute(Q["delete_batch_rows"], params)
-            return True
-
-        return await self._write(run)
-
-    # -- batch rows ---------------------------------------------------------------
+    async def _claim(self, params: Params) -> list[Row]:
+        return await self.db.atomic(_claim(params))
 
     async def insert_rows(self, rows: Sequence[Job]) -> None:
-        if not rows:
-            return
-        params = [_job_params(row) for row in rows]
-        await self._write(lambda c: c.executemany(Q["insert_row"], params).rowcount)
+        if rows:
+            await self.db.execute_many("insert_row", [_job_params(row) for row in rows])
 
-    async def release_rows(self, *, tenant: str, batch_id: str) -> int:
-        return await self._in_chunks("release_rows", {"tenant": tenant, "batch_id": batch_id})
-
-    async def _in_chunks(self, name: str, params: dict[str, Any]) -> int:
-        """Run an update of a batch's rows that takes ``:chunk`` rows at a time until it
-        runs out; each chunk is a write of its own, so other writes (claims, submits) go
-        between them instead of waiting for a whole batch. Returns how many changed."""
+    async def _change_rows(self, query: str, params: Params) -> int:
+        """Run the update ``:chunk`` rows at a time until it runs out; each chunk is a
+        write of its own, so other writes (claims, submits) go between them instead of
+        waiting for a whole batch. Returns how many changed."""
         params = {**params, "chunk": ROW_CHUNK}
         total = 0
         while True:
-            changed = await self._write(lambda c: c.execute(Q[name], params).rowcount)
+            changed = await self.db.execute(query, params)
             total += changed
             if changed < ROW_CHUNK:
                 return total
 
-    async def batch_counts(self, *, tenant: str, batch_id: str) -> BatchCounts:
-        params = {"tenant": tenant, "batch_id": batch_id}
-        found = await self._read(lambda c: c.execute(Q["batch_counts"], params).fetchall())
-        return rows.fold_counts(found)
 
-    async def batch_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        after_line: int,
-        limit: int,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Job]:
-        params = {
-            "tenant": tenant,
-            "batch_id": batch_id,
-            "after_line": after_line,
-            "limit": limit,
-            "states": _states(states),
-        }
-        found = await self._read(lambda c: c.execute(Q["batch_rows"], params).fetchall())
-        return [rows.row_to_job(r) for r in found]
-
-    async def duplicate_custom_ids(
-        self, *, tenant: str, batch_id: str, limit: int
-    ) -> list[tuple[str, int, int]]:
-        params = {"tenant": tenant, "batch_id": batch_id, "limit": limit}
-        found = await self._read(lambda c: c.execute(Q["duplicate_custom_ids"], params).fetchall())
-        return [(r["custom_id"], r["first_line"], r["later_line"]) for r in found]
-
-    async def finish_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        state: JobState,
-        error: JobError,
-        now: float,
-    ) -> int:
-        if state not in TERMINAL_STATES:
-            raise ValueError(f"finish_rows needs a terminal state, not {state.value}")
-        params = {
-            "tenant": tenant,
-            "batch_id": batch_id,
-            "state": state.value,
-            "error": rows.dumps(error.to_dict()),
-            "now": now,
-        }
-        return await self._in_chunks("finish_rows", params)
-
-    # -- API keys ---------------------------------------------------------------
-
-    async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
-        params = rows.key_params(key, key_hash)
-
-        def run(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(Q["insert_key"], params)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"a key named {key.name!r} already exists", param="name") from exc
-
-        await self._write(run)
-
-    async def find_key(self, key_hash: str) -> ApiKey | None:
-        row = await self._read(
-            lambda c: c.execute(Q["find_key"], {"key_hash": key_hash}).fetchone()
-        )
-        return rows.row_to_key(row) if row else None
-
-    async def list_keys(self) -> list[ApiKey]:
-        found = await self._read(lambda c: c.execute(Q["list_keys"]).fetchall())
-        return [rows.row_to_key(r) for r in found]
-
-    async def revoke_key(self, id_or_name: str, *, now: float) -> ApiKey | None:
-        row = await self._write(
-            lambda c: c.execute(Q["revoke_key"], {"key": id_or_name, "now": now}).fetchone()
-        )
-        return rows.row_to_key(row) if row else None
-
-
-def _fence(lease: Lease) -> dict[str, Any]:
-    return {"id": lease.job_id, "owner": lease.owner, "attempt": lease.attempt}
-
-
-def _states(states: frozenset[JobState] | None) -> str | None:
-    """A state filter as the JSON array the queries read with json_each (None: any)."""
-    return rows.dumps(sorted(s.value for s in states)) if states is not None else None
+def _claim(params: Params) -> Steps[list[Row]]:
+    """Fail the exhausted leases, then claim: two statements, one transaction."""
+    yield count("fail_exhausted_leases", {"now": params["now"]})
+    claimed: list[Row] = yield many("claim", params)
+    return claimed
 
 
 def migrate(conn: sqlite3.Connection) -> int:

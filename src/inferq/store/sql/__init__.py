@@ -29,6 +29,15 @@ def load_queries(dialect: str) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
+def first_keyword(sql: str) -> str:
+    """The statement's first word after its comment lines: ``SELECT``, ``UPDATE``, …"""
+    for line in sql.splitlines():
+        line = line.strip()
+        if line and not line.startswith("--"):
+            return line.split(None, 1)[0].upper()
+    return ""
+
+
 def load_migrations(dialect: str) -> list[Migration]:
     """The migrations of ``<dialect>/migrations/``, oldest first."""
     folder = resources.files(__package__).joinpath(dialect, "migrations")

@@ -1,5 +1,8 @@
 -- Named queries of the PostgreSQL store. Parameters are :named (turned into $n).
 
+-- name: ping
+SELECT 1 AS ok;
+
 -- name: insert_job
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
                   inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
@@ -284,7 +287,7 @@ WHERE tenant = :tenant AND id = :id AND state = :expect;
 
 -- name: count_open_batches
 -- Document workflow jobs (dialect 'unstructured') have a limit of their own.
-SELECT COUNT(*) FROM batches
+SELECT COUNT(*) AS n FROM batches
 WHERE tenant = :tenant AND dialect <> 'unstructured'
   AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
 

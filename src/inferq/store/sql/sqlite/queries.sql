@@ -1,5 +1,8 @@
 -- Named queries of the SQLite store. Parameters are :named.
 
+-- name: ping
+SELECT 1 AS ok;
+
 -- name: insert_job
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
                   inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
@@ -68,9 +71,16 @@ WHERE seq IN (
 )
 RETURNING *;
 
--- name: renew_lease
+-- name: renew_leases
+-- :ids, :owners and :attempts are JSON arrays, one lease at each position.
 UPDATE jobs SET lease_expires_at = :until
-WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
+FROM (SELECT i.value AS id, o.value AS owner, a.value AS attempt
+      FROM json_each(:ids) AS i
+      JOIN json_each(:owners) AS o ON o.key = i.key
+      JOIN json_each(:attempts) AS a ON a.key = i.key) AS l
+WHERE jobs.id = l.id AND jobs.owner = l.owner AND jobs.attempt = l.attempt
+  AND jobs.state = 'running'
+RETURNING jobs.id;
 
 -- name: set_progress
 UPDATE jobs SET info = json_patch(info, :info)
@@ -97,6 +107,10 @@ UPDATE jobs
 SET state = 'queued', attempt = attempt - 1, owner = NULL, lease_expires_at = NULL,
     claimed_at = NULL
 WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
+
+-- name: lock_job
+-- finish reads the job before it changes it; the one writer makes a lock needless.
+SELECT * FROM jobs WHERE id = :id AND (:tenant IS NULL OR tenant = :tenant);
 
 -- name: finish
 UPDATE jobs
@@ -205,7 +219,7 @@ WHERE tenant = :tenant AND id = :id AND state = :expect;
 
 -- name: count_open_batches
 -- Document workflow jobs (dialect 'unstructured') have a limit of their own.
-SELECT COUNT(*) FROM batches
+SELECT COUNT(*) AS n FROM batches
 WHERE tenant = :tenant AND dialect <> 'unstructured'
   AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
 

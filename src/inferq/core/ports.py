@@ -1,0 +1,416 @@
+"""The ports core owns: what its services need from storage, one narrow protocol each.
+
+Each service takes the narrowest port it uses (:class:`~inferq.core.keys.KeyService` a
+:class:`KeyStore`, :class:`~inferq.core.service.JobService` a :class:`JobQueue`, …);
+the store adapters (``inferq.store``: the memory fake, SQLite, PostgreSQL) implement
+them all at once as a :class:`Store`, and every one of them passes the same contract
+suite (``tests/contract/test_store_contract.py``). The bytes of files live behind
+:class:`BlobStore` (adapters in ``inferq.blobs``, contract ``test_blob_contract.py``).
+
+Semantics every store keeps:
+
+* a write returns only after it is durable (committed); ``insert_job`` in particular.
+* ``claim`` hands out jobs in scheduling order: service class ascending, priority
+  descending, submission order ascending. It also re-claims running jobs whose
+  lease expired (attempt + 1, original priority kept) and fails those that used
+  up their attempts, keeping the last error.
+* Worker-side updates (``renew_leases``, ``set_progress``, ``complete``, ``fail``,
+  ``requeue``) are fenced by a :class:`~inferq.core.models.Lease`: they change nothing
+  and return False unless the job is still running under that owner and attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Sequence
+from types import TracebackType
+from typing import Any, Protocol
+
+from inferq.core.errors import InvalidRequest, PayloadTooLarge
+from inferq.core.models import (
+    ApiKey,
+    Batch,
+    BatchCounts,
+    FileRecord,
+    Job,
+    JobError,
+    JobFilter,
+    Lease,
+    QueueMetrics,
+    Result,
+)
+from inferq.core.states import JobState, ServiceClass
+
+# -- jobs -------------------------------------------------------------------------------
+
+
+class JobLookup(Protocol):
+    """Reading jobs."""
+
+    async def get_job(self, job_id: str, *, tenant: str | None) -> Job | None:
+        """The job, or None when it does not exist or belongs to another tenant.
+
+        ``tenant=None`` reads across tenants (the operator's CLI).
+        """
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        """Jobs matching ``flt``, newest first."""
+
+
+class JobQueue(JobLookup, Protocol):
+    """The durable priority queue: what clients submit, what workers lease."""
+
+    async def insert_job(self, job: Job) -> Job:
+        """Store a new job durably; return it with its ``seq`` assigned.
+
+        Raises :class:`~inferq.core.errors.Conflict` when a job has this id.
+        """
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_class: ServiceClass = ServiceClass.BATCH,
+        models: Collection[str] | None = None,
+    ) -> list[Job]:
+        """Lease up to ``limit`` claimable jobs to ``owner``, in scheduling order."""
+
+    async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
+        """Extend the given leases; return the ids still held."""
+
+    async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
+        """Merge ``info`` into the job's info (fenced)."""
+
+    async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
+        """Record the result and mark the job succeeded (fenced)."""
+
+    async def fail(self, lease: Lease, error: JobError, *, now: float, retry: bool) -> bool:
+        """Record ``error``; requeue when ``retry`` and attempts remain, else fail (fenced)."""
+
+    async def requeue(self, lease: Lease) -> bool:
+        """Hand a running job back to the queue without using up an attempt (fenced).
+
+        For preemption: the job stopped for more urgent work, not because it failed;
+        it keeps its place (class, priority, submission order) and runs again later.
+        """
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None,
+        state: JobState,
+        error: JobError | None,
+        now: float,
+    ) -> tuple[Job, Job] | None:
+        """Move a non-terminal job to the terminal ``state`` (cancelled or expired).
+
+        Returns ``(before, after)``; ``after`` equals ``before`` when the job was
+        already terminal. None when the job does not exist for the tenant.
+        """
+
+    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
+        """Cancel every queued job of the tenant for the model; return how many."""
+
+    async def expire_overdue(self, *, now: float) -> list[str]:
+        """Expire queued and running jobs whose deadline passed; return their ids."""
+
+    async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
+        """Counts of the tenant's running and waiting jobs."""
+
+    async def listen(
+        self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
+    ) -> bool:
+        """Deliver other processes' events, where the store can; return whether it does.
+
+        ``on_submitted`` runs when any process queued work, ``on_ended`` with the id of
+        a job that reached a terminal state. A store without a notification channel
+        returns False and everyone relies on polling.
+        """
+        return False
+
+
+# -- files and datasets -------------------------------------------------------------------
+
+
+class FileStore(Protocol):
+    """The records of uploaded files and datasets (their bytes are in a BlobStore)."""
+
+    async def insert_file(self, record: FileRecord) -> FileRecord | None:
+        """Store a new file record; None when the tenant already has one with this id."""
+
+    async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
+        """The tenant's file or dataset with this id."""
+
+    async def list_files(
+        self,
+        *,
+        tenant: str,
+        kind: str,
+        limit: int,
+        after: str | None = None,
+        purpose: str | None = None,
+    ) -> list[FileRecord]:
+        """The tenant's records of ``kind``, newest first, starting after the record ``after``."""
+
+    async def update_file(self, record: FileRecord) -> bool:
+        """Replace the record's filename, bytes, status and meta; False when it is gone."""
+
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
+        """Delete the record; False when there was none."""
+
+
+# -- batches and their rows ----------------------------------------------------------------
+
+
+class BatchLookup(Protocol):
+    """Reading batches (and document workflow jobs, which are batch records)."""
+
+    async def get_batch(self, batch_id: str, *, tenant: str | None) -> Batch | None:
+        """The batch; ``tenant=None`` reads across tenants."""
+
+    async def list_batches(
+        self,
+        *,
+        tenant: str | None,
+        dialect: str | None,
+        limit: int,
+        after: str | None = None,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Batch]:
+        """Batches newest first, starting after the batch with id ``after``."""
+
+
+class BatchStore(BatchLookup, Protocol):
+    """Batch records, their bookkeeping lease, and their rows (jobs with a batch_id)."""
+
+    async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
+        """Store a new batch; return it and True.
+
+        When the tenant already has a batch with the same ``idempotency_key`` (not
+        None), store nothing and return that batch and False. Raises
+        :class:`~inferq.core.errors.Conflict` when the tenant has a batch with this id.
+        """
+
+    async def active_batches(
+        self, *, now: float, limit: int, workflows: bool, after: int = 0
+    ) -> list[Batch]:
+        """Open batches of one kind, of every tenant, whose lease is free or expired.
+
+        ``workflows`` picks the kind: document workflow jobs (dialect ``unstructured``)
+        or every other batch, so that a backlog of one kind never fills the page of the
+        runner of the other. Oldest first (by ``seq``), after the record whose ``seq``
+        is ``after``: a runner pages on with the ``seq`` of the last record it got.
+        """
+
+    async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:
+        """Take (or extend) the bookkeeping lease of a batch; False when another holds it."""
+
+    async def update_batch(self, batch: Batch, *, expect: JobState) -> bool:
+        """Write every field of ``batch`` when the stored one is still in ``expect``."""
+
+    async def count_open_batches(self, *, tenant: str) -> int:
+        """How many of the tenant's batches are not terminal (workflow jobs not counted)."""
+
+    async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:
+        """Delete the batch and its rows; False when there was none."""
+
+    async def insert_rows(self, rows: Sequence[Job]) -> None:
+        """Store rows durably in one transaction; rows whose id exists are skipped."""
+
+    async def release_rows(self, *, tenant: str, batch_id: str) -> int:
+        """Move the batch's validating rows to queued; return how many."""
+
+    async def batch_counts(self, *, tenant: str, batch_id: str) -> BatchCounts:
+        """Count the batch's rows by state and sum the tokens of finished ones."""
+
+    async def batch_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        after_line: int,
+        limit: int,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Job]:
+        """The batch's rows with ``batch_line > after_line``, in line order."""
+
+    async def duplicate_custom_ids(
+        self, *, tenant: str, batch_id: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        """custom_ids used by more than one row: (custom_id, first line, a later line)."""
+
+    async def finish_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        state: JobState,
+        error: JobError,
+        now: float,
+    ) -> int:
+        """Move the batch's validating, queued and running rows to ``state``; return how many."""
+
+
+class BatchFileStore(BatchStore, FileStore, Protocol):
+    """What batch processing uses: batches, their rows, and the records of their input
+    and output files."""
+
+
+# -- API keys ---------------------------------------------------------------------------
+
+
+class KeyStore(JobLookup, BatchLookup, Protocol):
+    """API keys (only their hashes), and the lookups that tell whether a tenant exists:
+    a tenant is there once it has a key, a job or a batch."""
+
+    async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
+        """Store a new key; only its hash is kept.
+
+        Raises :class:`~inferq.core.errors.Conflict` when a key has this name.
+        """
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash, revoked or not."""
+
+    async def list_keys(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+
+    async def revoke_key(self, id_or_name: str, *, now: float) -> ApiKey | None:
+        """Revoke the key with this id or name; None when there is none."""
+
+
+# -- the whole store ------------------------------------------------------------------------
+
+
+class Store(JobQueue, BatchFileStore, KeyStore, Protocol):
+    """Every port at once, and the store's life: what each store adapter implements."""
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None:
+        """Release connections; the store cannot be used afterwards."""
+
+    async def ping(self) -> bool:
+        """Whether the store answers a trivial query."""
+
+
+# -- blobs: the bytes of files -----------------------------------------------------------
+
+#: chunk size for reads
+CHUNK = 1 << 16
+
+
+def tenant_prefix(tenant: str) -> str:
+    """A path-safe, fixed-length folder name for a tenant's blobs."""
+    return "t-" + hashlib.sha256(tenant.encode()).hexdigest()[:24]
+
+
+class BlobWriter(ABC):
+    """Bytes written in pieces; they become the blob on :meth:`commit`, or vanish."""
+
+    def __init__(self, max_bytes: int | None) -> None:
+        self.size = 0
+        self.max_bytes = max_bytes
+        #: committed or discarded: nothing more can be written
+        self.finished = False
+
+    async def write(self, data: bytes) -> None:
+        if self.finished:
+            raise RuntimeError("write to a committed or discarded blob writer")
+        self.size += len(data)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise PayloadTooLarge(f"the file is larger than the limit of {self.max_bytes} bytes")
+        await self._write(data)
+
+    async def commit(self) -> int:
+        """Make the bytes durable and visible under the key; return the size."""
+        if self.finished:
+            raise RuntimeError("commit of a committed or discarded blob writer")
+        self.finished = True
+        await self._commit()
+        return self.size
+
+    async def discard(self) -> None:
+        """Drop what was written (idempotent; a no-op after commit)."""
+        if not self.finished:
+            self.finished = True
+            await self._discard()
+
+    @abstractmethod
+    async def _write(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def _commit(self) -> None: ...
+
+    @abstractmethod
+    async def _discard(self) -> None: ...
+
+    async def __aenter__(self) -> BlobWriter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            await self.discard()
+        elif not self.finished:
+            await self.commit()
+
+
+class BlobStore(ABC):
+    """The bytes of uploaded files, datasets and outputs, streamed in chunks.
+
+    A blob appears atomically: readers see the old bytes or the new ones, never a
+    half-written blob, and a crash while writing leaves nothing.
+    """
+
+    @abstractmethod
+    def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
+        """A writer that replaces the blob at ``key`` when committed."""
+
+    @abstractmethod
+    def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+        """The blob's bytes in chunks; :class:`~inferq.core.errors.NotFound` when missing."""
+
+    @abstractmethod
+    async def size(self, key: str) -> int | None:
+        """The blob's size, or None when there is none."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove the blob; False when there was none."""
+
+    async def put(
+        self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+    ) -> int:
+        """Stream ``chunks`` into the blob at ``key``; return its size."""
+        async with self.writer(key, max_bytes=max_bytes) as out:
+            async for data in chunks:
+                await out.write(data)
+        return out.size
+
+    async def lines(self, key: str, *, max_line: int | None = None) -> AsyncIterator[bytes]:
+        """The blob's lines (without line ends), read chunk by chunk.
+
+        Raises :class:`~inferq.core.errors.InvalidRequest` for a line longer than
+        ``max_line`` bytes, so one endless line cannot fill the memory.
+        """
+        tail = b""
+        async for data in self.read(key):
+            pieces = (tail + data).split(b"\n")
+            tail = pieces.pop()
+            if max_line is not None and len(tail) > max_line:
+                raise InvalidRequest(f"a line is longer than {max_line} bytes")
+            for piece in pieces:
+                yield piece.removesuffix(b"\r")
+        if tail:
+            yield tail.removesuffix(b"\r")

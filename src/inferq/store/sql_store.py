@@ -1,0 +1,387 @@
+"""The store written once for every SQL database, over an :class:`Executor`.
+
+Each method builds its parameters, runs named queries (``sql/<database>/queries.sql``
+holds them under the same names for every database) and turns rows into domain
+objects. A database's subclass (:mod:`inferq.store.sqlite`,
+:mod:`inferq.store.postgres`) brings its executor and overrides only what really
+runs differently there: the claim, the bulk insert of a batch's rows, the changes to
+many rows at once, and what PostgreSQL groups into one statement.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Generic, TypeVar
+
+from inferq.core.errors import Conflict, StoreError
+from inferq.core.models import (
+    ApiKey,
+    Batch,
+    BatchCounts,
+    FileRecord,
+    Job,
+    JobError,
+    JobFilter,
+    Lease,
+    QueueMetrics,
+    Result,
+)
+from inferq.core.ports import Store
+from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
+from inferq.store import rows
+from inferq.store.executor import Executor, Params, Steps, count, one
+from inferq.store.rows import Row
+
+E = TypeVar("E", bound=Executor)
+
+
+class SqlStore(Store, Generic[E]):
+    """Every port of :class:`~inferq.core.ports.Store` over the executor ``db``."""
+
+    def __init__(self, db: E) -> None:
+        self.db = db
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> bool:
+        try:
+            row = await self.db.fetch_one("ping", {})
+        except StoreError:
+            return False
+        return row is not None and bool(row["ok"])
+
+    async def listen(
+        self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
+    ) -> bool:
+        return await self.db.listen(on_submitted=on_submitted, on_ended=on_ended)
+
+    # -- jobs -------------------------------------------------------------------
+
+    async def insert_job(self, job: Job) -> Job:
+        return job.evolve(seq=await self._insert_job(job))
+
+    async def _insert_job(self, job: Job) -> int:
+        try:
+            row = await self.db.fetch_one("insert_job", rows.job_params(job))
+        except Conflict as exc:
+            raise Conflict(f"a job with id {job.id} already exists", param="id") from exc
+        assert row is not None  # INSERT … RETURNING seq
+        return int(row["seq"])
+
+    async def get_job(self, job_id: str, *, tenant: str | None) -> Job | None:
+        row = await self.db.fetch_one("get_job", {"id": job_id, "tenant": tenant})
+        return rows.row_to_job(row) if row else None
+
+    async def list_jobs(self, flt: JobFilter) -> list[Job]:
+        params = {
+            "tenant": flt.tenant,
+            "model": flt.model,
+            "states": sorted(s.value for s in flt.states) if flt.states else None,
+            "limit": flt.limit,
+        }
+        return [rows.row_to_job(r) for r in await self.db.fetch_all("list_jobs", params)]
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        limit: int,
+        now: float,
+        lease_seconds: float,
+        max_class: ServiceClass = ServiceClass.BATCH,
+        models: Collection[str] | None = None,
+    ) -> list[Job]:
+        params = {
+            "owner": owner,
+            "limit": limit,
+            "now": now,
+            "lease_until": now + lease_seconds,
+            "max_class": int(max_class),
+            "models": sorted(models) if models is not None else None,
+        }
+        claimed = [rows.row_to_job(r) for r in await self._claim(params)]
+        claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
+        return claimed
+
+    async def _claim(self, params: Params) -> list[Row]:
+        """The claimed rows: the ``claim`` query fails the exhausted leases and claims."""
+        return await self.db.fetch_all("claim", params)
+
+    async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
+        if not leases:
+            return set()
+        params = {
+            "until": until,
+            "ids": [lease.job_id for lease in leases],
+            "owners": [lease.owner for lease in leases],
+            "attempts": [lease.attempt for lease in leases],
+        }
+        return {r["id"] for r in await self.db.fetch_all("renew_leases", params)}
+
+    async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
+        params = {"info": rows.dumps(info), **_fence(lease)}
+        return await self.db.execute("set_progress", params) > 0
+
+    async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
+        return await self._complete(complete_params(lease, result, now))
+
+    async def _complete(self, params: Params) -> bool:
+        return await self.db.execute("complete", params) > 0
+
+    async def fail(self, lease: Lease, error: JobError, *, now: float, retry: bool) -> bool:
+        params = {"error": rows.dumps(error.to_dict()), "retry": retry, "now": now}
+        return await self.db.execute("fail", {**params, **_fence(lease)}) > 0
+
+    async def requeue(self, lease: Lease) -> bool:
+        return await self.db.execute("requeue", _fence(lease)) > 0
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None,
+        state: JobState,
+        error: JobError | None,
+        now: float,
+    ) -> tuple[Job, Job] | None:
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"finish needs a terminal state, not {state.value}")
+        params = {
+            "id": job_id,
+            "tenant": tenant,
+            "state": state.value,
+            "error": rows.dumps(error.to_dict()) if error else None,
+            "now": now,
+        }
+        return await self.db.atomic(_finish(params))
+
+    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
+        params = {"tenant": tenant, "model": model, "now": now}
+        return await self.db.execute("cancel_queued", params)
+
+    async def expire_overdue(self, *, now: float) -> list[str]:
+        return [r["id"] for r in await self.db.fetch_all("expire_overdue", {"now": now})]
+
+    async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
+        row = await self.db.fetch_one("metrics", {"tenant": tenant, "model": model})
+        assert row is not None  # an aggregate: always one row
+        return QueueMetrics(running=row["running"], waiting=row["waiting"], total=row["total"])
+
+    # -- files and datasets --------------------------------------------------
+
+    async def insert_file(self, record: FileRecord) -> FileRecord | None:
+        row = await self.db.fetch_one("insert_file", rows.file_params(record))
+        return record.evolve(seq=int(row["seq"])) if row else None
+
+    async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
+        row = await self.db.fetch_one("get_file", {"id": file_id, "tenant": tenant})
+        return rows.row_to_file(row) if row else None
+
+    async def list_files(
+        self,
+        *,
+        tenant: str,
+        kind: str,
+        limit: int,
+        after: str | None = None,
+        purpose: str | None = None,
+    ) -> list[FileRecord]:
+        params = {"tenant": tenant, "kind": kind, "limit": limit, "after": after}
+        found = await self.db.fetch_all("list_files", {**params, "purpose": purpose})
+        return [rows.row_to_file(r) for r in found]
+
+    async def update_file(self, record: FileRecord) -> bool:
+        return await self.db.execute("update_file", rows.file_params(record)) > 0
+
+    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
+        return await self.db.execute("delete_file", {"id": file_id, "tenant": tenant}) > 0
+
+    # -- batches ------------------------------------------------------------------
+
+    async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
+        try:
+            return await self.db.atomic(_insert_batch(batch, rows.batch_params(batch)))
+        except Conflict as exc:
+            raise batch_exists(batch) from exc
+
+    async def get_batch(self, batch_id: str, *, tenant: str | None) -> Batch | None:
+        row = await self.db.fetch_one("get_batch", {"id": batch_id, "tenant": tenant})
+        return rows.row_to_batch(row) if row else None
+
+    async def list_batches(
+        self,
+        *,
+        tenant: str | None,
+        dialect: str | None,
+        limit: int,
+        after: str | None = None,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Batch]:
+        params = {"tenant": tenant, "dialect": dialect, "limit": limit, "after": after}
+        found = await self.db.fetch_all("list_batches", {**params, "states": _states(states)})
+        return [rows.row_to_batch(r) for r in found]
+
+    async def active_batches(
+        self, *, now: float, limit: int, workflows: bool, after: int = 0
+    ) -> list[Batch]:
+        params = {"now": now, "limit": limit, "workflows": workflows, "after": after}
+        return [rows.row_to_batch(r) for r in await self.db.fetch_all("active_batches", params)]
+
+    async def lease_batch(self, batch: Batch, *, owner: str, now: float, until: float) -> bool:
+        params = {"tenant": batch.tenant, "id": batch.id, "owner": owner}
+        return await self.db.execute("lease_batch", {**params, "now": now, "until": until}) > 0
+
+    async def update_batch(self, batch: Batch, *, expect: JobState) -> bool:
+        params = {**rows.batch_params(batch), "expect": expect.value}
+        try:
+            return await self.db.execute("update_batch", params) > 0
+        except Conflict as exc:
+            raise Conflict(
+                f"a batch with idempotency key {batch.idempotency_key!r} already exists",
+                param="idempotency_key",
+            ) from exc
+
+    async def count_open_batches(self, *, tenant: str) -> int:
+        row = await self.db.fetch_one("count_open_batches", {"tenant": tenant})
+        assert row is not None  # an aggregate: always one row
+        return int(row["n"])
+
+    async def delete_batch(self, batch_id: str, *, tenant: str) -> bool:
+        params = {"tenant": tenant, "id": batch_id, "batch_id": batch_id}
+        return await self.db.atomic(_delete_batch(params))
+
+    # -- batch rows ---------------------------------------------------------------
+
+    @abstractmethod
+    async def insert_rows(self, rows: Sequence[Job]) -> None:
+        """Per database: how many rows one statement takes differs."""
+
+    async def release_rows(self, *, tenant: str, batch_id: str) -> int:
+        return await self._change_rows("release_rows", {"tenant": tenant, "batch_id": batch_id})
+
+    async def _change_rows(self, query: str, params: Params) -> int:
+        """Run an update of many of a batch's rows; return how many changed."""
+        return await self.db.execute(query, params)
+
+    async def batch_counts(self, *, tenant: str, batch_id: str) -> BatchCounts:
+        params = {"tenant": tenant, "batch_id": batch_id}
+        return rows.fold_counts(await self.db.fetch_all("batch_counts", params))
+
+    async def batch_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        after_line: int,
+        limit: int,
+        states: frozenset[JobState] | None = None,
+    ) -> list[Job]:
+        params = {"tenant": tenant, "batch_id": batch_id, "after_line": after_line}
+        found = await self.db.fetch_all(
+            "batch_rows", {**params, "limit": limit, "states": _states(states)}
+        )
+        return [rows.row_to_job(r) for r in found]
+
+    async def duplicate_custom_ids(
+        self, *, tenant: str, batch_id: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        params = {"tenant": tenant, "batch_id": batch_id, "limit": limit}
+        found = await self.db.fetch_all("duplicate_custom_ids", params)
+        return [(r["custom_id"], r["first_line"], r["later_line"]) for r in found]
+
+    async def finish_rows(
+        self,
+        *,
+        tenant: str,
+        batch_id: str,
+        state: JobState,
+        error: JobError,
+        now: float,
+    ) -> int:
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"finish_rows needs a terminal state, not {state.value}")
+        params = {"tenant": tenant, "batch_id": batch_id, "state": state.value}
+        return await self._change_rows(
+            "finish_rows", {**params, "error": rows.dumps(error.to_dict()), "now": now}
+        )
+
+    # -- API keys ---------------------------------------------------------------
+
+    async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
+        try:
+            await self.db.execute("insert_key", rows.key_params(key, key_hash))
+        except Conflict as exc:
+            raise Conflict(f"a key named {key.name!r} already exists", param="name") from exc
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        row = await self.db.fetch_one("find_key", {"key_hash": key_hash})
+        return rows.row_to_key(row) if row else None
+
+    async def list_keys(self) -> list[ApiKey]:
+        return [rows.row_to_key(r) for r in await self.db.fetch_all("list_keys", {})]
+
+    async def revoke_key(self, id_or_name: str, *, now: float) -> ApiKey | None:
+        row = await self.db.fetch_one("revoke_key", {"key": id_or_name, "now": now})
+        return rows.row_to_key(row) if row else None
+
+
+# -- what several statements do together ------------------------------------------------
+
+
+def _finish(params: Params) -> Steps[tuple[Job, Job] | None]:
+    """The job as it was (locked against concurrent changes) and as ``finish`` left it."""
+    row = yield one("lock_job", params)
+    if row is None:
+        return None
+    before = rows.row_to_job(row)
+    updated = yield one("finish", params)
+    return before, rows.row_to_job(updated) if updated else before
+
+
+def _insert_batch(batch: Batch, params: Params) -> Steps[tuple[Batch, bool]]:
+    """The tenant's batch with this idempotency key, or the new one."""
+    if batch.idempotency_key is not None:
+        row = yield one("find_batch_by_key", params)
+        if row is not None:
+            return rows.row_to_batch(row), False
+    row = yield one("insert_batch", params)
+    return batch.evolve(seq=int(row["seq"])), True
+
+
+def _delete_batch(params: Params) -> Steps[bool]:
+    if (yield count("delete_batch", params)) == 0:
+        return False
+    yield count("delete_batch_rows", params)
+    return True
+
+
+# -- parameters ---------------------------------------------------------------------------
+
+
+def batch_exists(batch: Batch) -> Conflict:
+    return Conflict(f"a batch with id {batch.id} already exists", param="id")
+
+
+def complete_params(lease: Lease, result: Result, now: float) -> dict[str, Any]:
+    return {
+        "result": rows.dumps(result.to_dict()),
+        "prompt_tokens": result.usage.prompt_tokens,
+        "completion_tokens": result.usage.completion_tokens,
+        "cached_tokens": result.usage.cached_tokens,
+        "now": now,
+        **_fence(lease),
+    }
+
+
+def _fence(lease: Lease) -> dict[str, Any]:
+    return {"id": lease.job_id, "owner": lease.owner, "attempt": lease.attempt}
+
+
+def _states(states: frozenset[JobState] | None) -> list[str] | None:
+    """A state filter (None: any state)."""
+    return sorted(s.value for s in states) if states is not None else None
