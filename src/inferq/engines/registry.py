@@ -66,10 +66,36 @@ def default_specs() -> dict[str, ModelSpec]:
     }
 
 
-def load_specs(path: Path | None) -> dict[str, ModelSpec]:
-    """The models of ``path``, or the embedded default when ``path`` is None."""
+def load_specs(path: Path | None, *, tuning_dir: Path | None = None) -> dict[str, ModelSpec]:
+    """The models of ``path``, or the embedded default when ``path`` is None.
+
+    With ``tuning_dir``, the settings ``inferq tune`` wrote there apply to the
+    llama.cpp chat models, except the options the models file sets
+    (:func:`inferq.engines.tuning.apply_tuning`).
+    """
+    models: dict[str, Any] = {}
     if path is None:
-        return default_specs()
+        specs = default_specs()
+    else:
+        models = _read(path)
+        specs = {name: _spec(name, entry, path) for name, entry in models.items()}
+    if tuning_dir is None:
+        return specs
+    from inferq.engines.tuning import apply_tuning, tuning_file
+
+    return apply_tuning(specs, _keys(models), tuning_file(tuning_dir))
+
+
+def configured_options(path: Path | None) -> dict[str, frozenset[str]]:
+    """The keys each model's table of the models file sets (none without a file)."""
+    return {} if path is None else _keys(_read(path))
+
+
+def _keys(models: dict[str, Any]) -> dict[str, frozenset[str]]:
+    return {name: frozenset(entry) for name, entry in models.items() if isinstance(entry, dict)}
+
+
+def _read(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except FileNotFoundError as exc:
@@ -79,7 +105,7 @@ def load_specs(path: Path | None) -> dict[str, ModelSpec]:
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise ConfigError(f"models file {path} needs at least one [models.<name>] table")
-    return {name: _spec(name, entry, path) for name, entry in models.items()}
+    return models
 
 
 def _spec(name: str, entry: Any, path: Path) -> ModelSpec:
