@@ -1,4 +1,4 @@
-"""The ``inferq`` command line: serve, worker, models, keys, jobs, batch, db.
+"""The ``inferq`` command line: serve, worker, models, tune, keys, jobs, batch, db.
 
 Every command takes ``--data-dir`` (env ``INFERQ_DATA_DIR``) and works on the
 same data while a server runs: the store is opened directly, and SQLite's WAL
@@ -23,6 +23,7 @@ from inferq.cli.keys import keys_app
 from inferq.cli.models import models_command
 from inferq.cli.serve import first_start as _first_start
 from inferq.cli.serve import serve
+from inferq.cli.tune import tune
 from inferq.cli.worker import worker
 
 __all__ = ["_first_start", "app", "main"]
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.command()(serve)
 app.command()(worker)
 app.command("models")(models_command)
+app.command()(tune)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
