@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from inferq.blobs.base import BlobStore
 from inferq.core import inputs
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, QueueFull
 from inferq.core.events import JobEvents
@@ -49,8 +48,8 @@ from inferq.core.models import (
     JobError,
     Request,
 )
+from inferq.core.ports import BlobStore, Store
 from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass, check_transition
-from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.batches")
 
@@ -156,7 +155,7 @@ class BatchService:
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: Store,
         blobs: BlobStore,
         models: ModelNames,
         events: JobEvents,

@@ -15,10 +15,9 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 
-from inferq.blobs.base import BlobStore, tenant_prefix
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import FileRecord
-from inferq.store.base import JobStore
+from inferq.core.ports import BlobStore, FileStore, tenant_prefix
 
 log = logging.getLogger("inferq.files")
 
@@ -54,7 +53,7 @@ class FileService:
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: FileStore,
         blobs: BlobStore,
         limits: FileLimits | None = None,
         clock: Callable[[], float] = time.time,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from inferq.core.models import ApiKey, JobFilter
-from inferq.store.base import JobStore
+from inferq.core.ports import KeyStore
 
 KEY_PREFIX = "iq-"
 #: lookups remembered at most; random bad keys must not grow memory without bound
@@ -45,7 +45,7 @@ class TenantExists(Conflict):
 class KeyService:
     def __init__(
         self,
-        store: JobStore,
+        store: KeyStore,
         *,
         cache_seconds: float = 2.0,
         clock: Callable[[], float] = time.time,

@@ -19,8 +19,8 @@ from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
 from inferq.core.events import JobEvents
 from inferq.core.inputs import check_priority
 from inferq.core.models import ChatResult, Job, JobError, JobFilter, QueueMetrics, Request
+from inferq.core.ports import JobQueue
 from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
-from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.jobs")
 
@@ -47,7 +47,7 @@ class JobService:
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: JobQueue,
         models: ModelCatalog,
         events: JobEvents,
         limits: ServiceLimits | None = None,

@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from inferq.blobs.base import BlobStore
 from inferq.core.models import (
     Batch,
     ChatMessage,
@@ -33,6 +32,7 @@ from inferq.core.models import (
     Request,
     Result,
 )
+from inferq.core.ports import BatchStore, BlobStore
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.workflows import (
@@ -55,7 +55,6 @@ from inferq.core.workflows import (
     output_key,
     shown,
 )
-from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.workflows")
 
@@ -82,7 +81,7 @@ class WorkflowExecutor:
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: BatchStore,
         blobs: BlobStore,
         jobs: JobService,
         documents: Documents,

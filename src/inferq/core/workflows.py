@@ -33,11 +33,10 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from inferq.blobs.base import BlobStore, tenant_prefix
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch, ChatMessage, ChatRequest, EmbedRequest, Request
+from inferq.core.ports import BatchStore, BlobStore, tenant_prefix
 from inferq.core.states import TERMINAL_STATES, JobState
-from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.workflows")
 
@@ -304,7 +303,7 @@ class WorkflowService:
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: BatchStore,
         blobs: BlobStore,
         models: ModelNames,
         documents: Documents,
