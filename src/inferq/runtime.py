@@ -85,6 +85,7 @@ async def open_runtime(
             max_rows=settings.max_batch_rows,
             max_open=settings.max_open_batches,
             max_attempts=settings.max_retries + 1,
+            window=settings.batch_window_hours * 3600,
         ),
     )
     jobs = JobService(
@@ -127,6 +128,7 @@ async def open_runtime(
                 batches=batches, owner=worker.owner, lease_seconds=settings.lease_seconds
             )
             await batch_runner.start()
+            batches.on_created(batch_runner.wake)
             workflow_runner = WorkflowRunner(
                 store=the_store,
                 executor=WorkflowExecutor(

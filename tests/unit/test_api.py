@@ -110,7 +110,7 @@ def test_together_submit_status_and_other_tenant(client: TestClient) -> None:
     status = client.get(f"/v1/queue/status?request_id={request_id}&model=fake").json()
     assert status["request_id"] == request_id and status["priority"] == 2
     assert status["inputs"] == CHAT
-    store: MemoryStore = client.app.state.services.store  # type: ignore[attr-defined]
+    store: MemoryStore = client.app.state.runtime.store  # type: ignore[attr-defined]
     _, other = asyncio.run(KeyService(store).create(name="b", tenant="tb"))
     hidden = client.get(
         f"/v1/queue/status?request_id={request_id}&model=fake",

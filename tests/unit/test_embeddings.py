@@ -87,7 +87,7 @@ def test_a_single_string_and_base64(client: TestClient) -> None:
 
 def test_runs_as_an_interactive_job(client: TestClient) -> None:
     assert client.post("/v1/embeddings", json={"model": "emb", "input": "x"}).status_code == 200
-    store: MemoryStore = client.app.state.services.store  # type: ignore[attr-defined]
+    store: MemoryStore = client.app.state.runtime.store  # type: ignore[attr-defined]
     jobs = list(store.jobs.values())
     assert len(jobs) == 1
     assert jobs[0].service_class is ServiceClass.INTERACTIVE

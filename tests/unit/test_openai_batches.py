@@ -105,7 +105,7 @@ def make_client(tmp_path: Path, **settings: Any) -> Iterator[TestClient]:
 
 
 def new_key(client: TestClient, tenant: str) -> str:
-    store = client.app.state.services.store  # type: ignore[attr-defined]
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
     _, secret = asyncio.run(KeyService(store).create(name=f"k-{time.time_ns()}", tenant=tenant))
     return secret
 

@@ -80,7 +80,7 @@ def make_client(
 
 
 def new_key(client: TestClient, tenant: str) -> str:
-    store = client.app.state.services.store  # type: ignore[attr-defined]
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
     _, secret = asyncio.run(KeyService(store).create(name=f"k-{time.time_ns()}", tenant=tenant))
     return secret
 
@@ -313,8 +313,7 @@ def test_cancel_stops_a_running_job_and_its_engine_work(tmp_path: Path) -> None:
         details = client.get(f"{JOBS}{job['id']}/details").json()
         assert details["processing_status"] == "STOPPED"
         assert details["node_stats"][0]["success"] == 1  # what finished is kept
-        services = client.app.state.services  # type: ignore[attr-defined]
-        store = services.store
+        store = client.app.state.runtime.store  # type: ignore[attr-defined]
         # no enrichment request is left on the engines
         jobs = [j for j in store.jobs.values() if j.info.get("workflow_job") == job["id"]]
         assert jobs and all(j.state.terminal for j in jobs)
@@ -450,7 +449,7 @@ def test_bad_requests_get_422_naming_the_problem_and_store_nothing(
     message = detail_422(post_job(client, request_data, [samples.text_file()]))
     assert problem in message, message
     assert client.get(JOBS).json() == []
-    blobs = client.app.state.services.runtime.blobs  # type: ignore[attr-defined]
+    blobs = client.app.state.runtime.blobs  # type: ignore[attr-defined]
     assert not blobs.blobs
 
 
@@ -472,7 +471,7 @@ def test_bad_files_get_422_naming_the_file_and_store_nothing(
     message = detail_422(post_job(client, {"template_id": "fast_partition"}, files))
     assert problem in message, message
     assert client.get(JOBS).json() == []
-    assert not client.app.state.services.runtime.blobs.blobs  # type: ignore[attr-defined]
+    assert not client.app.state.runtime.blobs.blobs  # type: ignore[attr-defined]
 
 
 def test_a_file_over_the_limit_is_refused(tmp_path: Path) -> None:
@@ -506,8 +505,6 @@ def test_chunk_by_similarity_embeds_the_elements_first(client: TestClient) -> No
     # the fake engine's vectors of different texts are far apart: nothing is grouped
     assert len(chunks) == len([e for e in elements if str(e["text"]).strip()])
     assert all(c["metadata"].get("orig_elements") for c in chunks)
-    services = client.app.state.services  # type: ignore[attr-defined]
-    embeds = [
-        j for j in services.store.jobs.values() if j.model == "emb" and j.state.value == "succeeded"
-    ]
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
+    embeds = [j for j in store.jobs.values() if j.model == "emb" and j.state.value == "succeeded"]
     assert embeds, "the similarity chunker asked the embedding model"

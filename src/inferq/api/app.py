@@ -50,15 +50,17 @@ def create_app(
             blobs=blobs,
             plugins=DIALECTS.plugins(),
         ) as runtime:
+            app.state.runtime = runtime  # for tests and tools; routes get the services
             app.state.services = Services(
                 settings=settings,
-                store=runtime.store,
                 registry=runtime.registry,
                 jobs=runtime.jobs,
                 keys=runtime.keys,
                 files=runtime.files,
                 batches=runtime.batches,
-                runtime=runtime,
+                workflows=runtime.workflows,
+                store_answers=runtime.store.ping,
+                models_loaded=lambda: runtime.ready,
             )
             yield
 

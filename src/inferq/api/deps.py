@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,21 +14,24 @@ from inferq.core.files import FileService
 from inferq.core.keys import KeyService
 from inferq.core.models import ApiKey
 from inferq.core.service import JobService
+from inferq.core.workflows import WorkflowService
 from inferq.engines.registry import ModelRegistry
-from inferq.runtime import Runtime
-from inferq.store.base import JobStore
 
 
 @dataclass(frozen=True)
 class Services:
+    """What a route may call: the services of the runtime, never its store."""
+
     settings: Settings
-    store: JobStore
     registry: ModelRegistry
     jobs: JobService
     keys: KeyService
     files: FileService
     batches: BatchService
-    runtime: Runtime
+    workflows: WorkflowService
+    #: the readiness probe's two questions: does the store answer, are the models loaded
+    store_answers: Callable[[], Awaitable[bool]]
+    models_loaded: Callable[[], bool]
 
 
 async def get_services(request: Request) -> Services:

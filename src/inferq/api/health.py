@@ -19,8 +19,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
     """The store answers and every model this process serves is loaded."""
-    store_ok = await services.store.ping()
-    models_ok = services.runtime.ready
+    store_ok = await services.store_answers()
+    models_ok = services.models_loaded()
     ready = store_ok and models_ok
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "store": store_ok, "models": models_ok},

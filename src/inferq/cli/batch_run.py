@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from inferq.cli.common import err, run, with_services
 from inferq.config import Settings
-from inferq.core.batches import describe
+from inferq.core.batches import NewBatch, describe
 from inferq.core.files import DATASET, blob_key
 from inferq.core.models import Batch, FileRecord
 from inferq.core.states import JobState
@@ -48,17 +48,14 @@ async def submit(
                 yield data
 
     await runtime.files.add_dataset_file(dataset, name=_dataset_name(path), chunks=chunks())
-    batch, _ = await runtime.batches.create(
-        Batch(
+    batch, _ = await runtime.batches.submit(
+        NewBatch(
             id=batch_id,
             tenant=tenant,
             dialect="fireworks",
             model=model,
             endpoint="/v1/chat/completions",
-            state=JobState.VALIDATING,
             input_file_id=dataset.id,
-            created_at=now,
-            expires_at=now + runtime.settings.batch_window_hours * 3600,
             params={} if max_tokens is None else {"max_tokens": max_tokens},
             meta={
                 "account": tenant,

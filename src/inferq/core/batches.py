@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core import inputs
@@ -125,6 +125,30 @@ class BatchLimits:
     max_open: int = 20
     #: attempts per row (engine errors are retried)
     max_attempts: int = 4
+    #: the completion window, in seconds: rows that have not run by then expire
+    window: float = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewBatch:
+    """A batch as a dialect asks for it; :meth:`BatchService.submit` gives it its id,
+    its times (the expiry is the completion window from now) and its first state."""
+
+    tenant: str
+    #: the dialect whose :class:`BatchFormat` reads its lines and writes its outputs
+    dialect: str
+    endpoint: str
+    input_file_id: str
+    #: the model every row runs on, when the batch names one
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: the id the client chose; None: a new one, :attr:`id_prefix` and a random hex
+    id: str | None = None
+    id_prefix: str = "batch_"
+    idempotency_key: str | None = None
+    #: an ended batch whose unsucceeded rows this one reruns
+    continued_from: str | None = None
 
 
 def row_id(tenant: str, batch_id: str, line: int) -> str:
@@ -170,8 +194,40 @@ class BatchService:
         self.formats = formats
         self.limits = limits or BatchLimits()
         self.clock = clock
+        self._on_created: list[Callable[[], None]] = []
+
+    def on_created(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a batch is created (a runner wakes up for it)."""
+        self._on_created.append(listener)
 
     # -- what the dialects call ----------------------------------------------------
+
+    async def submit(self, new: NewBatch) -> tuple[Batch, bool]:
+        """Create the batch a dialect asks for: its id, its times, ``validating``.
+
+        It expires at the end of the completion window (:attr:`BatchLimits.window`).
+        Returns the batch and whether it was created (False: an earlier request with
+        the same idempotency key created it); see :meth:`create` for the checks.
+        """
+        now = self.clock()
+        return await self.create(
+            Batch(
+                id=new.id or new.id_prefix + uuid.uuid4().hex,
+                tenant=new.tenant,
+                dialect=new.dialect,
+                model=new.model,
+                endpoint=new.endpoint,
+                state=JobState.VALIDATING,
+                input_file_id=new.input_file_id,
+                created_at=now,
+                expires_at=now + self.limits.window,
+                params=new.params,
+                meta=new.meta,
+                idempotency_key=new.idempotency_key,
+                continued_from=new.continued_from,
+                updated_at=now,
+            )
+        )
 
     async def create(self, batch: Batch) -> tuple[Batch, bool]:
         """Check and store a new batch in ``validating``; the runner takes it from there.
@@ -224,6 +280,8 @@ class BatchService:
             log.info(
                 "batch %s created (tenant=%s dialect=%s)", batch.id, batch.tenant, batch.dialect
             )
+            for listener in self._on_created:
+                listener()
         return stored, created
 
     async def _open_with_key(self, batch: Batch) -> Batch | None:

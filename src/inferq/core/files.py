@@ -102,6 +102,17 @@ class FileService:
             raise NotFound(f"{noun} {file_id} not found", param=f"{noun}_id")
         return record
 
+    async def exists(self, record_id: str, *, tenant: str) -> bool:
+        """Whether the tenant has a file or dataset of this id (ids are shared by both)."""
+        return await self.store.get_file(record_id, tenant=tenant) is not None
+
+    async def update(self, record: FileRecord) -> FileRecord:
+        """Store a changed record (its name, its meta); NotFound once it was deleted."""
+        if not await self.store.update_file(record):
+            noun = "dataset" if record.kind == DATASET else "file"
+            raise NotFound(f"{noun} {record.id} not found", param=f"{noun}_id")
+        return record
+
     async def list(
         self,
         *,

@@ -65,9 +65,7 @@ async def _dataset(services: Services, tenant: str, dataset_id: str) -> FileReco
 
 async def _save(services: Services, record: FileRecord, **meta: Any) -> FileRecord:
     updated = record.evolve(meta={**record.meta, **meta, "updatedAt": time.time()})
-    if not await services.store.update_file(updated):
-        raise NotFound(f"dataset {record.id} not found", param="dataset_id")
-    return updated
+    return await services.files.update(updated)
 
 
 async def _in_chunks(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

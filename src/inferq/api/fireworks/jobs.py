@@ -1,4 +1,5 @@
-"""Fireworks' batch inference job endpoints. Handlers translate and delegate.
+"""Fireworks' batch inference job endpoints. Handlers translate and delegate to
+BatchService (which gives a job its times and completion window, and wakes the runner).
 
 A job is a core :class:`~inferq.core.models.Batch` of dialect ``fireworks``:
 its input is a dataset, its rows default to the job's inferenceParameters, and
@@ -9,7 +10,6 @@ call: deleting a running job stops it, then removes it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -29,6 +29,7 @@ from inferq.api.fireworks.translate import (
     row_defaults,
     state_filter,
 )
+from inferq.core.batches import NewBatch
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.files import DATASET
 from inferq.core.models import Batch, BatchCounts
@@ -43,15 +44,18 @@ OPEN_STATES = frozenset(state for state in JobState if not state.terminal)
 
 
 async def _job(services: Services, tenant: str, job_id: str) -> Batch:
-    batch = await services.store.get_batch(job_id, tenant=tenant)
-    if batch is None or batch.dialect != DIALECT:
-        raise NotFound(f"batch inference job {job_id} not found", param="batchInferenceJobId")
+    not_found = NotFound(f"batch inference job {job_id} not found", param="batchInferenceJobId")
+    try:
+        batch = await services.batches.get(job_id, tenant=tenant)
+    except NotFound:
+        raise not_found from None
+    if batch.dialect != DIALECT:
+        raise not_found
     return batch
 
 
 async def _render(services: Services, batch: Batch, account: str) -> dict[str, Any]:
-    counts = await services.batches.counts(batch)
-    return render_job(batch, counts, account, window_hours=services.settings.batch_window_hours)
+    return render_job(batch, await services.batches.counts(batch), account)
 
 
 async def pending_outputs(services: Services, tenant: str) -> set[str]:
@@ -66,13 +70,13 @@ async def _output_dataset(services: Services, tenant: str, wanted: str | None) -
     """The output dataset's id: the one asked for, which must not exist yet, or a new one."""
     if wanted is not None:
         dataset_id = resource_id(wanted, "datasets", param="outputDatasetId")
-        exists = await services.store.get_file(dataset_id, tenant=tenant) is not None
+        exists = await services.files.exists(dataset_id, tenant=tenant)
         if exists or dataset_id in await pending_outputs(services, tenant):
             raise AlreadyExists(f"dataset {dataset_id} already exists", param="outputDatasetId")
         return dataset_id
     while True:
         dataset_id = "bij-" + uuid.uuid4().hex[:8]
-        if await services.store.get_file(dataset_id, tenant=tenant) is None:
+        if not await services.files.exists(dataset_id, tenant=tenant):
             return dataset_id
 
 
@@ -93,11 +97,9 @@ async def create_job(
 ) -> dict[str, Any]:
     query = request.query_params
     job_id = query.get("batchInferenceJobId") or query.get("batch_inference_job_id")
-    job_id = check_id(job_id or uuid.uuid4().hex, what="job", param="batchInferenceJobId")
-    if await services.store.get_batch(job_id, tenant=caller.tenant) is not None:
-        raise AlreadyExists(
-            f"batch inference job {job_id} already exists", param="batchInferenceJobId"
-        )
+    if job_id:
+        check_id(job_id, what="job", param="batchInferenceJobId")
+        await _check_free(services, caller.tenant, job_id)
     params, echo = row_defaults(body.inference_parameters)
     earlier: Batch | None = None
     if body.continued_from_job_name:
@@ -130,36 +132,38 @@ async def create_job(
     if precision not in PRECISIONS:
         raise InvalidRequest(f"precision: {precision!r} is not a precision", param="precision")
     output_id = await _output_dataset(services, caller.tenant, body.output_dataset_id)
-    now = time.time()
-    batch = Batch(
-        id=job_id,
-        tenant=caller.tenant,
-        dialect=DIALECT,
-        model=model,
-        endpoint=ENDPOINT,
-        state=JobState.VALIDATING,
-        input_file_id=input_id,
-        created_at=now,
-        expires_at=now + services.settings.batch_window_hours * 3600,
-        params=params,
-        meta={
-            "account": account_id,
-            "displayName": body.display_name or "",
-            "model": full_model(model_value),
-            "outputDatasetId": output_id,
-            "precision": precision,
-            "inferenceParameters": echo,
-            "createdBy": caller.name,
-        },
-        continued_from=earlier.id if earlier else None,
-        updated_at=now,
+    stored, _ = await services.batches.submit(
+        NewBatch(
+            id=job_id or None,
+            id_prefix="",  # a new id is a bare hex string, a valid Fireworks resource id
+            tenant=caller.tenant,
+            dialect=DIALECT,
+            model=model,
+            endpoint=ENDPOINT,
+            input_file_id=input_id,
+            params=params,
+            meta={
+                "account": account_id,
+                "displayName": body.display_name or "",
+                "model": full_model(model_value),
+                "outputDatasetId": output_id,
+                "precision": precision,
+                "inferenceParameters": echo,
+                "createdBy": caller.name,
+            },
+            continued_from=earlier.id if earlier else None,
+        )
     )
-    stored, _ = await services.batches.create(batch)
-    if services.runtime.batch_runner is not None:
-        services.runtime.batch_runner.wake()
-    return render_job(
-        stored, BatchCounts(), account_id, window_hours=services.settings.batch_window_hours
-    )
+    return render_job(stored, BatchCounts(), account_id)
+
+
+async def _check_free(services: Services, tenant: str, job_id: str) -> None:
+    """AlreadyExists when the tenant has a batch (of any dialect) with this id."""
+    try:
+        await services.batches.get(job_id, tenant=tenant)
+    except NotFound:
+        return
+    raise AlreadyExists(f"batch inference job {job_id} already exists", param="batchInferenceJobId")
 
 
 def _continued(

@@ -213,7 +213,7 @@ def state_filter(text: str | None) -> frozenset[JobState] | None:
     return frozenset(states)
 
 
-def job_status(batch: Batch, window_hours: float) -> dict[str, str]:
+def job_status(batch: Batch) -> dict[str, str]:
     if batch.state is JobState.FAILED:
         error = batch.error
         code = (
@@ -223,6 +223,7 @@ def job_status(batch: Batch, window_hours: float) -> dict[str, str]:
     if batch.state in (JobState.CANCELLED, JobState.CANCELLING):
         return {"code": "CANCELLED", "message": "the job was cancelled"}
     if batch.state is JobState.EXPIRED:
+        window_hours = (batch.expires_at - batch.created_at) / 3600  # its completion window
         return {
             "code": "DEADLINE_EXCEEDED",
             "message": f"the job did not finish within {window_hours:g} hours; "
@@ -250,9 +251,7 @@ def job_progress(batch: Batch, counts: BatchCounts) -> dict[str, int] | None:
     }
 
 
-def render_job(
-    batch: Batch, counts: BatchCounts, account: str, *, window_hours: float
-) -> dict[str, Any]:
+def render_job(batch: Batch, counts: BatchCounts, account: str) -> dict[str, Any]:
     meta = batch.meta
     return {
         "name": job_name(account, batch.id),
@@ -262,7 +261,7 @@ def render_job(
         "updateTime": iso(batch.updated_at or batch.created_at),
         "expireTime": iso(batch.expires_at),
         "state": JOB_STATES[batch.state],
-        "status": job_status(batch, window_hours),
+        "status": job_status(batch),
         "model": meta.get("model") or full_model(batch.model or ""),
         "inputDatasetId": dataset_name(account, batch.input_file_id),
         "outputDatasetId": dataset_name(account, meta["outputDatasetId"]),

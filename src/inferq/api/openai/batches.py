@@ -1,4 +1,5 @@
-"""OpenAI's Batch API: ``/v1/batches``. Handlers translate and delegate to BatchService.
+"""OpenAI's Batch API: ``/v1/batches``. Handlers translate and delegate to BatchService
+(which gives a batch its id, its times and its completion window).
 
 A batch is created in ``validating``; the batch runner (in every process that
 runs a worker) validates its input file, runs its rows and writes the output
@@ -7,8 +8,6 @@ and error files. Clients poll ``GET /v1/batches/{id}`` until it has ended.
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -21,9 +20,9 @@ from inferq.api.openai.batches_schemas import (
     render_batch,
 )
 from inferq.api.openai.files_schemas import list_page
+from inferq.core.batches import NewBatch
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch
-from inferq.core.states import JobState
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -57,23 +56,19 @@ async def create_batch(
             f"a batch's input file must be uploaded with purpose {INPUT_PURPOSE!r}",
             param="input_file_id",
         )
-    now = time.time()
-    batch = Batch(
-        id="batch_" + uuid.uuid4().hex,
-        tenant=caller.tenant,
-        dialect=DIALECT,
-        model=None,
-        endpoint=body.endpoint,
-        state=JobState.VALIDATING,
-        input_file_id=body.input_file_id,
-        created_at=now,
-        expires_at=now + services.settings.batch_window_hours * 3600,
-        meta={"metadata": body.metadata},
-        idempotency_key=idempotency_key,
+    stored, created = await services.batches.submit(
+        NewBatch(
+            tenant=caller.tenant,
+            dialect=DIALECT,
+            endpoint=body.endpoint,
+            input_file_id=body.input_file_id,
+            meta={"metadata": body.metadata},
+            id_prefix="batch_",
+            idempotency_key=idempotency_key,
+        )
     )
-    stored, created = await services.batches.create(batch)
     if not created and (
-        stored.input_file_id != batch.input_file_id or stored.endpoint != batch.endpoint
+        stored.input_file_id != body.input_file_id or stored.endpoint != body.endpoint
     ):
         raise Conflict(
             f"Idempotency-Key {idempotency_key!r} was already used for batch {stored.id} "

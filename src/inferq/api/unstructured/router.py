@@ -57,7 +57,7 @@ _CREATE_FORM = {
 
 @router.post("/jobs/", openapi_extra=_CREATE_FORM)
 async def create_job(request: Request, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    workflows = services.runtime.workflows
+    workflows = services.workflows
     max_bytes = workflows.limits.max_file_bytes
     request_data: str | None = None
     files: list[InputFile] = []
@@ -122,7 +122,7 @@ async def list_jobs(
                 "COMPLETED, STOPPED, FAILED (either case)",
                 param="status",
             )
-    jobs = await services.runtime.workflows.list(
+    jobs = await services.workflows.list(
         tenant=caller.tenant, states=states, workflow_id=workflow_id
     )
     return [render_job(j) for j in jobs]
@@ -130,25 +130,25 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    return render_job(await services.runtime.workflows.get(job_id, tenant=caller.tenant))
+    return render_job(await services.workflows.get(job_id, tenant=caller.tenant))
 
 
 @router.get("/jobs/{job_id}/details")
 async def get_job_details(job_id: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    return render_details(await services.runtime.workflows.get(job_id, tenant=caller.tenant))
+    return render_details(await services.workflows.get(job_id, tenant=caller.tenant))
 
 
 @router.get("/jobs/{job_id}/failed-files")
 async def get_job_failed_files(
     job_id: str, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
-    job = await services.runtime.workflows.get(job_id, tenant=caller.tenant)
+    job = await services.workflows.get(job_id, tenant=caller.tenant)
     return render_failed_files(job)
 
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel_job(job_id: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    job = await services.runtime.workflows.cancel(job_id, tenant=caller.tenant)
+    job = await services.workflows.cancel(job_id, tenant=caller.tenant)
     return {"id": job.id, "status": "cancelled", "message": "Job successfully cancelled."}
 
 
@@ -160,7 +160,7 @@ async def download_job_output(
     file_id: Annotated[str, Query()],
     node_id: str | None = None,
 ) -> StreamingResponse:
-    workflows = services.runtime.workflows
+    workflows = services.workflows
     job = await workflows.get(job_id, tenant=caller.tenant)
     body = workflows.output(job, file_id=file_id, node_id=node_id)
     return StreamingResponse(body, media_type="application/json")
