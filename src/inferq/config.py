@@ -14,9 +14,6 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inferq.store import create_store
-from inferq.store.base import JobStore
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFERQ_", extra="forbid")
@@ -107,11 +104,3 @@ class Settings(BaseSettings):
                 os.link(tmp, path)
             tmp.unlink()
         return path.read_text().strip().encode()
-
-    def create_store(self) -> JobStore:
-        return create_store(
-            self.database_url,
-            data_dir=self.data_dir,
-            min_connections=self.db_pool_min,
-            max_connections=self.db_pool_max,
-        )

@@ -24,7 +24,7 @@ from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.runner.batches import BatchRunner
 from inferq.runner.worker import Worker, WorkerSettings
 from inferq.runner.workflows import WorkflowRunner
-from inferq.store.base import JobStore
+from inferq.store import JobStore, create_store
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +61,16 @@ class Runtime:
         return self.registry.ready or not self.engines_loaded
 
 
+def build_store(settings: Settings) -> JobStore:
+    """The store that ``settings.database_url`` names, not yet opened."""
+    return create_store(
+        settings.database_url,
+        data_dir=settings.data_dir,
+        min_connections=settings.db_pool_min,
+        max_connections=settings.db_pool_max,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -71,7 +81,7 @@ async def open_runtime(
     blobs: BlobStore | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the store, load the engines and start the worker (as settings say)."""
-    the_store = store or settings.create_store()
+    the_store = store or build_store(settings)
     the_registry = registry or ModelRegistry(load_specs(settings.models_file))
     the_blobs = blobs or LocalBlobs(settings.blobs_dir)
     events = JobEvents()

@@ -89,9 +89,10 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 def with_store(settings: Settings, action: Callable[[JobStore], Awaitable[T]]) -> T:
     """Run ``action`` on the opened store alone (no models, no blobs)."""
+    from inferq.runtime import build_store
 
     async def main() -> T:
-        store = settings.create_store()
+        store = build_store(settings)
         await store.open()
         try:
             return await action(store)
