@@ -19,7 +19,7 @@ from inferq.core.files import FileLimits, FileService
 from inferq.core.keys import KeyService
 from inferq.core.service import JobService, ServiceLimits
 from inferq.core.workflow_run import WorkflowExecutor
-from inferq.core.workflows import WorkflowLimits, WorkflowService
+from inferq.core.workflows import Catalogue, WorkflowLimits, WorkflowService
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.runner.batches import BatchRunner
 from inferq.runner.worker import Worker, WorkerSettings
@@ -36,6 +36,8 @@ class Plugins:
 
     #: each dialect's way of reading batch rows and writing their results, by dialect name
     batch_formats: Mapping[str, BatchFormat]
+    #: the node subtypes and templates document workflows may use
+    workflows: Catalogue
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ async def open_runtime(
         blobs=the_blobs,
         models=the_registry,
         documents=documents,
+        catalogue=plugins.workflows,
         limits=WorkflowLimits(
             max_files=settings.workflow_max_files,
             max_file_bytes=settings.workflow_max_file_bytes,
@@ -142,7 +145,11 @@ async def open_runtime(
             workflow_runner = WorkflowRunner(
                 store=the_store,
                 executor=WorkflowExecutor(
-                    store=the_store, blobs=the_blobs, jobs=jobs, documents=documents
+                    store=the_store,
+                    blobs=the_blobs,
+                    jobs=jobs,
+                    documents=documents,
+                    catalogue=plugins.workflows,
                 ),
                 owner=worker.owner,
                 max_running=settings.workflow_max_running,

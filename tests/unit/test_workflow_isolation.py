@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from inferq import documents
+from inferq.api.unstructured.catalogue import CATALOGUE
 from inferq.blobs import MemoryBlobs
 from inferq.core.events import JobEvents
 from inferq.core.models import Batch
@@ -156,11 +157,21 @@ class Rig:
         registry = ModelRegistry({"chat": ModelSpec(name="chat", engine="fake", slots=1)})
         docs = Docs()
         self.service = WorkflowService(
-            store=store, blobs=self.blobs, models=registry, documents=docs, clock=self.clock
+            store=store,
+            blobs=self.blobs,
+            models=registry,
+            documents=docs,
+            catalogue=CATALOGUE,
+            clock=self.clock,
         )
         jobs = JobService(store=store, models=registry, events=JobEvents(), clock=self.clock)
         self.executor = WorkflowExecutor(
-            store=store, blobs=self.blobs, jobs=jobs, documents=docs, clock=self.clock
+            store=store,
+            blobs=self.blobs,
+            jobs=jobs,
+            documents=docs,
+            catalogue=CATALOGUE,
+            clock=self.clock,
         )
         self.runner = WorkflowRunner(
             store=store,

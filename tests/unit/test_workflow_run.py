@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from inferq import documents
+from inferq.api.unstructured.catalogue import CATALOGUE
 from inferq.blobs import MemoryBlobs
 from inferq.core.events import JobEvents
 from inferq.core.service import JobService
@@ -109,7 +110,7 @@ def parts(
     blobs, docs, clock = MemoryBlobs(), CountingDocuments(), Clock()
     registry = ModelRegistry({"chat": ModelSpec(name="chat", engine="fake", slots=1)})
     service = WorkflowService(
-        store=store, blobs=blobs, models=registry, documents=docs, clock=clock
+        store=store, blobs=blobs, models=registry, documents=docs, catalogue=CATALOGUE, clock=clock
     )
     return store, blobs, docs, service, clock
 
@@ -118,7 +119,9 @@ def runner(store: JobStore, blobs: MemoryBlobs, docs: CountingDocuments, owner: 
            clock: Clock) -> WorkflowRunner:  # fmt: skip
     registry = ModelRegistry({"chat": ModelSpec(name="chat", engine="fake", slots=1)})
     jobs = JobService(store=store, models=registry, events=JobEvents(), clock=clock)
-    executor = WorkflowExecutor(store=store, blobs=blobs, jobs=jobs, documents=docs, clock=clock)
+    executor = WorkflowExecutor(
+        store=store, blobs=blobs, jobs=jobs, documents=docs, catalogue=CATALOGUE, clock=clock
+    )
     return WorkflowRunner(
         store=store, executor=executor, owner=owner, lease_seconds=30, interval=0.01, clock=clock
     )

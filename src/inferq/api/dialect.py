@@ -5,7 +5,7 @@ Each ``api/<dialect>/__init__.py`` exports a :class:`Dialect` as ``DIALECT``, an
 name is derived from that list: the routers the app mounts, whose error shape a path
 gets (:meth:`Dialects.for_path`: the longest prefix wins, so the order of the list
 does not matter), which paths take file uploads (the body limit), and the batch
-formats the runtime's batch runner uses (:meth:`Dialects.plugins`).
+formats and the workflow catalogue the runtime uses (:meth:`Dialects.plugins`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from inferq.core.batches import BatchFormat
 from inferq.core.errors import InferqError
+from inferq.core.workflows import Catalogue
 from inferq.runtime import Plugins
 
 #: renders an error (already made public) in the dialect's shape, given its HTTP status
@@ -54,6 +55,8 @@ class Dialect:
     is_upload: Callable[[str], bool] = no_uploads
     #: how its batches' input and output lines look, when it has batches
     batch_format: BatchFormat | None = None
+    #: the node subtypes and templates of its document workflows, when it has them
+    workflows: Catalogue | None = None
 
 
 class Dialects:
@@ -84,7 +87,12 @@ class Dialects:
         return any(dialect.is_upload(path) for dialect in self.all)
 
     def plugins(self) -> Plugins:
-        """What these dialects add to a runtime: their batch formats, by dialect name."""
+        """What these dialects add to a runtime: their batch formats, by dialect name, and
+        the workflow catalogue (one dialect at most has workflows; none: the empty one)."""
+        catalogues = [d.workflows for d in self.all if d.workflows is not None]
+        if len(catalogues) > 1:
+            raise ValueError("only one dialect may bring a workflow catalogue")
         return Plugins(
-            batch_formats={d.name: d.batch_format for d in self.all if d.batch_format is not None}
+            batch_formats={d.name: d.batch_format for d in self.all if d.batch_format is not None},
+            workflows=catalogues[0] if catalogues else Catalogue(),
         )

@@ -44,7 +44,7 @@ from inferq.core.workflows import (
     READY,
     SKIPPED,
     SUCCESS,
-    TEXT_ENRICHMENTS,
+    Catalogue,
     Documents,
     Node,
     files_of,
@@ -85,12 +85,15 @@ class WorkflowExecutor:
         blobs: BlobStore,
         jobs: JobService,
         documents: Documents,
+        catalogue: Catalogue,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.jobs = jobs
         self.documents = documents
+        #: which enrichment each prompter subtype does
+        self.catalogue = catalogue
         self.clock = clock
 
     # -- the job ------------------------------------------------------------------------
@@ -314,7 +317,7 @@ class WorkflowExecutor:
             log.debug("sub-job %s had already ended", job_id)
 
     async def _enrich(self, job: Batch, node: Node, elements: Elements) -> Elements:
-        task = TEXT_ENRICHMENTS[node.subtype]
+        task = self.catalogue.text_enrichments[node.subtype]
         model = node.settings["model"]
         out = []
         for element in elements:

@@ -21,6 +21,11 @@ crash keeps every finished node's output and redoes only the rest
 States: ``queued`` (SCHEDULED) -> ``running`` (IN_PROGRESS) -> ``succeeded``
 (COMPLETED) / ``failed`` / ``cancelled`` (STOPPED); a cancel of a running job
 goes through ``cancelling`` while its runner stops.
+
+Core knows the four kinds of node (partition, prompter, chunk, embed), their order
+and what each runs. Which subtype names a client may use, and which templates
+exist, is the dialect's: a :class:`Catalogue` (Unstructured's is in
+:mod:`inferq.api.unstructured.catalogue`) given to the service and the executor.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from inferq.core.states import TERMINAL_STATES, JobState
 
 log = logging.getLogger("inferq.workflows")
 
+#: the ``dialect`` of a workflow job's record (the Unstructured dialect's name)
 DIALECT = "unstructured"
 #: the ``endpoint`` of a workflow job's record
 WORKFLOW = "workflow"
@@ -55,25 +61,10 @@ READY, IN_PROGRESS, SUCCESS, FAILURE, SKIPPED = (
     "skipped",
 )
 
-PROVIDERS = ("openai", "anthropic", "bedrock", "vertexai")
-#: prompter subtypes that run on a chat model, by what they do
-TEXT_ENRICHMENTS: dict[str, str] = {
-    **{f"{p}_table_description": "table_description" for p in PROVIDERS},
-    **{f"{p}_table2html": "table2html" for p in ("openai", "anthropic")},
-    "twopass_table2html": "table2html",
-    **{f"{p}_ner": "ner" for p in ("openai", "anthropic")},
-}
-#: prompter subtypes that need a model that reads images
-VISION_ENRICHMENTS = frozenset(
-    {f"{p}_image_description" for p in PROVIDERS} | {"openai_ocr", "anthropic_ocr", "ocr"}
-)
-EMBED_SUBTYPES = frozenset(
-    {"azure_openai", "bedrock", "ibm", "togetherai", "voyageai", "openai", "mixedbread-ai"}
-)
-CHUNK_SUBTYPES = frozenset(
-    {"chunk_by_character", "chunk_by_title", "chunk_by_page", "chunk_by_similarity"}
-)
-PARTITION_SUBTYPES = frozenset({"unstructured_api", "vlm"})
+#: the enrichments a prompter node can do on the chat model (a dialect's
+#: :class:`Catalogue` names the subtypes that stand for each)
+TABLE_DESCRIPTION, TABLE2HTML, NER = "table_description", "table2html", "ner"
+ENRICHMENTS = (TABLE_DESCRIPTION, TABLE2HTML, NER)
 
 
 class Documents(Protocol):
@@ -142,77 +133,29 @@ class Node:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Template:
-    id: str
-    name: str
-    description: str
-    version: str
-    last_updated: str
-    nodes: tuple[Node, ...]
+@dataclass(frozen=True, kw_only=True)
+class Catalogue:
+    """The node subtypes a dialect's workflows may use, and its templates.
 
+    Core knows the four kinds of node and what each runs; the names a client uses for
+    them are the dialect's (:data:`inferq.api.unstructured.catalogue.CATALOGUE`), handed
+    to the service and the executor by the runtime. The empty catalogue runs nothing.
+    """
 
-def _node(id: str, name: str, type: str, subtype: str, **settings: Any) -> Node:
-    return Node(id=id, name=name, type=type, subtype=subtype, settings=settings)
-
-
-TEMPLATES: dict[str, Template] = {
-    t.id: t
-    for t in (
-        Template(
-            id="hi_res_partition",
-            name="High-resolution partition",
-            description="Partition with the hi_res strategy (needs the local layout model).",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
-            nodes=(
-                _node("hi_res_partition-partition", "Partitioner", PARTITION, "unstructured_api",
-                      strategy="hi_res", include_page_breaks=False),
-            ),
-        ),
-        Template(
-            id="hi_res_and_enrichment",
-            name="High-resolution partition and enrichment",
-            description="Partition with hi_res, then describe tables and tag named entities "
-            "with the chat model.",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
-            nodes=(
-                _node("hi_res_and_enrichment-partition", "Partitioner", PARTITION,
-                      "unstructured_api", strategy="hi_res", infer_table_structure=True),
-                _node("hi_res_and_enrichment-table", "Table description", PROMPTER,
-                      "openai_table_description"),
-                _node("hi_res_and_enrichment-ner", "Named entities", PROMPTER, "openai_ner"),
-            ),
-        ),
-        Template(
-            id="fast_partition",
-            name="Fast partition",
-            description="Partition with the fast strategy: text extraction, no layout model.",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
-            nodes=(
-                _node("fast_partition-partition", "Partitioner", PARTITION, "unstructured_api",
-                      strategy="fast"),
-            ),
-        ),
-        Template(
-            id="fast_chunk_embed",
-            name="Fast partition, chunk by title, embed",
-            description="Partition with the fast strategy, chunk by title, and embed each "
-            "chunk with the local embedding model.",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
-            nodes=(
-                _node("fast_chunk_embed-partition", "Partitioner", PARTITION, "unstructured_api",
-                      strategy="fast"),
-                _node("fast_chunk_embed-chunk", "Chunker", CHUNK, "chunk_by_title",
-                      max_characters=1000, new_after_n_chars=800, overlap=0),
-                _node("fast_chunk_embed-embed", "Embedder", EMBED, "togetherai"),
-            ),
-        ),
-    )
-}  # fmt: skip
+    #: partition subtypes; each is handed to the documents layer under its own name
+    partition: frozenset[str] = frozenset()
+    #: partition subtypes refused because they need a vision model (none is configured)
+    vision_partition: frozenset[str] = frozenset()
+    #: chunk subtypes; each is handed to the documents layer under its own name
+    chunk: frozenset[str] = frozenset()
+    #: embed subtypes; all run on the configured embedding model
+    embed: frozenset[str] = frozenset()
+    #: prompter subtypes that run on a chat model, and the enrichment (ENRICHMENTS) each does
+    text_enrichments: Mapping[str, str] = field(default_factory=dict)
+    #: prompter subtypes refused because they need a model that reads images
+    vision_enrichments: frozenset[str] = frozenset()
+    #: each template's node chain, by template id
+    templates: Mapping[str, Sequence[Node]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +250,7 @@ class WorkflowService:
         blobs: BlobStore,
         models: ModelNames,
         documents: Documents,
+        catalogue: Catalogue,
         limits: WorkflowLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -314,6 +258,7 @@ class WorkflowService:
         self.blobs = blobs
         self.models = models
         self.documents = documents
+        self.catalogue = catalogue
         self.limits = limits or WorkflowLimits()
         self.clock = clock
 
@@ -329,14 +274,14 @@ class WorkflowService:
                 "request_data",
             )
         if template_id is not None:
-            template = TEMPLATES.get(template_id)
+            template = self.catalogue.templates.get(template_id)
             if template is None:
                 raise _bad(
                     f"template {template_id!r} does not exist; templates: "
-                    + ", ".join(sorted(TEMPLATES)),
+                    + ", ".join(sorted(self.catalogue.templates)),
                     "request_data.template_id",
                 )
-            nodes = list(template.nodes)
+            nodes = list(template)
         else:
             assert job_nodes is not None
             nodes = [self._parse_node(i, raw) for i, raw in enumerate(job_nodes)]
@@ -401,21 +346,23 @@ class WorkflowService:
     def _check_node(self, index: int, node: Node, nodes: list[Node]) -> Node:
         where = f"request_data.job_nodes.{index}"
         settings: dict[str, Any] = dict(node.settings)
+        catalogue = self.catalogue
         if node.type == PARTITION:
-            if node.subtype not in PARTITION_SUBTYPES:
-                raise self._subtype(where, node, PARTITION_SUBTYPES)
-            if node.subtype == "vlm":
+            if node.subtype not in catalogue.partition:
+                raise self._subtype(where, node, catalogue.partition)
+            if node.subtype in catalogue.vision_partition:
+                usable = " or ".join(sorted(catalogue.partition - catalogue.vision_partition))
                 raise _bad(
-                    f"{where}: vlm partitioning needs a vision model, and none is configured; "
-                    "use the unstructured_api subtype",
+                    f"{where}: {node.subtype} partitioning needs a vision model, and none is "
+                    f"configured; use the {usable} subtype",
                     f"{where}.subtype",
                 )
             settings = self._documents(
                 where, lambda: self.documents.check_partition_settings(node.subtype, settings)
             )
         elif node.type == CHUNK:
-            if node.subtype not in CHUNK_SUBTYPES:
-                raise self._subtype(where, node, CHUNK_SUBTYPES)
+            if node.subtype not in catalogue.chunk:
+                raise self._subtype(where, node, catalogue.chunk)
             # chunk_by_similarity's embedding model is inferq's business, not the chunker's
             model = (
                 settings.pop("model_name", None) if node.subtype == "chunk_by_similarity" else None
@@ -426,8 +373,8 @@ class WorkflowService:
             if node.subtype == "chunk_by_similarity":
                 settings["model_name"] = self._embed_model(where, model)
         elif node.type == EMBED:
-            if node.subtype not in EMBED_SUBTYPES:
-                raise self._subtype(where, node, EMBED_SUBTYPES)
+            if node.subtype not in catalogue.embed:
+                raise self._subtype(where, node, catalogue.embed)
             model = self._embed_model(where, settings.get("model_name"))
             settings = {"model_name": model}
             chunker = nodes[index - 1]
@@ -440,14 +387,15 @@ class WorkflowService:
                     f"request_data.job_nodes.{index - 1}.settings.max_characters",
                 )
         else:  # prompter
-            if node.subtype in VISION_ENRICHMENTS:
+            text = catalogue.text_enrichments
+            if node.subtype in catalogue.vision_enrichments:
                 raise _bad(
                     f"{where}: {node.subtype} needs a model that reads images, and none is "
-                    "configured; text enrichments: " + ", ".join(sorted(TEXT_ENRICHMENTS)),
+                    "configured; text enrichments: " + ", ".join(sorted(text)),
                     f"{where}.subtype",
                 )
-            if node.subtype not in TEXT_ENRICHMENTS:
-                raise self._subtype(where, node, TEXT_ENRICHMENTS.keys() | VISION_ENRICHMENTS)
+            if node.subtype not in text:
+                raise self._subtype(where, node, text.keys() | catalogue.vision_enrichments)
             unknown = set(settings) - {"model", "provider_type", "prompt"}
             if unknown:
                 raise _bad(

@@ -1,9 +1,14 @@
-"""Unstructured's Platform jobs API: ``/api/v1/jobs`` and ``/api/v1/templates``."""
+"""Unstructured's Platform jobs API: ``/api/v1/jobs`` and ``/api/v1/templates``.
+
+Its jobs are core's document workflows; the node subtypes and templates they may
+use are its catalogue (:mod:`inferq.api.unstructured.catalogue`).
+"""
 
 from __future__ import annotations
 
 from inferq.api.dialect import Dialect
 from inferq.api.errors import fastapi_validation
+from inferq.api.unstructured.catalogue import CATALOGUE
 from inferq.api.unstructured.router import router
 from inferq.api.unstructured.translate import render_error
 from inferq.core.workflows import DIALECT as WORKFLOWS
@@ -21,6 +26,7 @@ DIALECT = Dialect(
     render_error=render_error,
     render_validation=fastapi_validation,
     is_upload=is_upload,
+    workflows=CATALOGUE,
 )
 
 __all__ = ["DIALECT"]

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.multipart import MultipartReader
+from inferq.api.unstructured.catalogue import TEMPLATES
 from inferq.api.unstructured.translate import (
     STATUS_FILTER,
     render_details,
@@ -26,7 +27,7 @@ from inferq.api.unstructured.translate import (
 )
 from inferq.core import inputs
 from inferq.core.errors import InvalidRequest, NotFound
-from inferq.core.workflows import TEMPLATES, InputFile
+from inferq.core.workflows import InputFile
 
 router = APIRouter(prefix="/api/v1", tags=["unstructured"])
 

@@ -1,0 +1,131 @@
+"""Unstructured's node catalogue: the subtype names its workflows use, and its templates.
+
+Core runs four kinds of node (partition, prompter, chunk, embed) and three text
+enrichments; which of Unstructured's names stand for which is said here, once, and
+handed to core as a :class:`~inferq.core.workflows.Catalogue` (through the
+runtime's plugins). Provider-prefixed names (``openai_ner``, ``anthropic_ner``) all
+run on the configured local chat model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from inferq.core.workflows import (
+    CHUNK,
+    EMBED,
+    NER,
+    PARTITION,
+    PROMPTER,
+    TABLE2HTML,
+    TABLE_DESCRIPTION,
+    Catalogue,
+    Node,
+)
+
+PROVIDERS = ("openai", "anthropic", "bedrock", "vertexai")
+#: prompter subtypes that run on a chat model, by what they do
+TEXT_ENRICHMENTS: dict[str, str] = {
+    **{f"{p}_table_description": TABLE_DESCRIPTION for p in PROVIDERS},
+    **{f"{p}_table2html": TABLE2HTML for p in ("openai", "anthropic")},
+    "twopass_table2html": TABLE2HTML,
+    **{f"{p}_ner": NER for p in ("openai", "anthropic")},
+}
+#: prompter subtypes that need a model that reads images
+VISION_ENRICHMENTS = frozenset(
+    {f"{p}_image_description" for p in PROVIDERS} | {"openai_ocr", "anthropic_ocr", "ocr"}
+)
+EMBED_SUBTYPES = frozenset(
+    {"azure_openai", "bedrock", "ibm", "togetherai", "voyageai", "openai", "mixedbread-ai"}
+)
+CHUNK_SUBTYPES = frozenset(
+    {"chunk_by_character", "chunk_by_title", "chunk_by_page", "chunk_by_similarity"}
+)
+PARTITION_SUBTYPES = frozenset({"unstructured_api", "vlm"})
+#: partition subtypes that need a vision model
+VISION_PARTITION = frozenset({"vlm"})
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    id: str
+    name: str
+    description: str
+    version: str
+    last_updated: str
+    nodes: tuple[Node, ...]
+
+
+def _node(id: str, name: str, type: str, subtype: str, **settings: Any) -> Node:
+    return Node(id=id, name=name, type=type, subtype=subtype, settings=settings)
+
+
+TEMPLATES: dict[str, Template] = {
+    t.id: t
+    for t in (
+        Template(
+            id="hi_res_partition",
+            name="High-resolution partition",
+            description="Partition with the hi_res strategy (needs the local layout model).",
+            version="1.0.0",
+            last_updated="2026-11-22T00:00:00Z",
+            nodes=(
+                _node("hi_res_partition-partition", "Partitioner", PARTITION, "unstructured_api",
+                      strategy="hi_res", include_page_breaks=False),
+            ),
+        ),
+        Template(
+            id="hi_res_and_enrichment",
+            name="High-resolution partition and enrichment",
+            description="Partition with hi_res, then describe tables and tag named entities "
+            "with the chat model.",
+            version="1.0.0",
+            last_updated="2026-11-22T00:00:00Z",
+            nodes=(
+                _node("hi_res_and_enrichment-partition", "Partitioner", PARTITION,
+                      "unstructured_api", strategy="hi_res", infer_table_structure=True),
+                _node("hi_res_and_enrichment-table", "Table description", PROMPTER,
+                      "openai_table_description"),
+                _node("hi_res_and_enrichment-ner", "Named entities", PROMPTER, "openai_ner"),
+            ),
+        ),
+        Template(
+            id="fast_partition",
+            name="Fast partition",
+            description="Partition with the fast strategy: text extraction, no layout model.",
+            version="1.0.0",
+            last_updated="2026-11-22T00:00:00Z",
+            nodes=(
+                _node("fast_partition-partition", "Partitioner", PARTITION, "unstructured_api",
+                      strategy="fast"),
+            ),
+        ),
+        Template(
+            id="fast_chunk_embed",
+            name="Fast partition, chunk by title, embed",
+            description="Partition with the fast strategy, chunk by title, and embed each "
+            "chunk with the local embedding model.",
+            version="1.0.0",
+            last_updated="2026-11-22T00:00:00Z",
+            nodes=(
+                _node("fast_chunk_embed-partition", "Partitioner", PARTITION, "unstructured_api",
+                      strategy="fast"),
+                _node("fast_chunk_embed-chunk", "Chunker", CHUNK, "chunk_by_title",
+                      max_characters=1000, new_after_n_chars=800, overlap=0),
+                _node("fast_chunk_embed-embed", "Embedder", EMBED, "togetherai"),
+            ),
+        ),
+    )
+}  # fmt: skip
+
+#: what core's workflow service and executor are given
+CATALOGUE = Catalogue(
+    partition=PARTITION_SUBTYPES,
+    vision_partition=VISION_PARTITION,
+    chunk=CHUNK_SUBTYPES,
+    embed=EMBED_SUBTYPES,
+    text_enrichments=TEXT_ENRICHMENTS,
+    vision_enrichments=VISION_ENRICHMENTS,
+    templates={t.id: t.nodes for t in TEMPLATES.values()},
+)
