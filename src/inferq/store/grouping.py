@@ -31,17 +31,17 @@ class Group(Generic[P, R]):
     still returns only once the statement holding its row has committed.
 
     ``many`` writes the items of a batch in one statement and returns their
-    outcomes in order; ``one`` writes a single item. A batch of one goes through
-    ``one``; when ``many`` fails on a bad item (a duplicate id: nothing was
-    written), each item goes alone, so that only the bad one fails. ``key`` keeps
-    two items with the same key out of one batch.
+    outcomes (a value or an exception) in order; ``one`` writes a single item. A
+    batch of one goes through ``one``; when ``many`` fails on a bad item (nothing
+    was written), each item goes alone, so that only the bad one fails. ``key``
+    keeps two items with the same key out of one batch.
     """
 
     def __init__(
         self,
         *,
         one: Callable[[P], Awaitable[R]],
-        many: Callable[[list[P]], Awaitable[list[R]]],
+        many: Callable[[list[P]], Awaitable[Sequence[R | Exception]]],
         key: Callable[[P], Hashable] | None = None,
     ) -> None:
         self._one = one

@@ -9,7 +9,7 @@ process. Jobs and keys are here; files, batches and batch rows in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from inferq.core.errors import Conflict
@@ -132,20 +132,21 @@ class MemoryStore(MemoryBatches, Store):
                     held.add(job.id)
             return held
 
-    async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
+    async def _change_held(self, lease: Lease, change: Callable[[Job], Job]) -> bool:
+        """Replace the job by ``change(job)`` while ``lease`` holds it (the fence)."""
         async with self._lock:
             job = self._held(lease)
             if job is None:
                 return False
-            self.jobs[job.id] = job.evolve(info={**job.info, **info})
+            self.jobs[job.id] = change(job)
             return True
 
+    async def set_progress(self, lease: Lease, info: dict[str, Any]) -> bool:
+        return await self._change_held(lease, lambda job: job.evolve(info={**job.info, **info}))
+
     async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
-        async with self._lock:
-            job = self._held(lease)
-            if job is None:
-                return False
-            self.jobs[job.id] = job.evolve(
+        def succeed(job: Job) -> Job:
+            return job.evolve(
                 state=JobState.SUCCEEDED,
                 result=result,
                 info={**job.info, "progress": 1},
@@ -154,36 +155,33 @@ class MemoryStore(MemoryBatches, Store):
                 lease_expires_at=None,
                 finished_at=now,
             )
-            return True
+
+        return await self._change_held(lease, succeed)
 
     async def fail(self, lease: Lease, error: JobError, *, now: float, retry: bool) -> bool:
-        async with self._lock:
-            job = self._held(lease)
-            if job is None:
-                return False
+        def failed(job: Job) -> Job:
             again = retry and job.attempt < job.max_attempts
-            self.jobs[job.id] = job.evolve(
+            return job.evolve(
                 state=JobState.QUEUED if again else JobState.FAILED,
                 error=error,
                 owner=None,
                 lease_expires_at=None,
                 finished_at=None if again else now,
             )
-            return True
+
+        return await self._change_held(lease, failed)
 
     async def requeue(self, lease: Lease) -> bool:
-        async with self._lock:
-            job = self._held(lease)
-            if job is None:
-                return False
-            self.jobs[job.id] = job.evolve(
+        def requeued(job: Job) -> Job:
+            return job.evolve(
                 state=JobState.QUEUED,
                 attempt=job.attempt - 1,
                 owner=None,
                 lease_expires_at=None,
                 claimed_at=None,
             )
-            return True
+
+        return await self._change_held(lease, requeued)
 
     async def finish(
         self,

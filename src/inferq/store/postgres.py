@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,8 +29,8 @@ from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive_async, many, one
 from inferq.store.grouping import Group
 from inferq.store.rows import Row
-from inferq.store.sql import load_migrations, load_queries
-from inferq.store.sql_store import SqlStore, batch_exists, complete_params
+from inferq.store.sql import check_version, load_migrations, load_queries
+from inferq.store.sql_store import SqlStore, batch_exists, complete_params, job_exists
 
 T = TypeVar("T")
 log = logging.getLogger("inferq.store")
@@ -110,11 +109,10 @@ class PostgresExecutor:
         await self._guard(self._migrate)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait([listener])
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -163,7 +161,6 @@ class PostgresExecutor:
 
     async def _migrate(self) -> None:
         migrations = load_migrations("postgres")
-        known = migrations[-1].version if migrations else 0
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             await conn.execute(
@@ -171,11 +168,7 @@ class PostgresExecutor:
                 " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
             current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            if current > known:
-                raise StoreError(
-                    f"the database schema is version {current}, newer than this inferq knows "
-                    f"({known}); upgrade inferq"
-                )
+            check_version(current, migrations)
             for migration in migrations:
                 if migration.version > current:
                     await conn.execute(migration.sql)
@@ -253,7 +246,11 @@ class PostgresStore(SqlStore[PostgresExecutor]):
                 server_settings=server_settings or {},
             )
         )
-        self._inserts: Group[Job, int] = Group(one=self._insert_job, many=self._insert_jobs)
+        # one insert per id in a statement: a second one of the same id goes in the
+        # next and finds the id taken
+        self._inserts: Group[Job, int] = Group(
+            one=self._insert_job, many=self._insert_jobs, key=lambda job: job.id
+        )
         # one complete per job in a statement: a second one for the same job (the
         # same lease twice) goes in the next and finds the job no longer running
         self._completes: Group[Params, bool] = Group(
@@ -267,10 +264,11 @@ class PostgresStore(SqlStore[PostgresExecutor]):
     async def insert_job(self, job: Job) -> Job:
         return job.evolve(seq=await self._inserts(job))
 
-    async def _insert_jobs(self, jobs: list[Job]) -> list[int]:
+    async def _insert_jobs(self, jobs: list[Job]) -> list[int | Exception]:
+        """Each job's seq, or Conflict where its id is taken (that job was skipped)."""
         found = await self.db.fetch_all("insert_jobs", _job_arrays(jobs))
         seqs = {r["id"]: int(r["seq"]) for r in found}
-        return [seqs[job.id] for job in jobs]
+        return [seqs[job.id] if job.id in seqs else job_exists(job) for job in jobs]
 
     async def complete(self, lease: Lease, result: Result, *, now: float) -> bool:
         return await self._completes(complete_params(lease, result, now))
@@ -299,7 +297,7 @@ class PostgresStore(SqlStore[PostgresExecutor]):
 
     async def insert_rows(self, rows: Sequence[Job]) -> None:
         if rows:
-            await self.db.execute("insert_rows", _job_arrays(rows))
+            await self.db.execute("insert_jobs", _job_arrays(rows))
 
     async def release_rows(self, *, tenant: str, batch_id: str) -> int:
         """One statement, which also wakes every process's workers (one NOTIFY)."""
@@ -318,7 +316,7 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
-#: the array parameters of insert_jobs and insert_rows, and the job_params column of each
+#: the array parameters of insert_jobs, and the job_params column of each
 _JOB_ARRAYS = {
     "ids": "id", "tenants": "tenant", "models": "model", "origins": "origin",
     "service_classes": "service_class", "priorities": "priority",
@@ -338,6 +336,6 @@ _COMPLETE_ARRAYS = {
 
 
 def _job_arrays(jobs: Sequence[Job]) -> dict[str, list[Any]]:
-    """Parameters of insert_jobs and insert_rows: one array per column, in job order."""
+    """Parameters of insert_jobs: one array per column, in job order."""
     params = [rows.job_params(job) for job in jobs]
     return {name: [p[column] for p in params] for name, column in _JOB_ARRAYS.items()}

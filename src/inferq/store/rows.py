@@ -32,7 +32,7 @@ def dumps(value: Any) -> str:
 
 
 def job_params(job: Job) -> dict[str, Any]:
-    """Parameters of the ``insert_job`` query (and of ``insert_row``)."""
+    """Parameters of the ``insert_job`` query (``insert_jobs`` takes them as arrays)."""
     return {
         "id": job.id,
         "tenant": job.tenant,
@@ -51,6 +51,16 @@ def job_params(job: Job) -> dict[str, Any]:
         "custom_id": job.custom_id,
         "batch_line": job.batch_line,
     }
+
+
+def _fields(obj: object, *names: str) -> dict[str, Any]:
+    """The named attributes of ``obj``: the parameters stored as they are."""
+    return {name: getattr(obj, name) for name in names}
+
+
+def _columns(row: Row, *names: str) -> dict[str, Any]:
+    """The named columns of ``row``: the fields read back as they are."""
+    return {name: row[name] for name in names}
 
 
 def _json(value: Any) -> Any:
@@ -96,27 +106,13 @@ def row_to_job(row: Row) -> Job:
 
 
 def key_params(key: ApiKey, key_hash: str) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "tenant": key.tenant,
-        "prefix": key.prefix,
-        "key_hash": key_hash,
-        "admin": key.admin,
-        "created_at": key.created_at,
-    }
+    plain = _fields(key, "id", "name", "tenant", "prefix", "admin", "created_at")
+    return {**plain, "key_hash": key_hash}
 
 
 def row_to_key(row: Row) -> ApiKey:
-    return ApiKey(
-        id=row["id"],
-        name=row["name"],
-        tenant=row["tenant"],
-        prefix=row["prefix"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-        admin=bool(row["admin"]),
-    )
+    plain = _columns(row, "id", "name", "tenant", "prefix", "created_at", "revoked_at")
+    return ApiKey(**plain, admin=bool(row["admin"]))
 
 
 # -- files ---------------------------------------------------------------------------
@@ -124,31 +120,14 @@ def row_to_key(row: Row) -> ApiKey:
 
 def file_params(record: FileRecord) -> dict[str, Any]:
     """Parameters of the ``insert_file`` and ``update_file`` queries."""
-    return {
-        "tenant": record.tenant,
-        "id": record.id,
-        "kind": record.kind,
-        "purpose": record.purpose,
-        "filename": record.filename,
-        "bytes": record.bytes,
-        "status": record.status,
-        "meta": dumps(record.meta),
-        "created_at": record.created_at,
-    }
+    plain = _fields(record, "tenant", "id", "kind", "purpose", "filename", "bytes", "status")
+    return {**plain, "meta": dumps(record.meta), "created_at": record.created_at}
 
 
 def row_to_file(row: Row) -> FileRecord:
+    plain = _columns(row, "id", "tenant", "kind", "purpose", "filename", "bytes", "status")
     return FileRecord(
-        id=row["id"],
-        tenant=row["tenant"],
-        kind=row["kind"],
-        purpose=row["purpose"],
-        filename=row["filename"],
-        bytes=row["bytes"],
-        created_at=row["created_at"],
-        status=row["status"],
-        meta=_json(row["meta"]) or {},
-        seq=row["seq"],
+        **plain, created_at=row["created_at"], meta=_json(row["meta"]) or {}, seq=row["seq"]
     )
 
 

@@ -66,11 +66,9 @@ class SqlStore(Store, Generic[E]):
         return job.evolve(seq=await self._insert_job(job))
 
     async def _insert_job(self, job: Job) -> int:
-        try:
-            row = await self.db.fetch_one("insert_job", rows.job_params(job))
-        except Conflict as exc:
-            raise Conflict(f"a job with id {job.id} already exists", param="id") from exc
-        assert row is not None  # INSERT … RETURNING seq
+        row = await self.db.fetch_one("insert_job", rows.job_params(job))
+        if row is None:  # ON CONFLICT (id) DO NOTHING
+            raise job_exists(job)
         return int(row["seq"])
 
     async def get_job(self, job_id: str, *, tenant: str | None) -> Job | None:
@@ -361,6 +359,10 @@ def _delete_batch(params: Params) -> Steps[bool]:
 
 
 # -- parameters ---------------------------------------------------------------------------
+
+
+def job_exists(job: Job) -> Conflict:
+    return Conflict(f"a job with id {job.id} already exists", param="id")
 
 
 def batch_exists(batch: Batch) -> Conflict:

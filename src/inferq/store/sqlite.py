@@ -30,7 +30,7 @@ from inferq.core.models import Job
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive, many, one
 from inferq.store.rows import Row
-from inferq.store.sql import first_keyword, load_migrations, load_queries
+from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
 from inferq.store.sql_store import SqlStore
 
 T = TypeVar("T")
@@ -273,7 +273,7 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
 
     async def insert_rows(self, rows: Sequence[Job]) -> None:
         if rows:
-            await self.db.execute_many("insert_row", [_job_params(row) for row in rows])
+            await self.db.execute_many("insert_job", [_job_params(row) for row in rows])
 
     async def _change_rows(self, query: str, params: Params) -> int:
         """Run the update ``:chunk`` rows at a time until it runs out; each chunk is a
@@ -301,7 +301,6 @@ def migrate(conn: sqlite3.Connection) -> int:
     Refuses a database whose version is newer than this code knows.
     """
     migrations = load_migrations("sqlite")
-    known = migrations[-1].version if migrations else 0
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
@@ -311,11 +310,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         current = conn.execute(
             "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
         ).fetchone()[0]
-        if current > known:
-            raise StoreError(
-                f"the database schema is version {current}, newer than this inferq knows "
-                f"({known}); upgrade inferq"
-            )
+        known = check_version(current, migrations)
         for migration in migrations:
             if migration.version > current:
                 for statement in _statements(migration.sql):

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from inferq.core.errors import StoreError
+
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
@@ -27,6 +29,17 @@ def load_queries(dialect: str) -> dict[str, str]:
     parts = _HEADER.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def check_version(current: int, migrations: list[Migration]) -> int:
+    """The newest version this code knows; StoreError for a database newer than that."""
+    known = migrations[-1].version if migrations else 0
+    if current > known:
+        raise StoreError(
+            f"the database schema is version {current}, newer than this inferq knows "
+            f"({known}); upgrade inferq"
+        )
+    return known
 
 
 def first_keyword(sql: str) -> str:

@@ -10,11 +10,13 @@ INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, req
 VALUES (:id, :tenant, :model, :origin, :service_class, :priority, :state, :request::jsonb,
         :info::jsonb, :inputs::jsonb, :max_attempts, :created_at, :deadline_at, :batch_id,
         :custom_id, :batch_line)
+ON CONFLICT (id) DO NOTHING
 RETURNING seq;
 
 -- name: insert_jobs
--- insert_job for several jobs in one statement (the store's group commit); seq follows
--- the order of the arrays.
+-- insert_job for several jobs in one statement (the store's group commit, and the rows
+-- of a batch); seq follows the order of the arrays. A job whose id exists is skipped
+-- (not returned).
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
                   inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
                   batch_line)
@@ -29,26 +31,8 @@ FROM unnest(:ids::text[], :tenants::text[], :models::text[], :origins::text[],
      AS j(id, tenant, model, origin, service_class, priority, state, request, info, inputs,
           max_attempts, created_at, deadline_at, batch_id, custom_id, batch_line, n)
 ORDER BY n
+ON CONFLICT (id) DO NOTHING
 RETURNING id, seq;
-
--- name: insert_rows
--- insert_jobs for the rows of a batch: one statement for many rows, and a row whose id
--- exists is skipped.
-INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
-                  inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
-                  batch_line)
-SELECT id, tenant, model, origin, service_class, priority, state, request::jsonb,
-       info::jsonb, inputs::jsonb, max_attempts, created_at, deadline_at, batch_id,
-       custom_id, batch_line
-FROM unnest(:ids::text[], :tenants::text[], :models::text[], :origins::text[],
-            :service_classes::smallint[], :priorities::int[], :states::text[],
-            :requests::text[], :infos::text[], :inputs::text[], :max_attempts::int[],
-            :created_ats::float8[], :deadline_ats::float8[], :batch_ids::text[],
-            :custom_ids::text[], :batch_lines::int[]) WITH ORDINALITY
-     AS j(id, tenant, model, origin, service_class, priority, state, request, info, inputs,
-          max_attempts, created_at, deadline_at, batch_id, custom_id, batch_line, n)
-ORDER BY n
-ON CONFLICT (id) DO NOTHING;
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant);
