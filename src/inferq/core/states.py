@@ -1,7 +1,11 @@
 """Job states and the one table of allowed transitions.
 
-Every adapter and service checks a state change against :data:`TRANSITIONS`; the
-dialects only *render* these states (see ``api/<dialect>/translate.py``).
+:class:`~inferq.core.batches.BatchService` checks each change of a batch's state
+against :data:`TRANSITIONS` (:func:`check_transition`) before it writes it. The
+stores do not read the table: each of their writes names the states it may start
+from in its own condition (a fenced write only from ``running``, ``finish`` only
+from a state that is not terminal, ``update_batch`` only from the state the caller
+read). The dialects only *render* these states (see ``api/<dialect>/translate.py``).
 """
 
 from __future__ import annotations
