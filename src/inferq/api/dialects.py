@@ -1,5 +1,5 @@
 """The dialects inferq speaks: the one list that the app, the error handlers, the body
-limit and the runtime's batch formats are derived from.
+limit and the runtime's plugins (batch formats, the workflow catalogue) are derived from.
 
 A new dialect is a package under ``api/`` that exports a
 :class:`~inferq.api.dialect.Dialect`, and one entry here. The order is the order in

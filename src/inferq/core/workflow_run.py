@@ -37,6 +37,7 @@ from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.workflows import (
     CHUNK,
+    DIALECT,
     EMBED,
     FAILURE,
     IN_PROGRESS,
@@ -66,7 +67,8 @@ EMBED_GROUP = 16
 SUBJOB_TIMEOUT = 3600.0
 #: below this share of succeeded files a job fails
 SUCCESS_SHARE = 0.9
-ORIGIN = "unstructured"
+#: the origin of a node's jobs on the engines: the workflow records' dialect
+ORIGIN = DIALECT
 
 
 class NodeFailed(Exception):
