@@ -36,7 +36,7 @@ def tune(
     data_dir: DataDir = None,
     budget: Annotated[
         float, typer.Option(min=10, help="Seconds to spend, all models together.")
-    ] = 240.0,
+    ] = 300.0,
     quick: Annotated[
         bool, typer.Option("--quick", help="Seconds, not minutes: a tiny workload (tests).")
     ] = False,

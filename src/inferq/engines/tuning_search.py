@@ -4,35 +4,38 @@ The measurement. Each trial starts inferq's own engine
 (:class:`~inferq.engines.llamacpp.LlamaCppEngine`, so the same ``decoder_config``
 and ``BatchDecoder`` that ``inferq serve`` runs) with the candidate's settings,
 sends one warm-up request, then keeps it saturated: ``slots + 2`` lanes each
-hand it one greedy request after another (the same sequence of prompts in every
-trial, about 30 to 200 tokens with the chat template, up to 64 new tokens), so
-every slot stays busy and sequences join and leave as under load. Once as many
-requests as there are slots have streamed text (the first prompts, all
-evaluated at once, are behind; at most one window after the start), the text
-pieces the engine streams are counted for a fixed window: one a token, but for
-the rare character split across two tokens. The score is
-that count over the window, output tokens/s in the steady state, without the
-start-up that favours few slots over a short window. Each trial also records
-the cores that other processes used during the window (Linux): a 2-core machine
-shared with other work measures that work too.
+hand it one greedy request after another, the same rows in every trial (prompts
+of about 30 to 200 tokens with the chat template; from 16 to 112 new tokens, so
+that sequences end at different steps and others join, as under real load).
+The first requests all start together, and their prompts are evaluated one
+chunk a step while the others wait, a start-up that costs more the more slots
+there are; so counting begins once as many requests as there are slots have
+ended (at most one window after the start). Then the text pieces the engine
+streams are counted for a fixed window (one a token, but for the rare
+character split across two): the score is that count over the window, output
+tokens/s in the steady state. Each trial also records the cores other
+processes used during the window (Linux): a 2-core machine shared with other
+work measures that work too.
 
 The search, coordinate by coordinate from the baseline (what serve runs without
 a tuning file): ``slots`` (4, 8, 16), then ``flash_attention`` (off, on), then
 ``batch_size`` (64, 128, 256), then ``threads`` ("auto", half the cores, when
 there are two or more); each step keeps its fastest value and the next starts
 from it. An option that the models file sets is not searched: explicit
-configuration wins. The winner and the baseline are then measured again,
-alternately, twice each (the search's own number of the winner is its best of
-several, biased up); the winner is chosen only if the mean of its confirmation
-runs beats the baseline's by :data:`MARGIN`, otherwise the baseline is.
+configuration wins. The winner and the baseline are then measured again, twice
+each in the order winner, baseline, baseline, winner (a load that rises or
+falls meanwhile hits both alike; the search's own number of the winner is the
+best of several, biased up). The winner is chosen only if the mean of its
+confirmation runs beats the baseline's by :data:`MARGIN`, otherwise the
+baseline is.
 
-The budget (seconds, all models together) is shared out among the models and
-sets the window from the number of trials planned (11 for one model with
-nothing set in the models file), less :data:`START_SECONDS` each for the
-engine's start and the start-up before counting, taken as half a window. A
-trial that would not leave time for the confirmation is skipped. ``quick``
-(for tests): 1.5 s windows of 16-token requests, slots 4 and flash attention
-only, one confirmation run each.
+The budget (seconds, all models together; ``inferq tune`` defaults to 300) is
+shared out among the models and sets the window from the trials planned (11 for
+one model with nothing set in the models file): each trial is taken as
+:data:`START_SECONDS` for the engine's start, then at most a window before
+counting and a window counting. A trial that would not leave time for the
+confirmation is skipped. ``quick`` (for tests): 1.5 s windows of 4 to 28 new
+tokens a request, slots 4 and flash attention only, one confirmation run each.
 """
 
 from __future__ import annotations
@@ -96,8 +99,11 @@ def prompt(i: int) -> str:
 
 
 def _request(i: int, max_tokens: int) -> ChatRequest:
+    """Row ``i``: its prompt, and from a quarter to 7/4 of ``max_tokens`` new tokens, so
+    that sequences end at different steps as real requests do."""
+    limit = max(1, max_tokens // 4 + (i * 37) % (max_tokens * 3 // 2 + 1))
     message = ChatMessage("user", prompt(i))
-    return ChatRequest(messages=(message,), max_tokens=max_tokens, temperature=0.0)
+    return ChatRequest(messages=(message,), max_tokens=limit, temperature=0.0)
 
 
 def _busy_cpu_seconds() -> float | None:
@@ -119,7 +125,7 @@ class Workload:
 
 class _Saturation:
     """Lanes that each keep one request in the engine, and a count of the text pieces the
-    engine streams (one a token but for a character split across tokens) while
+    engine streams (one a token but for the rare character split across two) while
     :attr:`counting`."""
 
     def __init__(self, engine: LlamaCppEngine, max_tokens: int) -> None:
@@ -128,35 +134,29 @@ class _Saturation:
         self.rows = itertools.count()
         self.live: set[AbortSignal] = set()
         self.stopped = False
-        #: set once as many requests as there are slots have streamed text
-        self.every_slot_generating = asyncio.Event()
-        self._generating: set[int] = set()
+        #: set once as many requests as there are slots have ended: the first ones,
+        #: which all started together, have given way to others that did not
+        self.turned_over = asyncio.Event()
+        self._ended = 0
         self.counting = False
         self.pieces = 0
 
     async def lane(self) -> None:
         while not self.stopped:
-            row = next(self.rows)
             abort = AbortSignal()
             self.live.add(abort)
-
-            def on_text(piece: str, row: int = row) -> None:
-                self._piece(row)
-
             try:
-                await self.engine.generate(
-                    _request(row, self.max_tokens), abort=abort, on_text=on_text
-                )
+                request = _request(next(self.rows), self.max_tokens)
+                await self.engine.generate(request, abort=abort, on_text=self._piece)
             finally:
                 self.live.discard(abort)
+            self._ended += 1
+            if self._ended >= self.engine.spec.slots:
+                self.turned_over.set()
 
-    def _piece(self, row: int) -> None:
+    def _piece(self, piece: str) -> None:
         if self.counting:
             self.pieces += 1
-        elif not self.every_slot_generating.is_set():
-            self._generating.add(row)
-            if len(self._generating) >= self.engine.spec.slots:
-                self.every_slot_generating.set()
 
     def stop(self) -> None:
         self.counting = False
@@ -167,8 +167,8 @@ class _Saturation:
 
 async def measure(spec: ModelSpec, workload: Workload) -> tuple[float, float | None]:
     """Output tokens/s of ``spec`` kept saturated, counted for ``workload.window`` seconds
-    from when every slot generates (at most ``window`` seconds after the start), and the
-    cores other processes used meanwhile."""
+    once the first requests have turned over (at most ``window`` seconds after the start),
+    and the cores other processes used meanwhile."""
     engine = LlamaCppEngine(spec)
     await engine.start()
     saturation = _Saturation(engine, workload.max_tokens)
@@ -177,7 +177,7 @@ async def measure(spec: ModelSpec, workload: Workload) -> tuple[float, float | N
         await engine.generate(_request(-1, 4), abort=AbortSignal())  # warm-up
         lanes = [asyncio.create_task(saturation.lane()) for _ in range(spec.slots + 2)]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(saturation.every_slot_generating.wait(), workload.window)
+            await asyncio.wait_for(saturation.turned_over.wait(), workload.window)
         own0, busy0, t0 = time.process_time(), _busy_cpu_seconds(), time.perf_counter()
         saturation.counting = True
         await asyncio.sleep(workload.window)
@@ -227,7 +227,7 @@ def plan(spec: ModelSpec, explicit: Set[str], *, budget: float, quick: bool) -> 
     trials += sum(
         len([v for v in values if v != baseline.get(k)]) for k, values in candidates.items()
     )
-    window = max(MIN_WINDOW, (budget / trials - START_SECONDS) / 1.5)
+    window = max(MIN_WINDOW, (budget / trials - START_SECONDS) / 2)
     return Plan(candidates=candidates, workload=Workload(window=window), rounds=rounds)
 
 
@@ -327,9 +327,13 @@ class _Search:
     async def confirm(self, winner: EngineSettings, baseline: EngineSettings) -> float:
         mine: list[float | None] = []
         theirs: list[float | None] = []
-        for _ in range(self.plan.rounds):
-            mine.append(await self.trial("confirm", winner))
-            theirs.append(await self.trial("confirm", baseline))
+        for k in range(self.plan.rounds):  # ABBA: a load that drifts hits both alike
+            if k % 2 == 0:
+                mine.append(await self.trial("confirm", winner))
+                theirs.append(await self.trial("confirm", baseline))
+            else:
+                theirs.append(await self.trial("confirm", baseline))
+                mine.append(await self.trial("confirm", winner))
         if None in mine or None in theirs:
             return -1.0
         return sum(x or 0.0 for x in mine) / sum(x or 0.0 for x in theirs) - 1
