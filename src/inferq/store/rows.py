@@ -32,7 +32,7 @@ def dumps(value: Any) -> str:
 
 
 def job_params(job: Job) -> dict[str, Any]:
-    """Parameters of the ``insert_job`` query (``insert_jobs`` takes them as arrays)."""
+    """Parameters of ``insert_job`` and ``insert_row`` (``insert_jobs`` takes them as arrays)."""
     return {
         "id": job.id,
         "tenant": job.tenant,

@@ -230,10 +230,11 @@ class SQLiteExecutor:
         changed: int = await self._run(count(query, params))
         return changed
 
-    async def execute_many(self, query: str, params: Sequence[Params]) -> None:
-        """Run a write once for each parameter set, all in one transaction."""
+    async def execute_many(self, query: str, params: Sequence[Params]) -> int:
+        """Run a write (one that returns no rows) once for each parameter set, all in one
+        transaction; return how many rows changed."""
         encoded = [_encode(p) for p in params]
-        await self._write(lambda conn: conn.executemany(Q[query], encoded))
+        return await self._write(lambda conn: conn.executemany(Q[query], encoded).rowcount)
 
     async def atomic(self, steps: Steps[T]) -> T:
         return await self._write(lambda conn: drive(steps, lambda step: _run(conn, step)))
@@ -273,7 +274,7 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
 
     async def insert_rows(self, rows: Sequence[Job]) -> None:
         if rows:
-            await self.db.execute_many("insert_job", [_job_params(row) for row in rows])
+            await self.db.execute_many("insert_row", [_job_params(row) for row in rows])
 
     async def _change_rows(self, query: str, params: Params) -> int:
         """Run the update ``:chunk`` rows at a time until it runs out; each chunk is a

@@ -4,7 +4,7 @@
 SELECT 1 AS ok;
 
 -- name: insert_job
--- Nothing (no seq) when a job has this id; insert_rows runs it once per row.
+-- Nothing (no seq) when a job has this id.
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
                   inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
                   batch_line)
@@ -230,6 +230,17 @@ DELETE FROM batches WHERE tenant = :tenant AND id = :id;
 
 -- name: delete_batch_rows
 DELETE FROM jobs WHERE tenant = :tenant AND batch_id = :batch_id;
+
+-- name: insert_row
+-- insert_job for the rows of a batch, run once per row (executemany): a row whose id
+-- exists is skipped.
+INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
+                  inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
+                  batch_line)
+VALUES (:id, :tenant, :model, :origin, :service_class, :priority, :state, :request, :info,
+        :inputs, :max_attempts, :created_at, :deadline_at, :batch_id, :custom_id,
+        :batch_line)
+ON CONFLICT (id) DO NOTHING;
 
 -- name: release_rows
 -- Up to :chunk rows per statement, so other writes wait at most one chunk; the store
