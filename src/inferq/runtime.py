@@ -84,7 +84,8 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open the store, load the engines and start the worker (as settings say)."""
     the_store = store or build_store(settings)
-    the_registry = registry or ModelRegistry(load_specs(settings.models_file))
+    tuned = settings.data_dir if settings.worker else None  # inferq tune: where models run
+    the_registry = registry or ModelRegistry(load_specs(settings.models_file, tuning_dir=tuned))
     the_blobs = blobs or LocalBlobs(settings.blobs_dir)
     events = JobEvents()
     batches = BatchService(
