@@ -81,6 +81,7 @@ from _common import (
     update_doc,
     wait_until_quiet,
 )
+from inferq.api.dialects import DIALECTS
 from inferq.config import Settings
 from inferq.core.events import JobEvents
 from inferq.core.models import ChatMessage, ChatRequest, Lease
@@ -242,7 +243,12 @@ class Inferq(System):
         wrap_after(store, "complete", lambda ok, *a, **k: self.completions.add(int(ok)))
         time_calls(store, "claim", self.claim_times)
         runtime = await self.stack.enter_async_context(
-            open_runtime(settings, store=store, registry=fake_registry(self.args.slots))
+            open_runtime(
+                settings,
+                plugins=DIALECTS.plugins(),
+                store=store,
+                registry=fake_registry(self.args.slots),
+            )
         )
         self.store, self.jobs = store, runtime.jobs
 
