@@ -24,6 +24,11 @@ A batch moves through the job states; each dialect renders them its own way::
 Every step is a compare-and-set on the batch's state, so two runners, or a runner
 and a client's cancel, never both win a transition; the bookkeeping lease keeps
 two runners from doing the same work at once.
+
+A dialect hands :meth:`BatchService.submit` a :class:`NewBatch` (what its request
+asked for); the service gives the batch its id, its times and its expiry (the
+completion window, :attr:`BatchLimits.window`, is the same for every dialect) and
+wakes the runner.
 """
 
 from __future__ import annotations
