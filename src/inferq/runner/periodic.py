@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 from inferq.core.events import wait_event
 from inferq.core.models import Batch
+from inferq.core.ports import BatchStore
 from inferq.runner.retry import Retries, RetryPolicy
-from inferq.store.base import JobStore
 
 #: the longest pause between two turns while turns fail (the store is away)
 LOOP_PAUSE_CAP = 30.0
@@ -42,7 +42,7 @@ class RecordRunner:
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: BatchStore,
         owner: str,
         log: logging.Logger,
         lease_seconds: float = 30.0,

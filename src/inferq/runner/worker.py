@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents, wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, Job, JobError, Lease, Result
+from inferq.core.ports import JobQueue
 from inferq.core.states import ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
 from inferq.engines.registry import ModelRegistry
-from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.worker")
 
@@ -71,7 +71,7 @@ class Worker:
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: JobQueue,
         registry: ModelRegistry,
         events: JobEvents,
         settings: WorkerSettings | None = None,

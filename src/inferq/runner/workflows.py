@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 
 from inferq.core.models import Batch
+from inferq.core.ports import BatchStore
 from inferq.core.states import JobState
 from inferq.core.workflow_run import JobLost, WorkflowExecutor
 from inferq.core.workflows import DIALECT
 from inferq.runner.periodic import RecordRunner
 from inferq.runner.retry import RetryPolicy
-from inferq.store.base import JobStore
 
 log = logging.getLogger("inferq.workflows")
 
@@ -43,7 +43,7 @@ class WorkflowRunner(RecordRunner):
     def __init__(
         self,
         *,
-        store: JobStore,
+        store: BatchStore,
         executor: WorkflowExecutor,
         owner: str,
         max_running: int = 5,
