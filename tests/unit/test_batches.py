@@ -17,6 +17,7 @@ import pytest
 
 from inferq.api.openai.batch_format import OpenAIBatchFormat
 from inferq.blobs import MemoryBlobs
+from inferq.core import batch_validation
 from inferq.core import batches as batches_module
 from inferq.core.batches import BatchLimits, BatchService
 from inferq.core.errors import InvalidRequest
@@ -156,6 +157,7 @@ async def test_interrupted_validation_and_finalization_are_redone_exactly(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(batches_module, "CHUNK", 3)
+    monkeypatch.setattr(batch_validation, "CHUNK", 3)
     file_id = await rig.upload([row(n) for n in range(1, 11)])
     batch = await rig.create(file_id)
 

@@ -14,7 +14,7 @@ from inferq.api.errors import RequestTimeout, status_of
 from inferq.api.fireworks.translate import AlreadyExists, Forbidden
 from inferq.core import errors
 from inferq.core.errors import InferqError
-from inferq.core.workflows import DIALECT as WORKFLOWS
+from inferq.core.workflow_meta import DIALECT as WORKFLOWS
 
 PATHS = {
     "/v1/queue/submit": "together",

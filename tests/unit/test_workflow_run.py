@@ -17,16 +17,9 @@ from inferq.blobs import MemoryBlobs
 from inferq.core.events import JobEvents
 from inferq.core.service import JobService
 from inferq.core.states import JobState
+from inferq.core.workflow_meta import IN_PROGRESS, READY, SUCCESS, nodes_of, output_key
 from inferq.core.workflow_run import WorkflowExecutor
-from inferq.core.workflows import (
-    IN_PROGRESS,
-    READY,
-    SUCCESS,
-    InputFile,
-    WorkflowService,
-    nodes_of,
-    output_key,
-)
+from inferq.core.workflows import InputFile, WorkflowService
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.workflows import WorkflowRunner

@@ -17,7 +17,7 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from inferq.core.batches import BatchFormat
+from inferq.core.batch_format import BatchFormat
 from inferq.core.errors import InferqError
 from inferq.core.workflows import Catalogue
 from inferq.runtime import Plugins

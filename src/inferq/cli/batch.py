@@ -23,7 +23,7 @@ from inferq.cli.common import (
     timestamp,
     with_services,
 )
-from inferq.core.batches import describe
+from inferq.core.batch_format import describe
 from inferq.core.models import Batch, BatchCounts
 from inferq.core.states import JobState
 

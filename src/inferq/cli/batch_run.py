@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from inferq.cli.common import err, run, with_services
 from inferq.config import Settings
-from inferq.core.batches import NewBatch, describe
+from inferq.core.batch_format import NewBatch, describe
 from inferq.core.files import DATASET, blob_key
 from inferq.core.models import Batch, FileRecord
 from inferq.core.states import JobState

@@ -6,12 +6,9 @@ A batch moves through the job states; each dialect renders them its own way::
         |           |          `-> cancelling -> cancelled
         `-> failed (the file did not validate)
 
-* **validating**: the runner streams the input file, checks every line with the
-  dialect's :class:`BatchFormat`, and inserts the rows in chunks, still in the
-  ``validating`` state where no worker claims them. Row ids are derived from the
-  batch and the line, so a validation interrupted by a crash is simply redone.
-  Only when the whole file is valid (duplicate ``custom_id``s included) does the
-  batch become ``queued`` and its rows claimable, all at once.
+* **validating**: the runner checks every input line with the dialect's
+  :class:`BatchFormat` and stores the rows unclaimable, then releases them all at
+  once, or fails the batch naming its bad lines (:mod:`inferq.core.batch_validation`).
 * **queued / running**: workers run the rows like any other job, below sync and
   queued work (service class ``BATCH``). A row's priority is minus its line, so
   the claim takes row *k* of every open batch before row *k + 1* of any: batches
@@ -37,35 +34,41 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from inferq.core import inputs
-from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, QueueFull
-from inferq.core.events import JobEvents
-from inferq.core.files import DATASET, blob_key, file_names, line_count
-from inferq.core.models import (
-    Batch,
-    BatchCounts,
-    FileRecord,
-    Job,
-    JobError,
-    Request,
+from inferq.core.batch_format import (
+    CHUNK,
+    BatchFormat,
+    BatchLimits,
+    ModelNames,
+    NewBatch,
+    OutputFile,
+    ParsedRow,
+    describe,
+    row_id,
 )
-from inferq.core.ports import BlobStore, Store
-from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass, check_transition
+from inferq.core.batch_validation import BatchValidator, Renew
+from inferq.core.errors import Conflict, InvalidRequest, NotFound, QueueFull
+from inferq.core.events import JobEvents
+from inferq.core.files import blob_key, file_names, line_count
+from inferq.core.models import Batch, BatchCounts, JobError
+from inferq.core.ports import BatchFileStore, BlobStore
+from inferq.core.states import TERMINAL_STATES, JobState, check_transition
+
+__all__ = [
+    "BatchFormat",
+    "BatchLimits",
+    "BatchService",
+    "ModelNames",
+    "NewBatch",
+    "OutputFile",
+    "ParsedRow",
+    "describe",
+    "row_id",
+]
 
 log = logging.getLogger("inferq.batches")
-
-#: rows inserted (and result rows read) per store round trip
-CHUNK = 1000
-#: validation stops after this many bad lines
-MAX_ERRORS = 100
-#: the longest input line accepted, in bytes
-MAX_LINE = 8 * 1024 * 1024
-
-_ROW_IDS = uuid.UUID("0f6a5b0e-6c43-4d1b-9a8e-2f1d3c5b7a90")
 
 EXPIRED_ROW = JobError(
     "batch_expired", "This request could not be executed before the completion window expired."
@@ -75,120 +78,19 @@ CANCELLED_ROW = JobError("batch_cancelled", "The batch was cancelled before this
 CANCELLABLE = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedRow:
-    """One valid input line, free of its dialect's shape."""
-
-    custom_id: str
-    model: str
-    request: Request
-
-
-@dataclass(frozen=True, slots=True)
-class OutputFile:
-    """Where a batch's result or error lines go: a file record and one of its files."""
-
-    record_id: str
-    name: str
-
-
-class BatchFormat(Protocol):
-    """How one dialect reads a batch's input lines and writes its output lines."""
-
-    def parse_row(self, data: Any, batch: Batch) -> ParsedRow:
-        """Check one decoded input line; raise a ClientError naming what is wrong."""
-
-    def result_line(self, row: Job, batch: Batch) -> dict[str, Any]:
-        """The output line of a succeeded row."""
-
-    def error_line(self, row: Job, batch: Batch) -> dict[str, Any]:
-        """The error-file line of a row that failed, was cancelled or expired."""
-
-    def output_files(self, batch: Batch) -> tuple[OutputFile, OutputFile]:
-        """Where result lines and error lines are written."""
-
-    def publish(
-        self, batch: Batch, counts: BatchCounts, sizes: tuple[int, int], now: float
-    ) -> tuple[list[FileRecord], Batch]:
-        """The file records that make the outputs visible, and the batch pointing at them.
-
-        A record left out of the list is not published (its bytes are removed).
-        """
-
-
-class ModelNames(Protocol):
-    def validate(self, model: str, request: Request) -> None: ...
-
-    def names(self) -> Collection[str]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class BatchLimits:
-    #: rows one batch may hold
-    max_rows: int = 200_000
-    #: batches a tenant may have open at once
-    max_open: int = 20
-    #: attempts per row (engine errors are retried)
-    max_attempts: int = 4
-    #: the completion window, in seconds: rows that have not run by then expire
-    window: float = 24 * 3600.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewBatch:
-    """A batch as a dialect asks for it; :meth:`BatchService.submit` gives it its id,
-    its times (the expiry is the completion window from now) and its first state."""
-
-    tenant: str
-    #: the dialect whose :class:`BatchFormat` reads its lines and writes its outputs
-    dialect: str
-    endpoint: str
-    input_file_id: str
-    #: the model every row runs on, when the batch names one
-    model: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    #: the id the client chose; None: a new one, :attr:`id_prefix` and a random hex
-    id: str | None = None
-    id_prefix: str = "batch_"
-    idempotency_key: str | None = None
-    #: an ended batch whose unsucceeded rows this one reruns
-    continued_from: str | None = None
-
-
-def row_id(tenant: str, batch_id: str, line: int) -> str:
-    """The id of a batch's row: the same for the same line, across crashes."""
-    return str(uuid.uuid5(_ROW_IDS, f"{tenant}\n{batch_id}\n{line}"))
-
-
-def describe(error: dict[str, Any]) -> str:
-    """A validation error as one line: ``file:line: message``."""
-    place = ":".join(str(p) for p in (error.get("file"), error.get("line")) if p is not None)
-    return f"{place}: {error['message']}" if place else str(error["message"])
-
-
-def _loads(line: bytes) -> Any:
-    """One input line, parsed and checked as all client JSON is: a line nested too
-    deep, with a NUL or a lone surrogate, or a number no store keeps, is a line error."""
-    return inputs.loads(line, what="the line")
-
-
 def _dumps(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
-
-Renew = Callable[[], Awaitable[bool]]
 
 
 class BatchService:
     def __init__(
         self,
         *,
-        store: Store,
+        store: BatchFileStore,
         blobs: BlobStore,
         models: ModelNames,
         events: JobEvents,
-        formats: dict[str, BatchFormat],
+        formats: Mapping[str, BatchFormat],
         limits: BatchLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -200,6 +102,16 @@ class BatchService:
         self.limits = limits or BatchLimits()
         self.clock = clock
         self._on_created: list[Callable[[], None]] = []
+        self._validator = BatchValidator(
+            store=store,
+            blobs=blobs,
+            models=models,
+            events=events,
+            formats=formats,
+            limits=self.limits,
+            transition=self._transition,
+            clock=clock,
+        )
 
     def on_created(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a batch is created (a runner wakes up for it)."""
@@ -365,7 +277,7 @@ class BatchService:
     async def step(self, batch: Batch, *, renew: Renew) -> None:
         """Move the batch on as far as it can go now; ``renew`` extends the lease."""
         if batch.state is JobState.VALIDATING:
-            await self._validate(batch, renew)
+            await self._validator.validate(batch, renew)
         elif batch.state in (JobState.QUEUED, JobState.RUNNING):
             await self._watch(batch)
         elif batch.state in (JobState.CANCELLING, JobState.FINALIZING):
@@ -409,184 +321,6 @@ class BatchService:
         if done:
             log.info("batch %s %s -> %s", batch.id, batch.state.value, new.state.value)
         return done
-
-    # validating -----------------------------------------------------------------
-
-    async def _validate(self, batch: Batch, renew: Renew) -> None:
-        fmt = self.formats[batch.dialect]
-        errors: list[dict[str, Any]] = []
-        pending: list[Job] = []
-        total = 0
-        unexpected = 0
-        now = self.clock()
-
-        def error(
-            exc: ClientError, where: tuple[str | None, int | None], code: str | None = None
-        ) -> None:
-            errors.append(
-                {
-                    "code": code or exc.code,
-                    "message": exc.message,
-                    "param": exc.param,
-                    "file": where[0],
-                    "line": where[1],
-                }
-            )
-
-        try:
-            async for where, item in self._inputs(batch):
-                total += 1
-                if total > self.limits.max_rows:
-                    error(
-                        InvalidRequest(
-                            f"the batch holds more than {self.limits.max_rows} requests"
-                        ),
-                        where,
-                    )
-                    break
-                try:
-                    parsed = (
-                        item if isinstance(item, ParsedRow) else fmt.parse_row(_loads(item), batch)
-                    )
-                    self.models.validate(parsed.model, parsed.request)
-                except ClientError as exc:
-                    error(exc, where)
-                    if len(errors) >= MAX_ERRORS:
-                        break
-                    continue
-                except Exception as exc:
-                    # a line that trips a bug fails as a line: the batch ends, the runner
-                    # goes on with the others
-                    if not unexpected:
-                        log.warning(
-                            "batch %s: line %s could not be checked", batch.id, where[1],
-                            exc_info=True,
-                        )  # fmt: skip
-                    unexpected += 1
-                    message = (
-                        f"the line could not be checked: an internal error "
-                        f"({type(exc).__name__}); see the server log"
-                    )
-                    error(InvalidRequest(message), where, code="internal_error")
-                    if len(errors) >= MAX_ERRORS:
-                        break
-                    continue
-                if errors:
-                    continue  # keep collecting errors, stop storing rows
-                pending.append(self._row(batch, total, parsed, now))
-                if len(pending) >= CHUNK:
-                    await self.store.insert_rows(pending)
-                    pending = []
-                    if not await renew():
-                        return
-        except ClientError as exc:  # the input file is gone, or a line is too long
-            error(exc, (None, None))
-        if pending and not errors:
-            await self.store.insert_rows(pending)
-        if not errors:
-            for custom_id, first, again in await self.store.duplicate_custom_ids(
-                tenant=batch.tenant, batch_id=batch.id, limit=MAX_ERRORS
-            ):
-                errors.append(
-                    {
-                        "code": "duplicate_custom_id",
-                        "message": f"custom_id {custom_id!r} is used more than once "
-                        f"(rows {first} and {again}); every custom_id must be unique",
-                        "param": "custom_id",
-                        "file": None,
-                        "line": again,
-                    }
-                )
-        if total == 0 and not errors:
-            errors.append(
-                {
-                    "code": "empty_file",
-                    "message": "the input file holds no requests",
-                    "param": None,
-                    "file": None,
-                    "line": None,
-                }
-            )
-        now = self.clock()
-        if errors:
-            await self.store.finish_rows(
-                tenant=batch.tenant,
-                batch_id=batch.id,
-                state=JobState.CANCELLED,
-                error=JobError("invalid_batch", "the batch failed validation"),
-                now=now,
-            )
-            failed = batch.evolve(
-                state=JobState.FAILED,
-                errors=errors,
-                error=JobError("invalid_request", describe(errors[0])),
-                counts=BatchCounts(),
-                validated_at=now,
-                finished_at=now,
-            )
-            if await self._transition(batch, failed):
-                log.info("batch %s failed validation: %s", batch.id, failed.error)
-            return
-        queued = batch.evolve(state=JobState.QUEUED, total=total, validated_at=now)
-        if await self._transition(batch, queued):
-            await self.store.release_rows(tenant=batch.tenant, batch_id=batch.id)
-            self.events.job_submitted()
-
-    async def _inputs(
-        self, batch: Batch
-    ) -> AsyncIterator[tuple[tuple[str | None, int | None], bytes | ParsedRow]]:
-        """Each input request with where it came from: raw lines, or an earlier batch's rows."""
-        if batch.continued_from is not None:
-            earlier = await self.get(batch.continued_from, tenant=batch.tenant)
-            if earlier.total > 0:
-                async for row in self._unsucceeded(earlier):
-                    assert row.custom_id is not None and row.batch_line is not None
-                    yield (
-                        (earlier.id, row.batch_line),
-                        ParsedRow(custom_id=row.custom_id, model=row.model, request=row.request),
-                    )
-                return
-            batch = earlier  # it never got past validation: read its input again
-        record = await self.store.get_file(batch.input_file_id, tenant=batch.tenant)
-        if record is None:
-            raise InvalidRequest(f"the input file {batch.input_file_id} was deleted")
-        for name in file_names(record):
-            display = record.filename if record.kind != DATASET else name
-            number = 0
-            async for line in self.blobs.lines(
-                blob_key(record.tenant, record.id, name), max_line=MAX_LINE
-            ):
-                number += 1
-                if line.strip():
-                    yield (display, number), line
-
-    async def _unsucceeded(self, batch: Batch) -> AsyncIterator[Job]:
-        after = 0
-        while page := await self.store.batch_rows(
-            tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK
-        ):
-            for row in page:
-                if row.state is not JobState.SUCCEEDED:
-                    yield row
-            after = page[-1].batch_line or 0
-
-    def _row(self, batch: Batch, line: int, parsed: ParsedRow, now: float) -> Job:
-        return Job(
-            id=row_id(batch.tenant, batch.id, line),
-            tenant=batch.tenant,
-            model=parsed.model,
-            origin=f"{batch.dialect}-batch",
-            service_class=ServiceClass.BATCH,
-            # round-robin across batches: row k of every batch before row k + 1 of any
-            priority=-line,
-            state=JobState.VALIDATING,
-            request=parsed.request,
-            created_at=now,
-            max_attempts=self.limits.max_attempts,
-            batch_id=batch.id,
-            custom_id=parsed.custom_id,
-            batch_line=line,
-        )
 
     # queued / running -------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from inferq.core.models import (
 from inferq.core.ports import BatchStore, BlobStore
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
-from inferq.core.workflows import (
+from inferq.core.workflow_meta import (
     CHUNK,
     DIALECT,
     EMBED,
@@ -45,8 +45,7 @@ from inferq.core.workflows import (
     READY,
     SKIPPED,
     SUCCESS,
-    Catalogue,
-    Documents,
+    FileMeta,
     Node,
     files_of,
     input_key,
@@ -56,6 +55,7 @@ from inferq.core.workflows import (
     output_key,
     shown,
 )
+from inferq.core.workflows import Catalogue, Documents
 
 log = logging.getLogger("inferq.workflows")
 
@@ -201,7 +201,7 @@ class WorkflowExecutor:
 
     # -- one file -----------------------------------------------------------------------
 
-    async def _run_file(self, state: _Progress, entry: dict[str, Any], nodes: list[Node]) -> None:
+    async def _run_file(self, state: _Progress, entry: FileMeta, nodes: list[Node]) -> None:
         job, file_id = state.job, entry["id"]
         tasks = state.meta["tasks"][file_id]
         elements: Elements | None = None
@@ -241,7 +241,7 @@ class WorkflowExecutor:
         return elements
 
     async def _run_node(
-        self, job: Batch, entry: dict[str, Any], node: Node, elements: Elements | None
+        self, job: Batch, entry: FileMeta, node: Node, elements: Elements | None
     ) -> Elements:
         if node.type == PARTITION:
             data = bytearray()

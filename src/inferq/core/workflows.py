@@ -2,16 +2,8 @@
 
 A workflow job is a :class:`~inferq.core.models.Batch` record of dialect
 ``unstructured`` (endpoint :data:`WORKFLOW`): the same table, lease and
-compare-and-set transitions as batches, with the workflow in ``meta``::
-
-    meta = {
-        "workflow_id", "workflow_name", "job_type", "template_id",
-        "nodes": [{"id", "name", "type", "subtype", "settings"}],   # in run order
-        "files": [{"id", "name", "filetype", "size"}],
-        "tasks": {file_id: {node_id: "ready" | "in_progress" | "success" | "failure" | "skipped"}},
-        "errors": {file_id: "why the file failed"},
-        "processing_status", "message",
-    }
+compare-and-set transitions as batches, with the workflow in its ``meta``, typed as
+:class:`~inferq.core.workflow_meta.WorkflowMeta`.
 
 Each (file, node) pair is one durable task: its output is written to the blob
 store atomically before its state says ``success``, so a job taken over after a
@@ -31,7 +23,6 @@ exist, is the dialect's: a :class:`Catalogue` (Unstructured's is in
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -40,31 +31,31 @@ from typing import Any, Protocol
 
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch, ChatMessage, ChatRequest, EmbedRequest, Request
-from inferq.core.ports import BatchStore, BlobStore, tenant_prefix
+from inferq.core.ports import BatchStore, BlobStore
 from inferq.core.states import TERMINAL_STATES, JobState
-
-log = logging.getLogger("inferq.workflows")
-
-#: the ``dialect`` of a workflow job's record (the Unstructured dialect's name)
-DIALECT = "unstructured"
-#: the ``endpoint`` of a workflow job's record
-WORKFLOW = "workflow"
-
-PARTITION, PROMPTER, CHUNK, EMBED = "partition", "prompter", "chunk", "embed"
-NODE_TYPES = (PARTITION, PROMPTER, CHUNK, EMBED)
-
-READY, IN_PROGRESS, SUCCESS, FAILURE, SKIPPED = (
-    "ready",
-    "in_progress",
-    "success",
-    "failure",
-    "skipped",
+from inferq.core.workflow_meta import (
+    CHUNK,
+    DIALECT,
+    EMBED,
+    NODE_TYPES,
+    PARTITION,
+    PROMPTER,
+    READY,
+    SUCCESS,
+    WORKFLOW,
+    FileMeta,
+    Node,
+    WorkflowMeta,
+    files_of,
+    input_key,
+    meta_of,
+    node_id_problem,
+    nodes_of,
+    output_key,
+    record_meta,
 )
 
-#: the enrichments a prompter node can do on the chat model (a dialect's
-#: :class:`Catalogue` names the subtypes that stand for each)
-TABLE_DESCRIPTION, TABLE2HTML, NER = "table_description", "table2html", "ner"
-ENRICHMENTS = (TABLE_DESCRIPTION, TABLE2HTML, NER)
+log = logging.getLogger("inferq.workflows")
 
 
 class Documents(Protocol):
@@ -103,34 +94,6 @@ class ModelNames(Protocol):
     def names(self) -> Collection[str]: ...
 
     def context_length(self, model: str) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    id: str
-    name: str
-    type: str
-    subtype: str
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "type": self.type,
-            "subtype": self.subtype,
-            "settings": self.settings,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Node:
-        return cls(
-            id=data["id"],
-            name=data["name"],
-            type=data["type"],
-            subtype=data["subtype"],
-            settings=dict(data.get("settings") or {}),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,63 +140,6 @@ class WorkflowLimits:
     chat_model: str | None = None
     #: the embedding model embed nodes use when their settings name none
     embed_model: str | None = None
-
-
-#: a node id (it names the node's output blobs): a letter or digit, then up to 127
-#: letters, digits, '_', '.' or '-'
-_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-NODE_ID_RULE = (
-    "1-128 letters, digits, '_', '.' or '-', starting with a letter or digit, without '..'"
-)
-
-
-def shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, cut short, in ASCII (NULs and surrogates escaped)."""
-    return ascii(text if len(text) <= limit else text[:limit] + "...")
-
-
-def is_key_part(text: object) -> bool:
-    """Whether ``text`` may be one part of a blob key (a node or file id)."""
-    return isinstance(text, str) and bool(_NODE_ID.fullmatch(text)) and ".." not in text
-
-
-def node_id_problem(node_id: object) -> str | None:
-    """Why ``node_id`` cannot be a node's id (it becomes part of blob keys), or None."""
-    if not isinstance(node_id, str) or not node_id:
-        return "a node id must be a non-empty string"
-    if not is_key_part(node_id):
-        return f"{shown(node_id)} is not a valid node id: use {NODE_ID_RULE}"
-    return None
-
-
-def input_key(tenant: str, job_id: str, file_id: str) -> str:
-    return f"{tenant_prefix(tenant)}/workflows/{job_id}/{file_id}/input"
-
-
-def output_key(tenant: str, job_id: str, file_id: str, node_id: str) -> str:
-    return f"{tenant_prefix(tenant)}/workflows/{job_id}/{file_id}/{node_id}.json"
-
-
-def nodes_of(job: Batch) -> list[Node]:
-    return [Node.from_dict(n) for n in job.meta["nodes"]]
-
-
-def files_of(job: Batch) -> list[dict[str, Any]]:
-    files: list[dict[str, Any]] = job.meta["files"]
-    return files
-
-
-def node_stats(job: Batch) -> list[dict[str, Any]]:
-    tasks: dict[str, dict[str, str]] = job.meta.get("tasks", {})
-    stats = []
-    for node in nodes_of(job):
-        counts = {READY: 0, IN_PROGRESS: 0, SUCCESS: 0, FAILURE: 0}
-        for per_file in tasks.values():
-            state = per_file.get(node.id, READY)
-            if state in counts:
-                counts[state] += 1
-        stats.append({"node": node, **counts})
-    return stats
 
 
 def _bad(message: str, param: str) -> InvalidRequest:
@@ -492,12 +398,11 @@ class WorkflowService:
         filetypes = self.check_files(files)
         now = self.clock()
         job_id = str(uuid.uuid4())
-        entries: list[dict[str, Any]] = []
+        entries: list[FileMeta] = []
         for f, filetype in zip(files, filetypes, strict=True):
             file_id = str(uuid.uuid4())
             await self.blobs.put(input_key(tenant, job_id, file_id), _once(f.data))
-            entries.append({"id": file_id, "name": f.name, "filetype": filetype,
-                            "size": len(f.data)})  # fmt: skip
+            entries.append(FileMeta(id=file_id, name=f.name, filetype=filetype, size=len(f.data)))
         job = Batch(
             id=job_id,
             tenant=tenant,
@@ -510,18 +415,20 @@ class WorkflowService:
             # workflow jobs do not expire (they run until done or cancelled); the record
             # needs a finite time (it is stored as JSON)
             expires_at=now + 100 * 365 * 86400,
-            meta={
-                "workflow_id": str(uuid.uuid4()),
-                "workflow_name": f"job-{job_id[:8]}",
-                "job_type": "template" if template else "ephemeral",
-                "template_id": template,
-                "nodes": [n.to_dict() for n in nodes],
-                "files": entries,
-                "tasks": {e["id"]: {n.id: READY for n in nodes} for e in entries},
-                "errors": {},
-                "processing_status": "SCHEDULED",
-                "message": None,
-            },
+            meta=record_meta(
+                WorkflowMeta(
+                    workflow_id=str(uuid.uuid4()),
+                    workflow_name=f"job-{job_id[:8]}",
+                    job_type="template" if template else "ephemeral",
+                    template_id=template,
+                    nodes=[n.to_dict() for n in nodes],
+                    files=entries,
+                    tasks={e["id"]: {n.id: READY for n in nodes} for e in entries},
+                    errors={},
+                    processing_status="SCHEDULED",
+                    message=None,
+                )
+            ),
             total=len(entries),
         )
         stored, _ = await self.store.insert_batch(job)
@@ -544,7 +451,9 @@ class WorkflowService:
             page = await self.store.list_batches(
                 tenant=tenant, dialect=DIALECT, limit=200, after=after, states=states
             )
-            jobs += [j for j in page if workflow_id is None or j.meta["workflow_id"] == workflow_id]
+            jobs += [
+                j for j in page if workflow_id is None or meta_of(j)["workflow_id"] == workflow_id
+            ]
             if len(page) < 200:
                 return jobs
             after = page[-1].id
@@ -574,7 +483,7 @@ class WorkflowService:
         node = nodes[-1] if node_id is None else next((n for n in nodes if n.id == node_id), None)
         if node is None:
             raise NotFound(f"node {node_id} is not part of job {job.id}", param="node_id")
-        if job.meta["tasks"][file_id].get(node.id) != SUCCESS:
+        if meta_of(job)["tasks"][file_id].get(node.id) != SUCCESS:
             raise NotFound(
                 f"no output yet for file {file_id} at node {node.id} (job {job.id} is "
                 f"{job.state.value})",

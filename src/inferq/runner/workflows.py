@@ -27,8 +27,8 @@ from collections.abc import Callable
 from inferq.core.models import Batch
 from inferq.core.ports import BatchStore
 from inferq.core.states import JobState
+from inferq.core.workflow_meta import DIALECT
 from inferq.core.workflow_run import JobLost, WorkflowExecutor
-from inferq.core.workflows import DIALECT
 from inferq.runner.periodic import RecordRunner
 from inferq.runner.retry import RetryPolicy
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferq.api.chat import parse_chat_body, render_completion
-from inferq.core.batches import OutputFile, ParsedRow
+from inferq.core.batch_format import OutputFile, ParsedRow
 from inferq.core.errors import InvalidRequest
 from inferq.core.files import DATASET
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job

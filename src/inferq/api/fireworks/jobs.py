@@ -29,7 +29,7 @@ from inferq.api.fireworks.translate import (
     row_defaults,
     state_filter,
 )
-from inferq.core.batches import NewBatch
+from inferq.core.batch_format import NewBatch
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.files import DATASET
 from inferq.core.models import Batch, BatchCounts

@@ -20,7 +20,7 @@ from inferq.api.openai.batches_schemas import (
     render_batch,
 )
 from inferq.api.openai.files_schemas import list_page
-from inferq.core.batches import NewBatch
+from inferq.core.batch_format import NewBatch
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch
 

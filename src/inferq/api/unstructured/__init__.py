@@ -11,7 +11,7 @@ from inferq.api.errors import fastapi_validation
 from inferq.api.unstructured.catalogue import CATALOGUE
 from inferq.api.unstructured.router import router
 from inferq.api.unstructured.translate import render_error
-from inferq.core.workflows import DIALECT as WORKFLOWS
+from inferq.core.workflow_meta import DIALECT as WORKFLOWS
 
 
 def is_upload(path: str) -> bool:

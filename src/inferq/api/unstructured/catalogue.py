@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inferq.core.workflows import (
+from inferq.core.workflow_meta import (
     CHUNK,
     EMBED,
     NER,
@@ -20,9 +20,9 @@ from inferq.core.workflows import (
     PROMPTER,
     TABLE2HTML,
     TABLE_DESCRIPTION,
-    Catalogue,
     Node,
 )
+from inferq.core.workflows import Catalogue
 
 PROVIDERS = ("openai", "anthropic", "bedrock", "vertexai")
 #: prompter subtypes that run on a chat model, by what they do

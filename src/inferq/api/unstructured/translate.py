@@ -15,7 +15,7 @@ from inferq.api.unstructured.catalogue import TEMPLATES, Template
 from inferq.core.errors import InferqError, InvalidRequest
 from inferq.core.models import Batch
 from inferq.core.states import JobState
-from inferq.core.workflows import files_of, node_stats, nodes_of
+from inferq.core.workflow_meta import files_of, node_stats, nodes_of
 
 #: JobStatus of each state
 STATUS: dict[JobState, str] = {

@@ -1,0 +1,116 @@
+"""What a dialect plugs into batches: how its lines read and its results write.
+
+A batch's dialect hands :class:`~inferq.core.batches.BatchService` a :class:`NewBatch`
+and supplies a :class:`BatchFormat`; the service and its validator
+(:mod:`inferq.core.batch_validation`) do the rest.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from inferq.core.models import Batch, BatchCounts, FileRecord, Job, Request
+
+#: rows inserted (and result rows read) per store round trip
+CHUNK = 1000
+#: validation stops after this many bad lines
+MAX_ERRORS = 100
+#: the longest input line accepted, in bytes
+MAX_LINE = 8 * 1024 * 1024
+
+_ROW_IDS = uuid.UUID("0f6a5b0e-6c43-4d1b-9a8e-2f1d3c5b7a90")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRow:
+    """One valid input line, free of its dialect's shape."""
+
+    custom_id: str
+    model: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """Where a batch's result or error lines go: a file record and one of its files."""
+
+    record_id: str
+    name: str
+
+
+class BatchFormat(Protocol):
+    """How one dialect reads a batch's input lines and writes its output lines."""
+
+    def parse_row(self, data: Any, batch: Batch) -> ParsedRow:
+        """Check one decoded input line; raise a ClientError naming what is wrong."""
+
+    def result_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        """The output line of a succeeded row."""
+
+    def error_line(self, row: Job, batch: Batch) -> dict[str, Any]:
+        """The error-file line of a row that failed, was cancelled or expired."""
+
+    def output_files(self, batch: Batch) -> tuple[OutputFile, OutputFile]:
+        """Where result lines and error lines are written."""
+
+    def publish(
+        self, batch: Batch, counts: BatchCounts, sizes: tuple[int, int], now: float
+    ) -> tuple[list[FileRecord], Batch]:
+        """The file records that make the outputs visible, and the batch pointing at them.
+
+        A record left out of the list is not published (its bytes are removed).
+        """
+
+
+class ModelNames(Protocol):
+    def validate(self, model: str, request: Request) -> None: ...
+
+    def names(self) -> Collection[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    #: rows one batch may hold
+    max_rows: int = 200_000
+    #: batches a tenant may have open at once
+    max_open: int = 20
+    #: attempts per row (engine errors are retried)
+    max_attempts: int = 4
+    #: the completion window, in seconds: rows that have not run by then expire
+    window: float = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewBatch:
+    """A batch as a dialect asks for it; :meth:`BatchService.submit` gives it its id,
+    its times (the expiry is the completion window from now) and its first state."""
+
+    tenant: str
+    #: the dialect whose :class:`BatchFormat` reads its lines and writes its outputs
+    dialect: str
+    endpoint: str
+    input_file_id: str
+    #: the model every row runs on, when the batch names one
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: the id the client chose; None: a new one, :attr:`id_prefix` and a random hex
+    id: str | None = None
+    id_prefix: str = "batch_"
+    idempotency_key: str | None = None
+    #: an ended batch whose unsucceeded rows this one reruns
+    continued_from: str | None = None
+
+
+def row_id(tenant: str, batch_id: str, line: int) -> str:
+    """The id of a batch's row: the same for the same line, across crashes."""
+    return str(uuid.uuid5(_ROW_IDS, f"{tenant}\n{batch_id}\n{line}"))
+
+
+def describe(error: dict[str, Any]) -> str:
+    """A validation error as one line: ``file:line: message``."""
+    place = ":".join(str(p) for p in (error.get("file"), error.get("line")) if p is not None)
+    return f"{place}: {error['message']}" if place else str(error["message"])

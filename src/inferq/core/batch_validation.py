@@ -1,0 +1,251 @@
+"""Validating a batch: every input line checked, its rows stored, then released at once.
+
+The runner streams the input file (or, for a continued batch, the earlier batch's
+rows that did not succeed), checks every line with the dialect's
+:class:`~inferq.core.batch_format.BatchFormat` and the shared input rules
+(:func:`inferq.core.inputs.loads`), and inserts the rows in chunks, still in the
+``validating`` state where no worker claims them. Row ids are derived from the batch
+and the line, so a validation interrupted by a crash is simply redone. Only when the
+whole file is valid (duplicate ``custom_id``s included) does the batch become
+``queued`` and its rows claimable, all at once; otherwise it fails naming the lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from inferq.core import inputs
+from inferq.core.batch_format import (
+    CHUNK,
+    MAX_ERRORS,
+    MAX_LINE,
+    BatchFormat,
+    BatchLimits,
+    ModelNames,
+    ParsedRow,
+    describe,
+    row_id,
+)
+from inferq.core.errors import ClientError, InvalidRequest, NotFound
+from inferq.core.events import JobEvents
+from inferq.core.files import DATASET, blob_key, file_names
+from inferq.core.models import Batch, BatchCounts, Job, JobError
+from inferq.core.ports import BatchFileStore, BlobStore
+from inferq.core.states import JobState, ServiceClass
+
+log = logging.getLogger("inferq.batches")
+
+Renew = Callable[[], Awaitable[bool]]
+Transition = Callable[[Batch, Batch], Awaitable[bool]]
+
+
+def _loads(line: bytes) -> Any:
+    """One input line, parsed and checked as all client JSON is: a line nested too
+    deep, with a NUL or a lone surrogate, or a number no store keeps, is a line error."""
+    return inputs.loads(line, what="the line")
+
+
+class BatchValidator:
+    """Moves a batch out of ``validating``: to ``queued``, or ``failed`` naming its lines."""
+
+    def __init__(
+        self,
+        *,
+        store: BatchFileStore,
+        blobs: BlobStore,
+        models: ModelNames,
+        events: JobEvents,
+        formats: Mapping[str, BatchFormat],
+        limits: BatchLimits,
+        transition: Transition,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.models = models
+        self.events = events
+        self.formats = formats
+        self.limits = limits
+        self._transition = transition
+        self.clock = clock
+
+    async def validate(self, batch: Batch, renew: Renew) -> None:
+        fmt = self.formats[batch.dialect]
+        errors: list[dict[str, Any]] = []
+        pending: list[Job] = []
+        total = 0
+        unexpected = 0
+        now = self.clock()
+
+        def error(
+            exc: ClientError, where: tuple[str | None, int | None], code: str | None = None
+        ) -> None:
+            errors.append(
+                {
+                    "code": code or exc.code,
+                    "message": exc.message,
+                    "param": exc.param,
+                    "file": where[0],
+                    "line": where[1],
+                }
+            )
+
+        try:
+            async for where, item in self._inputs(batch):
+                total += 1
+                if total > self.limits.max_rows:
+                    error(
+                        InvalidRequest(
+                            f"the batch holds more than {self.limits.max_rows} requests"
+                        ),
+                        where,
+                    )
+                    break
+                try:
+                    parsed = (
+                        item if isinstance(item, ParsedRow) else fmt.parse_row(_loads(item), batch)
+                    )
+                    self.models.validate(parsed.model, parsed.request)
+                except ClientError as exc:
+                    error(exc, where)
+                    if len(errors) >= MAX_ERRORS:
+                        break
+                    continue
+                except Exception as exc:
+                    # a line that trips a bug fails as a line: the batch ends, the runner
+                    # goes on with the others
+                    if not unexpected:
+                        log.warning(
+                            "batch %s: line %s could not be checked", batch.id, where[1],
+                            exc_info=True,
+                        )  # fmt: skip
+                    unexpected += 1
+                    message = (
+                        f"the line could not be checked: an internal error "
+                        f"({type(exc).__name__}); see the server log"
+                    )
+                    error(InvalidRequest(message), where, code="internal_error")
+                    if len(errors) >= MAX_ERRORS:
+                        break
+                    continue
+                if errors:
+                    continue  # keep collecting errors, stop storing rows
+                pending.append(self._row(batch, total, parsed, now))
+                if len(pending) >= CHUNK:
+                    await self.store.insert_rows(pending)
+                    pending = []
+                    if not await renew():
+                        return
+        except ClientError as exc:  # the input file is gone, or a line is too long
+            error(exc, (None, None))
+        if pending and not errors:
+            await self.store.insert_rows(pending)
+        if not errors:
+            for custom_id, first, again in await self.store.duplicate_custom_ids(
+                tenant=batch.tenant, batch_id=batch.id, limit=MAX_ERRORS
+            ):
+                errors.append(
+                    {
+                        "code": "duplicate_custom_id",
+                        "message": f"custom_id {custom_id!r} is used more than once "
+                        f"(rows {first} and {again}); every custom_id must be unique",
+                        "param": "custom_id",
+                        "file": None,
+                        "line": again,
+                    }
+                )
+        if total == 0 and not errors:
+            errors.append(
+                {
+                    "code": "empty_file",
+                    "message": "the input file holds no requests",
+                    "param": None,
+                    "file": None,
+                    "line": None,
+                }
+            )
+        now = self.clock()
+        if errors:
+            await self.store.finish_rows(
+                tenant=batch.tenant,
+                batch_id=batch.id,
+                state=JobState.CANCELLED,
+                error=JobError("invalid_batch", "the batch failed validation"),
+                now=now,
+            )
+            failed = batch.evolve(
+                state=JobState.FAILED,
+                errors=errors,
+                error=JobError("invalid_request", describe(errors[0])),
+                counts=BatchCounts(),
+                validated_at=now,
+                finished_at=now,
+            )
+            if await self._transition(batch, failed):
+                log.info("batch %s failed validation: %s", batch.id, failed.error)
+            return
+        queued = batch.evolve(state=JobState.QUEUED, total=total, validated_at=now)
+        if await self._transition(batch, queued):
+            await self.store.release_rows(tenant=batch.tenant, batch_id=batch.id)
+            self.events.job_submitted()
+
+    async def _inputs(
+        self, batch: Batch
+    ) -> AsyncIterator[tuple[tuple[str | None, int | None], bytes | ParsedRow]]:
+        """Each input request with where it came from: raw lines, or an earlier batch's rows."""
+        if batch.continued_from is not None:
+            earlier = await self.store.get_batch(batch.continued_from, tenant=batch.tenant)
+            if earlier is None:
+                raise NotFound(f"batch {batch.continued_from} not found", param="batch_id")
+            if earlier.total > 0:
+                async for row in self._unsucceeded(earlier):
+                    assert row.custom_id is not None and row.batch_line is not None
+                    yield (
+                        (earlier.id, row.batch_line),
+                        ParsedRow(custom_id=row.custom_id, model=row.model, request=row.request),
+                    )
+                return
+            batch = earlier  # it never got past validation: read its input again
+        record = await self.store.get_file(batch.input_file_id, tenant=batch.tenant)
+        if record is None:
+            raise InvalidRequest(f"the input file {batch.input_file_id} was deleted")
+        for name in file_names(record):
+            display = record.filename if record.kind != DATASET else name
+            number = 0
+            async for line in self.blobs.lines(
+                blob_key(record.tenant, record.id, name), max_line=MAX_LINE
+            ):
+                number += 1
+                if line.strip():
+                    yield (display, number), line
+
+    async def _unsucceeded(self, batch: Batch) -> AsyncIterator[Job]:
+        after = 0
+        while page := await self.store.batch_rows(
+            tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK
+        ):
+            for row in page:
+                if row.state is not JobState.SUCCEEDED:
+                    yield row
+            after = page[-1].batch_line or 0
+
+    def _row(self, batch: Batch, line: int, parsed: ParsedRow, now: float) -> Job:
+        return Job(
+            id=row_id(batch.tenant, batch.id, line),
+            tenant=batch.tenant,
+            model=parsed.model,
+            origin=f"{batch.dialect}-batch",
+            service_class=ServiceClass.BATCH,
+            # round-robin across batches: row k of every batch before row k + 1 of any
+            priority=-line,
+            state=JobState.VALIDATING,
+            request=parsed.request,
+            created_at=now,
+            max_attempts=self.limits.max_attempts,
+            batch_id=batch.id,
+            custom_id=parsed.custom_id,
+            batch_line=line,
+        )
