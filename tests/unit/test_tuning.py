@@ -261,3 +261,26 @@ async def test_a_gain_under_the_margin_keeps_the_baseline(
         "threads": "auto",
     }
     assert [t.step for t in outcome.trials].count("confirm") == 4
+
+
+async def test_a_trial_other_processes_disturbed_is_taken_again(
+    tmp_path: Path, gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    async def measure(spec: ModelSpec, workload: tuning_search.Workload) -> tuple[float, float]:
+        calls.append(spec.slots)
+        first = len(calls) == 1
+        return (10.0, 1.5) if first else (100.0, 0.0)  # the first one shared the cores
+
+    monkeypatch.setattr(tuning_search, "measure", measure)
+    monkeypatch.setattr(tuning_search, "_wait_until_quiet", lambda patience: None)
+    spec = load_specs(models_file(tmp_path, gguf, "slots = 8\nthreads = 2\n"))["m"]
+    plan = dataclasses.replace(
+        tuning_search.plan(spec, {"slots", "threads"}, budget=60, quick=False),
+        candidates={},
+    )
+    outcome = await tuning_search.tune(spec, plan, deadline=float("inf"))
+    [baseline] = outcome.trials
+    assert (baseline.rate, baseline.others, baseline.attempts) == (100.0, 0.0, 2)
+    assert calls == [8, 8]

@@ -27,9 +27,6 @@ from inferq.cli.common import (
 if TYPE_CHECKING:
     from inferq.engines.tuning_search import Outcome, Trial
 
-#: other processes' cores during a trial above which the numbers are flagged
-NOISY = 0.25
-
 
 def tune(
     models: ModelsFile = None,
@@ -46,7 +43,7 @@ def tune(
     on this machine; write the fastest where serve picks them up."""
     from inferq.engines.registry import configured_options
     from inferq.engines.tuning import cpu_name, tunable, tuning_file, write_file
-    from inferq.engines.tuning_search import tune_models
+    from inferq.engines.tuning_search import NOISY, tune_models
 
     config = settings(models_file=models, data_dir=data_dir, log_level=log_level or "warning")
     configure_logging(config)
@@ -103,7 +100,7 @@ def _table(outcome: Outcome) -> Table:
     for t in outcome.trials:
         s = t.settings
         table.add_row(
-            t.step,
+            t.step if t.attempts == 1 else f"{t.step} (taken twice)",
             str(s.slots),
             "on" if s.flash_attention else "off",
             str(s.batch_size),
