@@ -34,10 +34,11 @@ shared out among the models and sets the window from the trials planned (11 for
 one model with nothing set in the models file, and one to spare): each trial is
 taken as :data:`START_SECONDS` for the engine's start, then at most a window
 before counting and a window counting. A trial that would not leave time for
-the confirmation is skipped. A trial during which other processes used more
-than :data:`NOISY` cores is taken again, after waiting up to
-:data:`QUIET_PATIENCE` seconds for them to calm down, when that still leaves
-time for the confirmation; the quieter of the two counts.
+the confirmation (at the mean time of the trials so far) is skipped. A trial
+during which other processes used more than :data:`NOISY` cores is taken
+again, after waiting up to :data:`QUIET_PATIENCE` seconds for them to calm
+down, when that still leaves time for every trial planned; the quieter of the
+two counts.
 
 ``quick`` (for tests): 1.5 s windows of 4 to 28 new tokens a request, slots 4
 and flash attention only, one confirmation run each, no trial taken twice.
@@ -227,6 +228,8 @@ class Plan:
     workload: Workload
     #: confirmation runs of the winner and of the baseline
     rounds: int
+    #: the trials planned: the baseline, the candidates, the confirmation
+    trials: int
     #: whether a trial that other processes disturbed is taken again
     retry_noisy: bool = True
 
@@ -243,18 +246,22 @@ def plan(spec: ModelSpec, explicit: Set[str], *, budget: float, quick: bool) -> 
     if quick:
         choices = {"slots": (4,), "flash_attention": (False, True)}
     candidates = {k: v for k, v in choices.items() if v and k not in explicit}
-    if quick:
-        quick_load = Workload(window=1.5, max_tokens=16)
-        return Plan(candidates=candidates, workload=quick_load, rounds=1, retry_noisy=False)
     baseline = EngineSettings.of(spec)
-    rounds = 2
+    rounds = 1 if quick else 2
     trials = 1 + 2 * rounds
     trials += sum(
         len([v for v in values if v != baseline.get(k)]) for k, values in candidates.items()
     )
+    if quick:
+        load = Workload(window=1.5, max_tokens=16)
+        return Plan(
+            candidates=candidates, workload=load, rounds=1, trials=trials, retry_noisy=False
+        )
     # one trial's time to spare: a trial that runs long must not crowd out the last one
     window = max(MIN_WINDOW, (budget / (trials + 1) - START_SECONDS) / 2)
-    return Plan(candidates=candidates, workload=Workload(window=window), rounds=rounds)
+    return Plan(
+        candidates=candidates, workload=Workload(window=window), rounds=rounds, trials=trials
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,14 +318,17 @@ class _Search:
         self.deadline = deadline
         self.report = report
         self.trials: list[Trial] = []
-        self.longest = 0.0
+        #: how long each measurement took
+        self.durations: list[float] = []
+        #: the trials planned that are still to come
+        self.left = plan.trials
 
     async def trial(self, step: str, settings: EngineSettings) -> float | None:
         """Measure ``settings``; once more, after a wait for a quiet machine, when other
         processes used more than :data:`NOISY` cores and time allows (the quieter counts)."""
         done = await self._measure(step, settings)
         noisy = done.others is not None and done.others > NOISY
-        if noisy and self.plan.retry_noisy and self.affordable():
+        if noisy and self.plan.retry_noisy and self.affordable(QUIET_PATIENCE, self.left):
             await asyncio.to_thread(_wait_until_quiet, QUIET_PATIENCE)
             again = await self._measure(step, settings)
             if again.rate is not None and (again.others or 0.0) < (done.others or 0.0):
@@ -333,18 +343,21 @@ class _Search:
             done = Trial(step=step, settings=settings, rate=rate, others=others)
         except InferqError as exc:
             done = Trial(step=step, settings=settings, rate=None, error=exc.message)
-        self.longest = max(self.longest, time.monotonic() - started)
+        self.durations.append(time.monotonic() - started)
         return done
 
     def _record(self, trial: Trial) -> float | None:
         self.trials.append(trial)
+        self.left -= 1
         self.report(self.spec.name, trial)
         return trial.rate
 
-    def affordable(self) -> bool:
-        """Whether one more trial still leaves time for the confirmation."""
-        needed = self.longest * (1 + 2 * self.plan.rounds)
-        return time.monotonic() + needed <= self.deadline
+    def affordable(self, wait: float = 0.0, trials: int | None = None) -> bool:
+        """Whether ``wait`` seconds and ``trials`` measurements (by default one more and
+        the confirmation) fit before the deadline, at the mean time of those so far."""
+        count = 1 + 2 * self.plan.rounds if trials is None else trials
+        typical = sum(self.durations) / len(self.durations) if self.durations else 0.0
+        return time.monotonic() + wait + count * typical <= self.deadline
 
     async def best_of(
         self, option: str, start: EngineSettings, rate: float
