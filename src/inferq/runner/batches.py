@@ -20,42 +20,23 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
-from collections.abc import Callable
+from typing import Unpack
 
 from inferq.core.batches import BatchService
 from inferq.core.models import Batch
 from inferq.core.states import JobState
-from inferq.runner.periodic import RecordRunner
-from inferq.runner.retry import RetryPolicy
+from inferq.runner.periodic import RecordRunner, RunnerOptions
 
 log = logging.getLogger("inferq.batches")
 
 
 class BatchRunner(RecordRunner):
     noun = "batch"
-    workflows = False
-    page = 100
 
     def __init__(
-        self,
-        *,
-        batches: BatchService,
-        owner: str,
-        lease_seconds: float = 30.0,
-        interval: float = 0.5,
-        clock: Callable[[], float] = time.time,
-        retry: RetryPolicy | None = None,
+        self, *, batches: BatchService, owner: str, **options: Unpack[RunnerOptions]
     ) -> None:
-        super().__init__(
-            store=batches.store,
-            owner=owner,
-            log=log,
-            lease_seconds=lease_seconds,
-            interval=interval,
-            clock=clock,
-            retry=retry,
-        )
+        super().__init__(store=batches.store, owner=owner, log=log, **options)
         self.batches = batches
 
     async def turn(self) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TypedDict
 
 from inferq.core.events import wait_event
 from inferq.core.models import Batch
@@ -27,6 +28,15 @@ from inferq.runner.retry import Retries, RetryPolicy
 
 #: the longest pause between two turns while turns fail (the store is away)
 LOOP_PAUSE_CAP = 30.0
+
+
+class RunnerOptions(TypedDict, total=False):
+    """The keywords a runner passes on to :class:`RecordRunner` unchanged."""
+
+    lease_seconds: float
+    interval: float
+    clock: Callable[[], float]
+    retry: RetryPolicy | None
 
 
 class RecordRunner:

@@ -21,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable
+from typing import Unpack
 
 from inferq.core.models import Batch
 from inferq.core.ports import BatchStore
 from inferq.core.states import JobState
 from inferq.core.workflow_meta import DIALECT
 from inferq.core.workflow_run import JobLost, WorkflowExecutor
-from inferq.runner.periodic import RecordRunner
-from inferq.runner.retry import RetryPolicy
+from inferq.runner.periodic import RecordRunner, RunnerOptions
 
 log = logging.getLogger("inferq.workflows")
 
@@ -48,20 +46,9 @@ class WorkflowRunner(RecordRunner):
         owner: str,
         max_running: int = 5,
         concurrency: int = 4,
-        lease_seconds: float = 30.0,
-        interval: float = 0.5,
-        clock: Callable[[], float] = time.time,
-        retry: RetryPolicy | None = None,
+        **options: Unpack[RunnerOptions],
     ) -> None:
-        super().__init__(
-            store=store,
-            owner=owner,
-            log=log,
-            lease_seconds=lease_seconds,
-            interval=interval,
-            clock=clock,
-            retry=retry,
-        )
+        super().__init__(store=store, owner=owner, log=log, **options)
         self.executor = executor
         self.max_running = max_running
         self.concurrency = concurrency
