@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from inferq.core import inputs
@@ -48,37 +49,35 @@ def _loads(line: bytes) -> Any:
     return inputs.loads(line, what="the line")
 
 
+@dataclass(kw_only=True, eq=False)
+class BatchParts:
+    """What batch processing works with: :class:`~inferq.core.batches.BatchService` is
+    built from them, and hands them to its validator."""
+
+    store: BatchFileStore
+    blobs: BlobStore
+    models: ModelNames
+    events: JobEvents
+    #: each dialect's way of reading rows and writing results, by dialect name
+    formats: Mapping[str, BatchFormat]
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    clock: Callable[[], float] = time.time
+
+
 class BatchValidator:
     """Moves a batch out of ``validating``: to ``queued``, or ``failed`` naming its lines."""
 
-    def __init__(
-        self,
-        *,
-        store: BatchFileStore,
-        blobs: BlobStore,
-        models: ModelNames,
-        events: JobEvents,
-        formats: Mapping[str, BatchFormat],
-        limits: BatchLimits,
-        transition: Transition,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.blobs = blobs
-        self.models = models
-        self.events = events
-        self.formats = formats
-        self.limits = limits
+    def __init__(self, parts: BatchParts, *, transition: Transition) -> None:
+        self.parts = parts
         self._transition = transition
-        self.clock = clock
 
     async def validate(self, batch: Batch, renew: Renew) -> None:
-        fmt = self.formats[batch.dialect]
+        fmt = self.parts.formats[batch.dialect]
         errors: list[dict[str, Any]] = []
         pending: list[Job] = []
         total = 0
         unexpected = 0
-        now = self.clock()
+        now = self.parts.clock()
 
         def error(
             exc: ClientError, where: tuple[str | None, int | None], code: str | None = None
@@ -96,10 +95,10 @@ class BatchValidator:
         try:
             async for where, item in self._inputs(batch):
                 total += 1
-                if total > self.limits.max_rows:
+                if total > self.parts.limits.max_rows:
                     error(
                         InvalidRequest(
-                            f"the batch holds more than {self.limits.max_rows} requests"
+                            f"the batch holds more than {self.parts.limits.max_rows} requests"
                         ),
                         where,
                     )
@@ -108,7 +107,7 @@ class BatchValidator:
                     parsed = (
                         item if isinstance(item, ParsedRow) else fmt.parse_row(_loads(item), batch)
                     )
-                    self.models.validate(parsed.model, parsed.request)
+                    self.parts.models.validate(parsed.model, parsed.request)
                 except ClientError as exc:
                     error(exc, where)
                     if len(errors) >= MAX_ERRORS:
@@ -135,16 +134,16 @@ class BatchValidator:
                     continue  # keep collecting errors, stop storing rows
                 pending.append(self._row(batch, total, parsed, now))
                 if len(pending) >= CHUNK:
-                    await self.store.insert_rows(pending)
+                    await self.parts.store.insert_rows(pending)
                     pending = []
                     if not await renew():
                         return
         except ClientError as exc:  # the input file is gone, or a line is too long
             error(exc, (None, None))
         if pending and not errors:
-            await self.store.insert_rows(pending)
+            await self.parts.store.insert_rows(pending)
         if not errors:
-            for custom_id, first, again in await self.store.duplicate_custom_ids(
+            for custom_id, first, again in await self.parts.store.duplicate_custom_ids(
                 tenant=batch.tenant, batch_id=batch.id, limit=MAX_ERRORS
             ):
                 errors.append(
@@ -167,9 +166,9 @@ class BatchValidator:
                     "line": None,
                 }
             )
-        now = self.clock()
+        now = self.parts.clock()
         if errors:
-            await self.store.finish_rows(
+            await self.parts.store.finish_rows(
                 tenant=batch.tenant,
                 batch_id=batch.id,
                 state=JobState.CANCELLED,
@@ -189,15 +188,15 @@ class BatchValidator:
             return
         queued = batch.evolve(state=JobState.QUEUED, total=total, validated_at=now)
         if await self._transition(batch, queued):
-            await self.store.release_rows(tenant=batch.tenant, batch_id=batch.id)
-            self.events.job_submitted()
+            await self.parts.store.release_rows(tenant=batch.tenant, batch_id=batch.id)
+            self.parts.events.job_submitted()
 
     async def _inputs(
         self, batch: Batch
     ) -> AsyncIterator[tuple[tuple[str | None, int | None], bytes | ParsedRow]]:
         """Each input request with where it came from: raw lines, or an earlier batch's rows."""
         if batch.continued_from is not None:
-            earlier = await self.store.get_batch(batch.continued_from, tenant=batch.tenant)
+            earlier = await self.parts.store.get_batch(batch.continued_from, tenant=batch.tenant)
             if earlier is None:
                 raise NotFound(f"batch {batch.continued_from} not found", param="batch_id")
             if earlier.total > 0:
@@ -209,13 +208,13 @@ class BatchValidator:
                     )
                 return
             batch = earlier  # it never got past validation: read its input again
-        record = await self.store.get_file(batch.input_file_id, tenant=batch.tenant)
+        record = await self.parts.store.get_file(batch.input_file_id, tenant=batch.tenant)
         if record is None:
             raise InvalidRequest(f"the input file {batch.input_file_id} was deleted")
         for name in file_names(record):
             display = record.filename if record.kind != DATASET else name
             number = 0
-            async for line in self.blobs.lines(
+            async for line in self.parts.blobs.lines(
                 blob_key(record.tenant, record.id, name), max_line=MAX_LINE
             ):
                 number += 1
@@ -224,7 +223,7 @@ class BatchValidator:
 
     async def _unsucceeded(self, batch: Batch) -> AsyncIterator[Job]:
         after = 0
-        while page := await self.store.batch_rows(
+        while page := await self.parts.store.batch_rows(
             tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK
         ):
             for row in page:
@@ -244,7 +243,7 @@ class BatchValidator:
             state=JobState.VALIDATING,
             request=parsed.request,
             created_at=now,
-            max_attempts=self.limits.max_attempts,
+            max_attempts=self.parts.limits.max_attempts,
             batch_id=batch.id,
             custom_id=parsed.custom_id,
             batch_line=line,

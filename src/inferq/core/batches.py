@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from inferq.core.batch_format import (
@@ -48,12 +48,10 @@ from inferq.core.batch_format import (
     describe,
     row_id,
 )
-from inferq.core.batch_validation import BatchValidator, Renew
+from inferq.core.batch_validation import BatchParts, BatchValidator, Renew
 from inferq.core.errors import Conflict, InvalidRequest, NotFound, QueueFull
-from inferq.core.events import JobEvents
 from inferq.core.files import blob_key, file_names, line_count
 from inferq.core.models import Batch, BatchCounts, JobError
-from inferq.core.ports import BatchFileStore, BlobStore
 from inferq.core.states import TERMINAL_STATES, JobState, check_transition
 
 __all__ = [
@@ -82,36 +80,13 @@ def _dumps(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
-class BatchService:
-    def __init__(
-        self,
-        *,
-        store: BatchFileStore,
-        blobs: BlobStore,
-        models: ModelNames,
-        events: JobEvents,
-        formats: Mapping[str, BatchFormat],
-        limits: BatchLimits | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.blobs = blobs
-        self.models = models
-        self.events = events
-        self.formats = formats
-        self.limits = limits or BatchLimits()
-        self.clock = clock
+@dataclass(kw_only=True, eq=False)
+class BatchService(BatchParts):
+    """What the dialects and the batch runner call; built from its :class:`BatchParts`."""
+
+    def __post_init__(self) -> None:
         self._on_created: list[Callable[[], None]] = []
-        self._validator = BatchValidator(
-            store=store,
-            blobs=blobs,
-            models=models,
-            events=events,
-            formats=formats,
-            limits=self.limits,
-            transition=self._transition,
-            clock=clock,
-        )
+        self._validator = BatchValidator(self, transition=self._transition)
 
     def on_created(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a batch is created (a runner wakes up for it)."""

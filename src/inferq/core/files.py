@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import FileRecord
@@ -49,19 +49,12 @@ class FileLimits:
     max_bytes: int = 200 * 1024 * 1024
 
 
+@dataclass(kw_only=True, eq=False)
 class FileService:
-    def __init__(
-        self,
-        *,
-        store: FileStore,
-        blobs: BlobStore,
-        limits: FileLimits | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.blobs = blobs
-        self.limits = limits or FileLimits()
-        self.clock = clock
+    store: FileStore
+    blobs: BlobStore
+    limits: FileLimits = field(default_factory=FileLimits)
+    clock: Callable[[], float] = time.time
 
     # -- files ---------------------------------------------------------------------
 

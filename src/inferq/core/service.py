@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
@@ -43,21 +43,13 @@ class ServiceLimits:
     max_attempts: int = 4
 
 
+@dataclass(kw_only=True, eq=False)
 class JobService:
-    def __init__(
-        self,
-        *,
-        store: JobQueue,
-        models: ModelCatalog,
-        events: JobEvents,
-        limits: ServiceLimits | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.models = models
-        self.events = events
-        self.limits = limits or ServiceLimits()
-        self.clock = clock
+    store: JobQueue
+    models: ModelCatalog
+    events: JobEvents
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+    clock: Callable[[], float] = time.time
 
     async def submit(
         self,

@@ -19,6 +19,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from inferq.core.models import (
@@ -79,24 +80,15 @@ class JobLost(Exception):
     """The job changed under the runner (cancelled, or taken over): stop writing."""
 
 
+@dataclass(kw_only=True, eq=False)
 class WorkflowExecutor:
-    def __init__(
-        self,
-        *,
-        store: BatchStore,
-        blobs: BlobStore,
-        jobs: JobService,
-        documents: Documents,
-        catalogue: Catalogue,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.blobs = blobs
-        self.jobs = jobs
-        self.documents = documents
-        #: which enrichment each prompter subtype does
-        self.catalogue = catalogue
-        self.clock = clock
+    store: BatchStore
+    blobs: BlobStore
+    jobs: JobService
+    documents: Documents
+    #: which enrichment each prompter subtype does
+    catalogue: Catalogue
+    clock: Callable[[], float] = time.time
 
     # -- the job ------------------------------------------------------------------------
 

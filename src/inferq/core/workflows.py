@@ -146,27 +146,17 @@ def _bad(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, param=param)
 
 
+@dataclass(kw_only=True, eq=False)
 class WorkflowService:
     """What the Unstructured dialect calls: create, read, cancel, download."""
 
-    def __init__(
-        self,
-        *,
-        store: BatchStore,
-        blobs: BlobStore,
-        models: ModelNames,
-        documents: Documents,
-        catalogue: Catalogue,
-        limits: WorkflowLimits | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.blobs = blobs
-        self.models = models
-        self.documents = documents
-        self.catalogue = catalogue
-        self.limits = limits or WorkflowLimits()
-        self.clock = clock
+    store: BatchStore
+    blobs: BlobStore
+    models: ModelNames
+    documents: Documents
+    catalogue: Catalogue
+    limits: WorkflowLimits = field(default_factory=WorkflowLimits)
+    clock: Callable[[], float] = time.time
 
     # -- checking a request ---------------------------------------------------------
 
