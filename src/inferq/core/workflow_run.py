@@ -97,10 +97,10 @@ class WorkflowExecutor:
         now = self.clock()
         meta = {**job.meta, "processing_status": "IN_PROGRESS"}
         new = job.evolve(state=JobState.RUNNING, started_at=now, updated_at=now, meta=meta)
-        if not await self.store.update_batch(new, expect=JobState.QUEUED):
-            return None
-        log.info("workflow job %s started", job.id)
-        return new
+        stored = await self._replace(new, expect=JobState.QUEUED)
+        if stored is not None:
+            log.info("workflow job %s started", job.id)
+        return stored
 
     async def run(self, job: Batch) -> Batch:
         """Run every unfinished task of a running job, then end it; return it ended.
@@ -115,11 +115,7 @@ class WorkflowExecutor:
                 raise JobLost(job.id)
             return failed
         meta = copy.deepcopy(job.meta)
-        tasks: dict[str, dict[str, str]] = meta["tasks"]
-        for per_file in tasks.values():
-            for node_id, task in per_file.items():
-                if task == IN_PROGRESS:  # a runner died in it: do it again
-                    per_file[node_id] = READY
+        _ready_again(meta["tasks"])  # a runner died in them: do them again
         progress = _Progress(self, job, meta)
         nodes = nodes_of(job)
         for entry in files_of(job):
@@ -130,10 +126,7 @@ class WorkflowExecutor:
         """End a job that cannot run as FAILED with ``message``; None when it was no longer
         in ``expect``. Only the state and the message are written over ``job``'s record."""
         meta = copy.deepcopy(job.meta)
-        for per_file in (meta.get("tasks") or {}).values():
-            for node_id, task in per_file.items():
-                if task == IN_PROGRESS:
-                    per_file[node_id] = READY
+        _ready_again(meta.get("tasks") or {})
         meta["processing_status"] = "FAILED"
         meta["message"] = message
         now = self.clock()
@@ -144,26 +137,28 @@ class WorkflowExecutor:
             updated_at=now,
             meta=meta,
         )
-        if not await self.store.update_batch(new, expect=expect):
-            return None
-        log.warning("workflow job %s failed: %s", job.id, message)
-        return new
+        stored = await self._replace(new, expect=expect)
+        if stored is not None:
+            log.warning("workflow job %s failed: %s", job.id, message)
+        return stored
 
     async def stop(self, job: Batch) -> Batch | None:
         """End a cancelling job as STOPPED, keeping what finished."""
         meta = copy.deepcopy(job.meta)
-        for per_file in meta["tasks"].values():
-            for node_id, task in per_file.items():
-                if task == IN_PROGRESS:
-                    per_file[node_id] = READY
+        _ready_again(meta["tasks"])
         meta["processing_status"] = "STOPPED"
         meta["message"] = "the job was cancelled"
         now = self.clock()
         new = job.evolve(state=JobState.CANCELLED, finished_at=now, updated_at=now, meta=meta)
-        if not await self.store.update_batch(new, expect=JobState.CANCELLING):
-            return None
-        log.info("workflow job %s stopped", job.id)
-        return new
+        stored = await self._replace(new, expect=JobState.CANCELLING)
+        if stored is not None:
+            log.info("workflow job %s stopped", job.id)
+        return stored
+
+    async def _replace(self, new: Batch, *, expect: JobState) -> Batch | None:
+        """Write ``new`` over the job's record while that is in ``expect``; None when it
+        was not (someone else changed it first)."""
+        return new if await self.store.update_batch(new, expect=expect) else None
 
     async def _finish(self, state: _Progress) -> Batch:
         files = files_of(state.job)
@@ -341,6 +336,14 @@ class WorkflowExecutor:
                 metadata["entities"] = {"items": _entities(answer), "relationships": []}
             out.append(element)
         return out
+
+
+def _ready_again(tasks: dict[str, dict[str, str]]) -> None:
+    """Make the tasks left in progress (by a runner that died or stopped) ready again."""
+    for per_file in tasks.values():
+        for node_id, task in per_file.items():
+            if task == IN_PROGRESS:
+                per_file[node_id] = READY
 
 
 def unrunnable(job: Batch) -> str | None:
