@@ -373,6 +373,14 @@ class BlobStore(ABC):
     half-written blob, and a crash while writing leaves nothing.
     """
 
+    async def open(self) -> None:
+        """Connect, for an adapter that needs to (a database); the default does nothing."""
+        return None
+
+    async def close(self) -> None:
+        """Release what :meth:`open` took; the default does nothing."""
+        return None
+
     @abstractmethod
     def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
         """A writer that replaces the blob at ``key`` when committed."""

@@ -1,0 +1,278 @@
+"""BlobStore in PostgreSQL: a fleet's files with no shared volume.
+
+Bytes live in ``blob_chunks`` rows of at most ``chunk_bytes`` (1 MiB), grouped by upload;
+``blobs`` maps each name to its current upload (tables: migration 0003_blobs).
+
+* A writer sends each chunk as soon as it has one (memory stays at one chunk) into a
+  pending upload no name points at; :meth:`commit` then points the name at it in one
+  transaction. Readers see the old bytes or the new ones, never a part, and the last
+  publish of a name wins whole.
+* The upload a name leaves (replaced or deleted) is retired, not dropped: a read that
+  started before still streams it. Uploads no name points at and untouched for
+  ``grace`` seconds (a crashed writer's, retired bytes) are swept, with their chunks,
+  when the store opens and then at most every ``sweep_every`` seconds after a write.
+* A read looks the name up once, then fetches one chunk per query, so a slow download
+  holds no connection between chunks.
+
+Chunk rows rather than large objects: rows go where the job tables go (dumps, logical
+replication, the same permissions), deleting them needs no ``lo_unlink`` bookkeeping,
+and a writer needs no transaction open for the whole upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from importlib import resources
+from typing import Any
+
+from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key
+from inferq.core.errors import ConfigError, NotFound, StoreError, StoreUnavailable
+
+#: the size of every stored chunk but a blob's last
+CHUNK_BYTES = 1 << 20
+#: how long an upload no name points at is kept (a write in progress touches it)
+GRACE_SECONDS = 3600.0
+#: how often, at most, a process sweeps after its writes
+SWEEP_EVERY = 600.0
+#: uploads one sweep step deletes
+_SWEEP_BATCH = 100
+
+_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files(__package__).joinpath("postgres.sql").read_text("utf-8")
+    parts = _HEADER.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+Q = _load_queries()
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:
+        raise ConfigError("the PostgreSQL blob store needs asyncpg: pip install asyncpg") from exc
+    return asyncpg
+
+
+class _PostgresWriter(BlobWriter):
+    def __init__(self, store: PostgresBlobs, key: str, max_bytes: int | None) -> None:
+        super().__init__(max_bytes)
+        self._store = store
+        self._key = key
+        self._upload = uuid.uuid4().hex
+        self._buffer = bytearray()
+        self._chunks = 0
+        self._started = False
+
+    async def _send(self, data: bytes) -> None:
+        if not self._started:
+            await self._store.execute(Q["start_upload"], self._upload, self._store.clock())
+            self._started = True
+        added = await self._store.execute(
+            Q["add_chunk"], self._upload, self._chunks, data, self._store.clock()
+        )
+        if added != 1:
+            raise StoreError(f"the upload of blob {self._key} was abandoned and swept")
+        self._chunks += 1
+
+    async def _write(self, data: bytes) -> None:
+        self._buffer += data
+        size = self._store.chunk_bytes
+        while len(self._buffer) >= size:
+            piece = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            await self._send(piece)
+
+    async def _commit(self) -> None:
+        if self._buffer or not self._started:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            if data:
+                await self._send(data)
+            else:
+                await self._store.execute(Q["start_upload"], self._upload, self._store.clock())
+                self._started = True
+        await self._store.publish(self._key, self._upload, self.size)
+
+    async def _discard(self) -> None:
+        self._buffer = bytearray()
+        if self._started:
+            # best effort: what a dead database keeps, the sweep deletes later
+            with contextlib.suppress(StoreError):
+                await self._store.execute(Q["drop_upload"], self._upload)
+
+
+class PostgresBlobs(BlobStore):
+    """Blobs in the PostgreSQL database at ``url`` (whose schema has the blob tables)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 5,
+        server_settings: dict[str, str] | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+        grace: float = GRACE_SECONDS,
+        sweep_every: float = SWEEP_EVERY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self.server_settings = server_settings or {}
+        self.chunk_bytes = chunk_bytes
+        self.grace = grace
+        self.sweep_every = sweep_every
+        self.clock = clock
+        self._asyncpg = _import_asyncpg()
+        self._pool: Any = None
+        self._swept_at = 0.0
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await self._asyncpg.create_pool(
+                self.url,
+                min_size=self.min_connections,
+                max_size=self.max_connections,
+                server_settings={"application_name": "inferq-blobs", **self.server_settings},
+            )
+        except (OSError, self._asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL for blobs: {exc}") from exc
+        if not await self._fetchval(Q["tables_exist"]):
+            await self.close()
+            raise ConfigError(
+                "the blob database has no blob tables: run `inferq db upgrade` with "
+                "INFERQ_DATABASE_URL set to it"
+            )
+        await self.sweep()
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- the port ------------------------------------------------------------------------
+
+    def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
+        return _PostgresWriter(self, check_key(key), max_bytes)
+
+    async def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+        found = await self._fetchrow(Q["find"], check_key(key))
+        if found is None:
+            raise NotFound(f"blob {key} not found")
+        upload, size = found["upload_id"], found["size"]
+        sent = seq = 0
+        while sent < size:
+            data = await self._fetchval(Q["chunk"], upload, seq)
+            if data is None:
+                # only when a read outlives the grace after a replace or delete
+                raise StoreError(f"blob {key} was removed while it was read")
+            seq += 1
+            sent += len(data)
+            for start in range(0, len(data), chunk):
+                yield data[start : start + chunk]
+
+    async def size(self, key: str) -> int | None:
+        found = await self._fetchrow(Q["find"], check_key(key))
+        return None if found is None else int(found["size"])
+
+    async def delete(self, key: str) -> bool:
+        check_key(key)
+
+        async def drop(conn: Any) -> bool:
+            await conn.execute(Q["lock_key"], key)
+            upload = await conn.fetchval(Q["drop_name"], key)
+            if upload is None:
+                return False
+            await conn.execute(Q["retire_upload"], upload, self.clock())
+            return True
+
+        dropped = bool(await self._transaction(drop))
+        await self._maybe_sweep()
+        return dropped
+
+    # -- what the writers and the sweep run ----------------------------------------------
+
+    async def publish(self, key: str, upload: str, size: int) -> None:
+        """Point ``key`` at the pending ``upload`` and retire the one it had, atomically."""
+
+        async def swap(conn: Any) -> None:
+            await conn.execute(Q["lock_key"], key)
+            if await conn.execute(Q["claim_upload"], upload) != "DELETE 1":
+                raise StoreError(f"the upload of blob {key} was abandoned and swept")
+            old = await conn.fetchval(Q["current_upload"], key)
+            now = self.clock()
+            await conn.execute(Q["publish"], key, upload, size, now)
+            if old is not None:
+                await conn.execute(Q["retire_upload"], old, now)
+
+        await self._transaction(swap)
+        await self._maybe_sweep()
+
+    async def sweep(self) -> int:
+        """Delete the uploads no name points at, untouched for ``grace`` seconds; how many."""
+        self._swept_at = self.clock()
+        before = self._swept_at - self.grace
+
+        async def step(conn: Any) -> int:
+            rows = await conn.fetch(Q["stale_uploads"], before, _SWEEP_BATCH)
+            if rows:
+                await conn.execute(Q["drop_chunks"], [r["id"] for r in rows])
+            return len(rows)
+
+        total = 0
+        while swept := await self._transaction(step):
+            total += swept
+        return total
+
+    async def _maybe_sweep(self) -> None:
+        if self.clock() - self._swept_at >= self.sweep_every:
+            await self.sweep()
+
+    async def execute(self, query: str, *args: Any) -> int:
+        """Run ``query``; the number of rows it changed."""
+        with self._guard():
+            status: str = await self._pool.execute(query, *args)
+        return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        with self._guard():
+            return await self._pool.fetchval(query, *args)
+
+    async def _fetchrow(self, query: str, *args: Any) -> Any:
+        with self._guard():
+            return await self._pool.fetchrow(query, *args)
+
+    async def _transaction(self, fn: Callable[[Any], Any]) -> Any:
+        with self._guard():
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await fn(conn)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Driver errors as the store's: unavailable (503) or failed."""
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL blob store is not open")
+        asyncpg = self._asyncpg
+        try:
+            yield
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+            asyncpg.InternalClientError,
+        ) as exc:
+            raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL failed: {exc}") from exc
