@@ -261,6 +261,8 @@ async def test_stop_strings_end_the_text_before_them(batched: Engine) -> None:
     assert cut_short.text == full.text[:cut]
     assert streamed == cut_short.text
     assert cut_short.finish_reason == "stop"
+    assert cut_short.stop_sequence == stop
+    assert full.stop_sequence is None
     assert cut_short.usage.completion_tokens < full.usage.completion_tokens
 
 

@@ -198,6 +198,20 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/embeddings", {"model": EMBED, "input": ["a", "b"], "priority": 1}),
     Endpoint(
         "POST",
+        "/v1/messages",
+        {
+            "model": MODEL,
+            "max_tokens": 4,
+            "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello."}]}],
+            "stop_sequences": ["x"],
+            "temperature": 0.5,
+            "top_k": 2,
+            "metadata": {"user_id": "u1"},
+        },
+    ),
+    Endpoint(
+        "POST",
         "/v1/batches",
         {
             "input_file_id": "file-none",

@@ -24,6 +24,8 @@ PATHS = {
     "/v1/downloads/token": "fireworks",
     "/v1/uploads/token": "openai",  # the signed PUT answers its own errors
     "/v1/chat/completions": "openai",
+    "/v1/messages": "anthropic",
+    "/v1/messages/count_tokens": "anthropic",
     "/v1/files": "openai",
     "/v1/batches/b/cancel": "openai",
     "/v1/nothing": "openai",

@@ -42,6 +42,7 @@ def test_a_stop_string_ends_the_text_before_it() -> None:
     pieces = feed(stream, [b"one", b" two E", b"N", b"D three"])
     assert stream.stopped
     assert stream.text == "one two "
+    assert stream.stop_hit == "END"
     assert "".join(pieces) == stream.text
     assert stream.push(b"more") == ""
 
@@ -54,12 +55,14 @@ def test_a_possible_stop_string_is_held_back_until_it_is_not_one() -> None:
     assert stream.push(b" ST") == " "
     assert stream.flush() == "ST"
     assert stream.text == "go STORM ST" and not stream.stopped
+    assert stream.stop_hit is None
 
 
 def test_the_earliest_stop_string_wins() -> None:
     stream = TextStream(("cd", "abcd", "b"))
     feed(stream, [b"xab", b"cd"])
     assert stream.text == "xa"
+    assert stream.stop_hit == "b"
 
 
 @pytest.mark.parametrize("seed", range(20))

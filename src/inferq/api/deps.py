@@ -42,13 +42,19 @@ async def get_services(request: Request) -> Services:
 
 
 def api_key_from(request: Request) -> str | None:
-    """The key from ``Authorization: Bearer``, ``api_key`` or ``unstructured-api-key``."""
+    """The key from ``Authorization: Bearer``, ``x-api-key`` (Anthropic's), ``api_key``
+    or ``unstructured-api-key``."""
     headers = request.headers
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return headers.get("api_key") or headers.get("unstructured-api-key") or None
+    return (
+        headers.get("x-api-key")
+        or headers.get("api_key")
+        or headers.get("unstructured-api-key")
+        or None
+    )
 
 
 async def get_caller(

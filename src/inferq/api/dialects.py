@@ -9,9 +9,16 @@ renders a path's errors does not depend on it.
 
 from __future__ import annotations
 
-from inferq.api import fireworks, infera, openai, together, unstructured
+from inferq.api import anthropic, fireworks, infera, openai, together, unstructured
 from inferq.api.dialect import Dialects
 
 DIALECTS = Dialects(
-    (together.DIALECT, openai.DIALECT, fireworks.DIALECT, infera.DIALECT, unstructured.DIALECT)
+    (
+        together.DIALECT,
+        anthropic.DIALECT,
+        openai.DIALECT,
+        fireworks.DIALECT,
+        infera.DIALECT,
+        unstructured.DIALECT,
+    )
 )

@@ -71,13 +71,18 @@ class ChatResult:
     text: str
     finish_reason: str
     usage: Usage
+    #: the stop string that ended the text (cut off before it), when one did
+    stop_sequence: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "text": self.text,
             "finish_reason": self.finish_reason,
             "usage": dataclasses.asdict(self.usage),
         }
+        if self.stop_sequence is not None:
+            data["stop_sequence"] = self.stop_sequence
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChatResult:
@@ -85,6 +90,7 @@ class ChatResult:
             text=data["text"],
             finish_reason=data["finish_reason"],
             usage=Usage(**data["usage"]),
+            stop_sequence=data.get("stop_sequence"),
         )
 
 

@@ -441,7 +441,12 @@ class BatchDecoder:
             completion_tokens=run.generated,
             cached_tokens=run.cached,
         )
-        result = ChatResult(text=run.stream.text, finish_reason=outcome, usage=usage)
+        result = ChatResult(
+            text=run.stream.text,
+            finish_reason=outcome,
+            usage=usage,
+            stop_sequence=run.stream.stop_hit,
+        )
         self._deliver(run.job, result)
 
     def _forget(self, cache: _Cache) -> None:

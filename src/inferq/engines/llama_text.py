@@ -27,6 +27,8 @@ class TextStream:
         self.text = ""
         self._sent = 0
         self.stopped = False
+        #: the stop string that ended the text, once one did
+        self.stop_hit: str | None = None
 
     def push(self, data: bytes) -> str:
         """Add the bytes of one token; return the text that can be sent now."""
@@ -35,10 +37,11 @@ class TextStream:
         self.text += self._decoder.decode(data)
         end = len(self.text)
         if self._stop:
-            hit = self._find_stop()
-            if hit >= 0:
+            hit, string = self._find_stop()
+            if string is not None:
                 self.text = self.text[:hit]
                 self.stopped = True
+                self.stop_hit = string
                 end = hit
             else:
                 end -= self._held()
@@ -56,11 +59,11 @@ class TextStream:
         self._sent = len(self.text)
         return piece
 
-    def _find_stop(self) -> int:
-        """Where the first stop string starts, or -1. Text already sent cannot
-        start one: it would have been held back."""
-        found = [i for i in (self.text.find(s, self._sent) for s in self._stop) if i >= 0]
-        return min(found, default=-1)
+    def _find_stop(self) -> tuple[int, str | None]:
+        """Where the first stop string starts and which one it is, or (-1, None).
+        Text already sent cannot start one: it would have been held back."""
+        found = [(i, s) for s in self._stop if (i := self.text.find(s, self._sent)) >= 0]
+        return min(found, default=(-1, None), key=lambda hit: hit[0])
 
     def _held(self) -> int:
         """The length of the longest unsent suffix that starts a stop string."""

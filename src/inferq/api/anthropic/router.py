@@ -1,0 +1,70 @@
+"""Anthropic's Messages API: ``POST /v1/messages``. Handlers translate and delegate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from inferq.api.anthropic import translate as t
+from inferq.api.anthropic.schemas import MessagesRequest
+from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.errors import status_of
+from inferq.api.sync import ClientGone, abandon, finished_or_raise, wait_for_client
+from inferq.core.errors import InferqError, public
+from inferq.core.models import Job
+from inferq.core.service import JobService
+from inferq.core.states import ServiceClass
+
+router = APIRouter(prefix="/v1/messages", tags=["anthropic"])
+
+
+@router.post("", response_model=None)
+async def create_message(
+    body: MessagesRequest, request: Request, caller: CallerDep, services: ServicesDep
+) -> dict[str, Any] | Response:
+    job = await services.jobs.submit(
+        tenant=caller.tenant,
+        model=body.model,
+        request=body.to_request(),
+        origin="anthropic",
+        service_class=ServiceClass.INTERACTIVE,
+        priority=body.priority,
+        timeout=body.timeout or services.settings.sync_timeout,
+    )
+    if body.stream:
+        return StreamingResponse(
+            _stream(services.jobs, job),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    try:
+        done = await wait_for_client(request, services.jobs, job)
+    except ClientGone:
+        return Response(status_code=499)
+    return t.render_message(finished_or_raise(done))
+
+
+async def _stream(jobs: JobService, job: Job) -> AsyncIterator[str]:
+    """Anthropic's event sequence, each text piece as the engine produces it."""
+    finished = False
+    try:
+        yield t.sse(t.message_start(job))
+        yield t.sse(t.BLOCK_START)
+        yield t.sse(t.PING)
+        async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
+            yield t.sse(t.text_delta(piece))
+        done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
+        finished = True
+        yield t.sse(t.BLOCK_STOP)
+        yield t.sse(t.message_delta(done))
+        yield t.sse(t.MESSAGE_STOP)
+    except InferqError as exc:
+        finished = True
+        status = status_of(exc, t.STATUSES)
+        yield t.sse(t.error_body(public(exc), status))
+    finally:
+        if not finished:
+            abandon(jobs, job)

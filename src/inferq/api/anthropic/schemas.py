@@ -1,0 +1,96 @@
+"""Anthropic's Messages API wire models: the request of ``POST /v1/messages`` and of
+``POST /v1/messages/count_tokens``.
+
+Unknown fields are accepted (Anthropic adds fields often; a client that sends a newer
+one still works); the ones that change what the model is asked to do and that inferq
+cannot honour (``tools``, content blocks other than text) are refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferq.core.errors import InvalidRequest
+from inferq.core.models import ChatMessage, ChatRequest
+
+
+class ContentBlock(BaseModel):
+    """One block of a message's content; only ``{"type": "text", "text"}`` is served."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class MessageParam(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["user", "assistant"]
+    content: str | list[ContentBlock]
+
+
+def blocks_text(content: str | list[ContentBlock], param: str) -> str:
+    """The text of a string or of text blocks; InvalidRequest naming any other block."""
+    if isinstance(content, str):
+        return content
+    pieces = []
+    for n, block in enumerate(content):
+        if block.type != "text" or block.text is None:
+            raise InvalidRequest(
+                f"{param}.{n}: content blocks of type {block.type!r} are not supported; "
+                "only text blocks are",
+                param=f"{param}.{n}.type",
+            )
+        pieces.append(block.text)
+    return "".join(pieces)
+
+
+class CountTokensRequest(BaseModel):
+    """The prompt part of a message request: what ``count_tokens`` counts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1)
+    system: str | list[ContentBlock] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    def chat_messages(self) -> tuple[ChatMessage, ...]:
+        if self.tools:
+            raise InvalidRequest(
+                "tools are not supported by inferq's models yet; send the request without tools",
+                param="tools",
+            )
+        system = blocks_text(self.system, "system") if self.system is not None else ""
+        turns = tuple(
+            ChatMessage(role=m.role, content=blocks_text(m.content, f"messages.{i}.content"))
+            for i, m in enumerate(self.messages)
+        )
+        return ((ChatMessage("system", system),) if system else ()) + turns
+
+
+class MessagesRequest(CountTokensRequest):
+    """``POST /v1/messages``."""
+
+    max_tokens: int = Field(gt=0)
+    stop_sequences: list[str] | None = None
+    temperature: float = Field(default=1.0, ge=0, le=1)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    metadata: dict[str, Any] | None = None
+    stream: bool = False
+    #: inferq extension: higher runs first among sync requests
+    priority: int = 0
+    #: inferq extension: seconds before the request is cancelled with a timeout error
+    timeout: float | None = Field(default=None, gt=0)
+
+    def to_request(self) -> ChatRequest:
+        return ChatRequest(
+            messages=self.chat_messages(),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            stop=tuple(self.stop_sequences or ()),
+        )
