@@ -14,6 +14,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: what a ``blob_url`` may start with (besides the literal ``postgres``)
+BLOB_SCHEMES = ("file:///", "postgresql://", "postgres://")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFERQ_", extra="forbid")
@@ -70,6 +73,18 @@ class Settings(BaseSettings):
     #: signed URLs it hands out; empty: taken from each request's Host header
     public_url: str = ""
     log_level: str = "info"
+    #: where blobs (files, datasets, outputs) live: ``file:///PATH``, ``postgresql://…``, or
+    #: ``postgres`` (the job store's database); empty: PostgreSQL when the job store is
+    #: PostgreSQL, else ``<data_dir>/blobs``
+    blob_url: str = ""
+
+    @field_validator("blob_url")
+    @classmethod
+    def _check_blob_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and value != "postgres" and not value.startswith(BLOB_SCHEMES):
+            raise ValueError("blob_url must be file:///PATH, postgresql://… or postgres")
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from inferq.blobs import BlobStore, LocalBlobs
+from inferq.blobs import BlobStore, create_blobs
 from inferq.config import Settings
 from inferq.core.batches import BatchFormat, BatchLimits, BatchService
 from inferq.core.events import JobEvents
@@ -73,6 +73,14 @@ def build_store(settings: Settings) -> JobStore:
     )
 
 
+def build_blobs(settings: Settings) -> BlobStore:
+    """The blob store that ``settings.blob_url`` names (by default: PostgreSQL when the
+    job store is, else ``<data_dir>/blobs``), not yet opened."""
+    return create_blobs(
+        settings.blob_url, database_url=settings.database_url, default_dir=settings.blobs_dir
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -86,7 +94,7 @@ async def open_runtime(
     the_store = store or build_store(settings)
     tuned = settings.data_dir if settings.worker else None  # inferq tune: where models run
     the_registry = registry or ModelRegistry(load_specs(settings.models_file, tuning_dir=tuned))
-    the_blobs = blobs or LocalBlobs(settings.blobs_dir)
+    the_blobs = blobs or build_blobs(settings)
     events = JobEvents()
     batches = BatchService(
         store=the_store,
@@ -128,6 +136,7 @@ async def open_runtime(
     batch_runner: BatchRunner | None = None
     workflow_runner: WorkflowRunner | None = None
     try:
+        await the_blobs.open()
         await the_store.listen(on_submitted=events.job_submitted, on_ended=events.remote_ended)
         if settings.worker:
             await the_registry.start()
@@ -185,6 +194,7 @@ async def open_runtime(
         if worker is not None:
             await worker.stop()
         await the_registry.close()
+        await the_blobs.close()
         await the_store.close()
 
 

@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from inferq.blobs.base import BlobStore, BlobWriter
 from inferq.blobs.local import LocalBlobs
 from inferq.blobs.memory import MemoryBlobs
+from inferq.core.errors import ConfigError
 
-__all__ = ["BlobStore", "BlobWriter", "LocalBlobs", "MemoryBlobs"]
+__all__ = ["BlobStore", "BlobWriter", "LocalBlobs", "MemoryBlobs", "create_blobs"]
+
+_POSTGRES = ("postgresql://", "postgres://")
+
+
+def create_blobs(url: str, *, database_url: str, default_dir: Path) -> BlobStore:
+    """The blob store for ``url``, not yet opened.
+
+    ``file:///PATH`` (a directory), ``postgresql://…`` (a PostgreSQL database with the
+    blob tables), ``postgres`` (the job store's database, ``database_url``), or empty:
+    the job store's database when it is PostgreSQL, else the directory ``default_dir``.
+    """
+    if url == "":
+        if not database_url.startswith(_POSTGRES):
+            return LocalBlobs(default_dir)
+        url = "postgres"
+    if url == "postgres":
+        if not database_url.startswith(_POSTGRES):
+            raise ConfigError("blob URL 'postgres' needs a PostgreSQL database URL")
+        url = database_url
+    if url.startswith(_POSTGRES):
+        from inferq.blobs.postgres import PostgresBlobs
+
+        return PostgresBlobs(url)
+    if url.startswith("file:///"):
+        return LocalBlobs(Path(url.removeprefix("file://")))
+    raise ConfigError(f"unsupported blob URL {url!r}: use file:///PATH, postgresql://… or postgres")
