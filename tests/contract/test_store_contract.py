@@ -325,6 +325,35 @@ async def test_cancel_queued_and_metrics(store: JobStore) -> None:
     assert (await store.metrics(tenant="t2", model=None)).waiting == 1
 
 
+async def test_count_active_groups_unfinished_jobs_of_every_tenant(store: JobStore) -> None:
+    assert await store.count_active() == []
+    for tenant in ("t1", "t2"):
+        await store.insert_job(make_job(tenant=tenant))
+    await store.insert_job(make_job(service_class=ServiceClass.INTERACTIVE))
+    await store.insert_job(make_job(model="other"))
+    batch = make_batch()
+    await store.insert_rows([make_row(batch, 1), make_row(batch, 2)])
+    await store.insert_job(make_row(batch, 3, state=JobState.QUEUED))
+    done = await store.insert_job(make_job())
+    await store.finish(done.id, tenant=None, state=JobState.CANCELLED, error=None, now=T0)
+    (running,) = await claim(store, limit=1, models=["m"])
+    assert running.service_class is ServiceClass.INTERACTIVE
+
+    got = {
+        (c.model, c.service_class, c.state, c.in_batch): c.count
+        for c in await store.count_active()
+    }
+    assert got == {
+        ("m", ServiceClass.ASYNC, JobState.QUEUED, False): 2,
+        ("m", ServiceClass.INTERACTIVE, JobState.RUNNING, False): 1,
+        ("other", ServiceClass.ASYNC, JobState.QUEUED, False): 1,
+        ("m", ServiceClass.BATCH, JobState.VALIDATING, True): 2,
+        ("m", ServiceClass.BATCH, JobState.QUEUED, True): 1,
+    }
+    assert await store.complete(lease_of(running), RESULT, now=T0)
+    assert all(c.state is not JobState.RUNNING for c in await store.count_active())
+
+
 async def test_expire_overdue_covers_queued_and_running(store: JobStore) -> None:
     a = await store.insert_job(make_job(deadline_at=T0 + 5))
     b = await store.insert_job(make_job(deadline_at=T0 + 5))

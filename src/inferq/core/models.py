@@ -219,6 +219,20 @@ class QueueMetrics:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ActiveCount:
+    """How many unfinished jobs (of every tenant) share a model, class, state and kind:
+    one row of :meth:`~inferq.core.ports.JobQueue.count_active`, read for the metrics."""
+
+    model: str
+    service_class: ServiceClass
+    #: validating, queued or running
+    state: JobState
+    #: whether they are rows of a batch
+    in_batch: bool
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKey:
     id: str
     name: str

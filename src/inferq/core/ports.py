@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
 from inferq.core.models import (
+    ActiveCount,
     ApiKey,
     Batch,
     BatchCounts,
@@ -121,6 +122,13 @@ class JobQueue(JobLookup, Protocol):
 
     async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
         """Counts of the tenant's running and waiting jobs."""
+
+    async def count_active(self) -> list[ActiveCount]:
+        """The validating, queued and running jobs of every tenant, counted by model,
+        service class, state and whether they are batch rows (groups of none left out).
+
+        Read at each metrics scrape, so every process of a fleet reports the same numbers.
+        """
 
     async def listen(
         self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]

@@ -9,15 +9,28 @@ process. Jobs and keys are here; files, batches and batch rows in
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from inferq.core.errors import Conflict
-from inferq.core.models import ApiKey, Job, JobError, JobFilter, Lease, QueueMetrics, Result
+from inferq.core.models import (
+    ActiveCount,
+    ApiKey,
+    Job,
+    JobError,
+    JobFilter,
+    Lease,
+    QueueMetrics,
+    Result,
+)
 from inferq.core.ports import Store
 from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.store.memory_batches import MemoryBatches
+
+#: the states :meth:`MemoryStore.count_active` counts
+_ACTIVE = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
 
 
 class MemoryStore(MemoryBatches, Store):
@@ -250,6 +263,17 @@ class MemoryStore(MemoryBatches, Store):
             running += job.state is JobState.RUNNING
             waiting += job.state is JobState.QUEUED
         return QueueMetrics(running=running, waiting=waiting, total=total)
+
+    async def count_active(self) -> list[ActiveCount]:
+        counts: Counter[tuple[str, ServiceClass, JobState, bool]] = Counter(
+            (job.model, job.service_class, job.state, job.batch_id is not None)
+            for job in self.jobs.values()
+            if job.state in _ACTIVE
+        )
+        return [
+            ActiveCount(model=m, service_class=c, state=s, in_batch=b, count=n)
+            for (m, c, s, b), n in counts.items()
+        ]
 
     # -- API keys ---------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from inferq.core.errors import Conflict, StoreError
 from inferq.core.models import (
+    ActiveCount,
     ApiKey,
     Batch,
     BatchCounts,
@@ -169,6 +170,18 @@ class SqlStore(Store, Generic[E]):
         row = await self.db.fetch_one("metrics", {"tenant": tenant, "model": model})
         assert row is not None  # an aggregate: always one row
         return QueueMetrics(running=row["running"], waiting=row["waiting"], total=row["total"])
+
+    async def count_active(self) -> list[ActiveCount]:
+        return [
+            ActiveCount(
+                model=r["model"],
+                service_class=ServiceClass(r["service_class"]),
+                state=JobState(r["state"]),
+                in_batch=bool(r["in_batch"]),
+                count=int(r["n"]),
+            )
+            for r in await self.db.fetch_all("count_active", {})
+        ]
 
     # -- files and datasets --------------------------------------------------
 

@@ -142,6 +142,21 @@ SELECT
 FROM jobs
 WHERE tenant = :tenant AND (:model IS NULL OR model = :model);
 
+-- name: count_active
+-- The metrics gauges, every tenant: one SELECT per state, so each can use that state's
+-- index (the claim's and the lease's partial indexes, the batch rows' one).
+SELECT model, service_class, state, in_batch, COUNT(*) AS n FROM (
+    SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
+    FROM jobs WHERE state = 'queued'
+    UNION ALL
+    SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
+    FROM jobs WHERE state = 'running'
+    UNION ALL
+    SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
+    FROM jobs WHERE state = 'validating'
+) AS active
+GROUP BY model, service_class, state, in_batch;
+
 -- name: insert_file
 INSERT INTO files (tenant, id, kind, purpose, filename, bytes, status, meta, created_at)
 VALUES (:tenant, :id, :kind, :purpose, :filename, :bytes, :status, :meta, :created_at)
