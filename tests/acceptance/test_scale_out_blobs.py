@@ -1,0 +1,116 @@
+"""Scale-out with no shared volume: files live in PostgreSQL, not in a data directory.
+
+Two ``inferq serve --no-worker`` processes and one ``inferq worker``, each with its own
+data directory, on one PostgreSQL schema: a file uploaded through the first API is
+batched through the second, run by the worker, and its output downloaded through the
+first. No process writes a blob to its data directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.cluster import MODEL, Api, Cluster, Proc, Worker, connect, fresh_schema
+
+pytestmark = pytest.mark.integration
+
+ROWS = 200
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    async with fresh_schema() as name:
+        yield name
+
+
+def _line(i: int) -> dict[str, Any]:
+    return {
+        "custom_id": f"row-{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": f"row {i}"}],
+            "max_tokens": 16,
+        },
+    }
+
+
+async def test_a_file_uploaded_to_one_api_is_batched_through_another(
+    tmp_path: Path, schema: str
+) -> None:
+    cluster = Cluster(tmp_path, schema, lease_seconds=5)
+    try:
+        key = cluster.create_key("blobs")
+        procs: list[Proc] = []
+        for name in ("api1", "api2"):
+            data_dir = tmp_path / f"data-{name}"
+            procs.append(Api(name, cluster.env, tmp_path / f"{name}.log", data_dir))
+        procs.append(Worker("worker1", cluster.env, tmp_path / "worker1.log", tmp_path / "data-w"))
+        for proc in procs:
+            proc.spawn()
+            cluster.procs.append(proc)
+        await cluster.wait_ready(procs)
+        api1, api2 = procs[0], procs[1]
+        assert isinstance(api1, Api) and isinstance(api2, Api)
+
+        def client(api: Api) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=api.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            )
+
+        body = "".join(json.dumps(_line(i)) + "\n" for i in range(ROWS)).encode()
+        async with client(api1) as one, client(api2) as two:
+            uploaded = await one.post(
+                "/v1/files",
+                files={"file": ("input.jsonl", body, "application/jsonl")},
+                data={"purpose": "batch"},
+            )
+            assert uploaded.status_code == 200, uploaded.text
+            created = await two.post(
+                "/v1/batches",
+                json={
+                    "input_file_id": uploaded.json()["id"],
+                    "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h",
+                },
+            )
+            assert created.status_code == 200, created.text
+            batch_id = created.json()["id"]
+
+            async def completed() -> dict[str, Any] | None:
+                got: dict[str, Any] = (await two.get(f"/v1/batches/{batch_id}")).json()
+                if got["status"] in ("failed", "expired", "cancelled"):
+                    cluster.fail(f"the batch ended {got['status']}: {got}")
+                return got if got["status"] == "completed" else None
+
+            final = await cluster.wait_for("the batch to complete", completed, timeout=90)
+            assert final["request_counts"] == {"total": ROWS, "completed": ROWS, "failed": 0}
+            # the input, as stored, read back through the other process
+            echoed = await two.get(f"/v1/files/{uploaded.json()['id']}/content")
+            assert echoed.status_code == 200 and echoed.content == body
+            output = await one.get(f"/v1/files/{final['output_file_id']}/content")
+            assert output.status_code == 200, output.text
+
+        lines = [json.loads(line) for line in output.text.splitlines()]
+        assert sorted(line["custom_id"] for line in lines) == sorted(
+            f"row-{i}" for i in range(ROWS)
+        )
+        for line in lines:
+            assert line["response"]["status_code"] == 200
+        # the bytes are in PostgreSQL, none in any data directory
+        for data_dir in tmp_path.glob("data*"):
+            assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file()], data_dir
+        conn = await connect(schema)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM blobs") >= 2  # input and output
+        finally:
+            await conn.close()
+    finally:
+        cluster.close()
