@@ -113,11 +113,26 @@ class AbortSignal:
         return self.is_set()
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call of :meth:`Engine.generate` or :meth:`Engine.embed`, as an engine runs it:
+    the signal that stops it, where its text goes, and its priority."""
+
+    abort: AbortSignal
+    on_text: TextCallback | None = None
+    priority: int | None = None
+
+
 class Engine(ABC):
-    """A loaded model that generates chat completions or embeds texts."""
+    """A loaded model that generates chat completions or embeds texts.
+
+    :meth:`generate` and :meth:`embed` refuse a request of the other kind; an adapter
+    implements ``_generate`` (a chat model) or ``_embed`` (an embedding model).
+    """
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
+        self._embeds = is_embedding(spec)
 
     @property
     def slots(self) -> int:
@@ -139,16 +154,10 @@ class Engine(ABC):
 
     def check(self, request: Request) -> None:
         """Reject, before queueing, a request this model can never run."""
+        if isinstance(request, EmbedRequest) != self.embeds:
+            raise self._wrong_kind()
         if isinstance(request, EmbedRequest):
-            if not self.embeds:
-                raise InvalidRequest(
-                    f"model {self.spec.name} serves chat, not embeddings", param="model"
-                )
             return
-        if self.embeds:
-            raise InvalidRequest(
-                f"model {self.spec.name} serves embeddings, not chat", param="model"
-            )
         if request.max_tokens is not None and request.max_tokens >= self.spec.context_length:
             raise InvalidRequest(
                 f"max_tokens ({request.max_tokens}) must be below the context length "
@@ -156,7 +165,6 @@ class Engine(ABC):
                 param="max_tokens",
             )
 
-    @abstractmethod
     async def generate(
         self,
         request: ChatRequest,
@@ -173,11 +181,18 @@ class Engine(ABC):
         ``priority`` (higher is more urgent; see :func:`urgency`) is for engines
         that schedule requests themselves; the others ignore it.
         """
+        if self.embeds:
+            raise self._wrong_kind()
+        return await self._generate(request, Call(abort, on_text, priority))
+
+    @abstractmethod
+    async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
+        """:meth:`generate` on a chat model."""
 
     @property
     def embeds(self) -> bool:
         """Whether this model serves embeddings (``embed``) rather than chat."""
-        return False
+        return self._embeds
 
     @property
     def dimensions(self) -> int | None:
@@ -195,11 +210,18 @@ class Engine(ABC):
         :class:`~inferq.core.errors.PromptTooLong` when an input does not fit.
         ``priority``: as for :meth:`generate`.
         """
-        raise InvalidRequest(f"model {self.spec.name} serves chat, not embeddings", param="model")
+        if not self.embeds:
+            raise self._wrong_kind()
+        return await self._embed(request, Call(abort, priority=priority))
 
-    def _not_chat(self) -> InvalidRequest:
-        """The error ``generate`` raises on an embedding model."""
-        return InvalidRequest(f"model {self.spec.name} serves embeddings, not chat", param="model")
+    @abstractmethod
+    async def _embed(self, request: EmbedRequest, call: Call) -> EmbedResult:
+        """:meth:`embed` on an embedding model."""
+
+    def _wrong_kind(self) -> InvalidRequest:
+        """The error for a request of the kind this model does not serve."""
+        serves, other = ("embeddings", "chat") if self.embeds else ("chat", "embeddings")
+        return InvalidRequest(f"model {self.spec.name} serves {serves}, not {other}", param="model")
 
 
 def normalise(vector: Sequence[float]) -> tuple[float, ...]:

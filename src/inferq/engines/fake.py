@@ -26,11 +26,9 @@ from inferq.core.errors import ConfigError, EngineError, PromptTooLong
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.engines.base import (
     ABORTED,
-    AbortSignal,
+    Call,
     Engine,
     ModelSpec,
-    TextCallback,
-    is_embedding,
     normalise,
 )
 
@@ -46,7 +44,6 @@ class FakeEngine(Engine):
         self.token_delay = float(spec.options.get("token_delay", 0.0))
         log = spec.options.get("execution_log")
         self.execution_log = str(log) if log else None
-        self._embeds = is_embedding(spec)
         self._dimensions = int(spec.options.get("dimensions", FAKE_DIMENSIONS))
         if self._dimensions < 1:
             raise ConfigError(f"model {spec.name!r}: dimensions must be at least 1")
@@ -65,23 +62,10 @@ class FakeEngine(Engine):
         return self._ready
 
     @property
-    def embeds(self) -> bool:
-        return self._embeds
-
-    @property
     def dimensions(self) -> int | None:
         return self._dimensions if self._embeds else None
 
-    async def generate(
-        self,
-        request: ChatRequest,
-        *,
-        abort: AbortSignal,
-        on_text: TextCallback | None = None,
-        priority: int | None = None,
-    ) -> ChatResult:
-        if self._embeds:
-            raise self._not_chat()
+    async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
         self.calls += 1
         prompt_tokens = sum(len(m.content.split()) + 1 for m in request.messages)
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
@@ -97,7 +81,7 @@ class FakeEngine(Engine):
         out: list[str] = []
         finish = "stop"
         for i, word in enumerate(words):
-            if abort.is_set():
+            if call.abort.is_set():
                 finish = ABORTED
                 break
             if i >= limit:
@@ -105,8 +89,8 @@ class FakeEngine(Engine):
                 break
             piece = word if i == 0 else " " + word
             out.append(piece)
-            if on_text is not None:
-                on_text(piece)
+            if call.on_text is not None:
+                call.on_text(piece)
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
         if self.execution_log and finish != ABORTED:
@@ -117,11 +101,7 @@ class FakeEngine(Engine):
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(out)),
         )
 
-    async def embed(
-        self, request: EmbedRequest, *, abort: AbortSignal, priority: int | None = None
-    ) -> EmbedResult:
-        if not self._embeds:
-            return await super().embed(request, abort=abort)
+    async def _embed(self, request: EmbedRequest, call: Call) -> EmbedResult:
         self.calls += 1
         counts = [max(1, len(text.split())) for text in request.inputs]
         for i, (text, count) in enumerate(zip(request.inputs, counts, strict=True)):
@@ -138,13 +118,13 @@ class FakeEngine(Engine):
         vectors: list[tuple[float, ...]] = []
         tokens = 0
         for text, count in zip(request.inputs, counts, strict=True):
-            if abort.is_set():
+            if call.abort.is_set():
                 break
             vectors.append(fake_vector(text, self._dimensions))
             tokens += count
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
-        if self.execution_log and not abort.is_set():
+        if self.execution_log and not call.abort.is_set():
             _append_line(self.execution_log, " ".join(request.inputs))
         return EmbedResult(vectors=tuple(vectors), usage=Usage(prompt_tokens=tokens))
 

@@ -84,10 +84,9 @@ from inferq.core.errors import ConfigError, EngineError, EngineUnavailable, Prom
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.engines.base import (
     AbortSignal,
+    Call,
     Engine,
     ModelSpec,
-    TextCallback,
-    is_embedding,
     normalise,
 )
 from inferq.engines.llama_batch import BatchDecoder, DecoderConfig, Sampling, SequenceJob
@@ -308,7 +307,6 @@ class LlamaCppEngine(Engine):
         super().__init__(spec)
         raw_path = spec.options.get("path")
         self.path = Path(raw_path).expanduser() if raw_path else default_model_path()
-        self._embeds = is_embedding(spec)
         # checked here, so that a wrong models file fails before anything loads
         self._config = None if self._embeds else decoder_config(spec)
         if self._config is not None:
@@ -370,23 +368,10 @@ class LlamaCppEngine(Engine):
         return self._count == self.spec.slots
 
     @property
-    def embeds(self) -> bool:
-        return self._embeds
-
-    @property
     def dimensions(self) -> int | None:
         return self._dimensions
 
-    async def generate(
-        self,
-        request: ChatRequest,
-        *,
-        abort: AbortSignal,
-        on_text: TextCallback | None = None,
-        priority: int | None = None,
-    ) -> ChatResult:
-        if self._embeds:
-            raise self._not_chat()
+    async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
         chat = self._chat
         if chat is None or not chat.decoder.alive:
             raise EngineUnavailable(f"the engine of {self.spec.name} is not running")
@@ -399,6 +384,8 @@ class LlamaCppEngine(Engine):
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Outcome] = loop.create_future()
+
+        on_text = call.on_text
 
         def emit(piece: str) -> None:
             if on_text is not None:
@@ -414,8 +401,8 @@ class LlamaCppEngine(Engine):
             max_new=request.max_tokens or context - len(prompt),
             sampling=_sampling(request),
             stop=request.stop,
-            priority=priority or 0,
-            abort=abort,
+            priority=call.priority or 0,
+            abort=call.abort,
             emit=emit,
             done=done,
         )
@@ -429,14 +416,9 @@ class LlamaCppEngine(Engine):
             raise outcome
         return outcome
 
-    async def embed(
-        self, request: EmbedRequest, *, abort: AbortSignal, priority: int | None = None
-    ) -> EmbedResult:
-        if not self._embeds:
-            return await super().embed(request, abort=abort)
-
+    async def _embed(self, request: EmbedRequest, call: Call) -> EmbedResult:
         def run(slot: _EmbedSlot) -> EmbedResult:
-            return slot.embed(request, abort)
+            return slot.embed(request, call.abort)
 
         return await self._on_slot(run)
 

@@ -73,10 +73,9 @@ from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResul
 from inferq.engines.base import (
     ABORTED,
     AbortSignal,
+    Call,
     Engine,
     ModelSpec,
-    TextCallback,
-    is_embedding,
     normalise,
     unless_aborted,
 )
@@ -138,7 +137,6 @@ class UpstreamEngine(Engine):
     ) -> None:
         super().__init__(spec)
         self.settings: UpstreamSettings = parse_settings(spec.name, spec.options)
-        self._embeds = is_embedding(spec)
         self._dimensions = self.settings.dimensions
         #: for tests: one transport (e.g. ``httpx.MockTransport``) for every endpoint
         self._transport = transport
@@ -159,10 +157,6 @@ class UpstreamEngine(Engine):
         # Started, not "reachable": while every upstream is down the queue still takes
         # jobs (they wait, then go back to the queue), so /readyz must not fail for it.
         return bool(self._endpoints)
-
-    @property
-    def embeds(self) -> bool:
-        return self._embeds
 
     @property
     def dimensions(self) -> int | None:
@@ -206,35 +200,21 @@ class UpstreamEngine(Engine):
             await endpoint.client.aclose()
         self._notify()
 
-    async def generate(
-        self,
-        request: ChatRequest,
-        *,
-        abort: AbortSignal,
-        on_text: TextCallback | None = None,
-        priority: int | None = None,
-    ) -> ChatResult:
-        if self._embeds:
-            raise self._not_chat()
+    async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
         body = chat_body(request)
-        progress = ChatProgress(on_text)
+        progress = ChatProgress(call.on_text)
 
         def attempt(endpoint: _Endpoint) -> Awaitable[ChatResult]:
-            return self._chat_attempt(endpoint, body, priority, progress)
+            return self._chat_attempt(endpoint, body, call.priority, progress)
 
-        result = await self._call(abort, attempt)
+        result = await self._call(call.abort, attempt)
         return progress.result(ABORTED) if result is None else result
 
-    async def embed(
-        self, request: EmbedRequest, *, abort: AbortSignal, priority: int | None = None
-    ) -> EmbedResult:
-        if not self._embeds:
-            return await super().embed(request, abort=abort)
-
+    async def _embed(self, request: EmbedRequest, call: Call) -> EmbedResult:
         def attempt(endpoint: _Endpoint) -> Awaitable[EmbedResult]:
-            return self._embed_attempt(endpoint, request, priority)
+            return self._embed_attempt(endpoint, request, call.priority)
 
-        result = await self._call(abort, attempt)
+        result = await self._call(call.abort, attempt)
         return EmbedResult(vectors=(), usage=Usage()) if result is None else result
 
     # -- attempts -----------------------------------------------------------------
