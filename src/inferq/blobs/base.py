@@ -1,7 +1,8 @@
 """The BlobStore port (owned by core, :mod:`inferq.core.ports`) and what its adapters share.
 
-Adapters: :mod:`inferq.blobs.memory` (the fake) and :mod:`inferq.blobs.local`
-(a directory, the default). Both pass ``tests/contract/test_blob_contract.py``.
+Adapters: :mod:`inferq.blobs.memory` (the fake), :mod:`inferq.blobs.local` (a
+directory, the default on SQLite) and :mod:`inferq.blobs.postgres` (the default on a
+PostgreSQL job store). All pass ``tests/contract/test_blob_contract.py``.
 
 Bytes always move as streams of chunks, never whole files, so memory stays flat
 whatever the size. A blob appears atomically: readers see the old bytes or the
