@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     #: ``postgres`` (the job store's database); empty: PostgreSQL when the job store is
     #: PostgreSQL, else ``<data_dir>/blobs``
     blob_url: str = ""
+    #: a Bearer token that may read ``GET /metrics`` (a Prometheus scraper's), besides
+    #: admin API keys; empty: admin keys only
+    metrics_token: str = ""
 
     @field_validator("blob_url")
     @classmethod

@@ -22,6 +22,7 @@ from inferq.core.workflow_run import WorkflowExecutor
 from inferq.core.workflows import Catalogue, WorkflowLimits, WorkflowService
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.runner.batches import BatchRunner
+from inferq.runner.metrics import Metrics
 from inferq.runner.worker import Worker, WorkerSettings
 from inferq.runner.workflows import WorkflowRunner
 from inferq.store import JobStore, create_store
@@ -57,6 +58,8 @@ class Runtime:
     workflow_runner: WorkflowRunner | None
     #: whether this process loaded its models (a process without a worker does not)
     engines_loaded: bool
+    #: this process's Prometheus metrics (``GET /metrics``)
+    metrics: Metrics
 
     @property
     def ready(self) -> bool:
@@ -89,11 +92,18 @@ async def open_runtime(
     store: JobStore | None = None,
     registry: ModelRegistry | None = None,
     blobs: BlobStore | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open the store, load the engines and start the worker (as settings say)."""
+    """Open the store, load the engines and start the worker (as settings say).
+
+    ``metrics``: where this process counts (the HTTP app passes the one its middleware
+    observes into); a new one when None.
+    """
     the_store = store or build_store(settings)
     tuned = settings.data_dir if settings.worker else None  # inferq tune: where models run
     the_registry = registry or ModelRegistry(load_specs(settings.models_file, tuning_dir=tuned))
+    the_metrics = metrics or Metrics()
+    the_metrics.set_models(the_registry.names())
     the_blobs = blobs or build_blobs(settings)
     events = JobEvents()
     batches = BatchService(
@@ -145,6 +155,7 @@ async def open_runtime(
                 registry=the_registry,
                 events=events,
                 settings=WorkerSettings(lease_seconds=settings.lease_seconds),
+                metrics=the_metrics,
             )
             await worker.start()
             batch_runner = BatchRunner(
@@ -185,6 +196,7 @@ async def open_runtime(
             batch_runner=batch_runner,
             workflow_runner=workflow_runner,
             engines_loaded=settings.worker,
+            metrics=the_metrics,
         )
     finally:
         if workflow_runner is not None:

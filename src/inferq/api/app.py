@@ -14,15 +14,17 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from inferq import __version__
-from inferq.api import health
+from inferq.api import health, metrics
 from inferq.api.deps import Services
 from inferq.api.dialects import DIALECTS
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
 from inferq.api.guard import InputGuardMiddleware
+from inferq.api.metrics import HttpMetricsMiddleware
 from inferq.api.timeouts import BodyTimeoutMiddleware
 from inferq.blobs import BlobStore
 from inferq.config import Settings
 from inferq.engines.registry import ModelRegistry
+from inferq.runner.metrics import Metrics
 from inferq.runtime import open_runtime
 from inferq.store.base import JobStore
 
@@ -40,6 +42,7 @@ def create_app(
     ``store``, ``registry`` and ``blobs`` replace the ones the settings describe
     (tests pass the in-memory store, the fake engine and in-memory blobs).
     """
+    process_metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +52,7 @@ def create_app(
             registry=registry,
             blobs=blobs,
             plugins=DIALECTS.plugins(),
+            metrics=process_metrics,
         ) as runtime:
             app.state.runtime = runtime  # for tests and tools; routes get the services
             app.state.services = Services(
@@ -79,9 +83,11 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         max_file_bytes=settings.max_file_bytes,
     )
-    # outermost
     app.add_middleware(BodyTimeoutMiddleware, dialects=DIALECTS, timeout=settings.body_timeout)
+    # around all of them: counts the 408s and 413s too
+    app.add_middleware(HttpMetricsMiddleware, metrics=process_metrics, dialects=DIALECTS)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     for dialect in DIALECTS.all:
         app.include_router(dialect.router)
     return app

@@ -16,7 +16,6 @@ lease, so a job re-claimed by another worker cannot be overwritten by this one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -26,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inferq.core.errors import EngineError, StoreError
-from inferq.core.events import JobEvents, wait_event
+from inferq.core.events import JobEvents, cancel_and_wait, wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, Job, JobError, Lease, Result
 from inferq.core.ports import JobQueue
 from inferq.core.states import ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
 from inferq.engines.registry import ModelRegistry
+from inferq.runner.metrics import Metrics, class_label
 
 log = logging.getLogger("inferq.worker")
 
@@ -58,6 +58,9 @@ class _Running:
     abort: AbortSignal
     tokens: int = 0
     reported: int = 0
+    #: when it started on this worker, and when its first token came (clock time)
+    started_at: float = 0.0
+    first_token_at: float | None = None
     #: stopped to make room for more urgent work: handed back to the queue when it ends
     preempted: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -76,8 +79,10 @@ class Worker:
         events: JobEvents,
         settings: WorkerSettings | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or Metrics(models=registry.names())
         self.registry = registry
         self.events = events
         self.settings = settings or WorkerSettings()
@@ -93,17 +98,14 @@ class Worker:
             # Set when work is submitted *and* when a slot of this engine frees: a loop
             # idle because only its reserved slot was free must look again at once.
             self._slot_freed[engine.spec.name] = self.events.waker()
+            self.metrics.slots(engine.spec.name, busy=0, total=engine.slots)
             self._loops.append(asyncio.create_task(self._claim_loop(engine)))
         self._loops.append(asyncio.create_task(self._monitor_loop()))
         log.info("worker %s started", self.owner)
 
     async def stop(self) -> None:
         """Stop claiming, abort what runs, and hand those jobs back at once."""
-        for loop in self._loops:
-            loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        await cancel_and_wait(*self._loops)
         self._loops.clear()
         running = list(self.running.values())
         for run in running:
@@ -169,14 +171,25 @@ class Worker:
         if not jobs:
             return False
         victim.preempted = True
+        self.metrics.preemptions.labels(engine.spec.name).inc()
         victim.abort.set(f"preempted by job {jobs[0].id}")
         log.info("job %s preempted by %s", victim.job.id, jobs[0].id)
         self._start(engine, jobs[0])
         return True
 
     def _start(self, engine: Engine, job: Job) -> None:
-        run = _Running(job=job, lease=Lease(job.id, self.owner, job.attempt), abort=AbortSignal())
+        now = self.clock()
+        run = _Running(
+            job=job,
+            lease=Lease(job.id, self.owner, job.attempt),
+            abort=AbortSignal(),
+            started_at=now,
+        )
         self.running[job.id] = run
+        self.metrics.queue_seconds.labels(job.model, class_label(job.service_class)).observe(
+            max(now - job.created_at, 0.0)
+        )
+        self._count_slots(engine)
         log.info("job %s running (attempt %d, worker %s)", job.id, job.attempt, self.owner)
         run.task = asyncio.create_task(self._run(engine, run))
 
@@ -184,6 +197,11 @@ class Worker:
         job = run.job
 
         def on_text(piece: str) -> None:
+            if run.first_token_at is None:
+                run.first_token_at = self.clock()
+                self.metrics.first_token_seconds.labels(
+                    job.model, class_label(job.service_class)
+                ).observe(max(run.first_token_at - run.started_at, 0.0))
             run.tokens += 1
             self.events.text(job.id, piece)
 
@@ -212,6 +230,7 @@ class Worker:
             log.warning("job %s: could not record its outcome (%s); it will be re-run", job.id, exc)
         finally:
             self.running.pop(job.id, None)
+            self._count_slots(engine)
             self._slot_freed[job.model].set()
             self.events.job_ended(job.id)
 
@@ -229,8 +248,15 @@ class Worker:
             isinstance(result, ChatResult) and result.finish_reason == ABORTED
         ):
             log.info("job %s stopped: %s", run.job.id, run.abort.reason)
+            self._count_stopped(run)
             return
         if await self.store.complete(run.lease, result, now=self.clock()):
+            self._count_end(run, "succeeded")
+            model = run.job.model
+            usage = result.usage
+            self.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+            self.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
+            self.metrics.tokens.labels(model, "cached").inc(usage.cached_tokens)
             log.info(
                 "job %s succeeded (%d prompt + %d completion tokens)",
                 run.job.id,
@@ -245,14 +271,38 @@ class Worker:
             await self._hand_back(run)
             return
         if run.abort.is_set():
+            self._count_stopped(run)
             return
         if await self.store.fail(run.lease, error, now=self.clock(), retry=retry):
             log.info("job %s attempt %d failed: %s", run.job.id, run.lease.attempt, error.message)
+            # the store requeues on the same condition
+            if retry and run.job.attempt < run.job.max_attempts:
+                self.metrics.retries.labels(run.job.model).inc()
+            else:
+                self._count_end(run, "failed")
 
-    def _abort_job(self, job_id: str) -> None:
+    def _count_end(self, run: _Running, outcome: str) -> None:
+        """A job this worker ran reached ``outcome`` (succeeded or failed)."""
+        job = run.job
+        self.metrics.job_ended(job.model, job.service_class, outcome)
+        self.metrics.run_seconds.labels(job.model, class_label(job.service_class)).observe(
+            max(self.clock() - run.started_at, 0.0)
+        )
+
+    def _count_stopped(self, run: _Running) -> None:
+        """A running job was stopped because it was cancelled or passed its deadline."""
+        if run.abort.reason in ("cancelled", "expired"):
+            self.metrics.job_ended(run.job.model, run.job.service_class, run.abort.reason)
+
+    def _count_slots(self, engine: Engine) -> None:
+        name = engine.spec.name
+        busy = sum(1 for r in self.running.values() if r.job.model == name)
+        self.metrics.slots(name, busy=busy, total=engine.slots)
+
+    def _abort_job(self, job_id: str, reason: str = "cancelled") -> None:
         run = self.running.get(job_id)
         if run is not None:
-            run.abort.set("cancelled")
+            run.abort.set(reason)
 
     # -- monitoring -------------------------------------------------------------
 
@@ -269,7 +319,7 @@ class Worker:
                 if now - last_expire >= self.settings.expire_every:
                     last_expire = now
                     for job_id in await self.store.expire_overdue(now=now):
-                        self._abort_job(job_id)
+                        self._abort_job(job_id, "expired")
             except Exception:
                 log.exception("worker monitor failed; retrying")
 
