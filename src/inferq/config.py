@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,8 @@ class Settings(BaseSettings):
     #: signed URLs it hands out; empty: taken from each request's Host header
     public_url: str = ""
     log_level: str = "info"
+    #: ``text`` or ``json`` (one object per line, with request and job ids)
+    log_format: Literal["text", "json"] = "text"
     #: where blobs (files, datasets, outputs) live: ``file:///PATH``, ``postgresql://…``, or
     #: ``postgres`` (the job store's database); empty: PostgreSQL when the job store is
     #: PostgreSQL, else ``<data_dir>/blobs``

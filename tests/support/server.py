@@ -62,8 +62,11 @@ class Server:
         models_file: Path | None = None,
         env: dict[str, str] | None = None,
         port: int | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
+        #: more options of ``inferq serve``
+        self.args = args
         self.models_file = models_file
         self.env = dict(env or {})
         self.port = port or free_port()
@@ -94,6 +97,7 @@ class Server:
         ]
         if self.models_file is not None:
             args += ["--models", str(self.models_file)]
+        args += self.args
         # The child keeps its own copy of the descriptor; ours is closed at once.
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

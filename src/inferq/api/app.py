@@ -20,6 +20,7 @@ from inferq.api.dialects import DIALECTS
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
 from inferq.api.guard import InputGuardMiddleware
 from inferq.api.metrics import HttpMetricsMiddleware
+from inferq.api.request_id import RequestIdMiddleware
 from inferq.api.timeouts import BodyTimeoutMiddleware
 from inferq.blobs import BlobStore
 from inferq.config import Settings
@@ -86,6 +87,8 @@ def create_app(
     app.add_middleware(BodyTimeoutMiddleware, dialects=DIALECTS, timeout=settings.body_timeout)
     # around all of them: counts the 408s and 413s too
     app.add_middleware(HttpMetricsMiddleware, metrics=process_metrics, dialects=DIALECTS)
+    # outermost: every answer carries the request id, and every log line of the request
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(metrics.router)
     for dialect in DIALECTS.all:

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from inferq.config import Settings
+from inferq.core import log_context
 from inferq.core.batches import BatchService
 from inferq.core.files import FileService
 from inferq.core.keys import KeyService
@@ -60,7 +61,9 @@ def api_key_from(request: Request) -> str | None:
 async def get_caller(
     request: Request, services: Annotated[Services, Depends(get_services)]
 ) -> ApiKey:
-    return await services.keys.authenticate(api_key_from(request))
+    caller = await services.keys.authenticate(api_key_from(request))
+    log_context.tenant.set(caller.tenant)  # the request's log lines name its tenant
+    return caller
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

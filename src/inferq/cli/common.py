@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +53,10 @@ ModelsFile = Annotated[
     typer.Option("--models", help="TOML models file [env INFERQ_MODELS_FILE]."),
 ]
 LogLevel = Annotated[str | None, typer.Option(help="debug, info, warning, error.")]
+LogFormat = Annotated[
+    str | None,
+    typer.Option("--log-format", help="text or json, one object a line [env INFERQ_LOG_FORMAT]."),
+]
 
 
 def settings(**given: Any) -> Settings:
@@ -121,10 +124,10 @@ def load_models(settings: Settings) -> dict[str, ModelSpec]:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Logs on stderr, as the settings' ``log_format`` says (see :mod:`inferq.cli.logs`)."""
+    from inferq.cli import logs
+
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
 
 
 def parse_state(name: str) -> JobState:

@@ -10,6 +10,7 @@ import typer
 from inferq.cli.common import (
     DatabaseUrl,
     DataDir,
+    LogFormat,
     LogLevel,
     ModelsFile,
     configure_logging,
@@ -34,9 +35,11 @@ def serve(
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
     log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run the API and a worker. Creates and prints an admin key on the first start."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     from inferq.api import redact
     from inferq.api.app import create_app
@@ -50,6 +53,7 @@ def serve(
         database_url=database_url,
         worker=worker,
         log_level=log_level,
+        log_format=log_format,
     )
     configure_logging(config)
     load_models(config)
@@ -62,6 +66,9 @@ def serve(
         host=config.host,
         port=config.port,
         log_level=config.log_level.lower(),
+        # JSON: uvicorn's loggers propagate to the one handler configure_logging set
+        # (uvicorn's own text handlers would bypass it)
+        log_config=None if config.log_format == "json" else LOGGING_CONFIG,
         access_log=True,
         http=http_protocol(header_timeout=config.header_timeout, body_timeout=config.body_timeout),
     )

@@ -8,6 +8,7 @@ import signal
 from inferq.cli.common import (
     DatabaseUrl,
     DataDir,
+    LogFormat,
     LogLevel,
     ModelsFile,
     configure_logging,
@@ -21,6 +22,7 @@ def worker(
     models: ModelsFile = None,
     database_url: DatabaseUrl = None,
     log_level: LogLevel = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run only a worker: load the models and run queued jobs, no HTTP.
 
@@ -36,6 +38,7 @@ def worker(
         models_file=models,
         database_url=database_url,
         log_level=log_level,
+        log_format=log_format,
         worker=True,
     )
     configure_logging(config)

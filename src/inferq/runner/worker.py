@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from inferq.core import log_context
 from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, Job, JobError, Lease, Result
@@ -195,6 +196,10 @@ class Worker:
 
     async def _run(self, engine: Engine, run: _Running) -> None:
         job = run.job
+        # this task's own context: its log lines name the job, tenant and model
+        log_context.job_id.set(job.id)
+        log_context.tenant.set(job.tenant)
+        log_context.model.set(job.model)
 
         def on_text(piece: str) -> None:
             if run.first_token_at is None:

@@ -1,0 +1,51 @@
+"""How a long-running command (``inferq serve``, ``inferq worker``) writes its logs.
+
+``text`` (the default): ``TIME LEVEL LOGGER: MESSAGE``. ``json``: one JSON object per
+line with ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, and
+``request_id``, ``job_id``, ``tenant`` and ``model`` where they are known
+(:mod:`inferq.core.log_context`), ``exception`` when there is one. The context filter
+sits on the handler, so it sees the records of every logger that propagates to the
+root (uvicorn's too, when uvicorn is told not to configure its own handlers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from inferq.core.log_context import FIELDS, ContextFilter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure(*, level: str, fmt: str) -> None:
+    """Log to stderr at ``level``, as ``text`` or ``json``."""
+    handler = logging.StreamHandler()
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # warnings too, so that every line of a JSON log is JSON
+    logging.captureWarnings(True)
