@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from inferq import __version__
-from inferq.api import health, metrics
+from inferq.api import docs, health, metrics
 from inferq.api.deps import Services
 from inferq.api.dialects import DIALECTS
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
@@ -74,7 +74,11 @@ def create_app(
         version=__version__,
         description="Self-hosted inference jobs behind the APIs your clients already speak.",
         lifespan=lifespan,
+        # served from the package, not a CDN (docs.install)
+        docs_url=None,
+        redoc_url=None,
     )
+    docs.install(app)
     install_error_handlers(app, DIALECTS)
     # added first, so it runs inside the body limit: it only reads bodies under the limit
     app.add_middleware(InputGuardMiddleware, dialects=DIALECTS)
