@@ -25,6 +25,7 @@ from inferq.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from inferq.engines.tuning import EngineSettings
     from inferq.engines.tuning_search import Outcome, Trial
 
 
@@ -84,8 +85,19 @@ def _settings(trial: Trial) -> str:
     return f"{s.slots} slots, flash attention {flash}, batch {s.batch_size}, threads {s.threads}"
 
 
+def _mean_rate(outcome: Outcome, settings: EngineSettings) -> float | None:
+    """The mean rate of the confirmation runs of ``settings``; None without any."""
+    rates = [
+        t.rate
+        for t in outcome.trials
+        if t.step == "confirm" and t.settings == settings and t.rate is not None
+    ]
+    return sum(rates) / len(rates) if rates else None
+
+
 def _table(outcome: Outcome) -> Table:
-    base = next(t.rate for t in outcome.trials if t.step == "baseline") or 1.0
+    first = next(t.rate for t in outcome.trials if t.step == "baseline") or 1.0
+    confirmed = _mean_rate(outcome, outcome.baseline) or first
     table = Table(
         "step",
         "slots",
@@ -96,9 +108,12 @@ def _table(outcome: Outcome) -> Table:
         "vs baseline",
         "other CPU (cores)",
         title=f"{outcome.model} (window {outcome.window:.1f} s per trial)",
+        caption="vs baseline: in the search, against the baseline's trial; in the "
+        "confirmation, against the mean of the baseline's confirmation runs",
     )
     for t in outcome.trials:
         s = t.settings
+        base = confirmed if t.step == "confirm" else first
         table.add_row(
             t.step if t.attempts == 1 else f"{t.step} (taken twice)",
             str(s.slots),
@@ -119,12 +134,14 @@ def _verdict(outcome: Outcome) -> str:
     changed = {k: v for k, v in outcome.winner.values().items() if v != outcome.baseline.get(k)}
     if not changed:
         return f"{outcome.model}: the baseline was fastest; kept."
+    winner, baseline = _mean_rate(outcome, outcome.winner), _mean_rate(outcome, outcome.baseline)
+    rates = f" ({winner:.1f} against {baseline:.1f} tokens/s)" if winner and baseline else ""
     if outcome.chosen == outcome.winner:
         return (
             f"{outcome.model}: chose {describe(changed)}: {outcome.gain:+.0%} output tokens/s "
-            "over the baseline in the confirmation runs."
+            f"over the baseline in the confirmation runs{rates}."
         )
     return (
         f"{outcome.model}: kept the baseline: the fastest ({describe(changed)}) was "
-        f"{outcome.gain:+.0%} in the confirmation runs, under the {MARGIN:.0%} margin."
+        f"{outcome.gain:+.0%} in the confirmation runs{rates}, under the {MARGIN:.0%} margin."
     )
