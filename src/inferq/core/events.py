@@ -9,9 +9,11 @@ All methods run on the event loop thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 #: a text piece of a streamed generation; None marks the end of the job's run
 Event = str | None
@@ -31,6 +33,15 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel ``tasks``, then wait until each has ended (their cancellation is not raised)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @dataclass
@@ -58,6 +69,7 @@ class JobEvents:
         self._subs: defaultdict[str, list[Subscription]] = defaultdict(list)
         self._wakers: list[asyncio.Event] = []
         self._cancel_listeners: list[Callable[[str], None]] = []
+        self._ended_listeners: list[Callable[[str], None]] = []
 
     # -- API side ---------------------------------------------------------------
 
@@ -95,6 +107,11 @@ class JobEvents:
     def on_cancel(self, listener: Callable[[str], None]) -> None:
         self._cancel_listeners.append(listener)
 
+    def on_ended(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with the id of every job whose run ended, here or (where the
+        store has a channel) in another process: the batch runner wakes for its rows."""
+        self._ended_listeners.append(listener)
+
     def text(self, job_id: str, piece: str) -> None:
         for sub in self._subs.get(job_id, ()):
             sub.queue.put_nowait(piece)
@@ -109,3 +126,5 @@ class JobEvents:
         """The job's run ended (any outcome): waiters should read the store."""
         for sub in self._subs.get(job_id, ()):
             sub.queue.put_nowait(None)
+        for listener in self._ended_listeners:
+            listener(job_id)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, InvalidRequest
-from inferq.core.events import wait_event
+from inferq.core.events import cancel_and_wait, wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Request
 from inferq.core.states import ServiceClass
 
@@ -242,9 +242,7 @@ async def unless_aborted(abort: AbortSignal, work: Awaitable[T]) -> T | None:
     finally:
         watcher.cancel()
         if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
     if task.cancelled():
         return None
     return task.result()

@@ -56,7 +56,6 @@ How it behaves:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -68,7 +67,7 @@ import httpx
 
 from inferq import __version__
 from inferq.core.errors import ConfigError, EngineError, EngineUnavailable
-from inferq.core.events import wait_event
+from inferq.core.events import cancel_and_wait, wait_event
 from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.engines.base import (
     ABORTED,
@@ -191,9 +190,7 @@ class UpstreamEngine(Engine):
 
     async def close(self) -> None:
         if self._health is not None:
-            self._health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health
+            await cancel_and_wait(self._health)
             self._health = None
         endpoints, self._endpoints = self._endpoints, []
         for endpoint in endpoints:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TypedDict
 
-from inferq.core.events import wait_event
+from inferq.core.events import cancel_and_wait, wait_event
 from inferq.core.models import Batch
 from inferq.core.ports import BatchStore
 from inferq.runner.retry import Retries, RetryPolicy
@@ -77,9 +77,7 @@ class RecordRunner:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def wake(self) -> None:
