@@ -15,6 +15,7 @@ dialect adds its own classes or overrides one (:attr:`Dialect.statuses`).
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -174,7 +175,26 @@ def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
 _MULTIPART_SLACK = 64 * 1024
 
 
-class BodyLimitMiddleware:
+class DialectMiddleware(ABC):
+    """An ASGI middleware that checks HTTP requests and answers a refusal in the shape of
+    the path's dialect; other scopes (the lifespan) pass through untouched."""
+
+    def __init__(self, app: ASGIApp, *, dialects: Dialects) -> None:
+        self.app = app
+        self.dialects = dialects
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    @abstractmethod
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request, or hand it on to ``self.app``."""
+
+
+class BodyLimitMiddleware(DialectMiddleware):
     """Refuses request bodies over the limit with a 413 in the dialect's shape.
 
     The limit is ``max_bytes``, or ``max_file_bytes`` on the paths that take file
@@ -190,15 +210,11 @@ class BodyLimitMiddleware:
         max_bytes: int,
         max_file_bytes: int | None = None,
     ) -> None:
-        self.app = app
-        self.dialects = dialects
+        super().__init__(app, dialects=dialects)
         self.max_bytes = max_bytes
         self.max_file_bytes = max_file_bytes or max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.dialects.is_upload(scope["path"]):
             limit = self.max_file_bytes + _MULTIPART_SLACK
             too_large = PayloadTooLarge(

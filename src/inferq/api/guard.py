@@ -10,10 +10,9 @@ body that is not JSON at all, which each dialect refuses in its own documented w
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from inferq.api.dialect import Dialects
-from inferq.api.errors import render, send_response
+from inferq.api.errors import DialectMiddleware, render, send_response
 from inferq.core import inputs
 from inferq.core.errors import InferqError, InvalidRequest
 
@@ -28,15 +27,8 @@ def _is_json(content_type: bytes | None) -> bool:
     return media == b"application/json" or media.endswith(b"+json")
 
 
-class InputGuardMiddleware:
-    def __init__(self, app: ASGIApp, *, dialects: Dialects) -> None:
-        self.app = app
-        self.dialects = dialects
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class InputGuardMiddleware(DialectMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         dialect = self.dialects.for_path(path)
         query: bytes = scope.get("query_string", b"")

@@ -29,23 +29,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from inferq.api.dialect import Dialects
-from inferq.api.errors import RequestTimeout, render, send_response
+from inferq.api.errors import DialectMiddleware, RequestTimeout, render, send_response
 
 log = logging.getLogger("inferq.api")
 
 
-class BodyTimeoutMiddleware:
+class BodyTimeoutMiddleware(DialectMiddleware):
     """Answers 408 when no piece of the request body arrives for ``timeout`` seconds."""
 
     def __init__(self, app: ASGIApp, *, dialects: Dialects, timeout: float) -> None:
-        self.app = app
-        self.dialects = dialects
+        super().__init__(app, dialects=dialects)
         self.timeout = timeout
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         body_done = False
         timed_out = False
         started = False
