@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -103,6 +104,35 @@ def _plain_408(default_headers: list[tuple[bytes, bytes]], message: str) -> byte
     return b"".join(content)
 
 
+class _Timer:
+    """Calls ``callback`` ``delay`` seconds after :meth:`start`; one call pending at most."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], None]
+    ) -> None:
+        self._loop = loop
+        self._delay = delay
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self, *, over: bool = False) -> None:
+        """Start the wait, unless one is pending (``over``: start that one over)."""
+        if self._handle is not None:
+            if not over:
+                return
+            self._handle.cancel()
+        self._handle = self._loop.call_later(self._delay, self._due)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _due(self) -> None:
+        self._handle = None
+        self._callback()
+
+
 class TimeoutHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header timeout (see the module docstring).
 
@@ -114,36 +144,15 @@ class TimeoutHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        self._header_timer = _Timer(self.loop, self.header_timeout, self._headers_late)
+        self._body_timer = _Timer(self.loop, self.body_timeout, self._body_late)
         #: the start of a request has come, its headers have not all come yet
         self._in_headers = False
-
-    # -- timers ---------------------------------------------------------------------
-
-    def _arm_header_timer(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _arm_body_timer(self) -> None:
-        self._cancel_body_timer()
-        self._body_timer = self.loop.call_later(self.body_timeout, self._body_late)
-
-    def _cancel_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
 
     def _answering(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
     def _headers_late(self) -> None:
-        self._header_timer = None
         if self.transport.is_closing():
             return
         prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
@@ -160,14 +169,13 @@ class TimeoutHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _body_late(self) -> None:
-        self._body_timer = None
         if self.transport.is_closing():
             return
         if self._answering():
             # The app runs: it reads the body through BodyTimeoutMiddleware, which
             # answers 408 when the client stalls (reading may also be paused while the
             # app works, which is not the client's fault). Look again later.
-            self._arm_body_timer()
+            self._body_timer.start()
             return
         # Answered without reading the whole body, and the client stopped sending it.
         self.transport.close()
@@ -176,33 +184,33 @@ class TimeoutHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        self._header_timer.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        self._cancel_body_timer()
+        self._header_timer.cancel()
+        self._body_timer.cancel()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
-        self._arm_header_timer()
+        self._header_timer.start()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
-        self._cancel_header_timer()
+        self._header_timer.cancel()
         super().on_headers_complete()
         if not (self.parser.should_upgrade() and self._should_upgrade()):
-            self._arm_body_timer()
+            self._body_timer.start(over=True)
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
         if not self.cycle.response_complete:
-            self._arm_body_timer()
+            self._body_timer.start(over=True)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._cancel_body_timer()
+        self._body_timer.cancel()
 
 
 def http_protocol(*, header_timeout: float, body_timeout: float) -> type[HttpToolsProtocol]:
