@@ -284,3 +284,26 @@ async def test_a_trial_other_processes_disturbed_is_taken_again(
     [baseline] = outcome.trials
     assert (baseline.rate, baseline.others, baseline.attempts) == (100.0, 0.0, 2)
     assert calls == [8, 8]
+
+
+async def test_a_gain_over_a_disturbed_baseline_keeps_the_baseline(
+    tmp_path: Path, gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    baseline_runs: list[int] = []
+
+    async def measure(spec: ModelSpec, workload: tuning_search.Workload) -> tuple[float, float]:
+        if spec.slots == 16:
+            return 130.0, 0.0
+        baseline_runs.append(1)
+        return 100.0, (0.0 if len(baseline_runs) == 1 else 1.5)  # busy cores in confirmation
+
+    monkeypatch.setattr(tuning_search, "measure", measure)
+    monkeypatch.setattr(tuning_search, "_wait_until_quiet", lambda patience: None)
+    spec = load_specs(models_file(tmp_path, gguf, "slots = 8\n"))["m"]
+    plan = dataclasses.replace(
+        tuning_search.plan(spec, set(), budget=60, quick=False), candidates={"slots": (16,)}
+    )
+    outcome = await tuning_search.tune(spec, plan, deadline=float("inf"))
+    assert outcome.winner.slots == 16 and outcome.gain == pytest.approx(0.3)
+    assert outcome.disturbed == 1.5
+    assert outcome.chosen == outcome.baseline

@@ -44,7 +44,7 @@ def tune(
     on this machine; write the fastest where serve picks them up."""
     from inferq.engines.registry import configured_options
     from inferq.engines.tuning import cpu_name, tunable, tuning_file, write_file
-    from inferq.engines.tuning_search import NOISY, tune_models
+    from inferq.engines.tuning_search import noisy, tune_models
 
     config = settings(models_file=models, data_dir=data_dir, log_level=log_level or "warning")
     configure_logging(config)
@@ -63,10 +63,10 @@ def tune(
     for outcome in outcomes:
         out.print(_table(outcome))
         out.print(_verdict(outcome), highlight=False)
-    noisy = max((t.others or 0.0 for o in outcomes for t in o.trials), default=0.0)
-    if noisy > NOISY:
+    others = max((t.others or 0.0 for o in outcomes for t in o.trials), default=0.0)
+    if noisy(others):
         out.print(
-            f"[yellow]Other processes used up to {noisy:.2f} cores during a trial: "
+            f"[yellow]Other processes used up to {others:.2f} cores during a trial: "
             "on a quiet machine the numbers may differ; run it again then.[/yellow]"
         )
     path = tuning_file(config.data_dir)
@@ -141,7 +141,13 @@ def _verdict(outcome: Outcome) -> str:
             f"{outcome.model}: chose {describe(changed)}: {outcome.gain:+.0%} output tokens/s "
             f"over the baseline in the confirmation runs{rates}."
         )
-    return (
+    fastest = (
         f"{outcome.model}: kept the baseline: the fastest ({describe(changed)}) was "
-        f"{outcome.gain:+.0%} in the confirmation runs{rates}, under the {MARGIN:.0%} margin."
+        f"{outcome.gain:+.0%} in the confirmation runs{rates}"
+    )
+    if outcome.gain < MARGIN:
+        return f"{fastest}, under the {MARGIN:.0%} margin."
+    return (
+        f"{fastest}, but other processes used up to {outcome.disturbed:.2f} cores during the "
+        "baseline's, which makes a gain look larger: run inferq tune again on a quiet machine."
     )

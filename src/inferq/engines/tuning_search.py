@@ -26,7 +26,9 @@ configuration wins. The winner and the baseline are then measured again, twice
 each in the order winner, baseline, baseline, winner (a load that rises or
 falls meanwhile hits both alike; the search's own number of the winner is the
 best of several, biased up). The winner is chosen only if the mean of its
-confirmation runs beats the baseline's by :data:`MARGIN`, otherwise the
+confirmation runs beats the baseline's by :data:`MARGIN` and no other work
+disturbed the baseline's runs (which would make the gain look larger; during
+the winner's runs it only makes the margin harder to reach), otherwise the
 baseline is.
 
 The budget (seconds, all models together; ``inferq tune`` defaults to 300) is
@@ -35,7 +37,8 @@ one model with nothing set in the models file, and one to spare): each trial is
 taken as :data:`START_SECONDS` for the engine's start, then at most a window
 before counting and a window counting. A trial that would not leave time for
 the confirmation (at the mean time of the trials so far) is skipped. A trial
-during which other processes used more than :data:`NOISY` cores is taken
+during which other processes used more than :data:`NOISY_SHARE` of the cores
+(0.25 of 2) is taken
 again, after waiting up to :data:`QUIET_PATIENCE` seconds for them to calm
 down, when that still leaves time for every trial planned; the quieter of the
 two counts.
@@ -74,8 +77,9 @@ MARGIN = 0.05
 #: the engine's start, warm-up and close, assumed per trial when sizing the window
 START_SECONDS = 3.0
 MIN_WINDOW = 5.0
-#: cores other processes may use during a trial before it is measured again
-NOISY = 0.25
+#: the share of the cores other processes may use during a trial before it is taken
+#: again (0.25 of 2 cores), and before the baseline's confirmation runs count as disturbed
+NOISY_SHARE = 0.125
 #: the most seconds to wait for them to calm down first
 QUIET_PATIENCE = 30.0
 
@@ -117,15 +121,20 @@ def _request(i: int, max_tokens: int) -> ChatRequest:
     return ChatRequest(messages=(message,), max_tokens=limit, temperature=0.0)
 
 
+def noisy(others: float | None) -> bool:
+    """Whether other processes using ``others`` cores disturb a measurement."""
+    return others is not None and others > NOISY_SHARE * (os.cpu_count() or 1)
+
+
 def _wait_until_quiet(patience: float) -> None:
-    """Wait until other processes use under :data:`NOISY` cores (over a second), at most
+    """Wait until other processes calm down (:func:`noisy`, over a second), at most
     ``patience`` seconds."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         before = _busy_cpu_seconds()
         time.sleep(1.0)
         after = _busy_cpu_seconds()
-        if before is None or after is None or after - before < NOISY:
+        if before is None or after is None or not noisy(after - before):
             return
 
 
@@ -289,7 +298,10 @@ class Outcome:
     #: the winner's mean confirmation rate over the baseline's, less 1 (0 when the
     #: winner is the baseline)
     gain: float
-    #: the winner when ``gain`` reaches :data:`MARGIN`, else the baseline
+    #: the most cores other processes used during a confirmation run of the baseline
+    disturbed: float
+    #: the winner when ``gain`` reaches :data:`MARGIN` and the baseline's confirmation
+    #: runs were not disturbed (:func:`noisy`), else the baseline
     chosen: EngineSettings
     searched: frozenset[str]
     fingerprint: Fingerprint
@@ -325,10 +337,13 @@ class _Search:
 
     async def trial(self, step: str, settings: EngineSettings) -> float | None:
         """Measure ``settings``; once more, after a wait for a quiet machine, when other
-        processes used more than :data:`NOISY` cores and time allows (the quieter counts)."""
+        processes disturbed it (:func:`noisy`) and time allows (the quieter counts)."""
         done = await self._measure(step, settings)
-        noisy = done.others is not None and done.others > NOISY
-        if noisy and self.plan.retry_noisy and self.affordable(QUIET_PATIENCE, self.left):
+        if (
+            noisy(done.others)
+            and self.plan.retry_noisy
+            and self.affordable(QUIET_PATIENCE, self.left)
+        ):
             await asyncio.to_thread(_wait_until_quiet, QUIET_PATIENCE)
             again = await self._measure(step, settings)
             if again.rate is not None and (again.others or 0.0) < (done.others or 0.0):
@@ -406,12 +421,19 @@ async def tune(
     for option in plan.candidates:
         best, rate = await search.best_of(option, best, rate)
     gain = 0.0 if best == baseline else await search.confirm(best, baseline)
+    # Other work slows what runs beside it: during the winner's runs it only makes the
+    # margin harder to reach; during the baseline's it would make the gain look larger.
+    disturbed = max(
+        (t.others or 0.0 for t in search.trials if t.step == "confirm" and t.settings == baseline),
+        default=0.0,
+    )
     return Outcome(
         model=spec.name,
         baseline=baseline,
         winner=best,
         gain=gain,
-        chosen=best if gain >= MARGIN else baseline,
+        disturbed=disturbed,
+        chosen=best if gain >= MARGIN and not noisy(disturbed) else baseline,
         searched=frozenset(plan.candidates),
         fingerprint=fingerprint,
         trials=tuple(search.trials),
