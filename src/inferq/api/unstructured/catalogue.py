@@ -25,26 +25,6 @@ from inferq.core.workflow_meta import (
 from inferq.core.workflows import Catalogue
 
 PROVIDERS = ("openai", "anthropic", "bedrock", "vertexai")
-#: prompter subtypes that run on a chat model, by what they do
-TEXT_ENRICHMENTS: dict[str, str] = {
-    **{f"{p}_table_description": TABLE_DESCRIPTION for p in PROVIDERS},
-    **{f"{p}_table2html": TABLE2HTML for p in ("openai", "anthropic")},
-    "twopass_table2html": TABLE2HTML,
-    **{f"{p}_ner": NER for p in ("openai", "anthropic")},
-}
-#: prompter subtypes that need a model that reads images
-VISION_ENRICHMENTS = frozenset(
-    {f"{p}_image_description" for p in PROVIDERS} | {"openai_ocr", "anthropic_ocr", "ocr"}
-)
-EMBED_SUBTYPES = frozenset(
-    {"azure_openai", "bedrock", "ibm", "togetherai", "voyageai", "openai", "mixedbread-ai"}
-)
-CHUNK_SUBTYPES = frozenset(
-    {"chunk_by_character", "chunk_by_title", "chunk_by_page", "chunk_by_similarity"}
-)
-PARTITION_SUBTYPES = frozenset({"unstructured_api", "vlm"})
-#: partition subtypes that need a vision model
-VISION_PARTITION = frozenset({"vlm"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +32,10 @@ class Template:
     id: str
     name: str
     description: str
-    version: str
-    last_updated: str
     nodes: tuple[Node, ...]
+    #: every template is of the same release
+    version: str = "1.0.0"
+    last_updated: str = "2026-11-22T00:00:00Z"
 
 
 def _node(id: str, name: str, type: str, subtype: str, **settings: Any) -> Node:
@@ -68,8 +49,6 @@ TEMPLATES: dict[str, Template] = {
             id="hi_res_partition",
             name="High-resolution partition",
             description="Partition with the hi_res strategy (needs the local layout model).",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
             nodes=(
                 _node("hi_res_partition-partition", "Partitioner", PARTITION, "unstructured_api",
                       strategy="hi_res", include_page_breaks=False),
@@ -80,8 +59,6 @@ TEMPLATES: dict[str, Template] = {
             name="High-resolution partition and enrichment",
             description="Partition with hi_res, then describe tables and tag named entities "
             "with the chat model.",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
             nodes=(
                 _node("hi_res_and_enrichment-partition", "Partitioner", PARTITION,
                       "unstructured_api", strategy="hi_res", infer_table_structure=True),
@@ -94,8 +71,6 @@ TEMPLATES: dict[str, Template] = {
             id="fast_partition",
             name="Fast partition",
             description="Partition with the fast strategy: text extraction, no layout model.",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
             nodes=(
                 _node("fast_partition-partition", "Partitioner", PARTITION, "unstructured_api",
                       strategy="fast"),
@@ -106,8 +81,6 @@ TEMPLATES: dict[str, Template] = {
             name="Fast partition, chunk by title, embed",
             description="Partition with the fast strategy, chunk by title, and embed each "
             "chunk with the local embedding model.",
-            version="1.0.0",
-            last_updated="2026-11-22T00:00:00Z",
             nodes=(
                 _node("fast_chunk_embed-partition", "Partitioner", PARTITION, "unstructured_api",
                       strategy="fast"),
@@ -121,11 +94,25 @@ TEMPLATES: dict[str, Template] = {
 
 #: what core's workflow service and executor are given
 CATALOGUE = Catalogue(
-    partition=PARTITION_SUBTYPES,
-    vision_partition=VISION_PARTITION,
-    chunk=CHUNK_SUBTYPES,
-    embed=EMBED_SUBTYPES,
-    text_enrichments=TEXT_ENRICHMENTS,
-    vision_enrichments=VISION_ENRICHMENTS,
+    partition=frozenset({"unstructured_api", "vlm"}),
+    # these need a vision model
+    vision_partition=frozenset({"vlm"}),
+    chunk=frozenset(
+        {"chunk_by_character", "chunk_by_title", "chunk_by_page", "chunk_by_similarity"}
+    ),
+    embed=frozenset(
+        {"azure_openai", "bedrock", "ibm", "togetherai", "voyageai", "openai", "mixedbread-ai"}
+    ),
+    # the prompter subtypes that run on a chat model, by what they do
+    text_enrichments={
+        **{f"{p}_table_description": TABLE_DESCRIPTION for p in PROVIDERS},
+        **{f"{p}_table2html": TABLE2HTML for p in ("openai", "anthropic")},
+        "twopass_table2html": TABLE2HTML,
+        **{f"{p}_ner": NER for p in ("openai", "anthropic")},
+    },
+    # and those that need a model that reads images
+    vision_enrichments=frozenset(
+        {f"{p}_image_description" for p in PROVIDERS} | {"openai_ocr", "anthropic_ocr", "ocr"}
+    ),
     templates={t.id: t.nodes for t in TEMPLATES.values()},
 )
