@@ -9,12 +9,22 @@ translates it to the core :class:`~inferq.core.models.ChatRequest`.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ROLES, ChatMessage, ChatRequest, ChatResult, Job
+
+
+def _known_role(role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; use one of {', '.join(sorted(ROLES))}")
+    return role
+
+
+#: a message's role: one of core's :data:`~inferq.core.models.ROLES`
+Role = Annotated[str, AfterValidator(_known_role)]
 
 
 class TextPart(BaseModel):
@@ -25,15 +35,8 @@ class TextPart(BaseModel):
 
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: str
+    role: Role
     content: str | list[TextPart] | None = None
-
-    @field_validator("role")
-    @classmethod
-    def _known_role(cls, role: str) -> str:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; use one of {', '.join(sorted(ROLES))}")
-        return role
 
     def text(self, index: int) -> str:
         if self.content is None:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
-from inferq.core.models import ROLES, ChatMessage
+from inferq.api.chat import Role
+from inferq.core.models import ChatMessage
 
 
 class InputMessage(BaseModel):
-    role: str
+    role: Role
     content: str
-
-    @field_validator("role")
-    @classmethod
-    def _known_role(cls, role: str) -> str:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}; use one of {', '.join(sorted(ROLES))}")
-        return role
 
     def to_core(self) -> ChatMessage:
         return ChatMessage(role=self.role, content=self.content)
