@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
@@ -36,6 +37,18 @@ from inferq.core.errors import InvalidRequest
 MAX_HEADERS = 16 * 1024
 #: the most bytes a plain (non-file) field may hold
 MAX_FIELD = 64 * 1024
+
+
+def form_body(properties: dict[str, Any], *, required: list[str]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that reads its form with this reader
+    (FastAPI's ``Form()`` would read it whole), for the route's ``openapi_extra``."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
 
 
 def _options(value: str) -> tuple[str, dict[str, str]]:

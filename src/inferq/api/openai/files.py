@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from inferq.api.deps import CallerDep, ServicesDep
-from inferq.api.multipart import MultipartReader, Part
+from inferq.api.multipart import MultipartReader, Part, form_body
 from inferq.api.openai.files_schemas import (
     UPLOAD_PURPOSES,
     check_purpose,
@@ -36,24 +36,13 @@ _SPOOL_IN_MEMORY = 1 << 20
 _SCAN_PAGE = 1000
 
 
-#: the form the upload endpoint reads itself (FastAPI's Form() would need python-multipart)
-_UPLOAD_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "purpose"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "purpose": {"type": "string", "enum": sorted(UPLOAD_PURPOSES)},
-                    },
-                }
-            }
-        },
-    }
-}
+_UPLOAD_FORM = form_body(
+    {
+        "file": {"type": "string", "format": "binary"},
+        "purpose": {"type": "string", "enum": sorted(UPLOAD_PURPOSES)},
+    },
+    required=["file", "purpose"],
+)
 
 
 @router.post("/files", openapi_extra=_UPLOAD_FORM)

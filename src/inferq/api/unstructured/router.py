@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from inferq.api.deps import CallerDep, ServicesDep
-from inferq.api.multipart import MultipartReader
+from inferq.api.multipart import MultipartReader, form_body
 from inferq.api.unstructured.catalogue import TEMPLATES
 from inferq.api.unstructured.translate import (
     STATUS_FILTER,
@@ -34,26 +34,13 @@ router = APIRouter(prefix="/api/v1", tags=["unstructured"])
 #: the most bytes of ``request_data``
 MAX_REQUEST_DATA = 256 * 1024
 
-_CREATE_FORM = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["request_data"],
-                    "properties": {
-                        "request_data": {"type": "string"},
-                        "input_files": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+_CREATE_FORM = form_body(
+    {
+        "request_data": {"type": "string"},
+        "input_files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    },
+    required=["request_data"],
+)
 
 
 @router.post("/jobs/", openapi_extra=_CREATE_FORM)
