@@ -14,13 +14,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from
 from inferq.api.errors import status_of
 from inferq.api.fireworks import jobs, signing
-from inferq.api.fireworks.paging import count_of, page_after, page_of, page_size, page_token
+from inferq.api.fireworks.paging import PageDep, list_page
 from inferq.api.fireworks.schemas import DatasetCreate, DatasetUpdate, UploadEndpointRequest
 from inferq.api.fireworks.translate import (
     FORMATS,
@@ -141,26 +141,20 @@ async def create_dataset(
 
 @router.get(DATASETS)
 async def list_datasets(
-    account_id: str,
-    caller: CallerDep,
-    services: ServicesDep,
-    page_size_: int | None = Query(None, alias="pageSize"),
-    page_token_: str | None = Query(None, alias="pageToken"),
-    filter_: str | None = Query(None, alias="filter"),
+    account_id: str, caller: CallerDep, services: ServicesDep, query: PageDep
 ) -> dict[str, Any]:
-    keep = dataset_filter(filter_)
-    size = page_size(page_size_)
+    keep = dataset_filter(query.filter)
 
     async def fetch(limit: int, after: str | None) -> list[FileRecord]:
         return await services.files.list(
             tenant=caller.tenant, kind=DATASET, limit=limit, after=after
         )
 
-    found, more = await page_of(fetch, keep, size, page_after(page_token_))
+    found, next_token, total = await list_page(fetch, keep, query)
     return {
         "datasets": [render_dataset(r, account_id) for r in found],
-        "nextPageToken": page_token(found[-1].id) if more else "",
-        "totalSize": await count_of(fetch, keep),
+        "nextPageToken": next_token,
+        "totalSize": total,
     }
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from inferq.api.deps import CallerDep, Services, ServicesDep
-from inferq.api.fireworks.paging import count_of, page_after, page_of, page_size, page_token
+from inferq.api.fireworks.paging import PageDep, list_page
 from inferq.api.fireworks.schemas import JobCreate
 from inferq.api.fireworks.translate import (
     PRECISIONS,
@@ -181,26 +181,20 @@ def _continued(
 
 @router.get(JOBS)
 async def list_jobs(
-    account_id: str,
-    caller: CallerDep,
-    services: ServicesDep,
-    page_size_: int | None = Query(None, alias="pageSize"),
-    page_token_: str | None = Query(None, alias="pageToken"),
-    filter_: str | None = Query(None, alias="filter"),
+    account_id: str, caller: CallerDep, services: ServicesDep, query: PageDep
 ) -> dict[str, Any]:
-    states = state_filter(filter_)
-    size = page_size(page_size_)
+    states = state_filter(query.filter)
 
     async def fetch(limit: int, after: str | None) -> list[Batch]:
         return await services.batches.list(
             tenant=caller.tenant, dialect=DIALECT, limit=limit, after=after, states=states
         )
 
-    found, more = await page_of(fetch, lambda batch: True, size, page_after(page_token_))
+    found, next_token, total = await list_page(fetch, lambda batch: True, query)
     return {
         "batchInferenceJobs": [await _render(services, b, account_id) for b in found],
-        "nextPageToken": page_token(found[-1].id) if more else "",
-        "totalSize": await count_of(fetch, lambda batch: True),
+        "nextPageToken": next_token,
+        "totalSize": total,
     }
 
 

@@ -2,7 +2,8 @@
 
 A token is the id of the last item of the previous page; the stores list newest
 first and continue after an id. Filters the store cannot apply are applied here,
-reading on until a page is full.
+reading on until a page is full. A list endpoint takes a :data:`PageDep` and
+answers with :func:`list_page`.
 """
 
 from __future__ import annotations
@@ -10,13 +11,36 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query
 
 from inferq.core.errors import InvalidRequest
 
 Fetch = Callable[[int, str | None], Awaitable[list[Any]]]
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """A list request's paging parameters and filter, as sent (checked where used)."""
+
+    size: int | None
+    token: str | None
+    filter: str | None
+
+
+def _page_query(
+    size: int | None = Query(None, alias="pageSize"),
+    token: str | None = Query(None, alias="pageToken"),
+    filter_: str | None = Query(None, alias="filter"),
+) -> PageQuery:
+    return PageQuery(size, token, filter_)
+
+
+PageDep = Annotated[PageQuery, Depends(_page_query)]
 
 
 def page_size(value: int | None) -> int:
@@ -59,6 +83,15 @@ async def page_of(
             break
         after = chunk[-1].id
     return found[:size], len(found) > size
+
+
+async def list_page(
+    fetch: Fetch, keep: Callable[[Any], bool], query: PageQuery
+) -> tuple[list[Any], str, int]:
+    """The page ``query`` asks for: its items, the token of the next page ("" after the
+    last) and how many items there are in all."""
+    found, more = await page_of(fetch, keep, page_size(query.size), page_after(query.token))
+    return found, page_token(found[-1].id) if more else "", await count_of(fetch, keep)
 
 
 async def count_of(fetch: Fetch, keep: Callable[[Any], bool]) -> int:
