@@ -210,25 +210,12 @@ async def open_runtime(
         await the_store.close()
 
 
-@contextlib.asynccontextmanager
-async def open_services(
-    settings: Settings,
-    *,
-    plugins: Plugins,
-    store: JobStore | None = None,
-    registry: ModelRegistry | None = None,
-    blobs: BlobStore | None = None,
-) -> AsyncIterator[Runtime]:
+def open_services(
+    settings: Settings, *, plugins: Plugins
+) -> contextlib.AbstractAsyncContextManager[Runtime]:
     """Open the store, the blobs and the services, with no engine loaded and no worker.
 
     What a one-shot command needs (``inferq jobs cancel``, ``inferq batch show``): the
     models file is read, so that requests are checked against it, but nothing runs.
     """
-    async with open_runtime(
-        settings.model_copy(update={"worker": False}),
-        plugins=plugins,
-        store=store,
-        registry=registry,
-        blobs=blobs,
-    ) as runtime:
-        yield runtime
+    return open_runtime(settings.model_copy(update={"worker": False}), plugins=plugins)
