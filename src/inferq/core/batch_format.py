@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from inferq.core.errors import InvalidRequest
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job, Request
 
 #: rows inserted (and result rows read) per store round trip
@@ -103,6 +104,17 @@ class NewBatch:
     idempotency_key: str | None = None
     #: an ended batch whose unsucceeded rows this one reruns
     continued_from: str | None = None
+
+
+def row_object(data: Any, *, noun: str) -> tuple[dict[str, Any], str]:
+    """An input row as the JSON object every dialect's rows are, and its ``custom_id``
+    (a non-empty string); ``noun`` is what the dialect calls a row ("line", "row")."""
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"each {noun} must be a JSON object")
+    custom_id = data.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise InvalidRequest("custom_id: must be a non-empty string", param="custom_id")
+    return data, custom_id
 
 
 def row_id(tenant: str, batch_id: str, line: int) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferq.api.chat import parse_chat_body, render_completion
-from inferq.core.batch_format import OutputFile, ParsedRow
+from inferq.core.batch_format import OutputFile, ParsedRow, row_object
 from inferq.core.errors import InvalidRequest
 from inferq.core.files import DATASET
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job
@@ -22,11 +22,7 @@ def job_name(batch: Batch) -> str:
 
 class FireworksBatchFormat:
     def parse_row(self, data: Any, batch: Batch) -> ParsedRow:
-        if not isinstance(data, dict):
-            raise InvalidRequest("each row must be a JSON object")
-        custom_id = data.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id:
-            raise InvalidRequest("custom_id: must be a non-empty string", param="custom_id")
+        data, custom_id = row_object(data, noun="row")
         body = data.get("body")
         if not isinstance(body, dict):
             raise InvalidRequest("body: must be a JSON object", param="body")

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from inferq.api.chat import parse_chat_body, render_completion
-from inferq.core.batch_format import OutputFile, ParsedRow
+from inferq.core.batch_format import OutputFile, ParsedRow, row_object
 from inferq.core.errors import InvalidRequest
 from inferq.core.files import CONTENT, FILE
 from inferq.core.models import Batch, BatchCounts, EmbedRequest, EmbedResult, FileRecord, Job
@@ -59,11 +59,7 @@ def _output_id(batch: Batch, which: str) -> str:
 
 class OpenAIBatchFormat:
     def parse_row(self, data: Any, batch: Batch) -> ParsedRow:
-        if not isinstance(data, dict):
-            raise InvalidRequest("each line must be a JSON object")
-        custom_id = data.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id:
-            raise InvalidRequest("custom_id: must be a non-empty string", param="custom_id")
+        data, custom_id = row_object(data, noun="line")
         if data.get("method") != "POST":
             raise InvalidRequest("method: must be POST", param="method")
         if data.get("url") != batch.endpoint:
