@@ -87,60 +87,54 @@ def _encoding(options: Mapping[str, object]) -> str | None:
     return encoding if isinstance(encoding, str) else None
 
 
+def _text_file(
+    partitioner: Callable[..., Any],
+    filename: str,
+    data: bytes,
+    options: Mapping[str, object],
+    **extra: Any,
+) -> list[Element]:
+    """The elements of a text format's partitioner, which reads the bytes in the
+    ``encoding`` the settings name (None: it detects one)."""
+    return list(
+        partitioner(
+            file=io.BytesIO(data),
+            encoding=_encoding(options),
+            **extra,
+            **_common(filename, options),
+        )
+    )
+
+
 def _text(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
     from unstructured.partition.text import partition_text
 
-    return list(
-        partition_text(
-            file=io.BytesIO(data), encoding=_encoding(options), **_common(filename, options)
-        )
-    )
+    return _text_file(partition_text, filename, data, options)
 
 
 def _markdown(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
     from unstructured.partition.md import partition_md
 
-    return list(
-        partition_md(
-            file=io.BytesIO(data), encoding=_encoding(options), **_common(filename, options)
-        )
-    )
+    return _text_file(partition_md, filename, data, options)
 
 
 def _html(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
     from unstructured.partition.html import partition_html
 
-    return list(
-        partition_html(
-            file=io.BytesIO(data), encoding=_encoding(options), **_common(filename, options)
-        )
-    )
+    return _text_file(partition_html, filename, data, options)
 
 
 def _xml(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
     from unstructured.partition.xml import partition_xml
 
-    return list(
-        partition_xml(
-            file=io.BytesIO(data),
-            encoding=_encoding(options),
-            xml_keep_tags=bool(options["xml_keep_tags"]),
-            **_common(filename, options),
-        )
-    )
+    keep_tags = bool(options["xml_keep_tags"])
+    return _text_file(partition_xml, filename, data, options, xml_keep_tags=keep_tags)
 
 
 def _csv(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
     from unstructured.partition.csv import partition_csv
 
-    return list(
-        partition_csv(
-            file=io.BytesIO(data),
-            encoding=_encoding(options),
-            infer_table_structure=True,
-            **_common(filename, options),
-        )
-    )
+    return _text_file(partition_csv, filename, data, options, infer_table_structure=True)
 
 
 def _json(filename: str, data: bytes, options: Mapping[str, object]) -> list[Element]:
