@@ -9,12 +9,12 @@ from fastapi.responses import Response
 from pydantic import UUID4
 
 from inferq.api.chat import render_completion
-from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
 from inferq.api.infera.translate import render_completion_time, render_result
 from inferq.api.sync import ClientGone, finished_or_raise, wait_for_client
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatRequest
+from inferq.core.models import ApiKey, ChatRequest, Job
 from inferq.core.states import ServiceClass
 
 router = APIRouter(tags=["infera"])
@@ -29,19 +29,39 @@ def _renamed(exc: InvalidRequest, names: dict[str, str]) -> InvalidRequest:
     return InvalidRequest(message, param=param)
 
 
-@router.post("/submit_job")
-async def submit_job(body: JobRequest, caller: CallerDep, services: ServicesDep) -> dict[str, str]:
-    request = ChatRequest(
+async def _submit(
+    services: Services,
+    caller: ApiKey,
+    body: JobRequest | ChatCompletionsRequest,
+    *,
+    max_tokens: int | None,
+    service_class: ServiceClass,
+    timeout: float | None = None,
+) -> Job:
+    """Queue an Infera chat request as a job."""
+    chat = ChatRequest(
         messages=tuple(m.to_core() for m in body.messages),
-        max_tokens=body.max_output or None,
+        max_tokens=max_tokens,
         temperature=body.temperature,
     )
+    return await services.jobs.submit(
+        tenant=caller.tenant,
+        model=body.model,
+        request=chat,
+        origin="infera",
+        service_class=service_class,
+        timeout=timeout,
+    )
+
+
+@router.post("/submit_job")
+async def submit_job(body: JobRequest, caller: CallerDep, services: ServicesDep) -> dict[str, str]:
     try:
-        job = await services.jobs.submit(
-            tenant=caller.tenant,
-            model=body.model,
-            request=request,
-            origin="infera",
+        job = await _submit(
+            services,
+            caller,
+            body,
+            max_tokens=body.max_output or None,
             service_class=ServiceClass.ASYNC,
         )
     except InvalidRequest as exc:
@@ -65,17 +85,12 @@ async def get_completion_time(
 async def chat_completions(
     body: ChatCompletionsRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    chat = ChatRequest(
-        messages=tuple(m.to_core() for m in body.messages),
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-    )
     timeout = float(body.request_timeout_time or services.settings.sync_timeout)
-    job = await services.jobs.submit(
-        tenant=caller.tenant,
-        model=body.model,
-        request=chat,
-        origin="infera",
+    job = await _submit(
+        services,
+        caller,
+        body,
+        max_tokens=body.max_tokens,
         service_class=ServiceClass.INTERACTIVE,
         timeout=timeout,
     )
