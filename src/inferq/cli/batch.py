@@ -14,12 +14,13 @@ from inferq.cli import batch_run
 from inferq.cli.common import (
     DatabaseUrl,
     DataDir,
+    Limit,
     ModelsFile,
     err,
     fail,
     out,
-    parse_state,
     settings,
+    state_filter,
     timestamp,
     with_services,
 )
@@ -105,13 +106,13 @@ def batch_run_command(
 def batch_list(
     tenant: Tenant = None,
     state: Annotated[str | None, typer.Option(help="Only batches in this state.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Limit = 50,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List batches of every API, newest first."""
     config = settings(data_dir=data_dir, database_url=database_url)
-    states = None if state is None else frozenset({parse_state(state)})
+    states = state_filter(state)
 
     async def listing(runtime: Runtime) -> list[tuple[Batch, BatchCounts]]:
         found = await runtime.batches.list(tenant=tenant, dialect=None, limit=limit, states=states)

@@ -2,7 +2,7 @@
 and the one way to open what a command needs.
 
 The options are declared once, as ``Annotated`` aliases (``DataDir``, ``DatabaseUrl``,
-``ModelsFile``, ``LogLevel``), and a command takes the ones it uses. An
+``ModelsFile``, ``LogLevel``, ``Limit``), and a command takes the ones it uses. An
 :class:`~inferq.core.errors.InferqError` that escapes a command is reported by
 :func:`reporting` as ``error: MESSAGE`` on stderr with exit code 1 (2 for bad
 configuration). A command opens the store alone (:func:`with_store`) when plain store
@@ -57,6 +57,8 @@ LogFormat = Annotated[
     str | None,
     typer.Option("--log-format", help="text or json, one object a line [env INFERQ_LOG_FORMAT]."),
 ]
+#: how many rows a listing shows
+Limit = Annotated[int, typer.Option(help="At most this many, newest first.")]
 
 
 def settings(**given: Any) -> Settings:
@@ -130,10 +132,13 @@ def configure_logging(settings: Settings) -> None:
     logs.configure(level=settings.log_level, fmt=settings.log_format)
 
 
-def parse_state(name: str) -> JobState:
-    """The state named ``name``; an unknown name ends the command (exit 2)."""
+def state_filter(name: str | None) -> frozenset[JobState] | None:
+    """The states a ``--state`` option keeps (None: every state); an unknown name ends the
+    command (exit 2)."""
+    if name is None:
+        return None
     try:
-        return JobState(name)
+        return frozenset({JobState(name)})
     except ValueError:
         fail(f"unknown state {name!r}; one of " + ", ".join(s.value for s in JobState), 2)
 

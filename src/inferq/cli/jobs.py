@@ -11,10 +11,11 @@ from rich.table import Table
 from inferq.cli.common import (
     DatabaseUrl,
     DataDir,
+    Limit,
     fail,
     out,
-    parse_state,
     settings,
+    state_filter,
     timestamp,
     with_services,
     with_store,
@@ -31,13 +32,13 @@ def jobs_list(
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only jobs of this tenant.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Limit = 50,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List jobs, newest first."""
     config = settings(data_dir=data_dir, database_url=database_url)
-    states = None if state is None else frozenset({parse_state(state)})
+    states = state_filter(state)
     flt = JobFilter(tenant=tenant, model=model, states=states, limit=limit)
     jobs = with_store(config, lambda store: store.list_jobs(flt))
     table = Table()
