@@ -340,8 +340,7 @@ async def test_count_active_groups_unfinished_jobs_of_every_tenant(store: JobSto
     assert running.service_class is ServiceClass.INTERACTIVE
 
     got = {
-        (c.model, c.service_class, c.state, c.in_batch): c.count
-        for c in await store.count_active()
+        (c.model, c.service_class, c.state, c.in_batch): c.count for c in await store.count_active()
     }
     assert got == {
         ("m", ServiceClass.ASYNC, JobState.QUEUED, False): 2,
