@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 
+from inferq.api.deps import Services
 from inferq.core.errors import (
     Conflict,
     DeadlineExceeded,
@@ -16,12 +20,50 @@ from inferq.core.errors import (
     NotFound,
     PromptTooLong,
 )
-from inferq.core.models import Job
+from inferq.core.models import ApiKey, Job
+from inferq.core.models import Request as CoreRequest
 from inferq.core.service import JobService
-from inferq.core.states import JobState
+from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.api")
 _background: set[asyncio.Task[None]] = set()
+
+
+class SyncBody(Protocol):
+    """What every dialect's sync request carries besides its payload."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+
+async def submit_sync(
+    services: Services, caller: ApiKey, body: SyncBody, request: CoreRequest, *, origin: str
+) -> Job:
+    """Queue a sync request (most urgent class), due by its timeout or the server's."""
+    return await services.jobs.submit(
+        tenant=caller.tenant,
+        model=body.model,
+        request=request,
+        origin=origin,
+        service_class=ServiceClass.INTERACTIVE,
+        priority=body.priority,
+        timeout=body.timeout or services.settings.sync_timeout,
+    )
+
+
+def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events, unbuffered by the server and any proxy in between."""
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
 
 
 def finished_or_raise(job: Job) -> Job:

@@ -6,17 +6,23 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from inferq.api.anthropic import translate as t
 from inferq.api.anthropic.schemas import MessagesRequest
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
-from inferq.api.sync import ClientGone, abandon, finished_or_raise, wait_for_client
+from inferq.api.sync import (
+    ClientGone,
+    abandon,
+    event_stream,
+    finished_or_raise,
+    submit_sync,
+    wait_for_client,
+)
 from inferq.core.errors import InferqError, public
 from inferq.core.models import Job
 from inferq.core.service import JobService
-from inferq.core.states import ServiceClass
 
 router = APIRouter(prefix="/v1/messages", tags=["anthropic"])
 
@@ -25,21 +31,9 @@ router = APIRouter(prefix="/v1/messages", tags=["anthropic"])
 async def create_message(
     body: MessagesRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    job = await services.jobs.submit(
-        tenant=caller.tenant,
-        model=body.model,
-        request=body.to_request(),
-        origin="anthropic",
-        service_class=ServiceClass.INTERACTIVE,
-        priority=body.priority,
-        timeout=body.timeout or services.settings.sync_timeout,
-    )
+    job = await submit_sync(services, caller, body, body.to_request(), origin="anthropic")
     if body.stream:
-        return StreamingResponse(
-            _stream(services.jobs, job),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return event_stream(_stream(services.jobs, job))
     try:
         done = await wait_for_client(request, services.jobs, job)
     except ClientGone:

@@ -18,10 +18,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import CallerDep, ServicesDep
-from inferq.api.sync import ClientGone, finished_or_raise, wait_for_client
+from inferq.api.sync import ClientGone, finished_or_raise, submit_sync, wait_for_client
 from inferq.core.errors import InvalidRequest, PromptTooLong
 from inferq.core.models import EmbedRequest, EmbedResult, Job
-from inferq.core.states import ServiceClass
 
 #: OpenAI's limit on the number of inputs of one request
 MAX_INPUTS = 2048
@@ -89,15 +88,7 @@ async def create_embeddings(
     dimensions = services.registry.get(body.model).dimensions
     if body.dimensions is not None and dimensions is not None and body.dimensions != dimensions:
         raise _wrong_dimensions(body.model, body.dimensions, dimensions)
-    job = await services.jobs.submit(
-        tenant=caller.tenant,
-        model=body.model,
-        request=embed_request,
-        origin="openai",
-        service_class=ServiceClass.INTERACTIVE,
-        priority=body.priority,
-        timeout=body.timeout or services.settings.sync_timeout,
-    )
+    job = await submit_sync(services, caller, body, embed_request, origin="openai")
     try:
         done = await wait_for_client(request, services.jobs, job)
     except ClientGone:

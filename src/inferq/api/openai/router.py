@@ -6,18 +6,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from inferq.api.chat import render_chunk, render_completion, render_usage
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
 from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.translate import SSE_DONE, error_body, sse
-from inferq.api.sync import ClientGone, abandon, finished_or_raise, wait_for_client
+from inferq.api.sync import (
+    ClientGone,
+    abandon,
+    event_stream,
+    finished_or_raise,
+    submit_sync,
+    wait_for_client,
+)
 from inferq.core.errors import InferqError, public
 from inferq.core.models import ChatResult, Job
 from inferq.core.service import JobService
-from inferq.core.states import ServiceClass
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -26,22 +32,10 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    job = await services.jobs.submit(
-        tenant=caller.tenant,
-        model=body.model,
-        request=body.to_request(),
-        origin="openai",
-        service_class=ServiceClass.INTERACTIVE,
-        priority=body.priority,
-        timeout=body.timeout or services.settings.sync_timeout,
-    )
+    job = await submit_sync(services, caller, body, body.to_request(), origin="openai")
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(
-            _stream(services.jobs, job, include_usage=include_usage),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        return event_stream(_stream(services.jobs, job, include_usage=include_usage))
     try:
         done = await wait_for_client(request, services.jobs, job)
     except ClientGone:
