@@ -249,14 +249,24 @@ class BatchService(BatchParts):
 
     # -- what the runner calls ----------------------------------------------------
 
-    async def step(self, batch: Batch, *, renew: Renew) -> None:
-        """Move the batch on as far as it can go now; ``renew`` extends the lease."""
+    async def step(self, batch: Batch, *, renew: Renew) -> Batch | None:
+        """Take the batch one step on; ``renew`` extends the lease.
+
+        Returns the batch as the step left it when the step moved it to another state
+        that is not terminal (validating to queued, queued or running to finalizing),
+        so that the runner can take the next step at once; else None.
+        """
+        moved: Batch | None = None
         if batch.state is JobState.VALIDATING:
             await self._validator.validate(batch, renew)
+            moved = await self.store.get_batch(batch.id, tenant=batch.tenant)
         elif batch.state in (JobState.QUEUED, JobState.RUNNING):
-            await self._watch(batch)
+            moved = await self._watch(batch)
         elif batch.state in (JobState.CANCELLING, JobState.FINALIZING):
             await self._finalize(batch, renew)
+        if moved is None or moved.state is batch.state or moved.state.terminal:
+            return None
+        return moved
 
     async def fail(self, batch_id: str, *, tenant: str, reason: str) -> Batch | None:
         """End a batch that cannot be moved on (its steps keep failing) with ``reason``.
@@ -299,7 +309,9 @@ class BatchService(BatchParts):
 
     # queued / running -------------------------------------------------------------
 
-    async def _watch(self, batch: Batch) -> None:
+    async def _watch(self, batch: Batch) -> Batch | None:
+        """Release rows a crash left unreleased, end the batch's run once no row is
+        active (or its window ran out); return the batch if this moved it on."""
         now = self.clock()
         if batch.state is JobState.QUEUED:
             # rows left unreleased by a crash right after validation
@@ -308,22 +320,23 @@ class BatchService(BatchParts):
             expiring = batch.evolve(
                 state=JobState.FINALIZING, final_state=JobState.EXPIRED, finalizing_at=now
             )
-            if await self._transition(batch, expiring):
-                await self._stop_rows(expiring, JobState.EXPIRED, EXPIRED_ROW)
-            return
+            if not await self._transition(batch, expiring):
+                return None
+            await self._stop_rows(expiring, JobState.EXPIRED, EXPIRED_ROW)
+            return expiring
         counts = await self.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
         if counts.active == 0:
-            await self._transition(
-                batch,
-                batch.evolve(
-                    state=JobState.FINALIZING,
-                    final_state=JobState.SUCCEEDED,
-                    started_at=batch.started_at or now,
-                    finalizing_at=now,
-                ),
+            finalizing = batch.evolve(
+                state=JobState.FINALIZING,
+                final_state=JobState.SUCCEEDED,
+                started_at=batch.started_at or now,
+                finalizing_at=now,
             )
-        elif batch.state is JobState.QUEUED and (counts.running or counts.done):
-            await self._transition(batch, batch.evolve(state=JobState.RUNNING, started_at=now))
+            return finalizing if await self._transition(batch, finalizing) else None
+        if batch.state is JobState.QUEUED and (counts.running or counts.done):
+            running = batch.evolve(state=JobState.RUNNING, started_at=now)
+            return running if await self._transition(batch, running) else None
+        return None
 
     async def _stop_rows(self, batch: Batch, state: JobState, error: JobError) -> None:
         """End the rows that have not run, and abort the running ones."""

@@ -14,6 +14,12 @@ batch and state), the batch waits out a doubling delay (its lease is held for th
 long, so no runner of the fleet takes it meanwhile), and after
 :attr:`RetryPolicy.give_up_after` failures in a row it is ended with an error
 saying so (:meth:`BatchService.fail`).
+
+A turn takes a batch through as many steps as it can go at once (validated rows
+released, and the batch finalized the moment the watch sees no row active). The
+runner wakes when a batch is created and when one of the rows of a batch it watches
+ends, in this process or (on PostgreSQL, by the store's ended notification) in any
+other; the turn every ``interval`` is only the fallback for a wake-up that is lost.
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ import functools
 import logging
 from typing import Unpack
 
-from inferq.core.batches import BatchService
+from inferq.core.batches import BatchService, row_id
 from inferq.core.models import Batch
 from inferq.core.states import JobState
 from inferq.runner.periodic import RecordRunner, RunnerOptions
 
 log = logging.getLogger("inferq.batches")
+
+#: the batches the runner watches (their rows run) without taking their lease
+WATCHED = (JobState.QUEUED, JobState.RUNNING)
+#: a batch of more rows than this is not woken by its rows' ends, only by the turns (its
+#: rows' ids would take memory; a turn's wait is small against such a batch's run)
+ROW_WAKE_LIMIT = 10_000
 
 
 class BatchRunner(RecordRunner):
@@ -38,37 +50,57 @@ class BatchRunner(RecordRunner):
     ) -> None:
         super().__init__(store=batches.store, owner=owner, log=log, **options)
         self.batches = batches
+        #: the row ids of the watched batches (those of up to ROW_WAKE_LIMIT rows), to
+        #: the batch: a row's end wakes the runner
+        self._rows: dict[str, str] = {}
+        #: the batches whose row ids are in _rows
+        self._mapped: set[str] = set()
+        #: the batches watched in this turn (and the last)
+        self._watched: set[str] = set()
+        batches.events.on_ended(self._job_ended)
 
     async def turn(self) -> int:
         """Step every open batch once; return how many were stepped."""
         stepped = 0
         after = 0
         self.retries.prune(self.clock())
-        while True:
-            page = await self.open_records(self.clock(), after=after)
-            for batch in page:
-                if batch.dialect not in self.batches.formats:
-                    continue  # no format for it in this process
-                if not self.retries.due(batch.id, self.clock()):
-                    continue
-                try:
-                    done = await self._step(batch)
-                except Exception as exc:
-                    await self.record_failed(batch, batch.state.value, exc)
-                    continue
-                self.recovered(batch)
-                stepped += done
-            if len(page) < self.page:
-                return stepped
-            after = page[-1].seq
+        watched, self._watched = self._watched, set()
+        try:
+            while True:
+                page = await self.open_records(self.clock(), after=after)
+                stepped += await self._step_page(page)
+                if len(page) < self.page:
+                    return stepped
+                after = page[-1].seq
+        finally:
+            self._forget(watched - self._watched)
+
+    async def _step_page(self, page: list[Batch]) -> int:
+        stepped = 0
+        for batch in page:
+            if batch.dialect not in self.batches.formats:
+                continue  # no format for it in this process
+            if not self.retries.due(batch.id, self.clock()):
+                continue
+            try:
+                done = await self._step(batch)
+            except Exception as exc:
+                await self.record_failed(batch, batch.state.value, exc)
+                continue
+            self.recovered(batch)
+            stepped += done
+        return stepped
 
     async def _step(self, batch: Batch) -> bool:
-        """Step one batch; False when another runner has it or it has ended."""
-        if batch.state in (JobState.QUEUED, JobState.RUNNING):
+        """Take one batch as many steps on as it can go now; False when another runner
+        has it or it has ended."""
+        if batch.state in WATCHED:
             # watching takes only reads and compare-and-set transitions: no lease,
             # so an idle turn writes nothing
-            await self.batches.step(batch, renew=self._no_renew)
-            return True
+            moved = await self._watch(batch)
+            if moved is None or moved.state in WATCHED:
+                return True
+            batch = moved  # finalizing now: finalize in this turn, under the lease
         if not await self.lease(batch):
             return False
         current = await self.store.get_batch(batch.id, tenant=batch.tenant)
@@ -76,10 +108,46 @@ class BatchRunner(RecordRunner):
             await self.release(batch)
             return False
         # on an error the lease stays: record_failed holds it for the wait before the next try
-        await self.batches.step(current, renew=functools.partial(self.lease, current))
+        renew = functools.partial(self.lease, current)
+        moved = await self.batches.step(current, renew=renew)
+        while moved is not None:  # validated (rows released), or finalizing: go on at once
+            moved = (
+                await self._watch(moved)
+                if moved.state in WATCHED
+                else await self.batches.step(moved, renew=renew)
+            )
         # let the next turn (of any runner) pick it up without waiting
         await self.release(batch)
         return True
+
+    async def _watch(self, batch: Batch) -> Batch | None:
+        """Watch a batch whose rows run; the batch when the watch moved it on."""
+        self._watch_rows(batch)
+        moved = await self.batches.step(batch, renew=self._no_renew)
+        if moved is not None and moved.state in WATCHED:
+            return None  # queued -> running: nothing more to do now
+        return moved
+
+    # -- waking up for the rows' ends -------------------------------------------------
+
+    def _watch_rows(self, batch: Batch) -> None:
+        """Learn the batch's row ids (before its counts are read: a row that ends after
+        the read wakes the runner)."""
+        self._watched.add(batch.id)
+        if batch.id in self._mapped or not 0 < batch.total <= ROW_WAKE_LIMIT:
+            return
+        self._mapped.add(batch.id)
+        for line in range(1, batch.total + 1):
+            self._rows[row_id(batch.tenant, batch.id, line)] = batch.id
+
+    def _forget(self, batch_ids: set[str]) -> None:
+        if batch_ids & self._mapped:
+            self._mapped -= batch_ids
+            self._rows = {k: v for k, v in self._rows.items() if v not in batch_ids}
+
+    def _job_ended(self, job_id: str) -> None:
+        if job_id in self._rows:
+            self.wake()
 
     async def give_up(self, record: Batch, reason: str) -> None:
         await self.batches.fail(record.id, tenant=record.tenant, reason=reason)

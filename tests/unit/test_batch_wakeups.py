@@ -1,0 +1,133 @@
+"""A batch's steps follow the events that make them possible, on every store.
+
+The runner's turn every ``interval`` is only a fallback: with an interval of a minute,
+a batch is still validated the moment it is created and finalized the moment its last
+row ends, in this process or (PostgreSQL) in another; and with every wake-up lost, the
+turns alone still finish it, every row exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from inferq.api.openai.batch_format import OpenAIBatchFormat
+from inferq.blobs import MemoryBlobs
+from inferq.core.batches import BatchLimits, BatchService
+from inferq.core.events import JobEvents
+from inferq.core.files import FileService, blob_key
+from inferq.core.models import Batch
+from inferq.core.states import JobState
+from inferq.engines.base import ModelSpec
+from inferq.engines.registry import ModelRegistry
+from inferq.runner.batches import BatchRunner
+from inferq.runner.worker import Worker
+from inferq.store.base import JobStore
+from inferq.store.memory import MemoryStore
+from inferq.store.postgres import PostgresStore
+from inferq.store.sqlite import SQLiteStore
+from tests.support.postgres import database_url, fresh_schema, postgres_store
+from tests.unit.test_batch_isolation import Rig, rig, row
+
+#: far longer than any of these tests may take: a step that waits for a turn fails them
+NO_POLL = 60.0
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    if request.param == "postgres":
+        async with postgres_store() as pg:
+            yield pg
+        return
+    the_store: JobStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
+    )
+    await the_store.open()
+    yield the_store
+    await the_store.close()
+
+
+async def rows_once(r: Rig | BatchService, batch: Batch, n: int) -> None:
+    """Every one of the batch's ``n`` rows succeeded and is in its output exactly once."""
+    service = r.batches if isinstance(r, Rig) else r
+    assert batch.state is JobState.SUCCEEDED, batch
+    assert batch.counts is not None and (batch.counts.total, batch.counts.succeeded) == (n, n)
+    data = b"".join(
+        [c async for c in service.blobs.read(blob_key(batch.tenant, batch.output_file_id or ""))]
+    )
+    custom_ids = sorted(json.loads(line)["custom_id"] for line in data.splitlines())
+    assert custom_ids == sorted(f"r{k}" for k in range(1, n + 1))
+
+
+async def test_every_step_follows_its_event_without_waiting_for_a_turn(store: JobStore) -> None:
+    async with rig(store, interval=NO_POLL) as r:
+        r.batches.on_created(r.runner.wake)
+        await r.runner.start()
+        started = time.monotonic()
+        await r.create("t1", "one", [row(1)])
+        await r.create("t2", "three", [row(k) for k in (1, 2, 3)])
+        one, three = await r.ended(("t1", "one"), ("t2", "three"), timeout=10.0)
+        assert time.monotonic() - started < 10.0
+        await rows_once(r, one, 1)
+        await rows_once(r, three, 3)
+
+
+async def test_a_lost_wakeup_is_made_good_by_the_turns(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rig(store, interval=0.2) as r:
+        monkeypatch.setattr(r.runner, "wake", lambda: None)  # every wake-up is lost
+        r.batches.on_created(r.runner.wake)
+        await r.runner.start()
+        await r.create("t1", "lost", [row(k) for k in (1, 2, 3, 4)])
+        (lost,) = await r.ended(("t1", "lost"), timeout=20.0)
+        await rows_once(r, lost, 4)
+
+
+async def test_a_row_ending_in_another_process_wakes_the_runner_on_postgres() -> None:
+    """Process A runs the rows; process B's runner, on a store of its own, finalizes the
+    batch when PostgreSQL tells it the last row ended."""
+    async with fresh_schema() as schema:
+        settings = {"search_path": schema}
+        a, b = (PostgresStore(database_url(), server_settings=settings) for _ in range(2))
+        await a.open()
+        await b.open()
+        events_a, events_b = JobEvents(), JobEvents()
+        registry = ModelRegistry(
+            {"fake": ModelSpec(name="fake", engine="fake", context_length=64, slots=2)}
+        )
+        await registry.start()
+        blobs = MemoryBlobs()
+        service = BatchService(
+            store=b,
+            blobs=blobs,
+            models=registry,
+            events=events_b,
+            formats={"openai": OpenAIBatchFormat()},
+            limits=BatchLimits(max_rows=50, max_open=3),
+        )
+        runner = BatchRunner(batches=service, owner="runner-b", interval=NO_POLL)
+        worker = Worker(store=a, registry=registry, events=events_a)
+        try:
+            for store, events in ((a, events_a), (b, events_b)):
+                assert await store.listen(
+                    on_submitted=events.job_submitted, on_ended=events.remote_ended
+                )
+            await worker.start()
+            service.on_created(runner.wake)
+            await runner.start()
+            files = FileService(store=b, blobs=blobs)
+            r = Rig(b, files, service, runner)
+            await r.create("t1", "far", [row(k) for k in (1, 2)])
+            (far,) = await r.ended(("t1", "far"), timeout=10.0)
+            await rows_once(service, far, 2)
+        finally:
+            await runner.stop()
+            await worker.stop()
+            await registry.close()
+            await a.close()
+            await b.close()
