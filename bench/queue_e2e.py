@@ -82,6 +82,7 @@ from _common import (
     wait_until_quiet,
 )
 from inferq.api.dialects import DIALECTS
+from inferq.blobs import MemoryBlobs
 from inferq.config import Settings
 from inferq.core.events import JobEvents
 from inferq.core.models import ChatMessage, ChatRequest, Lease
@@ -248,6 +249,9 @@ class Inferq(System):
                 plugins=DIALECTS.plugins(),
                 store=store,
                 registry=fake_registry(self.args.slots),
+                # the queue moves no bytes; without this a PostgreSQL run would open the
+                # PostgreSQL blob store in the default schema
+                blobs=MemoryBlobs(),
             )
         )
         self.store, self.jobs = store, runtime.jobs
