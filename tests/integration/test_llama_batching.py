@@ -72,10 +72,11 @@ def test_a_sync_request_cuts_into_a_full_batch_which_still_runs_every_row_once(
 ) -> None:
     lines = b"".join(json.dumps(row(f"row-{i}")).encode() + b"\n" for i in range(ROWS))
     uploaded = oai.files.create(file=("rows.jsonl", lines), purpose="batch")
+    # counted before the batch exists: its rows may start as soon as it is created
+    started = len(running_jobs(server))
     batch = oai.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    started = len(running_jobs(server))
     # every slot busy with a row, one more row waiting
     wait_until(lambda: len(running_jobs(server)) >= started + SLOTS, what="the rows to start")
 
