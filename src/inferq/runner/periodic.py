@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TypedDict
 
@@ -39,7 +40,7 @@ class RunnerOptions(TypedDict, total=False):
     retry: RetryPolicy | None
 
 
-class RecordRunner:
+class RecordRunner(ABC):
     """The loop, the lease and the failure policy of a runner; subclasses step records."""
 
     #: how the log names one record ("batch", "workflow job")
@@ -83,8 +84,9 @@ class RecordRunner:
     def wake(self) -> None:
         self._wake.set()
 
+    @abstractmethod
     async def turn(self) -> int:
-        raise NotImplementedError
+        """Step this runner's open records once; return how many were stepped."""
 
     async def _loop(self) -> None:
         failures = 0
@@ -141,9 +143,9 @@ class RecordRunner:
         if self.retries.succeeded(record.id):
             self.log.info("%s %s: works again after failures", self.noun, record.id)
 
+    @abstractmethod
     async def give_up(self, record: Batch, reason: str) -> None:
         """End a record whose steps keep failing (the subclass decides how)."""
-        raise NotImplementedError
 
     async def record_failed(self, record: Batch, state: str, exc: Exception) -> None:
         """A step of ``record`` raised: back off, or end the record after too many."""
