@@ -282,3 +282,18 @@ async def test_postgres_a_read_outliving_the_grace_fails_rather_than_truncates()
 
 async def _count(pg: PostgresBlobs, table: str) -> int:
     return int(await pg._fetchval(f"SELECT count(*) FROM {table}"))
+
+
+async def test_postgres_a_failing_sweep_never_fails_the_write_it_follows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with postgres_blobs(sweep_every=0) as pg:
+
+        async def broken() -> int:
+            raise StoreError("PostgreSQL failed: the sweep broke")
+
+        monkeypatch.setattr(pg, "sweep", broken)
+        await pg.put("k", _chunks(b"kept"))  # committed before the sweep runs
+        assert await _read(pg, "k") == b"kept"
+        assert await pg.delete("k")
+        assert "could not sweep" in caplog.text

@@ -22,6 +22,7 @@ and a writer needs no transaction open for the whole upload.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 import uuid
@@ -50,6 +51,7 @@ def _load_queries() -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
+log = logging.getLogger("inferq.blobs")
 Q = _load_queries()
 
 
@@ -235,8 +237,14 @@ class PostgresBlobs(BlobStore):
         return total
 
     async def _maybe_sweep(self) -> None:
+        """Sweep now and then after a write or delete. Best effort: the write it follows
+        has committed, so a sweep that fails is logged and tried again later, never
+        reported to that write's caller."""
         if self.clock() - self._swept_at >= self.sweep_every:
-            await self.sweep()
+            try:
+                await self.sweep()
+            except StoreError as exc:
+                log.warning("could not sweep abandoned blob uploads (%s); trying later", exc)
 
     async def execute(self, query: str, *args: Any) -> int:
         """Run ``query``; the number of rows it changed."""
