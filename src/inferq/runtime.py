@@ -61,6 +61,11 @@ class Runtime:
     #: this process's Prometheus metrics (``GET /metrics``)
     metrics: Metrics
 
+    async def metrics_text(self) -> bytes:
+        """This process's metrics in Prometheus' text format, the queue gauges read from
+        the store now (so every process of a fleet reports the same queue)."""
+        return await self.metrics.scrape(self.store)
+
     @property
     def ready(self) -> bool:
         return self.registry.ready or not self.engines_loaded

@@ -66,6 +66,7 @@ def create_app(
                 workflows=runtime.workflows,
                 store_answers=runtime.store.ping,
                 models_loaded=lambda: runtime.ready,
+                metrics_text=runtime.metrics_text,
             )
             yield
 

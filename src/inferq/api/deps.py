@@ -33,6 +33,8 @@ class Services:
     #: the readiness probe's two questions: does the store answer, are the models loaded
     store_answers: Callable[[], Awaitable[bool]]
     models_loaded: Callable[[], bool]
+    #: ``GET /metrics``: this process's metrics, with the store's queue gauges
+    metrics_text: Callable[[], Awaitable[bytes]]
 
 
 async def get_services(request: Request) -> Services:

@@ -35,9 +35,7 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
         key = await services.keys.authenticate(secret)
         if not key.admin:
             raise AuthenticationFailed("an admin API key or the metrics token is required")
-    runtime_metrics: Metrics = request.app.state.runtime.metrics
-    body = await runtime_metrics.scrape(request.app.state.runtime.store)
-    return Response(body, media_type=CONTENT_TYPE)
+    return Response(await services.metrics_text(), media_type=CONTENT_TYPE)
 
 
 def dialect_label(dialects: Dialects, path: str) -> str:
