@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.structured import OutputFormat, TokenLogprob, Tool, ToolCall, ToolChoice
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
@@ -19,14 +20,36 @@ ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 class ChatMessage:
     role: str
     content: str
+    #: an assistant message's function calls
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: a tool message: the id of the call it answers
+    tool_call_id: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChatMessage:
+        return cls(
+            role=data["role"],
+            content=data["content"],
+            tool_calls=tuple(ToolCall(**c) for c in data.get("tool_calls", ())),
+            tool_call_id=data.get("tool_call_id"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A chat completion request, free of any dialect's field names."""
+    """A chat completion request, free of any dialect's field names.
+
+    With ``prompt`` set it is a plain text completion instead: ``prompt`` is
+    continued as it is, without the chat template, and ``messages`` is empty.
+    """
 
     messages: tuple[ChatMessage, ...]
     #: None: as many as the context allows
@@ -38,6 +61,18 @@ class ChatRequest:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    #: None: free text
+    response_format: OutputFormat | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
+    #: whether to report each generated token's log probability
+    logprobs: bool = False
+    #: how many of the most likely alternatives to report with each token (0 to 20)
+    top_logprobs: int = 0
+    #: how many independent answers to generate (:attr:`ChatResult.others`)
+    n: int = 1
+    #: a raw text prompt (legacy completions) instead of ``messages``
+    prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -48,8 +83,12 @@ class ChatRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChatRequest:
         values = dict(data)
-        values["messages"] = tuple(ChatMessage(**m) for m in data["messages"])
+        values["messages"] = tuple(ChatMessage.from_dict(m) for m in data["messages"])
         values["stop"] = tuple(data.get("stop", ()))
+        fmt = data.get("response_format")
+        values["response_format"] = OutputFormat(**fmt) if fmt else None
+        values["tools"] = tuple(Tool(**t) for t in data.get("tools", ()))
+        values["tool_choice"] = ToolChoice(**data.get("tool_choice", {}))
         return cls(**values)
 
 
@@ -66,13 +105,23 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
-    """What an engine produced for one chat request."""
+    """What an engine produced for one chat request.
+
+    With ``n`` > 1 it is the first answer, the others in ``others`` (each with its
+    own text, finish reason and completion tokens); ``usage`` counts them all.
+    """
 
     text: str
     finish_reason: str
     usage: Usage
     #: the stop string that ended the text (cut off before it), when one did
     stop_sequence: str | None = None
+    #: the function calls the answer makes (finish_reason ``tool_calls``); ``text``
+    #: then holds only what the model said besides
+    tool_calls: tuple[ToolCall, ...] = ()
+    #: each generated token's log probability, when the request asked for them
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    others: tuple[ChatResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -82,16 +131,31 @@ class ChatResult:
         }
         if self.stop_sequence is not None:
             data["stop_sequence"] = self.stop_sequence
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.logprobs is not None:
+            data["logprobs"] = [t.to_dict() for t in self.logprobs]
+        if self.others:
+            data["others"] = [o.to_dict() for o in self.others]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChatResult:
+        logprobs = data.get("logprobs")
         return cls(
             text=data["text"],
             finish_reason=data["finish_reason"],
             usage=Usage(**data["usage"]),
             stop_sequence=data.get("stop_sequence"),
+            tool_calls=tuple(ToolCall(**c) for c in data.get("tool_calls", ())),
+            logprobs=None if logprobs is None else tuple(map(TokenLogprob.from_dict, logprobs)),
+            others=tuple(ChatResult.from_dict(o) for o in data.get("others", ())),
         )
+
+    @property
+    def choices(self) -> tuple[ChatResult, ...]:
+        """Every answer, the first included."""
+        return (self, *self.others)
 
 
 @dataclass(frozen=True, slots=True)
