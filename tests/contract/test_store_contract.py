@@ -1024,3 +1024,18 @@ async def test_delete_batch_removes_its_rows(store: JobStore) -> None:
     await store.insert_rows([make_row(orphan, 1)])
     assert not await store.delete_batch(orphan.id, tenant="t1")
     assert len(await rows_of(store, orphan)) == 1
+
+
+# -- deleting a job (OpenAI responses, issue 17) ---------------------------------------------
+
+
+async def test_delete_job_removes_the_tenants_job_but_never_a_batch_row(store: JobStore) -> None:
+    job = await store.insert_job(make_job())
+    batch = make_batch()
+    row = await store.insert_job(make_row(batch, 1, state=JobState.QUEUED))
+    assert not await store.delete_job(job.id, tenant="t2")
+    assert not await store.delete_job(row.id, tenant=row.tenant)
+    assert await store.delete_job(job.id, tenant="t1")
+    assert await store.get_job(job.id, tenant=None) is None
+    assert not await store.delete_job(job.id, tenant="t1")
+    assert await store.get_job(row.id, tenant=None) is not None

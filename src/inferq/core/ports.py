@@ -117,6 +117,9 @@ class JobQueue(JobLookup, Protocol):
     async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
         """Cancel every queued job of the tenant for the model; return how many."""
 
+    async def delete_job(self, job_id: str, *, tenant: str) -> bool:
+        """Delete the tenant's job (never a batch row); False when there is none."""
+
     async def expire_overdue(self, *, now: float) -> list[str]:
         """Expire queued and running jobs whose deadline passed; return their ids."""
 

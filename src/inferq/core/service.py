@@ -8,6 +8,7 @@ store (durably, before answering) and wakes workers through the event hub.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -63,13 +64,18 @@ class JobService:
         info: dict[str, Any] | None = None,
         inputs: dict[str, Any] | None = None,
         timeout: float | None = None,
+        job_id: str | None = None,
     ) -> Job:
-        """Validate and durably queue a job; return it once committed."""
+        """Validate and durably queue a job; return it once committed.
+
+        ``job_id`` (a new UUID when None) lets a caller subscribe to the job's events
+        before any worker can claim it.
+        """
         check_priority(priority)
         self.models.validate(model, request)
         now = self.clock()
         job = Job(
-            id=str(uuid.uuid4()),
+            id=job_id or str(uuid.uuid4()),
             tenant=tenant,
             model=model,
             origin=origin,
@@ -121,6 +127,17 @@ class JobService:
         log.info("job %s cancelled (was %s)", job_id, before.state.value)
         self.events.job_cancelled(job_id)
         return after
+
+    async def delete(self, job_id: str, *, tenant: str) -> Job:
+        """Stop the job if it has not ended, then remove it; NotFound when there is none."""
+        job = await self.get(job_id, tenant=tenant)
+        if not job.state.terminal:
+            with contextlib.suppress(Conflict):
+                job = await self.cancel(job_id, tenant=tenant)
+        if not await self.store.delete_job(job_id, tenant=tenant):
+            raise NotFound(f"job {job_id} not found", param="request_id")
+        log.info("job %s deleted (was %s)", job_id, job.state.value)
+        return job
 
     async def clear(self, *, tenant: str, model: str) -> int:
         """Cancel every queued job of ``model`` for the tenant."""

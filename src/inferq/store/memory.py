@@ -235,6 +235,14 @@ class MemoryStore(MemoryBatches, Store):
                     count += 1
             return count
 
+    async def delete_job(self, job_id: str, *, tenant: str) -> bool:
+        async with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.tenant != tenant or job.batch_id is not None:
+                return False
+            del self.jobs[job_id]
+            return True
+
     async def expire_overdue(self, *, now: float) -> list[str]:
         async with self._lock:
             expired = []

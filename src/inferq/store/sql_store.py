@@ -163,6 +163,9 @@ class SqlStore(Store, Generic[E]):
         params = {"tenant": tenant, "model": model, "now": now}
         return await self.db.execute("cancel_queued", params)
 
+    async def delete_job(self, job_id: str, *, tenant: str) -> bool:
+        return await self.db.execute("delete_job", {"id": job_id, "tenant": tenant}) > 0
+
     async def expire_overdue(self, *, now: float) -> list[str]:
         return [r["id"] for r in await self.db.fetch_all("expire_overdue", {"now": now})]
 

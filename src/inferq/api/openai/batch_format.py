@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from inferq.api.chat import parse_chat_body, render_completion
+from inferq.api.openai.responses_schemas import parse_response_row, render_response
 from inferq.core.batch_format import OutputFile, ParsedRow, row_object
 from inferq.core.errors import InvalidRequest
 from inferq.core.files import CONTENT, FILE
@@ -14,7 +15,8 @@ from inferq.core.models import Batch, BatchCounts, EmbedRequest, EmbedResult, Fi
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
-ENDPOINTS = (CHAT, EMBEDDINGS)
+RESPONSES = "/v1/responses"
+ENDPOINTS = (CHAT, EMBEDDINGS, RESPONSES)
 #: row errors that are the request's own fault: reported with a 400 response body
 _CLIENT_CODES = frozenset({"context_length_exceeded", "invalid_request"})
 #: row errors of rows that never ran
@@ -75,6 +77,8 @@ class OpenAIBatchFormat:
             raise InvalidRequest("body.model: is required", param="body.model")
         if batch.endpoint == EMBEDDINGS:
             return ParsedRow(custom_id, model, parse_embedding_body(body))
+        if batch.endpoint == RESPONSES:
+            return ParsedRow(custom_id, model, parse_response_row(body))
         if body.get("stream"):
             raise InvalidRequest(
                 "body.stream: streaming is not available in a batch", param="body.stream"
@@ -82,11 +86,12 @@ class OpenAIBatchFormat:
         return ParsedRow(custom_id, model, parse_chat_body(body, prefix="body").to_request())
 
     def result_line(self, row: Job, batch: Batch) -> dict[str, Any]:
-        body = (
-            render_embeddings(row)
-            if isinstance(row.result, EmbedResult)
-            else render_completion(row)
-        )
+        if isinstance(row.result, EmbedResult):
+            body = render_embeddings(row)
+        elif batch.endpoint == RESPONSES:
+            body = render_response(row)
+        else:
+            body = render_completion(row)
         return {
             "id": "batch_req_" + row.id.replace("-", ""),
             "custom_id": row.custom_id,

@@ -7,16 +7,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.openai.batch_format import ENDPOINTS
+from inferq.api.openai.metadata import check_metadata
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import Batch, BatchCounts
 from inferq.core.states import JobState
 
 #: the only completion window OpenAI accepts
 WINDOW = "24h"
-#: OpenAI's limits on metadata
-MAX_METADATA_PAIRS = 16
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
 #: the longest Idempotency-Key accepted
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -43,7 +40,7 @@ class BatchCreate(BaseModel):
     endpoint: str
     completion_window: str
     metadata: dict[str, str] | None = None
-    #: accepted for the SDK's sake; inferq's output files do not expire
+    #: ``{"anchor": "created_at", "seconds": N}``: the output and error files expire then
     output_expires_after: dict[str, Any] | None = None
 
     def check(self) -> None:
@@ -60,27 +57,6 @@ class BatchCreate(BaseModel):
                 param="completion_window",
             )
         check_metadata(self.metadata)
-
-
-def check_metadata(metadata: dict[str, str] | None) -> None:
-    if metadata is None:
-        return
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidRequest(
-            f"metadata: at most {MAX_METADATA_PAIRS} key-value pairs, got {len(metadata)}",
-            param="metadata",
-        )
-    for key, value in metadata.items():
-        if len(key) > MAX_METADATA_KEY:
-            raise InvalidRequest(
-                f"metadata: key {key[:20]!r}... is longer than {MAX_METADATA_KEY} characters",
-                param="metadata",
-            )
-        if len(value) > MAX_METADATA_VALUE:
-            raise InvalidRequest(
-                f"metadata.{key}: longer than {MAX_METADATA_VALUE} characters",
-                param=f"metadata.{key}",
-            )
 
 
 def _ts(value: float | None) -> int | None:

@@ -316,3 +316,8 @@ SELECT * FROM api_keys ORDER BY created_at;
 UPDATE api_keys SET revoked_at = COALESCE(revoked_at, :now)
 WHERE id = :key OR name = :key
 RETURNING *;
+
+-- OpenAI responses (issue 17)
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id AND tenant = :tenant AND batch_id IS NULL;

@@ -1,0 +1,288 @@
+"""OpenAI's Responses API in-process (memory store, fake engine): the exact bodies, the
+event sequence and its numbering, background runs, resumes and the errors.
+
+tests/integration/test_responses.py runs the same through the official SDK against a
+real server and model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from inferq.api.app import create_app
+from inferq.api.openai.responses_stream import units
+from inferq.config import Settings
+from inferq.core.keys import KeyService
+from inferq.engines.base import ModelSpec
+from inferq.engines.registry import ModelRegistry
+from inferq.store.memory import MemoryStore
+
+URL = "/v1/responses"
+BODY: dict[str, Any] = {"model": "fake", "input": "hello there world", "max_output_tokens": 20}
+ENDED = {"completed", "incomplete", "failed", "cancelled"}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    store = MemoryStore()
+    registry = ModelRegistry(
+        {
+            "fake": ModelSpec(name="fake", engine="fake", context_length=256, slots=2),
+            # one word every 50 ms
+            "slow": ModelSpec(
+                name="slow",
+                engine="fake",
+                context_length=256,
+                slots=1,
+                options={"token_delay": 0.05},
+            ),
+        }
+    )
+    app = create_app(Settings(data_dir=tmp_path), store=store, registry=registry)
+    with TestClient(app) as test_client:
+        keys = KeyService(store)
+        _, secret = asyncio.run(keys.create(name="a", tenant="ta"))
+        _, other = asyncio.run(keys.create(name="b", tenant="tb"))
+        test_client.headers["authorization"] = f"Bearer {secret}"
+        test_client.app.state.other_key = other
+        yield test_client
+
+
+def events(client: TestClient, method: str, url: str, **kwargs: Any) -> list[dict[str, Any]]:
+    with client.stream(method, url, **kwargs) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    names = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert names == [d["type"] for d in data]
+    return data
+
+
+def wait_status(client: TestClient, rid: str, wanted: set[str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        body = client.get(f"{URL}/{rid}").json()
+        if body["status"] in wanted:
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"response {rid} never became {wanted}: {body}")
+
+
+def text_of(body: dict[str, Any]) -> str:
+    return "".join(part["text"] for item in body["output"] for part in item["content"])
+
+
+def test_units_cut_only_what_more_text_cannot_change() -> None:
+    text = "Hello  world,\nthis is\ta test. "
+    final = units(text, final=True)
+    assert "".join(final) == text
+    for n in range(len(text) + 1):
+        partial = units(text[:n], final=False)
+        assert final[: len(partial)] == partial
+
+
+def test_a_response(client: TestClient) -> None:
+    body = client.post(URL, json={**BODY, "instructions": "Be brief.", "metadata": {"k": "v"}})
+    assert body.status_code == 200, body.text
+    data = body.json()
+    assert data["object"] == "response" and data["id"].startswith("resp_")
+    assert data["status"] == "completed" and data["background"] is False
+    assert data["instructions"] == "Be brief." and data["metadata"] == {"k": "v"}
+    [item] = data["output"]
+    assert item["type"] == "message" and item["role"] == "assistant"
+    assert item["id"].startswith("msg_") and item["status"] == "completed"
+    assert text_of(data) == "echo: hello there world"
+    usage = data["usage"]
+    assert usage["output_tokens"] == 4
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert client.get(f"{URL}/{data['id']}").json() == data
+
+
+def test_max_output_tokens_makes_it_incomplete(client: TestClient) -> None:
+    data = client.post(URL, json={**BODY, "max_output_tokens": 2}).json()
+    assert data["status"] == "incomplete"
+    assert data["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert text_of(data) == "echo: hello"
+
+
+def test_the_stream_ends_with_completed_and_its_deltas_make_the_text(client: TestClient) -> None:
+    got = events(client, "POST", URL, json={**BODY, "stream": True})
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))
+    kinds = [e["type"] for e in got]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    deltas = [e["delta"] for e in got if e["type"] == "response.output_text.delta"]
+    final = got[-1]["response"]
+    assert "".join(deltas) == text_of(final) == got[-4]["text"]
+    assert got[0]["response"]["status"] == "in_progress" and final["status"] == "completed"
+    item_ids = {e["item_id"] for e in got if "item_id" in e}
+    assert item_ids == {final["output"][0]["id"]}
+
+
+def test_a_background_response_runs_in_the_queue(client: TestClient) -> None:
+    created = client.post(URL, json={**BODY, "background": True}).json()
+    assert created["status"] == "queued" and created["background"] is True
+    assert created["output"] == [] and created["usage"] is None
+    done = wait_status(client, created["id"], ENDED)
+    assert done["status"] == "completed" and text_of(done) == "echo: hello there world"
+
+
+def test_a_background_stream_resumes_after_any_sequence_number(client: TestClient) -> None:
+    body = {**BODY, "model": "slow", "background": True, "stream": True}
+    full = events(client, "POST", URL, json=body)
+    kinds = [e["type"] for e in full]
+    assert kinds[:3] == ["response.created", "response.queued", "response.in_progress"]
+    assert full[0]["response"]["status"] == "queued" and kinds[-1] == "response.completed"
+    rid = full[0]["response"]["id"]
+    for after in (0, 3, 6, len(full) - 2):
+        params = {"stream": "true", "starting_after": after}
+        again = events(client, "GET", f"{URL}/{rid}", params=params)
+        assert [e["sequence_number"] for e in again] == list(range(after + 1, len(full)))
+        assert [(e["type"], e.get("delta")) for e in again] == [
+            (e["type"], e.get("delta")) for e in full[after + 1 :]
+        ]
+
+
+def test_a_stream_joined_while_it_runs_sends_the_whole_text(client: TestClient) -> None:
+    """Created without a stream, so no transcript has its first pieces: the text comes
+    whole at the end, cut into the same units."""
+    words = " ".join(["w"] * 30)
+    body = {**BODY, "model": "slow", "input": words, "background": True, "max_output_tokens": 40}
+    created = client.post(URL, json={**body, "stream": False}).json()
+    wait_status(client, created["id"], {"in_progress"})
+    resumed = events(client, "GET", f"{URL}/{created['id']}", params={"stream": "true"})
+    assert resumed[-1]["type"] == "response.completed"
+    deltas = "".join(e["delta"] for e in resumed if e["type"] == "response.output_text.delta")
+    assert deltas == text_of(resumed[-1]["response"])
+    # created, queued, in_progress, 2 added; a delta per word ("echo:" and 30); 4 done
+    assert len(resumed) == 5 + 31 + 4
+
+
+def test_previous_response_id_continues_the_conversation(client: TestClient) -> None:
+    first = client.post(URL, json={**BODY, "instructions": "only the first"}).json()
+    second = client.post(
+        URL, json={**BODY, "input": "and again", "previous_response_id": first["id"]}
+    ).json()
+    assert second["previous_response_id"] == first["id"] and second["instructions"] is None
+    assert text_of(second) == "echo: and again"
+    assert second["usage"]["input_tokens"] > first["usage"]["input_tokens"]
+    items = client.get(f"{URL}/{second['id']}/input_items", params={"order": "asc"}).json()
+    roles = [(i["role"], i["content"][0]["text"]) for i in items["data"]]
+    assert roles == [
+        ("user", "hello there world"),
+        ("assistant", "echo: hello there world"),
+        ("user", "and again"),
+    ]
+    assert items["data"][1]["id"] == first["output"][0]["id"]
+    newest = client.get(f"{URL}/{second['id']}/input_items", params={"limit": 1}).json()
+    assert newest["data"][0]["content"][0]["text"] == "and again" and newest["has_more"]
+    rest = client.get(
+        f"{URL}/{second['id']}/input_items", params={"after": newest["last_id"]}
+    ).json()
+    assert [i["role"] for i in rest["data"]] == ["assistant", "user"] and not rest["has_more"]
+
+
+def test_cancel_a_background_response(client: TestClient) -> None:
+    long = {**BODY, "model": "slow", "input": " ".join(["w"] * 100), "max_output_tokens": 100}
+    created = client.post(URL, json={**long, "background": True}).json()
+    wait_status(client, created["id"], {"in_progress"})
+    cancelled = client.post(f"{URL}/{created['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert client.post(f"{URL}/{created['id']}/cancel").json()["status"] == "cancelled"
+    assert client.get(f"{URL}/{created['id']}").json()["status"] == "cancelled"
+    sync = client.post(URL, json=BODY).json()
+    refused = client.post(f"{URL}/{sync['id']}/cancel")
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "response_id"
+
+
+def test_delete_a_response(client: TestClient) -> None:
+    created = client.post(URL, json=BODY).json()
+    deleted = client.delete(f"{URL}/{created['id']}")
+    assert deleted.json() == {"id": created["id"], "object": "response", "deleted": True}
+    gone = client.get(f"{URL}/{created['id']}")
+    assert gone.status_code == 404 and gone.json()["error"]["type"] == "invalid_request_error"
+    assert client.delete(f"{URL}/{created['id']}").status_code == 404
+
+
+def test_unstored_and_foreign_responses_are_not_found(client: TestClient) -> None:
+    unstored = client.post(URL, json={**BODY, "store": False}).json()
+    assert unstored["status"] == "completed"
+    assert client.get(f"{URL}/{unstored['id']}").status_code == 404
+    mine = client.post(URL, json={**BODY, "background": True}).json()
+    other = {"authorization": f"Bearer {client.app.state.other_key}"}
+    for method, path in [
+        ("GET", ""),
+        ("POST", "/cancel"),
+        ("DELETE", ""),
+        ("GET", "/input_items"),
+    ]:
+        answer = client.request(method, f"{URL}/{mine['id']}{path}", headers=other)
+        assert answer.status_code == 404, (method, path)
+    continued = client.post(URL, json={**BODY, "previous_response_id": mine["id"]}, headers=other)
+    assert continued.status_code == 404
+    assert continued.json()["error"]["param"] == "previous_response_id"
+    chat = client.post(
+        "/v1/chat/completions",
+        json={"model": "fake", "messages": [{"role": "user", "content": "x"}]},
+    ).json()
+    assert client.get(f"{URL}/resp_{chat['id'].removeprefix('chatcmpl-')}").status_code == 404
+    assert client.get(f"{URL}/resp_nothex").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"input": None}, "input"),
+        ({"input": []}, "input"),
+        ({"model": "nope"}, "model"),
+        ({"temperature": 3}, "temperature"),
+        ({"max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": [{"role": "robot", "content": "x"}]}, "input.0.role"),
+        ({"input": [{"type": "reasoning", "summary": []}]}, "input.0.type"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            "input.0.content.0.type",
+        ),
+        ({"background": True, "store": False}, "store"),
+        ({"metadata": {"k": "v" * 600}}, "metadata.k"),
+        ({"previous_response_id": "resp_0123"}, "previous_response_id"),
+        ({"conversation": "conv_1"}, "conversation"),
+    ],
+)
+def test_bad_input_is_a_400_in_openais_shape(
+    client: TestClient, change: dict[str, Any], param: str
+) -> None:
+    answer = client.post(URL, json={**BODY, **change})
+    assert answer.status_code in (400, 404), answer.text
+    error = answer.json()["error"]
+    assert error["param"] == param and error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+    if answer.status_code == 400:
+        assert error["type"] == "invalid_request_error"
+
+
+def test_a_stream_resume_of_a_response_not_in_the_background_is_refused(
+    client: TestClient,
+) -> None:
+    created = client.post(URL, json=BODY).json()
+    answer = client.get(f"{URL}/{created['id']}", params={"stream": "true"})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "stream"
