@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     #: a Bearer token that may read ``GET /metrics`` (a Prometheus scraper's), besides
     #: admin API keys; empty: admin keys only
     metrics_token: str = ""
+    #: how long a login to the web console (``/console``) lasts (hours)
+    console_session_hours: float = Field(default=12.0, gt=0)
 
     @field_validator("blob_url")
     @classmethod

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from inferq import __version__
-from inferq.api import docs, health, metrics
+from inferq.api import console, docs, health, metrics
 from inferq.api.deps import Services
 from inferq.api.dialects import DIALECTS
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
@@ -80,6 +80,7 @@ def create_app(
         redoc_url=None,
     )
     docs.install(app)
+    console.install(app, settings)
     install_error_handlers(app, DIALECTS)
     # added first, so it runs inside the body limit: it only reads bodies under the limit
     app.add_middleware(InputGuardMiddleware, dialects=DIALECTS)

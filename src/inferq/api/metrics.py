@@ -22,7 +22,7 @@ from inferq.runner.metrics import CONTENT_TYPE, Metrics
 router = APIRouter(tags=["metrics"])
 
 #: paths that belong to inferq itself, not to a dialect: their ``dialect`` label
-OWN_PATHS = ("/metrics", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json")
+OWN_PATHS = ("/metrics", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/console")
 OWN = "inferq"
 
 

@@ -99,6 +99,11 @@ class FileService:
         """Whether the tenant has a file or dataset of this id (ids are shared by both)."""
         return await self.store.get_file(record_id, tenant=tenant) is not None
 
+    async def find(self, record_id: str, *, tenant: str) -> FileRecord | None:
+        """The tenant's record of this id, of any kind (a batch's output may be a file,
+        a dataset or a dialect's own kind of record)."""
+        return await self.store.get_file(record_id, tenant=tenant)
+
     async def update(self, record: FileRecord) -> FileRecord:
         """Store a changed record (its name, its meta); NotFound once it was deleted."""
         if not await self.store.update_file(record):

@@ -42,6 +42,7 @@ from inferq.core.models import (
     Result,
 )
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.throughput import FinishedCount
 
 # -- jobs -------------------------------------------------------------------------------
 
@@ -126,12 +127,20 @@ class JobQueue(JobLookup, Protocol):
     async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
         """Counts of the tenant's running and waiting jobs."""
 
-    async def count_active(self) -> list[ActiveCount]:
-        """The validating, queued and running jobs of every tenant, counted by model,
-        service class, state and whether they are batch rows (groups of none left out).
+    async def count_active(self, *, tenant: str | None = None) -> list[ActiveCount]:
+        """The validating, queued and running jobs of every tenant (or of ``tenant``),
+        counted by model, service class, state and whether they are batch rows (groups
+        of none left out).
 
         Read at each metrics scrape, so every process of a fleet reports the same numbers.
         """
+
+    async def finished_counts(
+        self, *, tenant: str | None, since: float, until: float, bucket: float
+    ) -> list[FinishedCount]:
+        """The jobs (of ``tenant``, or of every tenant) that ended in ``[since, until)``,
+        counted per interval of ``bucket`` seconds from ``since``, with their tokens;
+        intervals in which none ended are left out."""
 
     async def listen(
         self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]

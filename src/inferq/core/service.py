@@ -12,16 +12,25 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
 from inferq.core.events import JobEvents
 from inferq.core.inputs import check_priority
-from inferq.core.models import ChatResult, Job, JobError, JobFilter, QueueMetrics, Request
+from inferq.core.models import (
+    ActiveCount,
+    ChatResult,
+    Job,
+    JobError,
+    JobFilter,
+    QueueMetrics,
+    Request,
+)
 from inferq.core.ports import JobQueue
 from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
+from inferq.core.throughput import Series, series, window
 
 log = logging.getLogger("inferq.jobs")
 
@@ -147,6 +156,21 @@ class JobService:
 
     async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
         return await self.store.metrics(tenant=tenant, model=model)
+
+    async def active(self, *, tenant: str | None) -> Sequence[ActiveCount]:
+        """The tenant's (None: every tenant's) unfinished jobs, counted by model, class,
+        state and kind."""
+        return await self.store.count_active(tenant=tenant)
+
+    async def throughput(self, *, tenant: str | None, span: float, bucket: float) -> Series:
+        """Jobs and tokens per second that ended over the last ``span`` seconds, one
+        point per ``bucket`` seconds (the tenant's, or every tenant's for None)."""
+        now = self.clock()
+        since, until = window(now, span=span, bucket=bucket)
+        counts = await self.store.finished_counts(
+            tenant=tenant, since=since, until=until, bucket=bucket
+        )
+        return series(counts, since=since, until=until, bucket=bucket, now=now)
 
     async def wait(self, job_id: str, *, tenant: str | None, deadline: float) -> Job:
         """Wait until the job ends; on ``deadline`` expire it and raise."""

@@ -27,6 +27,7 @@ from inferq.core.models import (
 from inferq.core.ports import Store
 from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.throughput import FinishedCount
 from inferq.store.memory_batches import MemoryBatches
 
 #: the states :meth:`MemoryStore.count_active` counts
@@ -272,15 +273,35 @@ class MemoryStore(MemoryBatches, Store):
             waiting += job.state is JobState.QUEUED
         return QueueMetrics(running=running, waiting=waiting, total=total)
 
-    async def count_active(self) -> list[ActiveCount]:
+    async def count_active(self, *, tenant: str | None = None) -> list[ActiveCount]:
         counts: Counter[tuple[str, ServiceClass, JobState, bool]] = Counter(
             (job.model, job.service_class, job.state, job.batch_id is not None)
             for job in self.jobs.values()
-            if job.state in _ACTIVE
+            if job.state in _ACTIVE and tenant in (None, job.tenant)
         )
         return [
             ActiveCount(model=m, service_class=c, state=s, in_batch=b, count=n)
             for (m, c, s, b), n in counts.items()
+        ]
+
+    async def finished_counts(
+        self, *, tenant: str | None, since: float, until: float, bucket: float
+    ) -> list[FinishedCount]:
+        sums: dict[int, list[int]] = {}
+        for job in self.jobs.values():
+            ended = job.finished_at
+            if ended is None or not since <= ended < until or tenant not in (None, job.tenant):
+                continue
+            row = sums.setdefault(int((ended - since) // bucket), [0, 0, 0, 0])
+            row[0] += 1
+            row[1] += job.state is JobState.SUCCEEDED
+            row[2] += job.usage.prompt_tokens
+            row[3] += job.usage.completion_tokens
+        return [
+            FinishedCount(
+                bucket=b, jobs=n, succeeded=ok, prompt_tokens=prompt, completion_tokens=out
+            )
+            for b, (n, ok, prompt, out) in sorted(sums.items())
         ]
 
     # -- API keys ---------------------------------------------------------------

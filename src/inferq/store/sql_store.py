@@ -30,6 +30,7 @@ from inferq.core.models import (
 )
 from inferq.core.ports import Store
 from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
+from inferq.core.throughput import FinishedCount
 from inferq.store import rows
 from inferq.store.executor import Executor, Params, Steps, count, one
 from inferq.store.rows import Row
@@ -174,7 +175,7 @@ class SqlStore(Store, Generic[E]):
         assert row is not None  # an aggregate: always one row
         return QueueMetrics(running=row["running"], waiting=row["waiting"], total=row["total"])
 
-    async def count_active(self) -> list[ActiveCount]:
+    async def count_active(self, *, tenant: str | None = None) -> list[ActiveCount]:
         return [
             ActiveCount(
                 model=r["model"],
@@ -183,7 +184,22 @@ class SqlStore(Store, Generic[E]):
                 in_batch=bool(r["in_batch"]),
                 count=int(r["n"]),
             )
-            for r in await self.db.fetch_all("count_active", {})
+            for r in await self.db.fetch_all("count_active", {"tenant": tenant})
+        ]
+
+    async def finished_counts(
+        self, *, tenant: str | None, since: float, until: float, bucket: float
+    ) -> list[FinishedCount]:
+        params = {"tenant": tenant, "since": since, "until": until, "bucket": bucket}
+        return [
+            FinishedCount(
+                bucket=int(r["bucket"]),
+                jobs=int(r["jobs"]),
+                succeeded=int(r["succeeded"]),
+                prompt_tokens=int(r["prompt_tokens"]),
+                completion_tokens=int(r["completion_tokens"]),
+            )
+            for r in await self.db.fetch_all("finished_counts", params)
         ]
 
     # -- files and datasets --------------------------------------------------

@@ -189,17 +189,18 @@ FROM jobs
 WHERE tenant = :tenant AND (:model::text IS NULL OR model = :model);
 
 -- name: count_active
--- The metrics gauges, every tenant: one SELECT per state, so each can use that state's
--- index (the claim's and the lease's partial indexes, the batch rows' one).
+-- The metrics gauges, every tenant (or one, for the console): one SELECT per state, so
+-- each can use that state's index (the claim's and the lease's partial indexes, the
+-- batch rows' one).
 SELECT model, service_class, state, in_batch, COUNT(*) AS n FROM (
     SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
-    FROM jobs WHERE state = 'queued'
+    FROM jobs WHERE state = 'queued' AND (:tenant::text IS NULL OR tenant = :tenant)
     UNION ALL
     SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
-    FROM jobs WHERE state = 'running'
+    FROM jobs WHERE state = 'running' AND (:tenant::text IS NULL OR tenant = :tenant)
     UNION ALL
     SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
-    FROM jobs WHERE state = 'validating'
+    FROM jobs WHERE state = 'validating' AND (:tenant::text IS NULL OR tenant = :tenant)
 ) AS active
 GROUP BY model, service_class, state, in_batch;
 
@@ -360,3 +361,20 @@ RETURNING *;
 
 -- name: delete_job
 DELETE FROM jobs WHERE id = :id AND tenant = :tenant AND batch_id IS NULL;
+
+-- console (issue 18) ----------------------------------------------------------------
+
+-- name: finished_counts
+-- The console's throughput plot: jobs that ended in [since, until), per interval of
+-- :bucket seconds. Reads every job that ever ended (no index on finished_at); the
+-- console asks at most every few seconds and keeps the answer meanwhile.
+SELECT FLOOR((finished_at - :since::float8) / :bucket::float8)::int AS bucket,
+       COUNT(*) AS jobs,
+       COUNT(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+       COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
+       COALESCE(SUM(completion_tokens), 0) AS completion_tokens
+FROM jobs
+WHERE finished_at >= :since::float8 AND finished_at < :until::float8
+  AND (:tenant::text IS NULL OR tenant = :tenant)
+GROUP BY 1
+ORDER BY 1;

@@ -143,17 +143,18 @@ FROM jobs
 WHERE tenant = :tenant AND (:model IS NULL OR model = :model);
 
 -- name: count_active
--- The metrics gauges, every tenant: one SELECT per state, so each can use that state's
--- index (the claim's and the lease's partial indexes, the batch rows' one).
+-- The metrics gauges, every tenant (or one, for the console): one SELECT per state, so
+-- each can use that state's index (the claim's and the lease's partial indexes, the
+-- batch rows' one).
 SELECT model, service_class, state, in_batch, COUNT(*) AS n FROM (
     SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
-    FROM jobs WHERE state = 'queued'
+    FROM jobs WHERE state = 'queued' AND (:tenant IS NULL OR tenant = :tenant)
     UNION ALL
     SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
-    FROM jobs WHERE state = 'running'
+    FROM jobs WHERE state = 'running' AND (:tenant IS NULL OR tenant = :tenant)
     UNION ALL
     SELECT model, service_class, state, (batch_id IS NOT NULL) AS in_batch
-    FROM jobs WHERE state = 'validating'
+    FROM jobs WHERE state = 'validating' AND (:tenant IS NULL OR tenant = :tenant)
 ) AS active
 GROUP BY model, service_class, state, in_batch;
 
@@ -321,3 +322,20 @@ RETURNING *;
 
 -- name: delete_job
 DELETE FROM jobs WHERE id = :id AND tenant = :tenant AND batch_id IS NULL;
+
+-- console (issue 18) ----------------------------------------------------------------
+
+-- name: finished_counts
+-- The console's throughput plot: jobs that ended in [since, until), per interval of
+-- :bucket seconds. Reads every job that ever ended (no index on finished_at); the
+-- console asks at most every few seconds and keeps the answer meanwhile.
+SELECT CAST((finished_at - :since) / :bucket AS INTEGER) AS bucket,
+       COUNT(*) AS jobs,
+       SUM(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) AS succeeded,
+       SUM(prompt_tokens) AS prompt_tokens,
+       SUM(completion_tokens) AS completion_tokens
+FROM jobs
+WHERE finished_at >= :since AND finished_at < :until
+  AND (:tenant IS NULL OR tenant = :tenant)
+GROUP BY 1
+ORDER BY 1;

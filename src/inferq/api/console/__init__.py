@@ -1,0 +1,42 @@
+"""The web console at ``/console``: server-rendered pages over the same services as the
+API, with a little script of its own for live updates (no external assets, no build).
+
+A browser logs in with an API key and gets a session cookie (:mod:`.session`); a
+tenant's key sees its tenant's work, an admin key every tenant's. Its pages: queues,
+jobs (with cancel), batches and workflow jobs (progress, cancel, downloads), the
+throughput of the last hour, and keys for admins.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from inferq.api.console import batches, keys, pages
+from inferq.api.console.auth import ConsoleState
+from inferq.api.console.render import PREFIX, ConsoleRoute
+from inferq.config import Settings
+from inferq.core.errors import NotFound
+
+STATIC = PREFIX + "/static"
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Serve the console: its static files, then its pages (a path under ``/console``
+    that none of them claims is the console's own 404 page)."""
+    app.state.console = ConsoleState.from_settings(settings)
+    assets = files("inferq.api.console").joinpath("static")
+    app.mount(STATIC, StaticFiles(directory=str(assets)), name="console-static")
+    for router in (pages.router, batches.router, keys.router, _unknown):
+        app.include_router(router)
+
+
+#: last: every other path under the prefix
+_unknown = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+
+@_unknown.api_route("/{rest:path}", methods=["GET", "POST"])
+async def unknown_page(rest: str) -> None:
+    raise NotFound(f"the console has no page {PREFIX}/{rest}")

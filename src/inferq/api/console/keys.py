@@ -1,0 +1,70 @@
+"""The console's keys page, for admin keys only (to any other key it does not exist)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+
+from inferq.api.console.auth import ViewerDep, console_state, form_of
+from inferq.api.console.render import PREFIX, ConsoleRoute, page, secure
+from inferq.api.console.session import Viewer
+from inferq.api.deps import ServicesDep
+from inferq.core.errors import Conflict, InvalidRequest
+from inferq.core.inputs import check_text
+from inferq.core.keys import KeyService
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+
+async def _keys_page(
+    request: Request,
+    viewer: Viewer,
+    services: ServicesDep,
+    *,
+    created: tuple[str, str] | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    context = {
+        "viewer": viewer,
+        "nav": "keys",
+        "keys": await services.keys.list(),
+        "created": created,
+        "error": error,
+    }
+    return page(request, "keys.html", context, status_code=status_code)
+
+
+@router.get("/keys")
+async def keys(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
+    KeyService.require_admin(viewer.key)
+    return await _keys_page(request, viewer, services)
+
+
+@router.post("/keys")
+async def create_key(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
+    """Create a key; its secret is shown on this answer only (never stored)."""
+    KeyService.require_admin(viewer.key)
+    form = await form_of(request, viewer)
+    name, tenant = form.get("name", ""), form.get("tenant", "").strip() or None
+    try:
+        for param, value in (("name", name), ("tenant", tenant or "")):
+            check_text(value, param=param, what="the form")
+        key, secret = await services.keys.create(
+            name=name, tenant=tenant, admin=form.get("admin") == "on"
+        )
+    except (InvalidRequest, Conflict) as exc:
+        return await _keys_page(request, viewer, services, error=exc.message, status_code=400)
+    console_state(request).keys.forget()
+    return await _keys_page(request, viewer, services, created=(key.name, secret))
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(
+    request: Request, key_id: str, viewer: ViewerDep, services: ServicesDep
+) -> Response:
+    KeyService.require_admin(viewer.key)
+    await form_of(request, viewer)
+    await services.keys.revoke(key_id)
+    console_state(request).keys.forget()
+    return secure(RedirectResponse(PREFIX + "/keys", status_code=303))
