@@ -32,6 +32,7 @@ from inferq.store.executor import Params, Step, Steps, count, drive, many, one
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
 from inferq.store.sql_store import SqlStore
+from inferq.store.sqlite_bus import Bus, available
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
@@ -74,9 +75,12 @@ def _private_files(path: Path) -> None:
 class _Writer(threading.Thread):
     """Runs write functions on one connection, committing them in groups."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, bus: Bus | None = None) -> None:
         super().__init__(name="inferq-sqlite-writer", daemon=True)
         self.conn = conn
+        self.bus = bus
+        if bus is not None:
+            bus.install(conn)
         self.inbox: queue.SimpleQueue[
             tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
         ] = queue.SimpleQueue()
@@ -109,15 +113,22 @@ class _Writer(threading.Thread):
             self.conn.execute("BEGIN IMMEDIATE")
             for fn, _ in group:
                 self.conn.execute("SAVEPOINT w")
+                mark = self.bus.mark() if self.bus is not None else None
                 try:
                     outcomes.append((True, fn(self.conn)))
                     self.conn.execute("RELEASE w")
                 except Exception as exc:  # handed to the caller, who re-raises it
                     self.conn.execute("ROLLBACK TO w")
+                    if self.bus is not None and mark is not None:
+                        self.bus.rewind(mark)
                     self.conn.execute("RELEASE w")
                     outcomes.append((False, _wrap(exc)))
             self.conn.execute("COMMIT")
+            if self.bus is not None:
+                self.bus.flush()
         except sqlite3.Error as exc:
+            if self.bus is not None:
+                self.bus.discard()
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             failure = StoreUnavailable(f"SQLite write failed: {exc}")
@@ -164,6 +175,7 @@ class SQLiteExecutor:
         self.path = path
         self.synchronous = synchronous
         self._writer: _Writer | None = None
+        self._bus: Bus | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -172,7 +184,8 @@ class SQLiteExecutor:
         await asyncio.to_thread(_private_files, self.path)
         conn = await asyncio.to_thread(_connect, self.path, synchronous=self.synchronous)
         await asyncio.to_thread(migrate, conn)
-        self._writer = _Writer(conn)
+        self._bus = Bus(self.path) if available() else None
+        self._writer = _Writer(conn, self._bus)
         self._writer.start()
 
     async def close(self) -> None:
@@ -181,6 +194,9 @@ class SQLiteExecutor:
             await asyncio.to_thread(self._writer.join)
             self._writer.conn.close()
             self._writer = None
+        if self._bus is not None:
+            self._bus.close()
+            self._bus = None
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -242,7 +258,12 @@ class SQLiteExecutor:
     async def listen(
         self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
     ) -> bool:
-        return False  # no channel between processes: everyone polls
+        """Wake-ups from the other processes on this file (:mod:`inferq.store.sqlite_bus`);
+        False where the platform has no channel (everyone polls)."""
+        if self._bus is None:
+            return False
+        self._bus.listen(on_submitted, on_ended)
+        return True
 
 
 def _run(conn: sqlite3.Connection, step: Step) -> Any:

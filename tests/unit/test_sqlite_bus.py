@@ -1,0 +1,183 @@
+"""Processes on one SQLite file wake each other up, as PostgreSQL's NOTIFY does.
+
+Two stores on one file stand for two processes (each has its own writer connection and
+bus), and one test uses a real second process. A store that listens hears another's
+submits and ended jobs, never its own, and a rolled-back write sends nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from inferq.core.models import JobError
+from inferq.core.states import JobState
+from inferq.store import rows
+from inferq.store.executor import Steps, count, one
+from inferq.store.sqlite import SQLiteStore
+from inferq.store.sqlite_bus import available
+from tests.contract.test_store_contract import RESULT, T0, claim, lease_of, make_job
+
+pytestmark = pytest.mark.skipif(not available(), reason="the bus needs Linux")
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.ended: list[str] = []
+        self.changed = asyncio.Event()
+
+    def on_submitted(self) -> None:
+        self.submitted += 1
+        self.changed.set()
+
+    def on_ended(self, job_id: str) -> None:
+        self.ended.append(job_id)
+        self.changed.set()
+
+    async def until(self, check: object, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not check():  # type: ignore[operator]
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, SQLiteStore, Heard]]:
+    listener, other = SQLiteStore(tmp_path / "jobs.db"), SQLiteStore(tmp_path / "jobs.db")
+    await listener.open()
+    await other.open()
+    heard = Heard()
+    assert await listener.listen(on_submitted=heard.on_submitted, on_ended=heard.on_ended)
+    try:
+        yield listener, other, heard
+    finally:
+        await other.close()
+        await listener.close()
+
+
+async def test_another_store_hears_a_submit_and_the_end_of_a_job(
+    pair: tuple[SQLiteStore, SQLiteStore, Heard],
+) -> None:
+    _, other, heard = pair
+    job = await other.insert_job(make_job())
+    await heard.until(lambda: heard.submitted >= 1)
+    [running] = await claim(other)
+    assert await other.complete(lease_of(running), RESULT, now=T0 + 1)
+    await heard.until(lambda: job.id in heard.ended)
+    assert heard.ended == [job.id]
+
+
+async def test_every_final_state_is_heard_and_nothing_else(
+    pair: tuple[SQLiteStore, SQLiteStore, Heard],
+) -> None:
+    _, other, heard = pair
+    done, failed, cancelled = [await other.insert_job(make_job()) for _ in range(3)]
+    jobs = {j.id: j for j in await claim(other, limit=2)}
+    assert set(jobs) == {done.id, failed.id}
+    assert await other.complete(lease_of(jobs[done.id]), RESULT, now=T0 + 1)
+    error = JobError("boom", "it broke")
+    assert await other.fail(lease_of(jobs[failed.id]), error, now=T0 + 1, retry=False)
+    finished = await other.finish(
+        cancelled.id, tenant=None, state=JobState.CANCELLED, error=None, now=T0 + 1
+    )
+    assert finished is not None
+    await heard.until(lambda: len(heard.ended) >= 3)
+    assert sorted(heard.ended) == sorted([done.id, failed.id, cancelled.id])
+    # a retry puts the job back in the queue: not an end
+    retried = await other.insert_job(make_job())
+    [running] = await claim(other, now=T0 + 2)
+    assert running.id == retried.id
+    assert await other.fail(lease_of(running), error, now=T0 + 2, retry=True)
+    await asyncio.sleep(0.2)
+    assert retried.id not in heard.ended
+
+
+async def test_a_store_does_not_hear_itself(
+    pair: tuple[SQLiteStore, SQLiteStore, Heard],
+) -> None:
+    listener, _, heard = pair
+    await listener.insert_job(make_job())
+    await asyncio.sleep(0.2)
+    assert heard.submitted == 0
+
+
+async def test_a_rolled_back_write_sends_nothing(
+    pair: tuple[SQLiteStore, SQLiteStore, Heard],
+) -> None:
+    """A job inserted by a write that then fails (its savepoint rolls back) is not heard."""
+    _, other, heard = pair
+    job = make_job()
+    duplicate = one("insert_job", rows.job_params(job))
+
+    def steps() -> Steps[None]:
+        yield duplicate
+        yield duplicate  # the same id again: ON CONFLICT DO NOTHING, so no error yet
+        yield count("no_such_table_write", {})
+
+    with pytest.raises(KeyError):
+        await other.db.atomic(steps())
+    await other.insert_job(make_job())  # a later write that commits: a wake-up follows
+    await heard.until(lambda: heard.submitted >= 1)
+    await asyncio.sleep(0.1)
+    assert heard.submitted == 1 and await other.get_job(job.id, tenant=None) is None
+
+
+async def test_a_process_that_is_gone_is_forgotten(tmp_path: Path) -> None:
+    """A marker left by a killed process is removed by the next sender."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        folder = Path(f"{tmp_path / 'jobs.db'}.events")
+        folder.mkdir(exist_ok=True)
+        (folder / "inferq-0000000000000000").touch()
+        await store.insert_job(make_job())
+        assert not (folder / "inferq-0000000000000000").exists()
+    finally:
+        await store.close()
+
+
+async def test_a_real_second_process_wakes_this_one(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    heard = Heard()
+    await store.listen(on_submitted=heard.on_submitted, on_ended=heard.on_ended)
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        from inferq.store.sqlite import SQLiteStore
+        from tests.contract.test_store_contract import RESULT, T0, claim, lease_of, make_job
+
+        async def main():
+            store = SQLiteStore({str(tmp_path / "jobs.db")!r})
+            await store.open()
+            job = await store.insert_job(make_job())
+            [running] = await claim(store)
+            await store.complete(lease_of(running), RESULT, now=T0 + 1)
+            print(job.id)
+            await store.close()
+
+        asyncio.run(main())
+        """
+    )
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.strip()
+        await heard.until(lambda: job_id in heard.ended)
+        assert heard.submitted >= 1
+    finally:
+        await store.close()
