@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     #: how long a worker's claim lasts without a heartbeat
     lease_seconds: float = Field(default=30.0, gt=0)
+    #: the largest result a node may post (its JSON) and the largest output file it may
+    #: upload, in bytes; more get 413
+    node_max_output_bytes: int = Field(default=1024 * 1024, gt=0)
+    node_max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
     #: a job is retried this many times after its worker died, then fails
     max_retries: int = Field(default=3, ge=0)
     #: deadline of sync chat requests that name none (seconds)

@@ -17,10 +17,13 @@ from inferq.core.batches import BatchFormat, BatchLimits, BatchService
 from inferq.core.events import JobEvents
 from inferq.core.files import FileLimits, FileService
 from inferq.core.keys import KeyService
+from inferq.core.node_work import NodeLimits, NodeWork
+from inferq.core.nodes import NodeService
 from inferq.core.service import JobService, ServiceLimits
 from inferq.core.workflow_run import WorkflowExecutor
 from inferq.core.workflows import Catalogue, WorkflowLimits, WorkflowService
 from inferq.engines.registry import ModelRegistry, load_specs
+from inferq.engines.remote import kinds_of
 from inferq.runner.batches import BatchRunner
 from inferq.runner.metrics import Metrics
 from inferq.runner.worker import Worker, WorkerSettings
@@ -60,6 +63,9 @@ class Runtime:
     engines_loaded: bool
     #: this process's Prometheus metrics (``GET /metrics``)
     metrics: Metrics
+    #: node credentials, and the server's side of the node protocol
+    nodes: NodeService
+    node_work: NodeWork
 
     async def metrics_text(self) -> bytes:
         """This process's metrics in Prometheus' text format, the queue gauges read from
@@ -146,6 +152,19 @@ async def open_runtime(
             embed_model=settings.workflow_embed_model or None,
         ),
     )
+    nodes = NodeService(the_store, cache_seconds=settings.key_cache_seconds)
+    node_work = NodeWork(
+        store=the_store,
+        blobs=the_blobs,
+        events=events,
+        nodes=nodes,
+        kind_of=kinds_of(the_registry),
+        limits=NodeLimits(
+            lease_seconds=settings.lease_seconds,
+            max_output_bytes=settings.node_max_output_bytes,
+            max_file_bytes=settings.node_max_file_bytes,
+        ),
+    )
     await the_store.open()
     worker: Worker | None = None
     batch_runner: BatchRunner | None = None
@@ -202,8 +221,11 @@ async def open_runtime(
             workflow_runner=workflow_runner,
             engines_loaded=settings.worker,
             metrics=the_metrics,
+            nodes=nodes,
+            node_work=node_work,
         )
     finally:
+        await node_work.close()
         if workflow_runner is not None:
             await workflow_runner.stop()
         if batch_runner is not None:

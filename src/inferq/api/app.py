@@ -67,6 +67,8 @@ def create_app(
                 store_answers=runtime.store.ping,
                 models_loaded=lambda: runtime.ready,
                 metrics_text=runtime.metrics_text,
+                nodes=runtime.nodes,
+                node_work=runtime.node_work,
             )
             yield
 

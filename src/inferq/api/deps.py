@@ -11,9 +11,12 @@ from fastapi import Depends, Request
 from inferq.config import Settings
 from inferq.core import log_context
 from inferq.core.batches import BatchService
+from inferq.core.errors import AuthenticationFailed
 from inferq.core.files import FileService
 from inferq.core.keys import KeyService
 from inferq.core.models import ApiKey
+from inferq.core.node_work import NodeWork
+from inferq.core.nodes import TOKEN_PREFIX, NodeService
 from inferq.core.service import JobService
 from inferq.core.workflows import WorkflowService
 from inferq.engines.registry import ModelRegistry
@@ -35,6 +38,9 @@ class Services:
     models_loaded: Callable[[], bool]
     #: ``GET /metrics``: this process's metrics, with the store's queue gauges
     metrics_text: Callable[[], Awaitable[bytes]]
+    #: node credentials and the node protocol (``/node/v1``)
+    nodes: NodeService
+    node_work: NodeWork
 
 
 async def get_services(request: Request) -> Services:
@@ -63,7 +69,10 @@ def api_key_from(request: Request) -> str | None:
 async def get_caller(
     request: Request, services: Annotated[Services, Depends(get_services)]
 ) -> ApiKey:
-    caller = await services.keys.authenticate(api_key_from(request))
+    secret = api_key_from(request)
+    if secret is not None and secret.startswith(TOKEN_PREFIX):
+        raise AuthenticationFailed("a node token does not open client endpoints: use an API key")
+    caller = await services.keys.authenticate(secret)
     log_context.tenant.set(caller.tenant)  # the request's log lines name its tenant
     return caller
 

@@ -9,7 +9,7 @@ renders a path's errors does not depend on it.
 
 from __future__ import annotations
 
-from inferq.api import anthropic, fireworks, infera, openai, together, unstructured
+from inferq.api import anthropic, fireworks, infera, nodes, openai, together, unstructured
 from inferq.api.dialect import Dialects
 
 DIALECTS = Dialects(
@@ -20,5 +20,6 @@ DIALECTS = Dialects(
         fireworks.DIALECT,
         infera.DIALECT,
         unstructured.DIALECT,
+        nodes.DIALECT,
     )
 )

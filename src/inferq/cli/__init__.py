@@ -21,6 +21,8 @@ from inferq.cli.db import db_app
 from inferq.cli.jobs import jobs_app
 from inferq.cli.keys import keys_app
 from inferq.cli.models import models_command
+from inferq.cli.node import node
+from inferq.cli.nodes import nodes_app
 from inferq.cli.serve import first_start as _first_start
 from inferq.cli.serve import serve
 from inferq.cli.tune import tune
@@ -35,12 +37,14 @@ app = typer.Typer(
 )
 app.command()(serve)
 app.command()(worker)
+app.command()(node)
 app.command("models")(models_command)
 app.command()(tune)
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(db_app, name="db")
+app.add_typer(nodes_app, name="nodes")
 
 
 def _version(value: bool) -> None:

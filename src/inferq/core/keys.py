@@ -19,12 +19,11 @@ import uuid
 from collections.abc import Callable
 
 from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
+from inferq.core.lookups import TimedLookups
 from inferq.core.models import ApiKey, JobFilter
 from inferq.core.ports import KeyStore
 
 KEY_PREFIX = "iq-"
-#: lookups remembered at most; random bad keys must not grow memory without bound
-CACHE_LIMIT = 10_000
 
 
 def hash_key(secret: str) -> str:
@@ -53,7 +52,7 @@ class KeyService:
         self.store = store
         self.cache_seconds = cache_seconds
         self.clock = clock
-        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+        self._lookups: TimedLookups[ApiKey] = TimedLookups(cache_seconds, clock=clock)
 
     async def create(
         self, *, name: str, tenant: str | None = None, admin: bool = False
@@ -89,16 +88,7 @@ class KeyService:
         """The live key for ``secret``; AuthenticationFailed otherwise."""
         if not secret:
             raise AuthenticationFailed("no API key was sent")
-        digest = hash_key(secret)
-        now = self.clock()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > now:
-            key = cached[0]
-        else:
-            key = await self.store.find_key(digest)
-            if len(self._cache) >= CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[digest] = (key, now + self.cache_seconds)
+        key = await self._lookups.get(hash_key(secret), self.store.find_key)
         if key is None:
             raise AuthenticationFailed("the API key is not valid")
         if key.revoked_at is not None:
@@ -112,7 +102,7 @@ class KeyService:
         key = await self.store.revoke_key(id_or_name, now=self.clock())
         if key is None:
             raise NotFound(f"no key has the id or name {id_or_name!r}")
-        self._cache.clear()
+        self._lookups.clear()
         return key
 
     async def has_keys(self) -> bool:

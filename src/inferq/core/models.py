@@ -194,21 +194,56 @@ class EmbedResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PayloadRequest:
+    """A freeform payload for a model that a node's own Python handler serves (Together's
+    Dedicated Containers): passed to the handler unchanged."""
+
+    payload: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "payload", "payload": self.payload}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PayloadRequest:
+        return cls(payload=dict(data["payload"]))
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadResult:
+    """What a handler returned for a :class:`PayloadRequest`: its outputs, files
+    replaced by the URLs they were uploaded to."""
+
+    outputs: dict[str, Any]
+    usage: Usage = Usage()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "payload", "outputs": self.outputs, "usage": dataclasses.asdict(self.usage)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PayloadResult:
+        return cls(outputs=dict(data["outputs"]), usage=Usage(**data.get("usage", {})))
+
+
 #: what a job asks an engine to do
-Request = ChatRequest | EmbedRequest
+Request = ChatRequest | EmbedRequest | PayloadRequest
 #: what an engine returns
-Result = ChatResult | EmbedResult
+Result = ChatResult | EmbedResult | PayloadResult
 
 
 def request_from_dict(data: dict[str, Any]) -> Request:
     if data.get("kind") == "embed":
         return EmbedRequest.from_dict(data)
+    if data.get("kind") == "payload":
+        return PayloadRequest.from_dict(data)
     return ChatRequest.from_dict(data)
 
 
 def result_from_dict(data: dict[str, Any]) -> Result:
     if data.get("kind") == "embed":
         return EmbedResult.from_dict(data)
+    if data.get("kind") == "payload":
+        return PayloadResult.from_dict(data)
     return ChatResult.from_dict(data)
 
 

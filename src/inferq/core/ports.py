@@ -41,6 +41,7 @@ from inferq.core.models import (
     QueueMetrics,
     Result,
 )
+from inferq.core.nodes import NodeStore
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 
@@ -307,7 +308,7 @@ class KeyStore(JobLookup, BatchLookup, Protocol):
 # -- the whole store ------------------------------------------------------------------------
 
 
-class Store(JobQueue, BatchFileStore, KeyStore, Protocol):
+class Store(JobQueue, NodeStore, BatchFileStore, KeyStore, Protocol):
     """Every port at once, and the store's life: what each store adapter implements."""
 
     async def open(self) -> None:

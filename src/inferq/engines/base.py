@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, InvalidRequest
 from inferq.core.events import cancel_and_wait, wait_event
-from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Request
+from inferq.core.models import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    PayloadRequest,
+    Request,
+)
 from inferq.core.states import ServiceClass
 
 T = TypeVar("T")
@@ -134,6 +141,9 @@ class Engine(ABC):
         self.spec = spec
         self._embeds = is_embedding(spec)
 
+    #: whether this process runs the model's jobs (False: nodes elsewhere claim them)
+    runs_here: bool = True
+
     @property
     def slots(self) -> int:
         """How many requests this engine runs at once."""
@@ -154,6 +164,12 @@ class Engine(ABC):
 
     def check(self, request: Request) -> None:
         """Reject, before queueing, a request this model can never run."""
+        if isinstance(request, PayloadRequest):
+            raise InvalidRequest(
+                f"model {self.spec.name} takes chat or embeddings requests, not a freeform "
+                "payload (only a model that nodes serve with a handler does)",
+                param="model",
+            )
         if isinstance(request, EmbedRequest) != self.embeds:
             raise self._wrong_kind()
         if isinstance(request, EmbedRequest):

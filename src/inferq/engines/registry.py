@@ -37,7 +37,7 @@ from inferq.engines.base import Engine, ModelSpec
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "smollm2-135m-embed"
-ENGINE_KINDS = ("llamacpp", "fake", "openai_upstream")
+ENGINE_KINDS = ("llamacpp", "fake", "openai_upstream", "remote")
 
 
 def default_specs() -> dict[str, ModelSpec]:
@@ -153,6 +153,10 @@ def build_engine(spec: ModelSpec) -> Engine:
         from inferq.engines.upstream import UpstreamEngine
 
         return UpstreamEngine(spec)
+    if spec.engine == "remote":
+        from inferq.engines.remote import RemoteEngine
+
+        return RemoteEngine(spec)
     from inferq.engines.llamacpp import LlamaCppEngine
 
     return LlamaCppEngine(spec)

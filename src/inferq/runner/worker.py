@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from inferq.core import log_context
 from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
-from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, Job, JobError, Lease, Result
+from inferq.core.models import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    Job,
+    JobError,
+    Lease,
+    PayloadRequest,
+    Result,
+)
 from inferq.core.ports import JobQueue
 from inferq.core.states import ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
@@ -96,6 +105,8 @@ class Worker:
     async def start(self) -> None:
         self.events.on_cancel(self._abort_job)
         for engine in self.registry:
+            if not engine.runs_here:
+                continue
             # Set when work is submitted *and* when a slot of this engine frees: a loop
             # idle because only its reserved slot was free must look again at once.
             self._slot_freed[engine.spec.name] = self.events.waker()
@@ -217,6 +228,8 @@ class Worker:
                 priority = urgency(job.service_class, job.priority)
                 if isinstance(job.request, EmbedRequest):
                     result = await engine.embed(job.request, abort=run.abort, priority=priority)
+                elif isinstance(job.request, PayloadRequest):
+                    raise EngineError(f"model {job.model} runs a handler on nodes, not here")
                 else:
                     result = await engine.generate(
                         job.request, abort=run.abort, on_text=on_text, priority=priority

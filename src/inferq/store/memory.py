@@ -29,12 +29,13 @@ from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 from inferq.store.memory_batches import MemoryBatches
+from inferq.store.nodes import MemoryNodes
 
 #: the states :meth:`MemoryStore.count_active` counts
 _ACTIVE = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
 
 
-class MemoryStore(MemoryBatches, Store):
+class MemoryStore(MemoryNodes, MemoryBatches, Store):
     """Every port in dictionaries, under one lock."""
 
     def __init__(self) -> None:

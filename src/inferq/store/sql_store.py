@@ -33,12 +33,13 @@ from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 from inferq.store import rows
 from inferq.store.executor import Executor, Params, Steps, count, one
+from inferq.store.nodes import SqlNodes
 from inferq.store.rows import Row
 
 E = TypeVar("E", bound=Executor)
 
 
-class SqlStore(Store, Generic[E]):
+class SqlStore(SqlNodes[E], Store, Generic[E]):
     """Every port of :class:`~inferq.core.ports.Store` over the executor ``db``."""
 
     def __init__(self, db: E) -> None:

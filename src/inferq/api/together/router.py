@@ -12,19 +12,24 @@ from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.together.schemas import QueueCancelRequest, QueueClearRequest, QueueJobRequest
 from inferq.api.together.translate import STATUS, error_body, render_status
 from inferq.core.errors import Conflict, NotFound
-from inferq.core.models import Job
+from inferq.core.models import Job, PayloadRequest, Request
 from inferq.core.states import ServiceClass
+from inferq.engines.remote import takes_payload
 
 router = APIRouter(prefix="/v1/queue", tags=["together"])
 
 
 @router.post("/submit")
 async def submit(body: QueueJobRequest, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    chat = parse_chat_body(body.payload, prefix="payload")
+    request: Request
+    if takes_payload(services.registry, body.model):
+        request = PayloadRequest(body.payload)  # a node's handler: passed unchanged
+    else:
+        request = parse_chat_body(body.payload, prefix="payload").to_request()
     job = await services.jobs.submit(
         tenant=caller.tenant,
         model=body.model,
-        request=chat.to_request(),
+        request=request,
         origin="together",
         service_class=ServiceClass.ASYNC,
         priority=body.priority,

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from inferq.api.chat import render_completion
 from inferq.api.openai.embeddings import render_embeddings
 from inferq.core.errors import InferqError, NotFound
-from inferq.core.models import EmbedResult, Job
+from inferq.core.models import EmbedResult, Job, PayloadResult
 from inferq.core.states import JobState
 
 STATUS = {
@@ -71,6 +71,8 @@ def _outputs(job: Job) -> dict[str, Any] | None:
     embeddings request created (its id reaches the status route just the same)."""
     if job.state is not JobState.SUCCEEDED:
         return None
+    if isinstance(job.result, PayloadResult):
+        return job.result.outputs
     if isinstance(job.result, EmbedResult):
         return render_embeddings(job, job.result, "float")
     return render_completion(job)

@@ -378,3 +378,33 @@ WHERE finished_at >= :since::float8 AND finished_at < :until::float8
   AND (:tenant::text IS NULL OR tenant = :tenant)
 GROUP BY 1
 ORDER BY 1;
+
+-- Nodes (issue 15): node credentials and what the nodes report (inferq.core.nodes).
+
+-- name: insert_node
+INSERT INTO nodes (id, name, prefix, token_hash, created_at)
+VALUES (:id, :name, :prefix, :token_hash, :created_at);
+
+-- name: find_node
+SELECT * FROM nodes WHERE token_hash = :token_hash;
+
+-- name: list_nodes
+SELECT * FROM nodes ORDER BY created_at;
+
+-- name: revoke_node
+UPDATE nodes SET revoked_at = COALESCE(revoked_at, :now)
+WHERE id = :node OR name = :node
+RETURNING *;
+
+-- name: touch_node
+UPDATE nodes
+SET last_seen = :now, in_flight = :in_flight, version = COALESCE(:version, version),
+    models = COALESCE(:models::jsonb, models)
+WHERE id = :id;
+
+-- name: count_agreement
+UPDATE nodes
+SET compared = compared + 1,
+    disagreed = disagreed + (CASE WHEN id = ANY(:disagreed::text[])
+                             THEN 1 ELSE 0 END)
+WHERE id = ANY(:ids::text[]);

@@ -1,0 +1,164 @@
+"""The node protocol (``/node/v1``) and the output files nodes upload (``/v1/outputs``).
+
+Every ``/node/v1`` route takes a node token (``Authorization: Bearer iqn-...``), never
+an API key; ``/v1/outputs`` takes an API key, never a node token. Handlers translate
+and delegate to :class:`~inferq.core.node_work.NodeWork`.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from inferq import __version__
+from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from, get_services
+from inferq.api.nodes.schemas import Claim, Complete, Fail, Heartbeat, Hello, Release
+from inferq.core.errors import InvalidRequest
+from inferq.core.keys import KEY_PREFIX
+from inferq.core.models import Job, JobError
+from inferq.core.node_work import PROTOCOL, Beat, Held
+from inferq.core.nodes import TOKEN_PREFIX, Node, NodeAuthFailed
+
+router = APIRouter(tags=["nodes"])
+
+
+async def get_node(request: Request, services: Annotated[Services, Depends(get_services)]) -> Node:
+    token = api_key_from(request)
+    if token is not None and token.startswith(KEY_PREFIX) and not token.startswith(TOKEN_PREFIX):
+        raise NodeAuthFailed("an API key does not open the node protocol: use a node token")
+    return await services.nodes.authenticate(token)
+
+
+NodeDep = Annotated[Node, Depends(get_node)]
+
+
+def render_job(job: Job) -> dict[str, Any]:
+    """A claimed job as the node gets it."""
+    return {
+        "id": job.id,
+        "attempt": job.attempt,
+        "model": job.model,
+        "kind": job.request.to_dict().get("kind", "chat"),
+        "request": job.request.to_dict(),
+        "info": job.info,
+        "service_class": job.service_class.name.lower(),
+        "priority": job.priority,
+        "created_at": job.created_at,
+    }
+
+
+@router.post("/node/v1/hello")
+async def hello(body: Hello, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+    """A node process starts: it names its protocol version, session and models."""
+    if body.protocol != PROTOCOL:
+        raise InvalidRequest(
+            f"this server speaks node protocol {PROTOCOL}, not {body.protocol}", param="protocol"
+        )
+    work = services.node_work
+    await work.hello(node, session=body.session, version=body.version, models=body.models)
+    limits = work.limits
+    return {
+        "protocol": PROTOCOL,
+        "server_version": __version__,
+        "node": node.name,
+        "lease_seconds": limits.lease_seconds,
+        "heartbeat_seconds": limits.heartbeat_seconds,
+        "max_wait": limits.max_wait,
+        "max_output_bytes": limits.max_output_bytes,
+        "max_file_bytes": limits.max_file_bytes,
+        "models": {name: work.kind_of(name) for name in body.models},
+    }
+
+
+@router.post("/node/v1/claim")
+async def claim(
+    body: Claim, node: NodeDep, services: ServicesDep, request: Request
+) -> dict[str, Any]:
+    """Lease jobs for the node's free slots; waits up to ``wait`` seconds for some."""
+
+    async def still_wanted() -> bool:
+        # a revoked token ends the wait with 401; a node that hung up claims nothing
+        await services.nodes.authenticate(api_key_from(request))
+        return not await request.is_disconnected()
+
+    jobs = await services.node_work.claim(
+        node,
+        session=body.session,
+        free=body.free,
+        wait=body.wait,
+        running=body.running,
+        still_wanted=still_wanted,
+    )
+    return {"jobs": [render_job(job) for job in jobs]}
+
+
+@router.post("/node/v1/heartbeat")
+async def heartbeat(body: Heartbeat, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+    """Renew the leases of running jobs, with their info, progress and text; answers
+    which are no longer the node's (cancelled, expired or re-claimed: stop them)."""
+    beats = [
+        Beat(b.id, b.attempt, info=b.info, progress=b.progress, text=tuple(b.text))
+        for b in body.jobs
+    ]
+    held, lost = await services.node_work.heartbeat(node, session=body.session, beats=beats)
+    return {"held": held, "cancelled": lost}
+
+
+@router.post("/node/v1/complete")
+async def complete(body: Complete, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+    """The job's result (fenced: 409 when the lease is no longer the node's)."""
+    held = Held(body.session, body.id, body.attempt)
+    await services.node_work.complete(
+        node, held, result=body.result, text=body.text, info=body.info
+    )
+    return {"id": body.id, "state": "succeeded"}
+
+
+@router.post("/node/v1/fail")
+async def fail(body: Fail, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+    """A failed attempt (fenced): retried while attempts remain unless ``retry`` is false."""
+    error = JobError(body.error.code, body.error.message)
+    held = Held(body.session, body.id, body.attempt)
+    await services.node_work.fail(node, held, error=error, retry=body.retry, info=body.info)
+    return {"id": body.id}
+
+
+@router.post("/node/v1/release")
+async def release(body: Release, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+    """Hand jobs back to the queue without using up an attempt (a node stopping)."""
+    leases = [(held.id, held.attempt) for held in body.jobs]
+    released = await services.node_work.release(node, session=body.session, leases=leases)
+    return {"released": released}
+
+
+@router.put("/node/v1/jobs/{job_id}/files/{name}")
+async def put_file(
+    job_id: str,
+    name: str,
+    request: Request,
+    node: NodeDep,
+    services: ServicesDep,
+    session: str = Query(min_length=8, max_length=64),
+    attempt: int = Query(ge=1),
+) -> dict[str, Any]:
+    """Upload an output file of a job the node holds; answers the URL that the job's
+    tenant reads it at."""
+    held = Held(session, job_id, attempt)
+    await services.node_work.put_file(node, held, name=name, chunks=request.stream())
+    base = services.settings.public_url or str(request.base_url).rstrip("/")
+    return {"url": f"{base}/v1/outputs/{job_id}/{name}"}
+
+
+@router.get("/v1/outputs/{job_id}/{name}", tags=["outputs"])
+async def read_output(
+    job_id: str, name: str, caller: CallerDep, services: ServicesDep
+) -> StreamingResponse:
+    """An output file a node uploaded for one of the caller's jobs (404 for anyone else)."""
+    size, chunks = await services.node_work.read_file(
+        tenant=caller.tenant, job_id=job_id, name=name
+    )
+    media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return StreamingResponse(chunks, media_type=media, headers={"content-length": str(size)})

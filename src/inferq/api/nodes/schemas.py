@@ -1,0 +1,85 @@
+"""The node protocol's wire models (version 1; docs/nodes.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: a node process's own id, chosen at its start
+Session = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused: a node speaking another version hears it at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hello(Strict):
+    protocol: int = Field(ge=1)
+    session: str = Session
+    version: str = Field(default="", max_length=64)
+    #: the models it runs, and how many jobs of each at once
+    models: dict[str, int] = Field(min_length=1, max_length=256)
+
+
+class Claim(Strict):
+    session: str = Session
+    #: free slots per model
+    free: dict[str, int] = Field(max_length=256)
+    #: how long to wait for work, seconds
+    wait: float = Field(default=10.0, ge=0, le=60)
+    #: jobs the node runs now
+    running: int = Field(default=0, ge=0, le=100_000)
+
+
+class JobBeat(Strict):
+    id: str = Field(min_length=1, max_length=128)
+    attempt: int = Field(ge=1)
+    info: dict[str, Any] = Field(default_factory=dict)
+    progress: float | None = Field(default=None, ge=0, le=1)
+    text: list[str] = Field(default_factory=list, max_length=100_000)
+
+
+class Heartbeat(Strict):
+    session: str = Session
+    jobs: list[JobBeat] = Field(max_length=10_000)
+
+
+class Complete(Strict):
+    session: str = Session
+    id: str = Field(min_length=1, max_length=128)
+    attempt: int = Field(ge=1)
+    result: dict[str, Any]
+    #: streamed text not yet sent in a heartbeat: relayed before the job ends
+    text: list[str] = Field(default_factory=list, max_length=100_000)
+    #: info not yet sent in a heartbeat: merged into the job's info
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Failure(Strict):
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=10_000)
+
+
+class Fail(Strict):
+    session: str = Session
+    id: str = Field(min_length=1, max_length=128)
+    attempt: int = Field(ge=1)
+    error: Failure
+    #: false: the job fails now (the handler raised JobFailed); true: it runs again while
+    #: attempts remain
+    retry: bool = True
+    #: info not yet sent in a heartbeat: merged into the job's info
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Held(Strict):
+    id: str = Field(min_length=1, max_length=128)
+    attempt: int = Field(ge=1)
+
+
+class Release(Strict):
+    session: str = Session
+    jobs: list[Held] = Field(max_length=10_000)

@@ -1,0 +1,70 @@
+"""``inferq nodes``: create, list and revoke node credentials."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferq.cli.common import DatabaseUrl, DataDir, err, out, settings, timestamp, with_store
+from inferq.core.nodes import NodeService
+
+nodes_app = typer.Typer(
+    help="Create, list and revoke the credentials of nodes (machines that run models).",
+    no_args_is_help=True,
+)
+
+
+@nodes_app.command("create")
+def nodes_create(
+    name: Annotated[str, typer.Option(help="A name for the node (unique).")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a node; its token is printed alone on the last line of stdout (it is not
+    shown again). Start `inferq node --token TOKEN` (or INFERQ_NODE_TOKEN) with it."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    node, token = with_store(config, lambda store: NodeService(store).create(name=name))
+    err.print(f"created node {node.id} ({node.name})")
+    print(token)
+
+
+@nodes_app.command("list")
+def nodes_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List nodes: their models, jobs in flight, when they were last seen, their version,
+    and how often their output lost a replica vote."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    nodes = with_store(config, lambda store: NodeService(store).list())
+    table = Table(
+        "name", "models", "in flight", "last seen", "version", "disagreed", "prefix", "revoked"
+    )
+    now = time.time()
+    for node in nodes:
+        models = ", ".join(f"{m} ({n})" for m, n in sorted(node.models.items()))
+        seen = "" if node.last_seen is None else f"{max(now - node.last_seen, 0):.0f}s ago"
+        votes = f"{node.disagreed}/{node.compared}" if node.compared else ""
+        table.add_row(
+            node.name,
+            models,
+            str(node.in_flight) if node.last_seen is not None else "",
+            seen,
+            node.version,
+            votes,
+            node.prefix + "…",
+            timestamp(node.revoked_at),
+        )
+    out.print(table)
+
+
+@nodes_app.command("revoke")
+def nodes_revoke(
+    node: Annotated[str, typer.Argument(help="The node's id or name.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a node's token: its processes are refused within seconds and exit."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    revoked = with_store(config, lambda store: NodeService(store).revoke(node))
+    out.print(f"revoked {revoked.id} ({revoked.name})")

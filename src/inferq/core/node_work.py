@@ -1,0 +1,396 @@
+"""The node protocol's work: what a node's claims, heartbeats and results do.
+
+A node claims through the same :meth:`~inferq.core.ports.JobQueue.claim` as the
+in-process workers, so one scheduling order holds for all work. Its lease is fenced
+like theirs: the owner is ``node:<node id>:<session>`` (the session is the node
+process's own random id; the node id comes from its token, so no node can write
+under another's lease) and the attempt is the job's. A heartbeat renews the leases of
+the jobs it names, merges their ``info`` and progress, relays their streamed text to
+the waiters in this process, and answers which of them are no longer held (cancelled,
+expired, or re-claimed after the lease ran out): the node stops those. Complete and
+fail are fenced writes: a node whose lease is gone changes nothing and hears 409.
+
+Files a handler returns are uploaded before the result, under the job's tenant
+(:func:`output_key`), and read back by that tenant only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferq.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from inferq.core.events import JobEvents, cancel_and_wait, wait_event
+from inferq.core.models import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    Job,
+    JobError,
+    Lease,
+    PayloadRequest,
+    PayloadResult,
+    Result,
+)
+from inferq.core.nodes import Node, NodeService
+from inferq.core.ports import BlobStore, JobQueue, tenant_prefix
+from inferq.core.states import JobState
+
+#: the protocol's version; a node names the one it speaks in its hello
+PROTOCOL = 1
+#: how long a waiting claim re-reads the store when no wake-up arrives (another
+#: process's submissions on a store without notifications)
+POLL_INTERVAL = 0.5
+#: jobs one claim may ask for, per model
+MAX_CLAIM = 256
+_SESSION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+
+#: a model served by nodes runs one kind of request: "chat", "embed" or "payload"
+KindOf = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLimits:
+    lease_seconds: float = 30.0
+    #: how often a node sends heartbeats while it runs jobs (cancels reach it this fast)
+    heartbeat_seconds: float = 0.5
+    #: the longest a claim waits for work
+    max_wait: float = 30.0
+    #: the largest result (its JSON), and the largest output file
+    max_output_bytes: int = 1024 * 1024
+    max_file_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One running job in a heartbeat."""
+
+    job_id: str
+    attempt: int
+    #: merged into the job's info
+    info: dict[str, Any] = field(default_factory=dict)
+    progress: float | None = None
+    #: pieces of streamed text since the last heartbeat, in order
+    text: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A lease as a node names it: its session, the job and the attempt."""
+
+    session: str
+    job_id: str
+    attempt: int
+
+
+def kind_of_request(job: Job) -> str:
+    if isinstance(job.request, EmbedRequest):
+        return "embed"
+    if isinstance(job.request, PayloadRequest):
+        return "payload"
+    return "chat"
+
+
+def output_key(job: Job, name: str) -> str:
+    """Where an output file of ``job`` is kept: under its tenant."""
+    return f"{tenant_prefix(job.tenant)}/node-outputs/{job.id}/{name}"
+
+
+def check_file_name(name: str) -> str:
+    if not _FILE_NAME.match(name) or name in (".", ".."):
+        raise InvalidRequest(
+            "a file name is 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'",
+            param="name",
+        )
+    return name
+
+
+def check_session(session: str) -> str:
+    if not _SESSION.match(session):
+        raise InvalidRequest("session is 8 to 64 letters, digits, '_' or '-'", param="session")
+    return session
+
+
+class LeaseLost(Conflict):
+    """The job is no longer running under this lease (cancelled, expired, re-claimed or
+    finished); nothing was changed."""
+
+    code = "lease_lost"
+
+
+class NodeWork:
+    """The server's side of the node protocol."""
+
+    def __init__(
+        self,
+        *,
+        store: JobQueue,
+        blobs: BlobStore,
+        events: JobEvents,
+        nodes: NodeService,
+        kind_of: KindOf,
+        limits: NodeLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.events = events
+        self.nodes = nodes
+        self.kind_of = kind_of
+        self.limits = limits or NodeLimits()
+        self.clock = clock
+        #: set (and replaced) whenever work is submitted: wakes every waiting claim
+        self._pulse = asyncio.Event()
+        self._pulse_task: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._pulse_task is not None:
+            await cancel_and_wait(self._pulse_task)
+            self._pulse_task = None
+
+    @staticmethod
+    def owner(node: Node, session: str) -> str:
+        return f"node:{node.id}:{check_session(session)}"
+
+    # -- hello and claims ----------------------------------------------------------
+
+    async def hello(
+        self, node: Node, *, session: str, version: str, models: Mapping[str, int]
+    ) -> Node:
+        """A node process starts: check what it serves and record it."""
+        check_session(session)
+        if not models:
+            raise InvalidRequest("a node serves at least one model", param="models")
+        for name, capacity in models.items():
+            self._check_model(name)
+            if not 1 <= capacity <= MAX_CLAIM:
+                raise InvalidRequest(f"the capacity of {name} is 1 to {MAX_CLAIM}", param="models")
+        return await self.nodes.hello(node, version=version, models=models)
+
+    def _check_model(self, name: str) -> str:
+        kind = self.kind_of(name)
+        if kind is None:
+            raise InvalidRequest(
+                f"the model {name!r} is not served by nodes here: the server's models file "
+                'needs it with engine = "remote"',
+                param="models",
+            )
+        return kind
+
+    async def claim(
+        self,
+        node: Node,
+        *,
+        session: str,
+        free: Mapping[str, int],
+        wait: float,
+        running: int,
+        still_wanted: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[Job]:
+        """Lease jobs of the node's models, up to ``free`` of each, waiting at most
+        ``wait`` seconds for some to arrive.
+
+        ``still_wanted`` is asked before each look after a wait: False ends the claim
+        empty (the node went away); it may raise (the node's token was revoked).
+        """
+        owner = self.owner(node, session)
+        wanted = {}
+        for name, count in free.items():
+            self._check_model(name)
+            if not 0 <= count <= MAX_CLAIM:
+                raise InvalidRequest(f"free slots are 0 to {MAX_CLAIM}", param="free")
+            if count:
+                wanted[name] = count
+        self._start_pulse()
+        deadline = self.clock() + max(0.0, min(wait, self.limits.max_wait))
+        await self.nodes.seen(node, in_flight=running)
+        while True:
+            pulse = self._pulse
+            jobs: list[Job] = []
+            for name, count in wanted.items():
+                jobs += await self.store.claim(
+                    owner=owner,
+                    limit=count,
+                    now=self.clock(),
+                    lease_seconds=self.limits.lease_seconds,
+                    models=[name],
+                )
+            remaining = deadline - self.clock()
+            if jobs or not wanted or remaining <= 0:
+                return jobs
+            await wait_event(pulse, min(remaining, POLL_INTERVAL))
+            if still_wanted is not None and not await still_wanted():
+                return []
+
+    def _start_pulse(self) -> None:
+        if self._pulse_task is None:
+            self._pulse_task = asyncio.create_task(self._pulse_loop(self.events.waker()))
+
+    async def _pulse_loop(self, waker: asyncio.Event) -> None:
+        while True:
+            await waker.wait()
+            waker.clear()
+            pulse, self._pulse = self._pulse, asyncio.Event()
+            pulse.set()
+
+    # -- running jobs ---------------------------------------------------------------
+
+    async def heartbeat(
+        self, node: Node, *, session: str, beats: Sequence[Beat]
+    ) -> tuple[list[str], list[str]]:
+        """Renew the leases of ``beats``; return the ids still held and those that are
+        not (the node stops them)."""
+        owner = self.owner(node, session)
+        leases = {b.job_id: Lease(b.job_id, owner, b.attempt) for b in beats}
+        held = await self.store.renew_leases(
+            list(leases.values()), until=self.clock() + self.limits.lease_seconds
+        )
+        for beat in beats:
+            if beat.job_id not in held:
+                continue
+            info = dict(beat.info)
+            if beat.progress is not None:
+                info["progress"] = beat.progress
+            if info:
+                await self.store.set_progress(leases[beat.job_id], info)
+            for piece in beat.text:
+                self.events.text(beat.job_id, piece)
+        await self.nodes.seen(node, in_flight=len(beats))
+        return sorted(held), [b.job_id for b in beats if b.job_id not in held]
+
+    async def _held(self, node: Node, held: Held) -> tuple[Job, Lease]:
+        """The job, when the node holds it under this lease: NotFound for no such job,
+        :class:`LeaseLost` when the lease is not (or no longer) the node's."""
+        job_id, attempt = held.job_id, held.attempt
+        lease = Lease(job_id, self.owner(node, held.session), attempt)
+        job = await self.store.get_job(job_id, tenant=None)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", param="id")
+        if job.state is not JobState.RUNNING or job.owner != lease.owner or job.attempt != attempt:
+            raise LeaseLost(f"job {job_id} is not running under this lease", param="id")
+        return job, lease
+
+    async def complete(
+        self,
+        node: Node,
+        held: Held,
+        *,
+        result: dict[str, Any],
+        text: Sequence[str] = (),
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record the job's result (fenced), after relaying its last streamed ``text``
+        and merging its last ``info``."""
+        job, lease = await self._held(node, held)
+        job_id = held.job_id
+        size = len(json.dumps(result, separators=(",", ":")).encode())
+        if size > self.limits.max_output_bytes:
+            raise PayloadTooLarge(
+                f"the result is {size} bytes, more than the limit of "
+                f"{self.limits.max_output_bytes}",
+                param="result",
+            )
+        parsed = parse_result(job, result)
+        if info:
+            await self.store.set_progress(lease, dict(info))
+        for piece in text:
+            self.events.text(job_id, piece)
+        if not await self.store.complete(lease, parsed, now=self.clock()):
+            raise LeaseLost(f"job {job_id} is not running under this lease", param="id")
+        self.events.job_ended(job_id)
+
+    async def fail(
+        self,
+        node: Node,
+        held: Held,
+        *,
+        error: JobError,
+        retry: bool,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a failed attempt (fenced): the job runs again while attempts remain and
+        ``retry`` is true, else it fails."""
+        _, lease = await self._held(node, held)
+        if info:
+            await self.store.set_progress(lease, dict(info))
+        if not await self.store.fail(lease, error, now=self.clock(), retry=retry):
+            raise LeaseLost(f"job {held.job_id} is not running under this lease", param="id")
+        self.events.job_submitted()
+        self.events.job_ended(held.job_id)
+
+    async def release(
+        self, node: Node, *, session: str, leases: Sequence[tuple[str, int]]
+    ) -> list[str]:
+        """Hand jobs back to the queue without using up an attempt (a node stopping);
+        return the ids handed back."""
+        owner = self.owner(node, session)
+        released = [
+            job_id
+            for job_id, attempt in leases
+            if await self.store.requeue(Lease(job_id, owner, attempt))
+        ]
+        if released:
+            self.events.job_submitted()
+        return released
+
+    # -- output files ---------------------------------------------------------------
+
+    async def put_file(
+        self, node: Node, held: Held, *, name: str, chunks: AsyncIterable[bytes]
+    ) -> None:
+        """Store an output file of a job the node holds (413 above the limit)."""
+        check_file_name(name)
+        job, _ = await self._held(node, held)
+        await self.blobs.put(output_key(job, name), chunks, max_bytes=self.limits.max_file_bytes)
+
+    async def read_file(
+        self, *, tenant: str, job_id: str, name: str
+    ) -> tuple[int, AsyncIterator[bytes]]:
+        """An output file of the tenant's job: its size and bytes (404 for another
+        tenant's job or a file that is not there)."""
+        job = await self.store.get_job(job_id, tenant=tenant)
+        if job is None or not _FILE_NAME.match(name):
+            raise NotFound("no such output file")
+        key = output_key(job, name)
+        size = await self.blobs.size(key)
+        if size is None:
+            raise NotFound("no such output file")
+        return size, self.blobs.read(key)
+
+
+def parse_result(job: Job, data: dict[str, Any]) -> Result:
+    """The result a node sent, read as the kind of result ``job`` needs (400 otherwise)."""
+    try:
+        if isinstance(job.request, PayloadRequest):
+            outputs = data.get("outputs")
+            if not isinstance(outputs, dict):
+                raise InvalidRequest("a handler's result needs outputs: an object", param="result")
+            return PayloadResult(outputs=outputs)
+        if isinstance(job.request, EmbedRequest):
+            embedded = EmbedResult.from_dict(data)
+            if len(embedded.vectors) != len(job.request.inputs):
+                raise InvalidRequest("one vector per input is needed", param="result")
+            return embedded
+        assert isinstance(job.request, ChatRequest)
+        chat = ChatResult.from_dict(data)
+        if not isinstance(chat.text, str) or not isinstance(chat.finish_reason, str):
+            raise InvalidRequest("text and finish_reason are strings", param="result")
+        return chat
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InvalidRequest(
+            f"the result is not a {kind_of_request(job)} result: {exc!r}", param="result"
+        ) from exc

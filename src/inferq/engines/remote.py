@@ -1,0 +1,108 @@
+"""Models that nodes run: ``engine = "remote"`` in the server's models file.
+
+A remote model is not loaded here. Its jobs are queued (and accepted while no node is
+connected); ``inferq node`` processes elsewhere claim them over HTTP through the node
+protocol (:mod:`inferq.core.node_work`) and the in-process worker leaves them alone
+(:attr:`~inferq.engines.base.Engine.runs_here` is False). It is always ready, so
+``/readyz`` does not wait for nodes. ::
+
+    [models."my-org/video-generator"]
+    engine = "remote"
+    handler = true          # a node's Python handler: freeform payloads (Together queue)
+
+    [models."smollm2-135m-instruct"]
+    engine = "remote"       # chat, run by a node's own engine
+    context_length = 2048
+
+    [models."smollm2-135m-embed"]
+    engine = "remote"
+    embedding = true
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from inferq.core.errors import ConfigError, EngineUnavailable, InvalidRequest
+from inferq.core.models import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    PayloadRequest,
+    Request,
+)
+from inferq.engines.base import Call, Engine, ModelSpec
+
+if TYPE_CHECKING:
+    from inferq.engines.registry import ModelRegistry
+
+#: the request kinds a remote model may serve (what a node's claim hands out)
+CHAT, EMBED, PAYLOAD = "chat", "embed", "payload"
+
+
+def remote_kind(spec: ModelSpec) -> str:
+    """What a remote model runs: a handler's payloads, embeddings or chat."""
+    handler = spec.options.get("handler", False)
+    if not isinstance(handler, bool):
+        raise ConfigError(f"model {spec.name!r}: handler is true or false")
+    if handler and spec.options.get("embedding", False):
+        raise ConfigError(f"model {spec.name!r}: a handler model cannot be an embedding model")
+    if handler:
+        return PAYLOAD
+    return EMBED if spec.options.get("embedding", False) else CHAT
+
+
+class RemoteEngine(Engine):
+    """A model whose jobs nodes run; nothing runs here."""
+
+    runs_here = False
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self.kind = remote_kind(spec)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def check(self, request: Request) -> None:
+        if self.kind != PAYLOAD:
+            super().check(request)
+        elif not isinstance(request, PayloadRequest):
+            raise InvalidRequest(
+                f"model {self.spec.name} runs a node's handler: submit a freeform payload "
+                "to the queue (POST /v1/queue/submit)",
+                param="model",
+            )
+
+    async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
+        raise self._elsewhere()
+
+    async def _embed(self, request: EmbedRequest, call: Call) -> EmbedResult:
+        raise self._elsewhere()
+
+    def _elsewhere(self) -> EngineUnavailable:
+        return EngineUnavailable(f"model {self.spec.name} runs on nodes, not in this process")
+
+
+def kinds_of(registry: ModelRegistry) -> Callable[[str], str | None]:
+    """What each model of ``registry`` that nodes serve runs (None: not served by nodes)."""
+
+    def kind(name: str) -> str | None:
+        engine = registry.engines.get(name)
+        return engine.kind if isinstance(engine, RemoteEngine) else None
+
+    return kind
+
+
+def takes_payload(registry: ModelRegistry, name: str) -> bool:
+    """Whether ``name`` is a model whose jobs are a node handler's freeform payloads."""
+    return kinds_of(registry)(name) == PAYLOAD

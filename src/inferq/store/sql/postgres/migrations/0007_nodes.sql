@@ -1,0 +1,18 @@
+-- Nodes: machines that run models for inferq and pull their work over HTTP
+-- (inferq.core.nodes). Only the SHA-256 of a node's token is kept.
+CREATE TABLE nodes (
+    id         TEXT             PRIMARY KEY,
+    name       TEXT             NOT NULL UNIQUE,
+    prefix     TEXT             NOT NULL,
+    token_hash TEXT             NOT NULL UNIQUE,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION,
+    -- what its last hello announced: {"model": capacity}
+    models     JSONB            NOT NULL DEFAULT '{}',
+    version    TEXT             NOT NULL DEFAULT '',
+    last_seen  DOUBLE PRECISION,
+    in_flight  INTEGER          NOT NULL DEFAULT 0,
+    -- replicated jobs compared, and those where its output lost the vote
+    compared   INTEGER          NOT NULL DEFAULT 0,
+    disagreed  INTEGER          NOT NULL DEFAULT 0
+);

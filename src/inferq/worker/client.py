@@ -1,0 +1,132 @@
+"""The node protocol's client: one HTTP connection pool to the server, node token auth."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from inferq import __version__
+from inferq.core.node_work import PROTOCOL
+
+#: bytes per piece of an uploaded file
+UPLOAD_CHUNK = 1 << 20
+
+
+class ServerRefused(Exception):
+    """The server answered with an error the node cannot fix by retrying."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def bad_token(self) -> bool:
+        return self.status == 401
+
+
+class NodeClient:
+    """Calls of the node protocol (version :data:`PROTOCOL`)."""
+
+    def __init__(self, server: str, token: str, *, timeout: float = 30.0) -> None:
+        self.session = uuid.uuid4().hex
+        self.http = httpx.AsyncClient(
+            base_url=server.rstrip("/"),
+            headers={
+                "authorization": f"Bearer {token}",
+                "user-agent": f"inferq-node/{__version__}",
+            },
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_keepalive_connections=64, max_connections=128),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
+        response = await self.http.post(
+            path,
+            json={"session": self.session, **body},
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+        )
+        return _answer(response)
+
+    async def hello(self, models: dict[str, int]) -> dict[str, Any]:
+        body = {"protocol": PROTOCOL, "version": __version__, "models": models}
+        answer: dict[str, Any] = await self._post("/node/v1/hello", body)
+        return answer
+
+    async def claim(
+        self, free: dict[str, int], *, wait: float, running: int
+    ) -> list[dict[str, Any]]:
+        body = {"free": free, "wait": wait, "running": running}
+        answer = await self._post("/node/v1/claim", body, timeout=wait + 30.0)
+        jobs: list[dict[str, Any]] = answer["jobs"]
+        return jobs
+
+    async def heartbeat(self, jobs: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
+        answer = await self._post("/node/v1/heartbeat", {"jobs": jobs})
+        return set(answer["held"]), set(answer["cancelled"])
+
+    async def complete(
+        self,
+        job_id: str,
+        attempt: int,
+        result: dict[str, Any],
+        *,
+        text: list[str],
+        info: dict[str, Any],
+    ) -> None:
+        body = {"id": job_id, "attempt": attempt, "result": result, "text": text, "info": info}
+        await self._post("/node/v1/complete", body)
+
+    async def fail(
+        self,
+        job_id: str,
+        attempt: int,
+        *,
+        code: str,
+        message: str,
+        retry: bool,
+        info: dict[str, Any],
+    ) -> None:
+        error = {"code": code, "message": message}
+        body = {"id": job_id, "attempt": attempt, "error": error, "retry": retry, "info": info}
+        await self._post("/node/v1/fail", body)
+
+    async def release(self, leases: list[tuple[str, int]]) -> list[str]:
+        jobs = [{"id": job_id, "attempt": attempt} for job_id, attempt in leases]
+        answer = await self._post("/node/v1/release", {"jobs": jobs})
+        released: list[str] = answer["released"]
+        return released
+
+    async def upload(self, job_id: str, attempt: int, name: str, path: Path) -> str:
+        """Upload an output file; return the URL the job's tenant reads it at."""
+        params: dict[str, str | int] = {"session": self.session, "attempt": attempt}
+        response = await self.http.put(
+            f"/node/v1/jobs/{job_id}/files/{name}", params=params, content=_read(path)
+        )
+        url: str = _answer(response)["url"]
+        return url
+
+
+async def _read(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while data := f.read(UPLOAD_CHUNK):
+            yield data
+
+
+def _answer(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json()
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", response.text[:500]
+    raise ServerRefused(response.status_code, code, message)

@@ -1,0 +1,260 @@
+"""``inferq node``: a process that pulls jobs from an inferq server and runs them.
+
+It says hello (its models and their capacity), then claims by long poll whatever its
+free slots can take, runs each job in a task of its own and, while any run, sends a
+heartbeat every half second: the heartbeat renews the leases and carries each job's
+info, progress and streamed text, and its answer names the jobs that are no longer the
+node's (cancelled, expired, re-claimed), which are stopped at once. A result goes out
+with the text not yet sent, after the job's files are uploaded.
+
+SIGTERM (or SIGINT) stops claiming; the running jobs get ``drain_seconds`` to finish,
+then are stopped and handed back to the queue without using up an attempt, and the
+process exits 0. A token the server refuses (wrong or revoked) ends the process at
+once with a message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from inferq.core.events import cancel_and_wait, wait_event
+from inferq.worker.client import NodeClient, ServerRefused
+from inferq.worker.handler import FileOutput, JobFailed
+from inferq.worker.runners import Runner, Running, Stopped
+
+log = logging.getLogger("inferq.node")
+
+#: how long one claim waits on the server for work
+CLAIM_WAIT = 10.0
+#: the shortest time between two heartbeats sent only to carry streamed text
+TEXT_EVERY = 0.02
+#: exit statuses
+EXIT_OK, EXIT_REFUSED = 0, 2
+
+
+class NodeStopped(Exception):
+    """The server refused the node (its token is wrong or was revoked)."""
+
+
+class NodeProcess:
+    def __init__(
+        self, client: NodeClient, runners: Mapping[str, Runner], *, drain_seconds: float = 30.0
+    ) -> None:
+        self.client = client
+        self.runners = dict(runners)
+        self.drain_seconds = drain_seconds
+        self.running: dict[str, Running] = {}
+        self.heartbeat_every = 0.5
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._text = asyncio.Event()
+        self._refused: ServerRefused | None = None
+
+    def stop(self) -> None:
+        """Stop claiming and drain (what SIGTERM does)."""
+        self._stopping.set()
+
+    async def run(self) -> int:
+        """Serve until stopped; return the exit status."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            hello = await self.client.hello({m: r.capacity for m, r in self.runners.items()})
+        except ServerRefused as exc:
+            return self._refused_exit(exc)
+        self.heartbeat_every = float(hello["heartbeat_seconds"])
+        log.info("node %s connected (session %s)", hello["node"], self.client.session)
+        for runner in self.runners.values():
+            await runner.start()
+        beats = asyncio.create_task(self._heartbeats())
+        try:
+            await self._claim_loop()
+            if self._refused is None:
+                await self._drain()
+        finally:
+            await cancel_and_wait(beats)
+            for run in list(self.running.values()):
+                run.stop("node stopping")
+            tasks = [r.task for r in self.running.values() if r.task is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for runner in self.runners.values():
+                await runner.close()
+            await self.client.close()
+        if self._refused is not None:
+            return self._refused_exit(self._refused)
+        log.info("node stopped")
+        return EXIT_OK
+
+    def _refused_exit(self, exc: ServerRefused) -> int:
+        what = "refused the node token" if exc.bad_token else "refused the node"
+        log.error("the server %s (%d %s): %s", what, exc.status, exc.code, exc.message)
+        return EXIT_REFUSED
+
+    # -- claiming -----------------------------------------------------------------
+
+    def _free(self) -> dict[str, int]:
+        busy: dict[str, int] = {}
+        for run in self.running.values():
+            busy[run.model] = busy.get(run.model, 0) + 1
+        return {m: r.capacity - busy.get(m, 0) for m, r in self.runners.items()}
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set() and self._refused is None:
+            free = {m: n for m, n in self._free().items() if n > 0}
+            self._slot_freed.clear()
+            if not free:
+                await self._until(self._slot_freed)
+                continue
+            try:
+                jobs = await self._claim(free)
+            except ServerRefused as exc:
+                if exc.bad_token or exc.status < 500:
+                    self._refused = exc
+                    return
+                jobs = None
+            except httpx.HTTPError as exc:
+                log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
+                jobs = None
+            if jobs is None:
+                await self._until(None, backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            for job in jobs:
+                self._start(job)
+
+    async def _claim(self, free: dict[str, int]) -> list[dict[str, Any]] | None:
+        """Claim, unless a stop comes first (the claim is abandoned then)."""
+        claim = asyncio.ensure_future(
+            self.client.claim(free, wait=CLAIM_WAIT, running=len(self.running))
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({claim, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(stop)
+        if not claim.done():
+            await cancel_and_wait(claim)
+            return []
+        return claim.result()
+
+    async def _until(self, event: asyncio.Event | None, timeout: float | None = None) -> None:
+        """Wait for ``event`` (or ``timeout``), returning early on a stop."""
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if event is not None:
+            waits.append(asyncio.ensure_future(event.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(*waits)
+
+    # -- running ------------------------------------------------------------------
+
+    def _start(self, job: dict[str, Any]) -> None:
+        run = Running(job, on_text=self._text.set)
+        self.running[run.id] = run
+        log.info("job %s started (attempt %d)", run.id, run.attempt)
+        run.task = asyncio.create_task(self._run(run))
+
+    async def _run(self, run: Running) -> None:
+        runner = self.runners[run.model]
+        try:
+            result = await runner.run(run)
+            if "outputs" in result:
+                result["outputs"] = await self._upload(run, result["outputs"])
+            json.dumps(result)  # anything that is not JSON fails here, not on the server
+            info, _ = run.ctx.take()
+            await self.client.complete(run.id, run.attempt, result, text=run.take_text(), info=info)
+            log.info("job %s done", run.id)
+        except Stopped:
+            log.info("job %s stopped: %s", run.id, run.abort.reason or "cancelled")
+        except JobFailed as exc:
+            await self._fail(run, exc.code, exc.message, retry=False)
+        except ServerRefused as exc:
+            log.warning("job %s: the server refused its outcome: %s", run.id, exc)
+        except (TypeError, ValueError) as exc:
+            await self._fail(run, "bad_output", f"the outputs are not JSON: {exc}", retry=False)
+        except Exception as exc:
+            log.exception("job %s attempt %d failed", run.id, run.attempt)
+            await self._fail(run, "handler_error", f"{type(exc).__name__}: {exc}", retry=True)
+        finally:
+            self.running.pop(run.id, None)
+            self._slot_freed.set()
+
+    async def _fail(self, run: Running, code: str, message: str, *, retry: bool) -> None:
+        if run.abort.is_set():
+            return
+        try:
+            info, _ = run.ctx.take()
+            await self.client.fail(
+                run.id, run.attempt, code=code, message=message, retry=retry, info=info
+            )
+        except (ServerRefused, httpx.HTTPError) as exc:
+            log.warning("job %s: could not report its failure (%s)", run.id, exc)
+
+    async def _upload(self, run: Running, value: Any) -> Any:
+        """``value`` with each :class:`FileOutput` uploaded and replaced by its URL."""
+        if isinstance(value, FileOutput):
+            return await self.client.upload(
+                run.id, run.attempt, value.upload_name, Path(value.path)
+            )
+        if isinstance(value, dict):
+            return {k: await self._upload(run, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [await self._upload(run, v) for v in value]
+        return value
+
+    # -- heartbeats and stopping ------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            self._text.clear()
+            if self.running:
+                await self._beat()
+            await wait_event(self._text, self.heartbeat_every)
+            if self._text.is_set():
+                await asyncio.sleep(TEXT_EVERY)  # let a few pieces gather
+
+    async def _beat(self) -> None:
+        runs = list(self.running.values())
+        try:
+            _, lost = await self.client.heartbeat([run.beat() for run in runs])
+        except ServerRefused as exc:
+            if exc.bad_token:
+                self._refused = exc
+                self.stop()
+            log.warning("heartbeat refused: %s", exc)
+            return
+        except httpx.HTTPError as exc:
+            log.warning("heartbeat failed (%s)", exc)
+            return
+        for run in runs:
+            if run.id in lost and not run.abort.is_set():
+                log.info("job %s is no longer this node's (cancelled or re-claimed)", run.id)
+                run.stop("cancelled")
+
+    async def _drain(self) -> None:
+        """Let running jobs finish for ``drain_seconds``; hand back the rest."""
+        tasks = [r.task for r in self.running.values() if r.task is not None]
+        if tasks:
+            log.info("draining %d jobs (up to %.0f s)", len(tasks), self.drain_seconds)
+            await asyncio.wait(tasks, timeout=self.drain_seconds)
+        left = list(self.running.values())
+        for run in left:
+            run.stop("node stopping")
+        if left:
+            with contextlib.suppress(ServerRefused, httpx.HTTPError):
+                released = await self.client.release([(r.id, r.attempt) for r in left])
+                log.info("handed back %d jobs", len(released))

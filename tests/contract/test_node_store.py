@@ -1,0 +1,84 @@
+"""The node store (core.nodes.NodeStore) and NodeService on every store: memory, SQLite,
+PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
+from inferq.core.nodes import NodeService, Seen, hash_token
+from inferq.store.base import JobStore
+from inferq.store.memory import MemoryStore
+from inferq.store.sqlite import SQLiteStore
+from tests.support.postgres import postgres_store
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    if request.param == "postgres":
+        async with postgres_store() as pg:
+            yield pg
+        return
+    the_store: JobStore = (
+        MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "jobs.db")
+    )
+    await the_store.open()
+    yield the_store
+    await the_store.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_token_is_stored_hashed_and_opens_only_its_node(store: JobStore) -> None:
+    clock = Clock()
+    nodes = NodeService(store, cache_seconds=0, clock=clock)
+    node, token = await nodes.create(name="gpu1")
+    assert token.startswith("iqn-") and node.prefix == token[:10]
+    assert (await store.find_node(hash_token(token))) is not None
+    assert all(token not in repr(n) for n in await store.list_nodes())
+    assert (await nodes.authenticate(token)).id == node.id
+    with pytest.raises(AuthenticationFailed, match="not valid"):
+        await nodes.authenticate(token + "x")
+    with pytest.raises(AuthenticationFailed, match="no node token"):
+        await nodes.authenticate(None)
+    with pytest.raises(Conflict):
+        await nodes.create(name="gpu1")
+    with pytest.raises(InvalidRequest):
+        await nodes.create(name="bad name!")
+    await nodes.revoke("gpu1")
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        await nodes.authenticate(token)
+    with pytest.raises(NotFound):
+        await nodes.revoke("nobody")
+
+
+async def test_what_nodes_report_is_listed(store: JobStore) -> None:
+    clock = Clock()
+    nodes = NodeService(store, clock=clock)
+    first, _ = await nodes.create(name="a")
+    clock.now += 1
+    second, _ = await nodes.create(name="b")
+    await nodes.hello(first, version="1.2", models={"m1": 2, "m2": 1})
+    clock.now += 5
+    await nodes.seen(first, in_flight=3)
+    await nodes.seen(first, in_flight=1)  # within a second: not written
+    await store.touch_node(second.id, Seen(clock.now, 0))
+    await store.count_agreement([first.id, second.id], disagreed=[second.id])
+    await store.count_agreement([first.id, second.id], disagreed=[])
+    listed = {n.name: n for n in await nodes.list()}
+    assert [n.name for n in await nodes.list()] == ["a", "b"]
+    a, b = listed["a"], listed["b"]
+    assert a.models == {"m1": 2, "m2": 1} and a.version == "1.2"
+    assert a.in_flight == 3 and a.last_seen == clock.now
+    assert b.models == {} and b.version == ""
+    assert (a.compared, a.disagreed) == (2, 0)
+    assert (b.compared, b.disagreed) == (2, 1)
