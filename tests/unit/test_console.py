@@ -322,3 +322,18 @@ def test_unknown_console_pages_are_html_404s(console: Console) -> None:
         answer = console.client.get(path)
         assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
     assert console.client.get("/console/static/console.js").status_code == 200
+
+
+def test_admins_see_the_nodes_and_revoke_one(console: Console) -> None:
+    services = console.client.app.state.services  # type: ignore[attr-defined]
+    node, _ = asyncio.run(services.nodes.create(name="gpu-1"))
+    console.login(console.a)
+    assert console.client.get("/console/nodes").status_code == 404
+    assert "Nodes</a>" not in console.client.get("/console/queues").text
+    console.login(console.admin)
+    page = console.client.get("/console/nodes")
+    assert page.status_code == 200 and 'data-node="gpu-1"' in page.text and "never" in page.text
+    token = console.csrf("/console/nodes")
+    revoked = console.client.post(f"/console/nodes/{node.id}/revoke", data={"csrf": token})
+    assert revoked.status_code == 200 and "Revoke gpu-1" not in revoked.text
+    assert asyncio.run(services.nodes.list())[0].revoked_at is not None

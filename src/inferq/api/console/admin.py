@@ -1,4 +1,5 @@
-"""The console's keys page, for admin keys only (to any other key it does not exist)."""
+"""The console's pages for admin keys only, keys and nodes (to any other key they do not
+exist: a 404)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,26 @@ async def revoke_key(
     await services.keys.revoke(key_id)
     console_state(request).keys.forget()
     return secure(RedirectResponse(PREFIX + "/keys", status_code=303))
+
+
+@router.get("/nodes")
+async def nodes(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
+    """The nodes (machines that pull work over HTTP) and what each last reported."""
+    KeyService.require_admin(viewer.key)
+    context = {
+        "viewer": viewer,
+        "nav": "nodes",
+        "nodes": await services.nodes.list(),
+        "now": services.jobs.clock(),
+    }
+    return page(request, "nodes.html", context, live="_nodes.html")
+
+
+@router.post("/nodes/{node_id}/revoke")
+async def revoke_node(
+    request: Request, node_id: str, viewer: ViewerDep, services: ServicesDep
+) -> Response:
+    KeyService.require_admin(viewer.key)
+    await form_of(request, viewer)
+    await services.nodes.revoke(node_id)
+    return secure(RedirectResponse(PREFIX + "/nodes", status_code=303))
