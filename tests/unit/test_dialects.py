@@ -66,9 +66,17 @@ def test_upload_paths(path: str, upload: bool) -> None:
     assert DIALECTS.is_upload(path) is upload
 
 
+def test_own_body_limits() -> None:
+    """Anthropic's message batch body may be 256 MB; other paths keep the app's limit."""
+    assert DIALECTS.body_limit("/v1/messages/batches") == 256_000_000
+    assert DIALECTS.body_limit("/v1/messages") is None
+    assert DIALECTS.body_limit("/v1/messages/batches/x/cancel") is None
+    assert DIALECTS.body_limit("/v1/files") is None
+
+
 def test_the_runtime_gets_the_batch_formats_and_the_catalogue() -> None:
     plugins = DIALECTS.plugins()
-    assert set(plugins.batch_formats) == {"openai", "fireworks"}
+    assert set(plugins.batch_formats) == {"openai", "fireworks", "anthropic"}
     assert "fast_partition" in plugins.workflows.templates
     assert DIALECTS.for_path("/api/v1/jobs").name == WORKFLOWS
 

@@ -33,6 +33,10 @@ def no_uploads(path: str) -> bool:
     return False
 
 
+def no_own_limit(path: str) -> int | None:
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Dialect:
     """One provider API that inferq speaks."""
@@ -53,6 +57,8 @@ class Dialect:
     render_validation: ValidationRenderer | None = None
     #: whether a path (of any prefix) takes file bytes: the file limit, not the body limit
     is_upload: Callable[[str], bool] = no_uploads
+    #: a path's own limit on its body in bytes, over the app's (None: the app's)
+    body_limit: Callable[[str], int | None] = no_own_limit
     #: how its batches' input and output lines look, when it has batches
     batch_format: BatchFormat | None = None
     #: the node subtypes and templates of its document workflows, when it has them
@@ -85,6 +91,10 @@ class Dialects:
     def is_upload(self, path: str) -> bool:
         """Whether ``path`` takes file bytes (and so the file limit, not the body limit)."""
         return any(dialect.is_upload(path) for dialect in self.all)
+
+    def body_limit(self, path: str) -> int | None:
+        """The body limit a dialect sets for ``path`` itself, if one does."""
+        return next((n for d in self.all if (n := d.body_limit(path)) is not None), None)
 
     def plugins(self) -> Plugins:
         """What these dialects add to a runtime: their batch formats, by dialect name, and

@@ -198,7 +198,8 @@ class BodyLimitMiddleware(DialectMiddleware):
     """Refuses request bodies over the limit with a 413 in the dialect's shape.
 
     The limit is ``max_bytes``, or ``max_file_bytes`` on the paths that take file
-    uploads (:meth:`Dialects.is_upload`). Checks ``Content-Length`` up front and
+    uploads (:meth:`Dialects.is_upload`), or a path's own (:meth:`Dialects.body_limit`:
+    Anthropic's message batches, 256 MB). Checks ``Content-Length`` up front and
     counts streamed (chunked) bodies too.
     """
 
@@ -215,7 +216,11 @@ class BodyLimitMiddleware(DialectMiddleware):
         self.max_file_bytes = max_file_bytes or max_bytes
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.dialects.is_upload(scope["path"]):
+        own = self.dialects.body_limit(scope["path"])
+        if own is not None:
+            limit = own
+            too_large = PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        elif self.dialects.is_upload(scope["path"]):
             limit = self.max_file_bytes + _MULTIPART_SLACK
             too_large = PayloadTooLarge(
                 f"the file is larger than the limit of {self.max_file_bytes} bytes"

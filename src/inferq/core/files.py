@@ -128,6 +128,10 @@ class FileService:
         """The bytes of one of the record's files, in chunks."""
         return self.blobs.read(blob_key(record.tenant, record.id, name))
 
+    def lines(self, record: FileRecord, name: str = CONTENT) -> AsyncIterator[bytes]:
+        """The lines of one of the record's files (without line ends)."""
+        return self.blobs.lines(blob_key(record.tenant, record.id, name))
+
     async def delete(self, file_id: str, *, tenant: str, kind: str = FILE) -> FileRecord:
         record = await self.get(file_id, tenant=tenant, kind=kind)
         await self.store.delete_file(file_id, tenant=tenant)
@@ -152,7 +156,8 @@ class FileService:
         chunks: AsyncIterable[bytes],
         expected_size: int | None = None,
     ) -> FileRecord:
-        """Stream one named file into a dataset; the dataset is then ready."""
+        """Stream one named file into a dataset (or another record of named files, of
+        any kind); the record is then ready."""
         check_filename(name)
         key = blob_key(dataset.tenant, dataset.id, name)
         # a wrong-sized upload is discarded before it replaces the file already there
@@ -167,7 +172,7 @@ class FileService:
                     f"for {expected_size}",
                     param="filenameToSize",
                 )
-        current = await self.get(dataset.id, tenant=dataset.tenant, kind=DATASET)
+        current = await self.get(dataset.id, tenant=dataset.tenant, kind=dataset.kind)
         files = {**current.meta.get("files", {}), name: size}
         counted = {**current.meta.get("file_lines", {}), name: lines.total}
         updated = current.evolve(

@@ -205,6 +205,17 @@ class Engine(ABC):
     async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
         """:meth:`generate` on a chat model."""
 
+    async def count_tokens(self, request: ChatRequest) -> int:
+        """The prompt tokens ``request`` would take (its messages through the chat
+        template and the tokenizer), without generating; InvalidRequest where the
+        engine cannot count them."""
+        if self.embeds:
+            raise self._wrong_kind()
+        raise InvalidRequest(
+            f"model {self.spec.name} cannot count tokens: its engine has no tokenizer here",
+            param="model",
+        )
+
     @property
     def embeds(self) -> bool:
         """Whether this model serves embeddings (``embed``) rather than chat."""

@@ -65,9 +65,14 @@ class FakeEngine(Engine):
     def dimensions(self) -> int | None:
         return self._dimensions if self._embeds else None
 
+    async def count_tokens(self, request: ChatRequest) -> int:
+        if self.embeds:
+            raise self._wrong_kind()
+        return _prompt_tokens(request)
+
     async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
         self.calls += 1
-        prompt_tokens = sum(len(m.content.split()) + 1 for m in request.messages)
+        prompt_tokens = _prompt_tokens(request)
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         if last_user == FAIL_TRIGGER:
             raise EngineError("the fake engine was asked to fail")
@@ -127,6 +132,11 @@ class FakeEngine(Engine):
         if self.execution_log and not call.abort.is_set():
             _append_line(self.execution_log, " ".join(request.inputs))
         return EmbedResult(vectors=tuple(vectors), usage=Usage(prompt_tokens=tokens))
+
+
+def _prompt_tokens(request: ChatRequest) -> int:
+    """The fake's prompt tokens: the words of every message, and one per message."""
+    return sum(len(m.content.split()) + 1 for m in request.messages)
 
 
 def fake_vector(text: str, dimensions: int) -> tuple[float, ...]:

@@ -146,17 +146,19 @@ def _int_option(spec: ModelSpec, name: str, default: int) -> int:
     return number
 
 
-def load_model(llama_cpp: Any, spec: ModelSpec, path: Path) -> Any:
+def load_model(llama_cpp: Any, spec: ModelSpec, path: Path, *, vocab_only: bool = False) -> Any:
     """The GGUF's weights, vocabulary and metadata (llama-cpp-python's ``LlamaModel``).
 
     Memory-mapped, so the contexts and processes that load one file share its pages.
     Without the option ``extra_buffers = true`` the weights stay in plain CPU
     buffers: llama.cpp's extra CPU buffer types repack them for AMX or interleaved
     SIMD kernels, and its AMX matrix multiplication crashes the process (SIGSEGV)
-    on some Intel CPUs with AMX, this machine's included.
+    on some Intel CPUs with AMX, this machine's included. ``vocab_only``: the
+    vocabulary and metadata without the weights (a tokenizer).
     """
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
+    params.vocab_only = vocab_only
     params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
     params.use_extra_bufts = _bool_option(spec, "extra_buffers", False)
     return llama_cpp._internals.LlamaModel(path_model=str(path), params=params, verbose=False)
@@ -179,15 +181,16 @@ def decoder_config(spec: ModelSpec) -> DecoderConfig:
     )
 
 
-class _ChatModel:
-    """The model's weights and tokenizer, its chat template, and the decode loop."""
+class _Prompter:
+    """The model's tokenizer and chat template: a prompt's tokens. Alone (``vocab_only``)
+    it loads no weights, so a process that runs no worker can still count tokens."""
 
-    def __init__(self, spec: ModelSpec, path: Path, config: DecoderConfig) -> None:
+    def __init__(self, spec: ModelSpec, path: Path, *, vocab_only: bool = True) -> None:
         llama_cpp = _import_llama()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         # the low-level model wrapper: weights, vocabulary, metadata (no context)
-        self.model = load_model(llama_cpp, spec, path)
+        self.model = load_model(llama_cpp, spec, path, vocab_only=vocab_only)
         try:
             template = self.model.metadata().get("tokenizer.chat_template")
             if not template:
@@ -198,7 +201,6 @@ class _ChatModel:
                 eos_token=self.model.token_get_text(eos) if eos != -1 else "",
                 bos_token=self.model.token_get_text(bos) if bos != -1 else "",
             )
-            self.decoder = BatchDecoder(llama_cpp, self.model, config, name=spec.name)
         except BaseException:
             self.model.close()
             raise
@@ -212,8 +214,23 @@ class _ChatModel:
         return tokens
 
     def close(self) -> None:
-        self.decoder.close()
         self.model.close()
+
+
+class _ChatModel(_Prompter):
+    """The model's weights and tokenizer, its chat template, and the decode loop."""
+
+    def __init__(self, spec: ModelSpec, path: Path, config: DecoderConfig) -> None:
+        super().__init__(spec, path, vocab_only=False)
+        try:
+            self.decoder = BatchDecoder(_import_llama(), self.model, config, name=spec.name)
+        except BaseException:
+            self.model.close()
+            raise
+
+    def close(self) -> None:
+        self.decoder.close()
+        super().close()
 
 
 class _EmbedSlot:
@@ -315,6 +332,9 @@ class LlamaCppEngine(Engine):
             cores = os.cpu_count() or 1
             self.threads = int(spec.options.get("threads", max(1, cores // spec.slots)))
         self._chat: _ChatModel | None = None
+        #: the vocabulary alone, for counting tokens where the model is not loaded
+        self._prompter: _Prompter | None = None
+        self._prompter_lock = asyncio.Lock()
         self._dimensions: int | None = None
         self._free: queue.SimpleQueue[_EmbedSlot] = queue.SimpleQueue()
         self._available: asyncio.Semaphore | None = None
@@ -354,6 +374,9 @@ class LlamaCppEngine(Engine):
         chat, self._chat = self._chat, None
         if chat is not None:
             await asyncio.to_thread(chat.close)
+        prompter, self._prompter = self._prompter, None
+        if prompter is not None:
+            prompter.close()
         while not self._free.empty():
             self._free.get_nowait().close()
         self._count = 0
@@ -370,6 +393,24 @@ class LlamaCppEngine(Engine):
     @property
     def dimensions(self) -> int | None:
         return self._dimensions
+
+    async def count_tokens(self, request: ChatRequest) -> int:
+        if self.embeds:
+            raise self._wrong_kind()
+        prompter: _Prompter = self._chat or await self._vocabulary()
+        return len(await asyncio.to_thread(prompter.prompt_tokens, request))
+
+    async def _vocabulary(self) -> _Prompter:
+        """The tokenizer without the weights, loaded on first use (a process that runs
+        no worker has no model loaded)."""
+        async with self._prompter_lock:
+            if self._prompter is None:
+                if not self.path.is_file():
+                    raise ConfigError(
+                        f"model {self.spec.name}: GGUF file {self.path} does not exist"
+                    )
+                self._prompter = await asyncio.to_thread(_Prompter, self.spec, self.path)
+            return self._prompter
 
     async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
         chat = self._chat

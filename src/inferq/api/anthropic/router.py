@@ -1,4 +1,5 @@
-"""Anthropic's Messages API: ``POST /v1/messages``. Handlers translate and delegate."""
+"""Anthropic's Messages API: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``.
+Handlers translate and delegate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from inferq.api.anthropic import translate as t
-from inferq.api.anthropic.schemas import MessagesRequest
+from inferq.api.anthropic.schemas import CountTokensRequest, MessagesRequest
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
 from inferq.api.sync import (
@@ -21,7 +22,7 @@ from inferq.api.sync import (
     wait_for_client,
 )
 from inferq.core.errors import InferqError, public
-from inferq.core.models import Job
+from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
 
 router = APIRouter(prefix="/v1/messages", tags=["anthropic"])
@@ -39,6 +40,16 @@ async def create_message(
     except ClientGone:
         return Response(status_code=499)
     return t.render_message(finished_or_raise(done))
+
+
+@router.post("/count_tokens")
+async def count_tokens(
+    body: CountTokensRequest, caller: CallerDep, services: ServicesDep
+) -> dict[str, int]:
+    """The prompt's tokens by the model's own chat template and tokenizer."""
+    engine = services.registry.get(body.model)
+    tokens = await engine.count_tokens(ChatRequest(messages=body.chat_messages()))
+    return {"input_tokens": tokens}
 
 
 async def _stream(jobs: JobService, job: Job) -> AsyncIterator[str]:

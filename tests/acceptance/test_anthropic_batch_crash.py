@@ -1,0 +1,192 @@
+"""Crash safety of Anthropic's Message Batches: ``kill -9`` the server while a message
+batch runs, restart it, and the results hold every request exactly once.
+
+The client is the official ``anthropic`` SDK. One test per engine: the fake engine with
+many requests (its execution log says when some have run), and SmolLM2 with a few.
+
+1. Create the batch (the answer means its requests are on disk), and kill the server at
+   once: the batch may not even have been read yet.
+2. Restart; once some requests have run and others are running, kill it again.
+3. Restart; wait for ``ended``, then read the results through the SDK
+   (``client.messages.batches.results``, which follows the batch's ``results_url``):
+   every ``custom_id`` once, each ``succeeded`` with its own answer, and the counts agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+from anthropic.types.messages import MessageBatch
+
+from tests.support.server import DEFAULT_MODEL, Server
+
+pytestmark = pytest.mark.integration
+
+LEASE_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str
+    requests: int
+    #: the models file, given the test's directory and the execution log's path
+    models: Callable[[Path, Path], str | None]
+    text: Callable[[int], str]
+    #: the answer request i must get; None: any non-empty text
+    expected: Callable[[int], str | None]
+    max_tokens: int
+    budget: float
+
+
+FAKE = Workload(
+    model="fake",
+    requests=600,
+    models=lambda d, log: (
+        f"""\
+[models.fake]
+engine = "fake"
+slots = 4
+context_length = 512
+token_delay = 0.01
+execution_log = "{log}"
+"""
+    ),
+    text=lambda i: f"request {i} w0 w1 w2",
+    expected=lambda i: f"echo: request {i} w0 w1 w2",
+    max_tokens=16,
+    budget=120,
+)
+
+LLAMA = Workload(
+    model=DEFAULT_MODEL,
+    requests=8,
+    models=lambda d, log: None,
+    text=lambda i: f"Count from {i} to 100, separated by commas.",
+    expected=lambda i: None,
+    max_tokens=8,
+    budget=150,
+)
+
+
+class Scenario:
+    def __init__(self, tmp_path: Path, workload: Workload) -> None:
+        self.w = workload
+        self.data_dir = tmp_path / "data"
+        self.log = tmp_path / "executed.log"
+        models = workload.models(tmp_path, self.log)
+        self.models_file: Path | None = None
+        if models is not None:
+            self.models_file = tmp_path / "models.toml"
+            self.models_file.write_text(models)
+        self.servers: list[Server] = []
+        self.started = time.monotonic()
+        self.key = ""
+
+    @property
+    def server(self) -> Server:
+        return self.servers[-1]
+
+    def start_server(self) -> None:
+        env = {"INFERQ_LEASE_SECONDS": str(LEASE_SECONDS)}
+        server = Server(self.data_dir, models_file=self.models_file, env=env)
+        self.servers.append(server)
+        server.start(timeout=60)
+
+    def client(self) -> anthropic.Anthropic:
+        return anthropic.Anthropic(api_key=self.key, base_url=self.server.url, max_retries=0)
+
+    def fail(self, message: str) -> None:
+        logs = "\n".join(s.log()[-3000:] for s in self.servers[-2:])
+        pytest.fail(f"{message}\n--- server log tail ---\n{logs}", pytrace=False)
+
+    def wait_for(self, phase: str, done: Callable[[], bool]) -> None:
+        while time.monotonic() - self.started < self.w.budget:
+            if done():
+                return
+            time.sleep(0.05)
+        self.fail(f"{phase}: not reached within {self.w.budget}s")
+
+    def executed(self) -> int:
+        """Requests the fake engine ran to their end (rerun ones count again)."""
+        return len(self.log.read_text().splitlines()) if self.log.exists() else 0
+
+    def running(self) -> bool:
+        """Whether the server's batch runner has seen a row start (its log says so)."""
+        return "queued -> running" in self.server.log()
+
+    def request(self, i: int) -> dict[str, Any]:
+        return {
+            "custom_id": f"req-{i}",
+            "params": {
+                "model": self.w.model,
+                "max_tokens": self.w.max_tokens,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": self.w.text(i)}],
+            },
+        }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", [FAKE, LLAMA], ids=["fake", "llama"])
+def test_a_message_batch_survives_kill_9(tmp_path: Path, workload: Workload) -> None:
+    s = Scenario(tmp_path, workload)
+    try:
+        run(s, workload)
+    finally:
+        for server in s.servers:
+            server.stop()
+
+
+def run(s: Scenario, workload: Workload) -> None:
+    s.start_server()
+    s.key = s.server.create_key("crash")
+    with s.client() as client:
+        created = client.messages.batches.create(
+            requests=[s.request(i) for i in range(workload.requests)]  # type: ignore[misc]
+        )
+    # 1. at once: the batch is acknowledged, maybe not read yet
+    s.server.kill()
+    s.start_server()
+
+    # 2. with requests done and requests running
+    if workload.model == "fake":
+        s.wait_for("some requests run", lambda: s.executed() >= workload.requests // 4)
+    else:
+        s.wait_for("rows running", s.running)
+        time.sleep(2.0)  # a few of the ten have ended, one is running
+    s.server.kill()
+    s.start_server()
+
+    with s.client() as client:
+
+        def ended() -> MessageBatch | None:
+            batch = client.messages.batches.retrieve(created.id)
+            return batch if batch.processing_status == "ended" else None
+
+        s.wait_for("ended", lambda: ended() is not None)
+        final = client.messages.batches.retrieve(created.id)
+        lines = list(client.messages.batches.results(created.id))
+
+    seen = Counter(line.custom_id for line in lines)
+    assert set(seen) == {f"req-{i}" for i in range(workload.requests)}, "requests missing"
+    assert max(seen.values()) == 1, f"requests answered twice: {seen.most_common(3)}"
+    for line in lines:
+        assert line.result.type == "succeeded", line
+        i = int(line.custom_id.removeprefix("req-"))
+        text = line.result.message.content[0].text  # type: ignore[union-attr]
+        want = workload.expected(i)
+        assert text == want if want is not None else text.strip()
+    assert final.request_counts.model_dump() == {
+        "processing": 0,
+        "succeeded": workload.requests,
+        "errored": 0,
+        "canceled": 0,
+        "expired": 0,
+    }
