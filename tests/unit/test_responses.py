@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from inferq.api.app import create_app
-from inferq.api.openai.responses_stream import units
+from inferq.api.openai.responses_schemas import Record, render_response
+from inferq.api.openai.responses_stream import ended_transcript, replay, units
 from inferq.config import Settings
 from inferq.core.keys import KeyService
+from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Usage
+from inferq.core.states import JobState, ServiceClass
+from inferq.core.structured import Tool, ToolCall, ToolChoice
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.store.memory import MemoryStore
@@ -286,3 +291,136 @@ def test_a_stream_resume_of_a_response_not_in_the_background_is_refused(
     created = client.post(URL, json=BODY).json()
     answer = client.get(f"{URL}/{created['id']}", params={"stream": "true"})
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "stream"
+
+
+# -- structured output and tools -----------------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+def test_tools_and_text_format_reach_the_request_and_are_echoed(client: TestClient) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    body = {
+        **BODY,
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "text": {"format": {"type": "json_schema", "name": "a", "schema": schema}},
+    }
+    data = client.post(URL, json=body).json()
+    assert data["tools"] == [WEATHER]
+    assert data["tool_choice"] == {"type": "function", "name": "get_weather"}
+    assert data["text"]["format"]["schema"] == schema
+    job = asyncio.run(client.app.state.services.jobs.get(job_id(data["id"]), tenant="ta"))
+    request = job.request
+    assert request.tools[0].name == "get_weather" and request.tools[0].parameters
+    assert (request.tool_choice.mode, request.tool_choice.name) == ("function", "get_weather")
+    assert request.response_format.kind == "json_schema" and request.response_format.name == "a"
+
+
+def test_function_call_items_become_messages(client: TestClient) -> None:
+    items = [
+        {"role": "user", "content": "weather in Paris?"},
+        {
+            "type": "function_call",
+            "call_id": "c1",
+            "name": "get_weather",
+            "arguments": '{"city": "Paris"}',
+        },
+        {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    ]
+    data = client.post(URL, json={**BODY, "input": items, "tools": [WEATHER]}).json()
+    job = asyncio.run(client.app.state.services.jobs.get(job_id(data["id"]), tenant="ta"))
+    messages = job.request.messages
+    assert [m.role for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1].tool_calls[0].arguments == '{"city": "Paris"}'
+    assert messages[2].tool_call_id == "c1" and messages[2].content == "sunny"
+    listed = client.get(f"{URL}/{data['id']}/input_items", params={"order": "asc"}).json()
+    assert [i["type"] for i in listed["data"]] == [
+        "message",
+        "function_call",
+        "function_call_output",
+    ]
+    assert listed["data"][1]["id"].startswith("fc_")
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"tools": [{"type": "web_search"}]}, "tools.0.type"),
+        ({"tools": [{**WEATHER, "name": ""}]}, "tools.0.name"),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
+        ({"text": {"format": {"type": "yaml"}}}, "text.format.type"),
+        ({"input": [{"type": "function_call_output", "output": "x"}]}, "input.0.call_id"),
+    ],
+)
+def test_bad_tools_and_formats_are_400s(
+    client: TestClient, change: dict[str, Any], param: str
+) -> None:
+    answer = client.post(URL, json={**BODY, **change})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == param
+
+
+def test_a_call_is_a_function_call_item_and_its_events(tmp_path: Path) -> None:
+    request = ChatRequest(
+        messages=(ChatMessage("user", "weather?"),),
+        tools=(Tool(name="get_weather"),),
+        tool_choice=ToolChoice("required"),
+    )
+    job = Job(
+        id="2b1f0c3e-1111-4222-8333-444455556666",
+        tenant="ta",
+        model="fake",
+        origin="openai-responses",
+        service_class=ServiceClass.ASYNC,
+        priority=0,
+        state=JobState.SUCCEEDED,
+        request=request,
+        created_at=1.0,
+        finished_at=2.0,
+        inputs=Record(background=True).to_dict(),
+        result=ChatResult(
+            text="",
+            finish_reason="tool_calls",
+            usage=Usage(3, 5),
+            tool_calls=(ToolCall(id="call_1", name="get_weather", arguments='{"city":"Oslo"}'),),
+        ),
+        usage=Usage(3, 5),
+    )
+    data = render_response(job)
+    assert data["status"] == "completed"
+    assert data["output"] == [
+        {
+            "id": "fc_2b1f0c3e11114222833344445555666" + "6_0",
+            "type": "function_call",
+            "status": "completed",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"city":"Oslo"}',
+        }
+    ]
+
+    async def collect() -> list[dict[str, Any]]:
+        return [e async for e in replay(ended_transcript(job), after=None)]
+
+    kinds = [e["type"] for e in asyncio.run(collect())]
+    assert kinds == [
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+
+
+def job_id(response_id: str) -> str:
+    return str(uuid.UUID(response_id.removeprefix("resp_")))

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from inferq.api.openai import responses_tools as structured
 from inferq.api.openai.metadata import check_metadata
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job
@@ -67,15 +68,6 @@ class ResponseCreate(BaseModel):
         if self.input is None or self.input == "" or self.input == []:
             raise InvalidRequest("input: is required", param="input")
         check_metadata(self.metadata)
-        if self.text is not None:
-            fmt = self.text.get("format") or {"type": "text"}
-            if fmt.get("type") != "text":
-                raise InvalidRequest(
-                    f"text.format: type {fmt.get('type')!r} is not supported yet; use 'text'",
-                    param="text.format.type",
-                )
-        if self.tools:
-            raise InvalidRequest("tools: tools are not supported yet", param="tools")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,9 +139,12 @@ def input_items(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _item(raw: dict[str, Any], where: str) -> dict[str, Any]:
     kind = raw.get("type", "message")
+    if kind in (structured.CALL, structured.CALL_OUTPUT):
+        return structured.call_item(raw, where)
     if kind != "message":
         raise InvalidRequest(
-            f"{where}.type: items of type {kind!r} are not supported; send messages",
+            f"{where}.type: items of type {kind!r} are not supported; send messages, "
+            "function calls and their outputs",
             param=f"{where}.type",
         )
     role = raw.get("role")
@@ -194,14 +189,16 @@ def _message(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
 def chat_request(body: ResponseCreate, items: list[dict[str, Any]]) -> ChatRequest:
     """The core request: the instructions as a system message, then every item."""
     messages = [ChatMessage("system", body.instructions)] if body.instructions else []
-    for item in items:
-        text = "".join(part["text"] for part in item["content"])
-        messages.append(ChatMessage(item["role"], text))
+    messages += [structured.item_message(item) for item in items]
+    functions = structured.tools(body.tools)
     return ChatRequest(
         messages=tuple(messages),
         max_tokens=body.max_output_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
+        response_format=structured.output_format(body.text),
+        tools=functions,
+        tool_choice=structured.tool_choice(body.tool_choice, bool(functions)),
     )
 
 
@@ -275,6 +272,16 @@ def output_message(job: Job, text: str, status: str) -> dict[str, Any]:
     }
 
 
+def output_items(job: Job, status: str) -> list[dict[str, Any]]:
+    """A finished job's output: its message (unless it only called), then its calls."""
+    if not isinstance(job.result, ChatResult):
+        return []
+    calls = structured.call_items(job)
+    text = job.result.text
+    message = [output_message(job, text, status)] if text or not calls else []
+    return message + calls
+
+
 def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
@@ -295,9 +302,7 @@ def render_response(job: Job, *, status: Status | None = None) -> dict[str, Any]
     stream's first events describe the response as it was then)."""
     rec = Record.of(job)
     status = status or status_of(job, rec)
-    output: list[dict[str, Any]] = []
-    if status in ("completed", "incomplete") and isinstance(job.result, ChatResult):
-        output = [output_message(job, job.result.text, status)]
+    output = output_items(job, status) if status in ("completed", "incomplete") else []
     error = None
     if status == "failed":
         message = job.error.message if job.error else f"the response ended {job.state.value}"
@@ -343,6 +348,8 @@ def conversation(job: Job) -> list[dict[str, Any]]:
             f"from (it is {status_of(job, rec)})",
             param="previous_response_id",
         )
-    answer = output_message(job, job.result.text, "completed")
-    answer["content"] = [{"type": "output_text", "text": job.result.text, "annotations": []}]
-    return [*rec.items, answer]
+    answer = output_items(job, "completed")
+    for item in answer:
+        if item["type"] == "message":
+            item["content"] = [{"type": "output_text", "text": item["content"][0]["text"]}]
+    return [*rec.items, *answer]

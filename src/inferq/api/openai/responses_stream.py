@@ -33,15 +33,17 @@ from inferq.api.openai.responses_schemas import (
     Record,
     Status,
     output_item_id,
+    output_items,
     output_message,
     render_response,
     text_part,
 )
 from inferq.core.errors import InferqError, StoreError
 from inferq.core.events import JobEvents, Subscription
-from inferq.core.models import ChatResult, Job
+from inferq.core.models import ChatRequest, ChatResult, Job
 from inferq.core.service import POLL_INTERVAL, JobService
 from inferq.core.states import JobState
+from inferq.core.tool_text import may_call
 
 log = logging.getLogger("inferq.api")
 
@@ -163,7 +165,11 @@ class _Numbered:
 
 async def response_events(t: Transcript) -> AsyncIterator[dict[str, Any]]:
     """The events of the response ``t`` follows, from the first; each once its content
-    is known. Ends after the terminal event (none for a cancelled response)."""
+    is known. Ends after the terminal event (none for a cancelled response).
+
+    A request that may call a function holds its output back until it ended (the text
+    a model writes may turn out to be a call), then sends each output item whole.
+    """
     event = _Numbered()
     job = t.job
     background = Record.of(job).background
@@ -172,38 +178,22 @@ async def response_events(t: Transcript) -> AsyncIterator[dict[str, Any]]:
         yield event("response.queued", response=render_response(job, status="queued"))
     while not (t.started or t.ended or t.lost):
         await t.wait(t.version)
+    if t.ended is not None and t.ended.state is JobState.CANCELLED and not t.started:
+        return
     if t.lost:
         yield _lost(event)
         return
-    if t.ended is not None and t.ended.state is JobState.CANCELLED and not t.started:
-        return
     yield event("response.in_progress", response=render_response(job, status="in_progress"))
-    item = output_item_id(job)
-    place = {"item_id": item, "output_index": 0, "content_index": 0}
-    yield event(
-        "response.output_item.added",
-        output_index=0,
-        item=output_message(job, "", "in_progress") | {"content": []},
-    )
-    yield event("response.content_part.added", **place, part=text_part(""))
-    sent = 0
-    while True:
-        seen = t.version
-        final = t.ended
-        text = t.text
-        if final is not None and isinstance(final.result, ChatResult):
-            text = final.result.text
-        for piece in units(text, final=final is not None or t.lost)[sent:]:
-            sent += 1
-            yield event("response.output_text.delta", **place, delta=piece, logprobs=[])
-        if final is not None:
-            break
-        if t.lost:
-            yield _lost(event)
-            return
-        await t.wait(seen)
-    for done in _ending(final, event, place):
-        yield done
+    live = _message_events(t, event) if not _holds(job) else _held_events(t, event)
+    async for item in live:
+        yield item
+    final = t.ended
+    if final is None:
+        yield _lost(event)
+        return
+    status = render_response(final)["status"]
+    if status in ("failed", "completed", "incomplete"):
+        yield event(f"response.{status}", response=render_response(final))
 
 
 def _lost(event: _Numbered) -> dict[str, Any]:
@@ -215,23 +205,77 @@ def _lost(event: _Numbered) -> dict[str, Any]:
     )
 
 
+def _holds(job: Job) -> bool:
+    request = job.request
+    return isinstance(request, ChatRequest) and may_call(request.tools, request.tool_choice)
+
+
+async def _message_events(t: Transcript, event: _Numbered) -> AsyncIterator[dict[str, Any]]:
+    """The message, its text sent as it grows; closed if the response ended well."""
+    job = t.job
+    place = {"item_id": output_item_id(job), "output_index": 0, "content_index": 0}
+    empty = output_message(job, "", "in_progress") | {"content": []}
+    yield event("response.output_item.added", output_index=0, item=empty)
+    yield event("response.content_part.added", **place, part=text_part(""))
+    sent = 0
+    while True:
+        seen = t.version
+        final = t.ended
+        text = t.text
+        if final is not None and isinstance(final.result, ChatResult):
+            text = final.result.text
+        for piece in units(text, final=final is not None or t.lost)[sent:]:
+            sent += 1
+            yield event("response.output_text.delta", **place, delta=piece, logprobs=[])
+        if final is not None or t.lost:
+            break
+        await t.wait(seen)
+    if final is not None and isinstance(final.result, ChatResult):
+        status = render_response(final)["status"]
+        for done in _closing(output_message(final, final.result.text, status), 0, event):
+            yield done
+
+
+async def _held_events(t: Transcript, event: _Numbered) -> AsyncIterator[dict[str, Any]]:
+    """Every output item of the ended response, each sent whole."""
+    while not (t.ended or t.lost):
+        await t.wait(t.version)
+    final = t.ended
+    if final is None or not isinstance(final.result, ChatResult):
+        return
+    for index, item in enumerate(output_items(final, render_response(final)["status"])):
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            place = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            opened = item | {"status": "in_progress", "content": []}
+            yield event("response.output_item.added", output_index=index, item=opened)
+            yield event("response.content_part.added", **place, part=text_part(""))
+            for piece in units(text, final=True):
+                yield event("response.output_text.delta", **place, delta=piece, logprobs=[])
+        else:
+            place = {"item_id": item["id"], "output_index": index}
+            opened = item | {"status": "in_progress", "arguments": ""}
+            yield event("response.output_item.added", output_index=index, item=opened)
+            yield event("response.function_call_arguments.delta", **place, delta=item["arguments"])
+        for done in _closing(item, index, event):
+            yield done
+
+
+def _closing(item: dict[str, Any], index: int, event: _Numbered) -> Iterator[dict[str, Any]]:
+    """The events that close an output item."""
+    if item["type"] == "message":
+        text = item["content"][0]["text"]
+        place = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        yield event("response.output_text.done", **place, text=text, logprobs=[])
+        yield event("response.content_part.done", **place, part=text_part(text))
+    else:
+        place = {"item_id": item["id"], "output_index": index}
+        yield event("response.function_call_arguments.done", **place, arguments=item["arguments"])
+    yield event("response.output_item.done", output_index=index, item=item)
+
+
 def _first(job: Job) -> Status:
     return "queued" if Record.of(job).background else "in_progress"
-
-
-def _ending(job: Job, event: _Numbered, place: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    status = render_response(job)["status"]
-    if status == "cancelled":
-        return
-    if status == "failed" or not isinstance(job.result, ChatResult):
-        yield event("response.failed", response=render_response(job))
-        return
-    text = job.result.text
-    yield event("response.output_text.done", **place, text=text, logprobs=[])
-    yield event("response.content_part.done", **place, part=text_part(text))
-    yield event("response.output_item.done", output_index=0, item=output_message(job, text, status))
-    kind = "response.completed" if status == "completed" else "response.incomplete"
-    yield event(kind, response=render_response(job))
 
 
 async def replay(t: Transcript, *, after: int | None) -> AsyncIterator[dict[str, Any]]:
