@@ -213,7 +213,7 @@ def test_job_filters_and_a_bad_filter(console: Console) -> None:
     assert done in console.client.get("/console/jobs?state=succeeded&model=fake").text
     assert done not in console.client.get("/console/jobs?state=queued").text
     bad = console.client.get("/console/jobs?state=sleeping")
-    assert bad.status_code == 400 and "not a job state" in bad.text
+    assert bad.status_code == 400 and "is not a state" in bad.text
     assert console.client.get("/console/jobs?limit=0").status_code == 400
     nul = console.client.get("/console/jobs?model=a%00b")
     assert 400 <= nul.status_code < 500

@@ -3,6 +3,8 @@ exist: a 404)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
@@ -60,15 +62,23 @@ async def create_key(request: Request, viewer: ViewerDep, services: ServicesDep)
     return await _keys_page(request, viewer, services, created=(key.name, secret))
 
 
+async def _revoke(
+    request: Request, viewer: Viewer, revoke: Callable[[], Awaitable[object]], back: str
+) -> Response:
+    """Check the form, then revoke (a key or a node) and go back to the listing."""
+    await form_of(request, viewer)
+    await revoke()
+    return secure(RedirectResponse(PREFIX + back, status_code=303))
+
+
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(
     request: Request, key_id: str, viewer: ViewerDep, services: ServicesDep
 ) -> Response:
     KeyService.require_admin(viewer.key)
-    await form_of(request, viewer)
-    await services.keys.revoke(key_id)
+    response = await _revoke(request, viewer, lambda: services.keys.revoke(key_id), "/keys")
     console_state(request).keys.forget()
-    return secure(RedirectResponse(PREFIX + "/keys", status_code=303))
+    return response
 
 
 @router.get("/nodes")
@@ -89,6 +99,4 @@ async def revoke_node(
     request: Request, node_id: str, viewer: ViewerDep, services: ServicesDep
 ) -> Response:
     KeyService.require_admin(viewer.key)
-    await form_of(request, viewer)
-    await services.nodes.revoke(node_id)
-    return secure(RedirectResponse(PREFIX + "/nodes", status_code=303))
+    return await _revoke(request, viewer, lambda: services.nodes.revoke(node_id), "/nodes")

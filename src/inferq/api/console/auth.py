@@ -20,8 +20,10 @@ from inferq.api.console.session import (
 )
 from inferq.api.deps import Services, ServicesDep
 from inferq.config import Settings
+from inferq.core.errors import InvalidRequest
 from inferq.core.inputs import check_text
 from inferq.core.models import ApiKey
+from inferq.core.states import JobState
 from inferq.core.throughput import Series
 
 
@@ -107,3 +109,27 @@ def filter_text(value: str | None, param: str) -> str | None:
         return None
     check_text(value, param=param, what="the filter")
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """A listing's state and tenant filters, checked: a tenant's key is held to its own
+    tenant whatever it asks for."""
+
+    #: the state asked for, or None for any
+    states: frozenset[JobState] | None
+    #: whose work to list: None is every tenant (an admin that named none)
+    tenant: str | None
+    #: what the form shows again
+    shown: dict[str, str]
+
+
+def listing_filters(viewer: Viewer, *, state: str | None, tenant: str | None) -> Filters:
+    chosen = filter_text(state, "state")
+    if chosen is not None and chosen not in {s.value for s in JobState}:
+        raise InvalidRequest(f"state {chosen!r} is not a state", param="state")
+    return Filters(
+        states=frozenset({JobState(chosen)}) if chosen else None,
+        tenant=filter_text(tenant, "tenant") if viewer.admin else viewer.scope,
+        shown={"state": chosen or "", "tenant": (tenant or "") if viewer.admin else ""},
+    )

@@ -11,12 +11,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from inferq.api.console.auth import ViewerDep, filter_text, form_of
+from inferq.api.console.auth import ViewerDep, form_of, listing_filters
 from inferq.api.console.render import PREFIX, ConsoleRoute, page, secure
 from inferq.api.console.session import Viewer
 from inferq.api.console.views import Progress, batch_progress, is_workflow, workflow_progress
 from inferq.api.deps import Services, ServicesDep
-from inferq.core.errors import InvalidRequest, NotFound
+from inferq.core.errors import NotFound
 from inferq.core.files import CONTENT, file_names
 from inferq.core.models import Batch
 from inferq.core.states import TERMINAL_STATES, JobState
@@ -133,22 +133,16 @@ async def batches(
     state: str | None = None,
     tenant: str | None = None,
 ) -> Response:
-    chosen = filter_text(state, "state")
-    if chosen is not None and chosen not in {s.value for s in JobState}:
-        raise InvalidRequest(f"state {chosen!r} is not a batch state", param="state")
-    asked_tenant = filter_text(tenant, "tenant") if viewer.admin else viewer.scope
+    asked = listing_filters(viewer, state=state, tenant=tenant)
     found = await services.batches.list(
-        tenant=asked_tenant,
-        dialect=None,
-        limit=LISTED,
-        states=frozenset({JobState(chosen)}) if chosen else None,
+        tenant=asked.tenant, dialect=None, limit=LISTED, states=asked.states
     )
     views = [await _view(services, batch, detail=False) for batch in found]
     context = {
         "viewer": viewer,
         "nav": "batches",
         "batches": views,
-        "filters": {"state": chosen or "", "tenant": tenant or ""},
+        "filters": asked.shown,
         "states": [s.value for s in JobState],
         "final": all(v.batch.state in TERMINAL_STATES for v in views),
     }

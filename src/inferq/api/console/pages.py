@@ -8,12 +8,19 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from inferq.api.console.auth import ViewerDep, console_state, filter_text, form_of, same_origin
+from inferq.api.console.auth import (
+    ViewerDep,
+    console_state,
+    filter_text,
+    form_of,
+    listing_filters,
+    same_origin,
+)
 from inferq.api.console.render import LOGIN, PREFIX, ConsoleRoute, page, secure
 from inferq.api.console.session import COOKIE
 from inferq.api.console.views import job_view, queue_rows, throughput_charts
 from inferq.api.deps import ServicesDep
-from inferq.core.errors import AuthenticationFailed, InvalidRequest
+from inferq.core.errors import AuthenticationFailed
 from inferq.core.models import JobFilter
 from inferq.core.states import JobState
 
@@ -125,14 +132,11 @@ async def jobs(
     tenant: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 100,
 ) -> Response:
-    chosen = filter_text(state, "state")
-    if chosen is not None and chosen not in {s.value for s in JobState}:
-        raise InvalidRequest(f"state {chosen!r} is not a job state", param="state")
-    asked_tenant = filter_text(tenant, "tenant") if viewer.admin else viewer.scope
+    asked = listing_filters(viewer, state=state, tenant=tenant)
     flt = JobFilter(
-        tenant=asked_tenant,
+        tenant=asked.tenant,
         model=filter_text(model, "model"),
-        states=frozenset({JobState(chosen)}) if chosen else None,
+        states=asked.states,
         limit=limit,
     )
     now = services.jobs.clock()
@@ -141,7 +145,7 @@ async def jobs(
         "viewer": viewer,
         "nav": "jobs",
         "jobs": found,
-        "filters": {"model": flt.model or "", "state": chosen or "", "tenant": tenant or ""},
+        "filters": {**asked.shown, "model": flt.model or ""},
         "limit": limit,
         "models": sorted(services.registry.names()),
         "states": [s.value for s in JobState],
