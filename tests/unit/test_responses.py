@@ -149,6 +149,15 @@ def test_a_background_response_runs_in_the_queue(client: TestClient) -> None:
     assert created["output"] == [] and created["usage"] is None
     done = wait_status(client, created["id"], ENDED)
     assert done["status"] == "completed" and text_of(done) == "echo: hello there world"
+    jobs = client.app.state.services.jobs
+    # below sync requests, above batch rows
+    assert asyncio.run(jobs.get(job_id(created["id"]), tenant="ta")).service_class is (
+        ServiceClass.ASYNC
+    )
+    sync = client.post(URL, json=BODY).json()
+    assert asyncio.run(jobs.get(job_id(sync["id"]), tenant="ta")).service_class is (
+        ServiceClass.INTERACTIVE
+    )
 
 
 def test_a_background_stream_resumes_after_any_sequence_number(client: TestClient) -> None:
