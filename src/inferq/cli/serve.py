@@ -3,7 +3,7 @@ creates the admin key and prints it once, on stderr."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +15,7 @@ from inferq.cli.common import (
     ModelsFile,
     configure_logging,
     err,
+    fail,
     load_models,
     settings,
     with_store,
@@ -36,6 +37,16 @@ def serve(
     ] = True,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="API processes sharing the port; with more than one, the models run "
+            "in one worker process beside them [1].",
+        ),
+    ] = 1,
+    fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the API and a worker. Creates and prints an admin key on the first start."""
     import uvicorn
@@ -58,13 +69,25 @@ def serve(
     configure_logging(config)
     load_models(config)
     first_start(config)
+    if workers > 1:
+        options = {
+            "--data-dir": data_dir,
+            "--models": models,
+            "--database-url": database_url,
+            "--log-level": log_level,
+            "--log-format": log_format,
+        }
+        _serve_processes(config, workers=workers, options=options)
+        return
     # signed URLs carry their credential in the path: keep it out of the access log
     # (uvicorn's logging setup keeps the filters of the loggers it configures)
     redact.install()
+    where: dict[str, Any] = (
+        {"fd": fd} if fd is not None else {"host": config.host, "port": config.port}
+    )
     uvicorn.run(
         create_app(config),
-        host=config.host,
-        port=config.port,
+        **where,
         log_level=config.log_level.lower(),
         # JSON: uvicorn's loggers propagate to the one handler configure_logging set
         # (uvicorn's own text handlers would bypass it)
@@ -72,6 +95,23 @@ def serve(
         access_log=True,
         http=http_protocol(header_timeout=config.header_timeout, body_timeout=config.body_timeout),
     )
+
+
+def _serve_processes(config: Settings, *, workers: int, options: dict[str, object]) -> None:
+    """The supervisor of ``--workers N`` (:mod:`inferq.cli.processes`); ``options`` are
+    the flags given, passed on to every process it starts."""
+    from inferq.cli.processes import bind, serve_processes
+
+    argv = [str(part) for flag, v in options.items() if v is not None for part in (flag, v)]
+    try:
+        sock = bind(config.host, config.port)
+    except OSError as exc:
+        fail(f"cannot listen on {config.host}:{config.port}: {exc}")
+    err.print(f"inferq: {workers} API processes on http://{config.host}:{config.port}")
+    with sock:
+        raise typer.Exit(
+            serve_processes(sock=sock, workers=workers, engine_worker=config.worker, options=argv)
+        )
 
 
 def first_start(config: Settings) -> None:
