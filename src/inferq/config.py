@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: what a ``blob_url`` may start with (besides the literal ``postgres``)
-BLOB_SCHEMES = ("file:///", "postgresql://", "postgres://")
+BLOB_SCHEMES = ("file:///", "postgresql://", "postgres://", "s3://")
 
 
 class Settings(BaseSettings):
@@ -80,9 +80,10 @@ class Settings(BaseSettings):
     log_level: str = "info"
     #: ``text`` or ``json`` (one object per line, with request and job ids)
     log_format: Literal["text", "json"] = "text"
-    #: where blobs (files, datasets, outputs) live: ``file:///PATH``, ``postgresql://…``, or
-    #: ``postgres`` (the job store's database); empty: PostgreSQL when the job store is
-    #: PostgreSQL, else ``<data_dir>/blobs``
+    #: where blobs (files, datasets, outputs) live: ``file:///PATH``, ``postgresql://…``,
+    #: ``postgres`` (the job store's database) or ``s3://BUCKET/PREFIX`` (a bucket; the
+    #: ``AWS_*`` variables or the URL's query name its endpoint, region and credentials);
+    #: empty: PostgreSQL when the job store is PostgreSQL, else ``<data_dir>/blobs``
     blob_url: str = ""
     #: a Bearer token that may read ``GET /metrics`` (a Prometheus scraper's), besides
     #: admin API keys; empty: admin keys only
@@ -95,7 +96,7 @@ class Settings(BaseSettings):
     def _check_blob_url(cls, value: str) -> str:
         value = value.strip()
         if value and value != "postgres" and not value.startswith(BLOB_SCHEMES):
-            raise ValueError("blob_url must be file:///PATH, postgresql://… or postgres")
+            raise ValueError("blob_url must be file:///PATH, postgresql://…, postgres or s3://…")
         return value
 
     @field_validator("public_url")

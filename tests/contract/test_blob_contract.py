@@ -1,22 +1,30 @@
-"""The BlobStore contract, run on every adapter: memory (the fake), a local directory
-and PostgreSQL."""
+"""The BlobStore contract, run on every adapter: memory (the fake), a local directory,
+PostgreSQL and an S3-compatible bucket.
+
+The bucket is moto's S3 server, started by these tests on loopback: moto's server mode is
+the only S3-compatible server installable here (tests/support/s3.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import sys
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from inferq.blobs import BlobStore, LocalBlobs, MemoryBlobs
 from inferq.blobs.postgres import PostgresBlobs
+from inferq.blobs.s3 import S3Blobs
 from inferq.core.errors import InvalidRequest, NotFound, PayloadTooLarge, StoreError
 from inferq.store.postgres import PostgresStore
 from tests.support.postgres import database_url, fresh_schema
+from tests.support.s3 import S3Server, s3_server
 
 #: small stored chunks, so that the tests cross chunk borders with little data
 PG_CHUNK = 100_000
@@ -38,11 +46,20 @@ async def postgres_blobs(**kw: float) -> AsyncIterator[PostgresBlobs]:
             await pg.close()
 
 
-@pytest.fixture(params=["memory", "local", "postgres"])
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with s3_server(tmp_path_factory.mktemp("s3") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "local", "postgres", "s3"])
 async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     if request.param == "postgres":
         async with postgres_blobs() as pg:
             yield pg
+        return
+    if request.param == "s3":
+        yield S3Blobs(request.getfixturevalue("s3").url())
         return
     if request.param == "memory":
         yield MemoryBlobs()
@@ -217,12 +234,19 @@ def _megabyte(i: int) -> bytes:
     return hashlib.sha256(i.to_bytes(4, "big")).digest() * (1 << 15)
 
 
-@pytest.mark.parametrize("adapter", ["local", "postgres"])  # memory holds whole blobs
-async def test_a_50_mb_blob_streams_with_flat_memory(adapter: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("adapter", ["local", "postgres", "s3"])  # memory holds whole blobs
+async def test_a_50_mb_blob_streams_with_flat_memory(
+    adapter: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Python's allocations stay flat: a chunk or two, or on S3 the parts in flight,
+    whose bytes obstore holds until they are sent (bench/blobs.py measures the resident
+    memory of 200 MB on every store)."""
     async with contextlib.AsyncExitStack() as stack:
         store: BlobStore
         if adapter == "postgres":
             store = await stack.enter_async_context(postgres_blobs())
+        elif adapter == "s3":
+            store = S3Blobs(request.getfixturevalue("s3").url())
         else:
             store = LocalBlobs(tmp_path)
         expected = hashlib.sha256()
@@ -244,7 +268,156 @@ async def test_a_50_mb_blob_streams_with_flat_memory(adapter: str, tmp_path: Pat
             tracemalloc.stop()
         assert total == 50 << 20
         assert got.digest() == expected.digest()
-        assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB while streaming 50 MiB"
+        bound = 8 << 20
+        if isinstance(store, S3Blobs):
+            bound += (store.concurrency + 1) * store.part_bytes
+        assert peak < bound, f"peak {peak / 2**20:.1f} MiB while streaming 50 MiB"
+
+
+async def test_ranges(blobs: BlobStore) -> None:
+    data = bytes(range(256)) * 1000  # 256,000 bytes: PostgreSQL chunks of 100,000
+    await blobs.put("r", _chunks(data[:70_000], data[70_000:]))
+    cases = [
+        (0, None),
+        (0, 1),
+        (1, 2),
+        (99_999, 100_001),
+        (100_000, 200_000),
+        (150_000, None),
+        (255_999, None),
+        (5, 10**9),
+        (256_000, None),
+        (300_000, 400_000),
+        (10, 10),
+        (20, 10),
+    ]
+    for start, stop in cases:
+        pieces = [c async for c in blobs.read("r", chunk=4096, start=start, stop=stop)]
+        assert b"".join(pieces) == data[start:stop], (start, stop)
+        assert all(0 < len(p) <= 4096 for p in pieces), (start, stop)
+    with pytest.raises(NotFound):
+        _ = [c async for c in blobs.read("missing", start=5, stop=10)]
+    with pytest.raises(ValueError):
+        _ = [c async for c in blobs.read("r", start=-1)]
+
+
+async def test_a_source_that_fails_mid_stream_leaves_nothing(blobs: BlobStore) -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"z" * 100_000
+        raise OSError("the client went away")
+
+    await blobs.put("k", _chunks(b"kept"))
+    for key in ("k", "new"):
+        with pytest.raises(OSError, match="went away"):
+            await blobs.put(key, failing())
+    assert await _read(blobs, "k") == b"kept"
+    assert await blobs.size("new") is None
+    assert sorted([k async for k in blobs.names()]) == ["k"]
+
+
+async def test_keys_lists_the_published_names(blobs: BlobStore) -> None:
+    for key in ("t-1/files/a", "t-1/files/b", "t-1/other", "t-2/files/a", "top"):
+        await blobs.put(key, _chunks(key.encode()))
+    pending = blobs.writer("t-1/files/pending")
+    await pending.write(b"x" * 1000)
+    assert sorted([k async for k in blobs.names()]) == [
+        "t-1/files/a",
+        "t-1/files/b",
+        "t-1/other",
+        "t-2/files/a",
+        "top",
+    ]
+    assert sorted([k async for k in blobs.names("t-1/")]) == [
+        "t-1/files/a",
+        "t-1/files/b",
+        "t-1/other",
+    ]
+    assert sorted([k async for k in blobs.names("t-1/files/")]) == ["t-1/files/a", "t-1/files/b"]
+    assert sorted([k async for k in blobs.names("t-")]) == sorted(
+        ["t-1/files/a", "t-1/files/b", "t-1/other", "t-2/files/a"]
+    )
+    assert [k async for k in blobs.names("none/")] == []
+    await pending.discard()
+
+
+async def test_download_urls(blobs: BlobStore) -> None:
+    """A bucket hands out presigned URLs that plain HTTP reads, ranges included; the
+    other stores have none (their bytes go through inferq)."""
+    data = bytes(range(256)) * 100
+    await blobs.put("d/file.jsonl", _chunks(data))
+    url = await blobs.download_url("d/file.jsonl", expires_in=60)
+    if not isinstance(blobs, S3Blobs):
+        assert url is None
+        return
+    assert url is not None and "X-Amz-Signature=" in url
+    async with httpx.AsyncClient() as client:
+        whole = await client.get(url)
+        assert whole.status_code == 200 and whole.content == data
+        part = await client.get(url, headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == data[100:200]
+    # (moto checks no signatures, so a forged URL cannot be shown refused here)
+
+
+#: a writer in its own process, killed with SIGKILL once it has sent 24 MiB
+_KILLED_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from inferq.blobs import create_blobs
+
+async def main():
+    store = create_blobs(sys.argv[1], database_url="", default_dir=Path("."))
+    await store.open()
+    out = store.writer("kept")
+    for i in range(10_000):
+        await out.write(bytes([i % 256]) * (1 << 20))
+        if i == 24:
+            print("writing", flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("adapter", ["local", "postgres", "s3"])  # memory dies with it
+async def test_a_writer_killed_mid_stream_leaves_nothing_visible(
+    adapter: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        store: BlobStore
+        if adapter == "postgres":
+            pg = await stack.enter_async_context(postgres_blobs())
+            schema = pg.server_settings["search_path"]
+            url, store = f"{database_url()}?options=-csearch_path%3D{schema}", pg
+        elif adapter == "s3":
+            url = request.getfixturevalue("s3").url()
+            store = S3Blobs(url)
+        else:
+            url, store = f"file://{tmp_path}", LocalBlobs(tmp_path)
+        await store.put("kept", _chunks(b"old"))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _KILLED_WRITER, url, stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        proc.kill()
+        await proc.wait()
+        assert line == b"writing\n"
+        assert await _read(store, "kept") == b"old"
+        assert await store.size("kept") == 3
+        assert [k async for k in store.names()] == ["kept"]
+        await store.put("kept", _chunks(b"new"))  # the name is not stuck
+        assert await _read(store, "kept") == b"new"
+
+
+async def test_s3_a_discarded_multipart_upload_is_aborted(s3: S3Server) -> None:
+    store = S3Blobs(s3.url(), part_bytes=5 << 20)
+    out = store.writer("big")
+    for _ in range(3):
+        await out.write(b"p" * (4 << 20))  # two parts sent
+    assert "<Upload>" in s3.pending_uploads(store.prefix)
+    await out.discard()
+    assert "<Upload>" not in s3.pending_uploads(store.prefix)
+    assert await store.size("big") is None
 
 
 async def test_postgres_sweeps_abandoned_and_retired_uploads() -> None:

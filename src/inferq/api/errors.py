@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.api.dialect import Dialect, Dialects
+from inferq.api.ranges import RangeNotSatisfiable
 from inferq.core.errors import (
     AuthenticationFailed,
     ClientError,
@@ -63,6 +64,7 @@ STATUS: Mapping[type[InferqError], int] = {
     RequestTimeout: 408,
     Conflict: 409,
     PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
     QueueFull: 429,
     DeadlineExceeded: 408,
     StoreUnavailable: 503,

@@ -18,8 +18,9 @@ def create_blobs(url: str, *, database_url: str, default_dir: Path) -> BlobStore
     """The blob store for ``url``, not yet opened.
 
     ``file:///PATH`` (a directory), ``postgresql://…`` (a PostgreSQL database with the
-    blob tables), ``postgres`` (the job store's database, ``database_url``), or empty:
-    the job store's database when it is PostgreSQL, else the directory ``default_dir``.
+    blob tables), ``postgres`` (the job store's database, ``database_url``),
+    ``s3://BUCKET/PREFIX?…`` (an S3-compatible bucket), or empty: the job store's
+    database when it is PostgreSQL, else the directory ``default_dir``.
     """
     if url == "":
         if not database_url.startswith(_POSTGRES):
@@ -35,4 +36,10 @@ def create_blobs(url: str, *, database_url: str, default_dir: Path) -> BlobStore
         return PostgresBlobs(url)
     if url.startswith("file:///"):
         return LocalBlobs(Path(url.removeprefix("file://")))
-    raise ConfigError(f"unsupported blob URL {url!r}: use file:///PATH, postgresql://… or postgres")
+    if url.startswith("s3://"):
+        from inferq.blobs.s3 import S3Blobs
+
+        return S3Blobs(url)
+    raise ConfigError(
+        f"unsupported blob URL {url!r}: use file:///PATH, postgresql://…, postgres or s3://…"
+    )

@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key
+from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key, span
 from inferq.core.errors import NotFound
 
 #: how much a writer buffers before handing bytes to a thread
 _BUFFER = 1 << 20
+#: a writer's temporary file (``.NAME.HEX.part``), never a blob
+_PART = re.compile(r"\..*\.[0-9a-f]{32}\.part")
 
 
 def _make_dirs(path: Path) -> None:
@@ -108,17 +111,26 @@ class LocalBlobs(BlobStore):
     def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
         return _LocalWriter(self._path(key), max_bytes)
 
-    async def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, chunk: int = CHUNK, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[bytes]:
         path = self._path(key)
         try:
             file = await asyncio.to_thread(open, path, "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {key} not found") from None
         try:
+            at, end = span(os.fstat(file.fileno()).st_size, start, stop)
+            if at:
+                file.seek(at)
             # read bigger pieces per thread hop, hand them out in ``chunk``s
-            while data := await asyncio.to_thread(file.read, max(chunk, _BUFFER)):
-                for start in range(0, len(data), chunk):
-                    yield data[start : start + chunk]
+            while at < end:
+                data = await asyncio.to_thread(file.read, min(max(chunk, _BUFFER), end - at))
+                if not data:
+                    break
+                at += len(data)
+                for piece in range(0, len(data), chunk):
+                    yield data[piece : piece + chunk]
         finally:
             file.close()
 
@@ -135,3 +147,24 @@ class LocalBlobs(BlobStore):
         except FileNotFoundError:
             return False
         return True
+
+    async def names(self, prefix: str = "") -> AsyncIterator[str]:
+        pending = [self.root]
+        while pending:
+            directory = pending.pop()
+            entries = await asyncio.to_thread(_entries, directory)
+            for name, is_dir in entries:
+                key = str((directory / name).relative_to(self.root))
+                if is_dir:
+                    pending.append(directory / name)
+                elif not _PART.fullmatch(name) and key.startswith(prefix):
+                    yield key
+
+
+def _entries(directory: Path) -> list[tuple[str, bool]]:
+    """The names in ``directory`` and whether each is a directory; none when it is gone."""
+    try:
+        with os.scandir(directory) as found:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in found]
+    except FileNotFoundError:
+        return []

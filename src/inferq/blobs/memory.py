@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key
+from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key, span
 from inferq.core.errors import NotFound
 
 
@@ -33,12 +33,15 @@ class MemoryBlobs(BlobStore):
     def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
         return _MemoryWriter(self, check_key(key), max_bytes)
 
-    async def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, chunk: int = CHUNK, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[bytes]:
         data = self.blobs.get(check_key(key))
         if data is None:
             raise NotFound(f"blob {key} not found")
-        for start in range(0, len(data), chunk):
-            yield data[start : start + chunk]
+        first, end = span(len(data), start, stop)
+        for at in range(first, end, chunk):
+            yield data[at : min(at + chunk, end)]
 
     async def size(self, key: str) -> int | None:
         data = self.blobs.get(check_key(key))
@@ -46,3 +49,8 @@ class MemoryBlobs(BlobStore):
 
     async def delete(self, key: str) -> bool:
         return self.blobs.pop(check_key(key), None) is not None
+
+    async def names(self, prefix: str = "") -> AsyncIterator[str]:
+        for key in list(self.blobs):
+            if key.startswith(prefix):
+                yield key

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from importlib import resources
 from typing import Any
 
-from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key
+from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key, span
 from inferq.core.errors import ConfigError, NotFound, StoreError, StoreUnavailable
 
 #: the size of every stored chunk but a blob's last
@@ -41,6 +41,8 @@ GRACE_SECONDS = 3600.0
 SWEEP_EVERY = 600.0
 #: uploads one sweep step deletes
 _SWEEP_BATCH = 100
+#: names one listing query returns
+_NAMES_PAGE = 1000
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -167,21 +169,32 @@ class PostgresBlobs(BlobStore):
     def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
         return _PostgresWriter(self, check_key(key), max_bytes)
 
-    async def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, *, chunk: int = CHUNK, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[bytes]:
         found = await self._fetchrow(Q["find"], check_key(key))
         if found is None:
             raise NotFound(f"blob {key} not found")
-        upload, size = found["upload_id"], found["size"]
-        sent = seq = 0
-        while sent < size:
+        upload = found["upload_id"]
+        at, end = span(found["size"], start, stop)
+        seq = skip = 0
+        if at:
+            # every chunk of an upload but its last has the first one's length
+            stored = await self._fetchval(Q["chunk_length"], upload)
+            if stored is None:
+                raise StoreError(f"blob {key} was removed while it was read")
+            seq, skip = divmod(at, stored)
+        while at < end:
             data = await self._fetchval(Q["chunk"], upload, seq)
             if data is None:
                 # only when a read outlives the grace after a replace or delete
                 raise StoreError(f"blob {key} was removed while it was read")
             seq += 1
-            sent += len(data)
-            for start in range(0, len(data), chunk):
-                yield data[start : start + chunk]
+            data = data[skip : skip + end - at]
+            skip = 0
+            at += len(data)
+            for piece in range(0, len(data), chunk):
+                yield data[piece : piece + chunk]
 
     async def size(self, key: str) -> int | None:
         found = await self._fetchrow(Q["find"], check_key(key))
@@ -201,6 +214,16 @@ class PostgresBlobs(BlobStore):
         dropped = bool(await self._transaction(drop))
         await self._maybe_sweep()
         return dropped
+
+    async def names(self, prefix: str = "") -> AsyncIterator[str]:
+        after = ""
+        while True:
+            page = await self._fetch(Q["names"], prefix, after, _NAMES_PAGE)
+            for row in page:
+                yield row["key"]
+            if len(page) < _NAMES_PAGE:
+                return
+            after = page[-1]["key"]
 
     # -- what the writers and the sweep run ----------------------------------------------
 
@@ -255,6 +278,11 @@ class PostgresBlobs(BlobStore):
     async def _fetchval(self, query: str, *args: Any) -> Any:
         with self._guard():
             return await self._pool.fetchval(query, *args)
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        with self._guard():
+            rows: list[Any] = await self._pool.fetch(query, *args)
+        return rows
 
     async def _fetchrow(self, query: str, *args: Any) -> Any:
         with self._guard():

@@ -58,3 +58,12 @@ SELECT upload_id, size FROM blobs WHERE key = $1;
 
 -- name: chunk
 SELECT data FROM blob_chunks WHERE upload_id = $1 AND seq = $2;
+
+-- name: chunk_length
+SELECT octet_length(data) FROM blob_chunks WHERE upload_id = $1 AND seq = 0;
+
+-- name: names
+-- One page of names under a prefix, after the last one seen (``inferq blobs migrate``).
+SELECT key FROM blobs
+WHERE key > $2 AND starts_with(key, $1)
+ORDER BY key LIMIT $3;

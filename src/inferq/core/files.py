@@ -124,9 +124,18 @@ class FileService:
             tenant=tenant, kind=kind, limit=limit, after=after, purpose=purpose
         )
 
-    def content(self, record: FileRecord, name: str = CONTENT) -> AsyncIterator[bytes]:
-        """The bytes of one of the record's files, in chunks."""
-        return self.blobs.read(blob_key(record.tenant, record.id, name))
+    def content(
+        self, record: FileRecord, name: str = CONTENT, *, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes ``[start, stop)`` (all by default) of one of the record's files."""
+        return self.blobs.read(blob_key(record.tenant, record.id, name), start=start, stop=stop)
+
+    async def download_url(self, record: FileRecord, name: str, *, expires_in: float) -> str | None:
+        """A URL that serves one of the record's files without inferq (a bucket's
+        presigned URL), or None when the blob store has none."""
+        return await self.blobs.download_url(
+            blob_key(record.tenant, record.id, name), expires_in=expires_in
+        )
 
     def lines(self, record: FileRecord, name: str = CONTENT) -> AsyncIterator[bytes]:
         """The lines of one of the record's files (without line ends)."""

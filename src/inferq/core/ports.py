@@ -407,8 +407,12 @@ class BlobStore(ABC):
         """A writer that replaces the blob at ``key`` when committed."""
 
     @abstractmethod
-    def read(self, key: str, *, chunk: int = CHUNK) -> AsyncIterator[bytes]:
-        """The blob's bytes in chunks; :class:`~inferq.core.errors.NotFound` when missing."""
+    def read(
+        self, key: str, *, chunk: int = CHUNK, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The blob's bytes ``[start, stop)`` (all of them by default) in chunks;
+        :class:`~inferq.core.errors.NotFound` when missing. A range past the end is cut
+        at the end."""
 
     @abstractmethod
     async def size(self, key: str) -> int | None:
@@ -417,6 +421,16 @@ class BlobStore(ABC):
     @abstractmethod
     async def delete(self, key: str) -> bool:
         """Remove the blob; False when there was none."""
+
+    @abstractmethod
+    def names(self, prefix: str = "") -> AsyncIterator[str]:
+        """The names of the blobs under ``prefix``, in no set order (``inferq blobs
+        migrate`` walks them)."""
+
+    async def download_url(self, key: str, *, expires_in: float) -> str | None:
+        """A URL that serves the blob for ``expires_in`` seconds without inferq (a
+        bucket's presigned URL), or None: the bytes then pass through inferq."""
+        return None
 
     async def put(
         self, key: str, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None

@@ -24,6 +24,7 @@ from inferq.api.openai.files_schemas import (
     list_page,
     render_file,
 )
+from inferq.api.ranges import download
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
 from inferq.core.files import FileService
 from inferq.core.models import FileRecord
@@ -171,31 +172,22 @@ async def get_file(file_id: str, caller: CallerDep, services: ServicesDep) -> di
 
 
 @router.get("/files/{file_id}/content", response_model=None)
-async def file_content(file_id: str, caller: CallerDep, services: ServicesDep) -> StreamingResponse:
+async def file_content(
+    file_id: str, request: Request, caller: CallerDep, services: ServicesDep
+) -> StreamingResponse:
     record = await services.files.get(file_id, tenant=caller.tenant)
-    chunks = services.files.content(record)
-    # read the first chunk here, so a missing blob is a 404, not a broken stream
-    first = await anext(chunks, b"")
     media_type = (
         "application/jsonl"
         if record.filename.endswith(".jsonl") or record.purpose.startswith("batch")
         else "application/octet-stream"
     )
-    return StreamingResponse(
-        _prepend(first, chunks),
+    return await download(
+        lambda start, stop: services.files.content(record, start=start, stop=stop),
+        size=record.bytes,
+        range_header=request.headers.get("range"),
         media_type=media_type,
-        headers={
-            "content-length": str(record.bytes),
-            "content-disposition": f'attachment; filename="{record.filename}"',
-        },
+        headers={"content-disposition": f'attachment; filename="{record.filename}"'},
     )
-
-
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    if first:
-        yield first
-    async for chunk in rest:
-        yield chunk
 
 
 @router.delete("/files/{file_id}")
