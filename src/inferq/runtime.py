@@ -172,6 +172,10 @@ async def open_runtime(
     try:
         await the_blobs.open()
         await the_store.listen(on_submitted=events.job_submitted, on_ended=events.remote_ended)
+        relay = the_store.text_relay()
+        if relay is not None:
+            relay.start(events.relayed_text)
+            events.relay = relay
         if settings.worker:
             await the_registry.start()
             worker = Worker(

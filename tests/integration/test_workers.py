@@ -101,6 +101,8 @@ def test_sync_and_streamed_chat_across_processes(sqlite_server: Server, key: str
         )
         if chunk.choices
     ]
+    # relayed from the worker process as generated, not sent whole at the end
+    assert len([p for p in pieces if p]) > 1, pieces
     assert "".join(pieces).strip()
 
 

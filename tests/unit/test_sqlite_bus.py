@@ -2,7 +2,9 @@
 
 Two stores on one file stand for two processes (each has its own writer connection and
 bus), and one test uses a real second process. A store that listens hears another's
-submits and ended jobs, never its own, and a rolled-back write sends nothing.
+submits and ended jobs, never its own, and a rolled-back write sends nothing. Text
+generated in one process reaches the waiters of another, in order, and a lost piece
+stops the relay for that job instead of leaving a hole in the text.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from inferq.core.events import JobEvents, Subscription
 from inferq.core.models import JobError
+from inferq.core.service import _rest
 from inferq.core.states import JobState
 from inferq.store import rows
 from inferq.store.executor import Steps, count, one
@@ -181,3 +185,73 @@ async def test_a_real_second_process_wakes_this_one(tmp_path: Path) -> None:
         assert heard.submitted >= 1
     finally:
         await store.close()
+
+
+async def _relaying(path: Path) -> tuple[SQLiteStore, JobEvents]:
+    store = SQLiteStore(path)
+    await store.open()
+    events = JobEvents()
+    await store.listen(on_submitted=events.job_submitted, on_ended=events.remote_ended)
+    relay = store.text_relay()
+    assert relay is not None
+    relay.start(events.relayed_text)
+    events.relay = relay
+    return store, events
+
+
+async def _pieces(sub: Subscription, n: int) -> list[str]:
+    got: list[str] = []
+    while len(got) < n:
+        event = await sub.next(5.0)
+        assert isinstance(event, str), event
+        got.append(event)
+    return got
+
+
+async def test_text_generated_in_one_process_reaches_a_waiter_in_another(
+    tmp_path: Path,
+) -> None:
+    (api, api_events), (worker, worker_events) = [
+        await _relaying(tmp_path / "jobs.db") for _ in range(2)
+    ]
+    try:
+        sub = api_events.subscribe("job-1")  # asks the other process for the text
+        await asyncio.sleep(0.1)
+        worker_events.text("job-2", "not wanted")
+        for piece in ("Hel", "lo, ", "wörld"):
+            worker_events.text("job-1", piece)
+        assert await _pieces(sub, 3) == ["Hel", "lo, ", "wörld"]
+        sub.close()  # no longer wanted: nothing more is sent
+        await asyncio.sleep(0.1)
+        assert "job-1" not in (worker.text_relay()._wanted)  # type: ignore[union-attr]
+    finally:
+        await worker.close()
+        await api.close()
+
+
+async def test_after_a_lost_piece_a_waiter_takes_no_more_and_the_stream_ends_whole(
+    tmp_path: Path,
+) -> None:
+    """A gap in the offsets stops the relay; JobService.stream then yields the rest of the
+    result, so the client's text is whole and in order."""
+    (api, api_events), (worker, worker_events) = [
+        await _relaying(tmp_path / "jobs.db") for _ in range(2)
+    ]
+    try:
+        sub = api_events.subscribe("job-1")
+        await asyncio.sleep(0.1)
+        worker_events.text("job-1", "one ")
+        assert await _pieces(sub, 1) == ["one "]
+        relay = worker.text_relay()
+        assert relay is not None
+        relay._generated["job-1"] += 5  # type: ignore[attr-defined]  # as if "two " was lost
+        worker_events.text("job-1", "three")
+        await asyncio.sleep(0.2)
+        assert sub.queue.empty()
+        sub.close()
+    finally:
+        await worker.close()
+        await api.close()
+    assert _rest("one two three", "one ") == "two three"
+    assert _rest("one two three", "") == "one two three"
+    assert _rest('{"call": 1}', "other") == ""

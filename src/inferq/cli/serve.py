@@ -3,6 +3,7 @@ creates the admin key and prints it once, on stderr."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -97,7 +98,7 @@ def serve(
     )
 
 
-def _serve_processes(config: Settings, *, workers: int, options: dict[str, object]) -> None:
+def _serve_processes(config: Settings, *, workers: int, options: Mapping[str, object]) -> None:
     """The supervisor of ``--workers N`` (:mod:`inferq.cli.processes`); ``options`` are
     the flags given, passed on to every process it starts."""
     from inferq.cli.processes import bind, serve_processes

@@ -13,7 +13,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 #: a text piece of a streamed generation; None marks the end of the job's run
 Event = str | None
@@ -62,10 +62,37 @@ class Subscription:
         self._hub._unsubscribe(self)
 
 
+class TextRelay(Protocol):
+    """Carries generated text between processes: from the one whose worker generates a
+    job's text to the ones whose clients stream it (the store's channel between
+    processes, where it has one; see :meth:`inferq.core.ports.JobQueue.text_relay`).
+
+    Pieces that cannot be carried are dropped, never reordered: a stream that misses
+    some gets the rest of the text from the job's result when it ends.
+    """
+
+    def start(self, deliver: Callable[[str, str], None]) -> None:
+        """Hand the pieces other processes relay here to ``deliver(job_id, piece)``."""
+
+    def want(self, job_id: str) -> None:
+        """This process has a waiter for ``job_id``: ask the others for its text."""
+
+    def unwant(self, job_id: str) -> None:
+        """It has none any more."""
+
+    def text(self, job_id: str, piece: str) -> None:
+        """A piece generated here: relay it where it is wanted."""
+
+    def ended(self, job_id: str) -> None:
+        """The job's run ended: forget it."""
+
+
 class JobEvents:
     """A hub for one process."""
 
     def __init__(self) -> None:
+        #: the channel to other processes' hubs, when the store has one (set by the runtime)
+        self.relay: TextRelay | None = None
         self._subs: defaultdict[str, list[Subscription]] = defaultdict(list)
         self._wakers: list[asyncio.Event] = []
         self._cancel_listeners: list[Callable[[str], None]] = []
@@ -75,6 +102,8 @@ class JobEvents:
 
     def subscribe(self, job_id: str) -> Subscription:
         sub = Subscription(job_id, asyncio.Queue(), self)
+        if not self._subs.get(job_id) and self.relay is not None:
+            self.relay.want(job_id)
         self._subs[job_id].append(sub)
         return sub
 
@@ -84,6 +113,8 @@ class JobEvents:
             subs.remove(sub)
             if not subs:
                 del self._subs[sub.job_id]
+                if self.relay is not None:
+                    self.relay.unwant(sub.job_id)
 
     def job_submitted(self) -> None:
         """Wake idle workers."""
@@ -113,6 +144,12 @@ class JobEvents:
         self._ended_listeners.append(listener)
 
     def text(self, job_id: str, piece: str) -> None:
+        self.relayed_text(job_id, piece)
+        if self.relay is not None:
+            self.relay.text(job_id, piece)
+
+    def relayed_text(self, job_id: str, piece: str) -> None:
+        """A piece of the job's text, for this process's waiters only."""
         for sub in self._subs.get(job_id, ()):
             sub.queue.put_nowait(piece)
 
@@ -124,6 +161,8 @@ class JobEvents:
 
     def job_ended(self, job_id: str) -> None:
         """The job's run ended (any outcome): waiters should read the store."""
+        if self.relay is not None:
+            self.relay.ended(job_id)
         for sub in self._subs.get(job_id, ()):
             sub.queue.put_nowait(None)
         for listener in self._ended_listeners:

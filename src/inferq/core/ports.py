@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
+from inferq.core.events import TextRelay
 from inferq.core.models import (
     ActiveCount,
     ApiKey,
@@ -153,6 +154,12 @@ class JobQueue(JobLookup, Protocol):
         returns False and everyone relies on polling.
         """
         return False
+
+    def text_relay(self) -> TextRelay | None:
+        """The channel that carries generated text between the processes on this store,
+        where it has one (SQLite's datagram bus); None otherwise (streams of jobs run
+        in another process then get their text when the job ends)."""
+        return None
 
 
 # -- files and datasets -------------------------------------------------------------------

@@ -196,11 +196,12 @@ class JobService:
     ) -> AsyncIterator[str]:
         """Yield the job's text as it is generated; return once it ended.
 
-        When the worker runs in another process, no pieces arrive and the whole
-        text is yielded at the end.
+        Pieces come from this process's worker or, relayed, from another process's
+        (:class:`~inferq.core.events.TextRelay`). What did not arrive as pieces (all of
+        it, where no channel relays them) is yielded from the result at the end.
         """
         sub = self.events.subscribe(job_id)
-        streamed = False
+        streamed: list[str] = []
         try:
             while True:
                 remaining = deadline - self.clock()
@@ -209,13 +210,15 @@ class JobService:
                 else:
                     event = await sub.next(min(remaining, POLL_INTERVAL))
                     if isinstance(event, str):
-                        streamed = True
+                        streamed.append(event)
                         yield event
                         continue
                     job = await self.get(job_id, tenant=tenant)
                 if job.state.terminal:
-                    if not streamed and isinstance(job.result, ChatResult):
-                        yield job.result.text
+                    if isinstance(job.result, ChatResult):
+                        rest = _rest(job.result.text, "".join(streamed))
+                        if rest:
+                            yield rest
                     return
         finally:
             sub.close()
@@ -237,3 +240,10 @@ class JobService:
         log.info("job %s expired at its deadline", job.id)
         self.events.job_cancelled(job.id)
         raise DeadlineExceeded(f"the request did not finish within its deadline (job {job.id})")
+
+
+def _rest(text: str, streamed: str) -> str:
+    """What of the final ``text`` the pieces ``streamed`` so far did not carry: all of it
+    when none came, the tail when they are its beginning, nothing when they differ (a
+    stream of another form than the text, such as a function call's)."""
+    return text[len(streamed) :] if text.startswith(streamed) else ""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
+from inferq.core.events import TextRelay
 from inferq.core.models import Job
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive, many, one
@@ -255,6 +256,11 @@ class SQLiteExecutor:
     async def atomic(self, steps: Steps[T]) -> T:
         return await self._write(lambda conn: drive(steps, lambda step: _run(conn, step)))
 
+    @property
+    def bus(self) -> Bus | None:
+        """The channel to the other processes on this file (once open, on Linux)."""
+        return self._bus
+
     async def listen(
         self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
     ) -> bool:
@@ -289,6 +295,9 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
     @property
     def path(self) -> Path:
         return self.db.path
+
+    def text_relay(self) -> TextRelay | None:
+        return self.db.bus
 
     async def _claim(self, params: Params) -> list[Row]:
         return await self.db.atomic(_claim(params))

@@ -15,6 +15,11 @@ local datagram is enough:
   rollback drops it (:meth:`Bus.discard`).
 * A process that listens reads its socket on the event loop and calls the store's
   ``on_submitted`` / ``on_ended`` callbacks.
+* It also relays generated text (:class:`inferq.core.events.TextRelay`): a process
+  with a waiter for a job asks the others for its text (``w<id>``), and the one whose
+  worker generates it sends each piece there with its offset in the text, so a piece
+  that was lost shows as a gap; the waiter then stops taking pieces and gets the rest
+  from the job's result.
 
 Wake-ups are hints, exactly as on PostgreSQL: the store is the truth, every waiter
 still polls, so a lost datagram (a full socket buffer, a process starting up) only
@@ -41,6 +46,11 @@ log = logging.getLogger("inferq.store")
 #: the datagram that says "jobs were submitted"; ``e<id>`` says a job ended
 SUBMITTED = b"s"
 ENDED = b"e"
+#: text relay: ``w<id>`` / ``u<id>``: the sender wants (no longer wants) the job's text;
+#: ``t<id> <offset> <piece>``: a piece of it, ``offset`` characters into the job's text
+WANT = b"w"
+UNWANT = b"u"
+TEXT = b"t"
 #: how many ended ids one datagram carries at most (ids are short; keeps datagrams small)
 IDS_PER_DATAGRAM = 64
 #: how long the peer list is trusted before the marker folder is read again (seconds)
@@ -72,6 +82,13 @@ class Bus:
         self._peers: list[str] = []
         self._peers_read = float("-inf")
         self._loop: asyncio.AbstractEventLoop | None = None
+        # the text relay (event loop thread only): which peers want which job's text,
+        # how much text each job generated here has had, and, for the jobs wanted
+        # here, the offset the next piece must have (-1: a piece was lost, take no more)
+        self._wanted: dict[str, set[str]] = {}
+        self._generated: dict[str, int] = {}
+        self._expected: dict[str, int] = {}
+        self._deliver: Callable[[str, str], None] | None = None
 
     # -- the writer thread: collect during a transaction, send after it commits ---------
 
@@ -147,6 +164,60 @@ class Bus:
         with contextlib.suppress(ValueError):
             self._peers.remove(peer)
 
+    def _send(self, peer: str, datagram: bytes) -> bool:
+        """Send one datagram from the event loop thread; False when it was not sent."""
+        if self._sock is None:
+            return False
+        try:
+            self._sock.sendto(datagram, b"\0" + peer.encode())
+        except (ConnectionRefusedError, FileNotFoundError):
+            self._forget(peer)
+            for wanting in self._wanted.values():
+                wanting.discard(peer)
+            return False
+        except OSError:
+            return False
+        return True
+
+    # -- the text relay (inferq.core.events.TextRelay), on the event loop thread ------
+
+    def start(self, deliver: Callable[[str, str], None]) -> None:
+        self._deliver = deliver
+
+    def want(self, job_id: str) -> None:
+        self._expected[job_id] = 0
+        for peer in self._current_peers():
+            self._send(peer, WANT + job_id.encode())
+
+    def unwant(self, job_id: str) -> None:
+        if self._expected.pop(job_id, None) is not None:
+            for peer in self._current_peers():
+                self._send(peer, UNWANT + job_id.encode())
+
+    def text(self, job_id: str, piece: str) -> None:
+        offset = self._generated.get(job_id, 0)
+        self._generated[job_id] = offset + len(piece)
+        for peer in list(self._wanted.get(job_id, ())):
+            self._send(peer, b"%s%s %d %s" % (TEXT, job_id.encode(), offset, piece.encode()))
+
+    def ended(self, job_id: str) -> None:
+        self._generated.pop(job_id, None)
+        self._wanted.pop(job_id, None)
+
+    def _received_text(self, data: bytes) -> None:
+        head, _, rest = data[1:].partition(b" ")
+        offset, _, piece = rest.partition(b" ")
+        job_id = head.decode(errors="replace")
+        expected = self._expected.get(job_id)
+        if expected is None or expected < 0 or self._deliver is None:
+            return
+        text = piece.decode(errors="replace")
+        if int(offset) != expected:
+            self._expected[job_id] = -1  # a gap: the rest comes from the result
+            return
+        self._expected[job_id] = expected + len(text)
+        self._deliver(job_id, text)
+
     # -- the event loop: receive -----------------------------------------------------
 
     def listen(self, on_submitted: Callable[[], None], on_ended: Callable[[str], None]) -> None:
@@ -164,18 +235,30 @@ class Bus:
         def readable() -> None:
             while True:
                 try:
-                    data = sock.recv(65536)
-                except (BlockingIOError, InterruptedError):
+                    data, sender = sock.recvfrom(65536)
+                except OSError:  # nothing more to read (BlockingIOError), or closed
                     return
-                except OSError:
-                    return
-                if data == SUBMITTED:
+                kind = data[:1]
+                if kind == SUBMITTED:
                     on_submitted()
-                elif data.startswith(ENDED):
+                elif kind == ENDED:
                     for job_id in data[1:].decode(errors="replace").split():
                         on_ended(job_id)
+                elif kind == TEXT:
+                    self._received_text(data)
+                elif kind in (WANT, UNWANT) and isinstance(sender, bytes) and sender:
+                    self._wanting(kind, data[1:].decode(errors="replace"), sender)
 
         self._loop.add_reader(sock.fileno(), readable)
+
+    def _wanting(self, kind: bytes, job_id: str, sender: bytes) -> None:
+        peer = sender.lstrip(b"\0").decode(errors="replace")
+        if kind == WANT:
+            self._wanted.setdefault(job_id, set()).add(peer)
+        elif job_id in self._wanted:
+            self._wanted[job_id].discard(peer)
+            if not self._wanted[job_id]:
+                del self._wanted[job_id]
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
