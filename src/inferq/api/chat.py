@@ -13,8 +13,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from inferq.api.chat_structured import (
+    MAX_TOP_LOGPROBS,
+    NamedToolChoice,
+    ResponseFormatIn,
+    ToolCallIn,
+    ToolIn,
+    check_logprobs,
+    render_logprobs,
+    render_message,
+    to_tool_choice,
+)
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ROLES, ChatMessage, ChatRequest, ChatResult, Job
+from inferq.core.tool_text import check_tools
+
+#: the most answers one request may ask for (``n``)
+MAX_CHOICES = 8
 
 
 def _known_role(role: str) -> str:
@@ -37,6 +52,24 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Role
     content: str | list[TextPart] | None = None
+    #: an assistant message's earlier calls
+    tool_calls: list[ToolCallIn] | None = None
+    #: a tool message: the call it answers
+    tool_call_id: str | None = None
+
+    def to_message(self, index: int) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise InvalidRequest(
+                f"messages.{index}.tool_call_id: a tool message needs the id of the call "
+                "it answers",
+                param=f"messages.{index}.tool_call_id",
+            )
+        return ChatMessage(
+            role=self.role,
+            content=self.text(index),
+            tool_calls=tuple(c.to_call() for c in self.tool_calls or ()),
+            tool_call_id=self.tool_call_id,
+        )
 
     def text(self, index: int) -> str:
         if self.content is None:
@@ -68,18 +101,26 @@ class ChatBody(BaseModel):
     top_k: int | None = Field(default=None, ge=0)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: Literal[1] = 1
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+    response_format: ResponseFormatIn | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | str | None = None
+    #: accepted; an answer makes at most one call
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def to_request(self) -> ChatRequest:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        tools = tuple(t.to_tool() for t in self.tools or ())
+        choice = to_tool_choice(self.tool_choice, bool(tools))
+        check_tools(tools, choice)
         return ChatRequest(
-            messages=tuple(
-                ChatMessage(role=m.role, content=m.text(i)) for i, m in enumerate(self.messages)
-            ),
+            messages=tuple(m.to_message(i) for i, m in enumerate(self.messages)),
             max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
@@ -88,6 +129,12 @@ class ChatBody(BaseModel):
             seed=self.seed,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
+            response_format=self.response_format.to_format() if self.response_format else None,
+            tools=tools,
+            tool_choice=choice,
+            logprobs=bool(self.logprobs),
+            top_logprobs=check_logprobs(bool(self.logprobs), self.top_logprobs),
+            n=self.n,
         )
 
 
@@ -115,11 +162,12 @@ def render_completion(job: Job) -> dict[str, Any]:
         "model": job.model,
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": job.result.text},
-                "logprobs": None,
-                "finish_reason": job.result.finish_reason,
+                "index": index,
+                "message": render_message(choice, job.id),
+                "logprobs": render_logprobs(choice.logprobs),
+                "finish_reason": choice.finish_reason,
             }
+            for index, choice in enumerate(job.result.choices)
         ],
         "usage": render_usage(job),
     }

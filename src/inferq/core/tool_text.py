@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from inferq.core.errors import InvalidRequest
 from inferq.core.structured import (
     TOOL_AUTO,
     TOOL_FUNCTION,
@@ -46,6 +47,25 @@ def call_text(name: str, arguments: str) -> str:
 def call_id(job_id: str, index: int) -> str:
     """The id of a job's ``index``-th call when its engine gave it none."""
     return f"call_{job_id}_{index}"
+
+
+def check_tools(tools: tuple[Tool, ...], choice: ToolChoice) -> None:
+    """InvalidRequest unless ``choice`` can be met with ``tools``: unique names, a
+    required call with tools to call, a named function that is among them."""
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("tools: every function needs a name of its own", param="tools")
+    if choice.mode in (TOOL_REQUIRED, TOOL_FUNCTION) and not tools:
+        raise InvalidRequest(
+            f"tool_choice: {choice.mode!r} needs tools to call, and none were given",
+            param="tool_choice",
+        )
+    if choice.mode == TOOL_FUNCTION and choice.name not in names:
+        raise InvalidRequest(
+            f"tool_choice: the function {choice.name!r} is not among the tools "
+            f"({', '.join(names)})",
+            param="tool_choice",
+        )
 
 
 def may_call(tools: tuple[Tool, ...], choice: ToolChoice) -> bool:

@@ -38,7 +38,15 @@ from typing import Any
 
 from inferq.core.errors import EngineError, EngineUnavailable
 from inferq.core.models import ChatResult, Usage
+from inferq.core.structured import TokenLogprob
 from inferq.engines.base import ABORTED, AbortSignal
+from inferq.engines.llama_structured import (
+    Constraint,
+    Tokenizer,
+    logits_row,
+    logprobs_of,
+    token_logprob,
+)
 from inferq.engines.llama_text import TextStream, common_prefix
 from inferq.engines.llama_threads import ThreadTuner
 
@@ -103,6 +111,10 @@ class SequenceJob:
     done: Callable[[ChatResult | BaseException], None] = lambda outcome: None
     #: set when the caller stopped waiting (its coroutine was cancelled)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: the grammar every token must follow (structured output, tool calls)
+    constraint: Constraint | None = None
+    #: report each token's log probability, with this many alternatives; None: do not
+    top_logprobs: int | None = None
 
     def stopped(self) -> bool:
         return self.abort.is_set() or self.cancelled.is_set()
@@ -131,6 +143,9 @@ class _Running:
         self.next_token = job.prompt[-1]
         self.generated = 0
         self.stream = TextStream(job.stop)
+        self.logprobs: list[TokenLogprob] | None = None if job.top_logprobs is None else []
+        #: the log-softmax and best tokens of the logits the next token is sampled from
+        self.scored: tuple[Any, list[tuple[int, float]]] | None = None
 
 
 class BatchDecoder:
@@ -141,6 +156,9 @@ class BatchDecoder:
         self._lib = llama_cpp
         self._model = model
         self._vocab = model.vocab
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        #: the vocabulary as the grammars of constrained sequences see it
+        self.grammar_tokenizer = Tokenizer(llama_cpp, self._vocab)
         self._ctx = self._new_context()
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._threads = ThreadTuner(
@@ -367,8 +385,21 @@ class BatchDecoder:
         one batch, and sample the token after it."""
         if ready and self._evaluate([(run, [run.next_token]) for run in ready], logits=True):
             for index, run in enumerate(ready):
+                self._shape(run, index)
                 token = self._lib.llama_sampler_sample(run.sampler, self._ctx, index)
                 self._accept(run, token)
+
+    def _shape(self, run: _Running, index: int) -> None:
+        """Before ``run`` samples from row ``index``: score the logits when it reports
+        log probabilities, then mask what its grammar does not allow."""
+        job = run.job
+        if job.constraint is None and job.top_logprobs is None:
+            return
+        logits = logits_row(self._lib, self._ctx, index, self._n_vocab)
+        if job.top_logprobs is not None:
+            run.scored = logprobs_of(logits, job.top_logprobs)
+        if job.constraint is not None:
+            job.constraint.mask(logits)
 
     def _evaluate(self, parts: list[tuple[_Running, list[int]]], *, logits: bool) -> bool:
         """One llama_decode of ``parts`` (in order of sequence id), with the logits
@@ -406,10 +437,16 @@ class BatchDecoder:
             self._end(run, "stop")
             return
         run.generated += 1
+        if run.scored is not None and run.logprobs is not None:
+            run.logprobs.append(token_logprob(token, *run.scored, self._token_bytes))
+        constraint = run.job.constraint
+        if constraint is not None and not constraint.accept(token):  # pragma: no cover
+            self._end(run, EngineError("the grammar refused a token it allowed"))
+            return
         piece = run.stream.push(self._token_bytes(token))
         if piece:
             run.job.emit(piece)
-        if run.stream.stopped:
+        if run.stream.stopped or (constraint is not None and constraint.finished):
             self._end(run, "stop")
         elif run.generated >= run.job.max_new:
             self._end(run, "length")
@@ -446,6 +483,7 @@ class BatchDecoder:
             finish_reason=outcome,
             usage=usage,
             stop_sequence=run.stream.stop_hit,
+            logprobs=None if run.logprobs is None else tuple(run.logprobs),
         )
         self._deliver(run.job, result)
 

@@ -69,19 +69,24 @@ evaluated on its own, and the abort signal is checked between inputs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import queue
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, EngineError, EngineUnavailable, PromptTooLong
-from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
+from inferq.core.models import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    Request,
+    Usage,
+)
 from inferq.engines.base import (
     AbortSignal,
     Call,
@@ -89,7 +94,10 @@ from inferq.engines.base import (
     ModelSpec,
     normalise,
 )
-from inferq.engines.llama_batch import BatchDecoder, DecoderConfig, Sampling, SequenceJob
+from inferq.engines.llama_batch import BatchDecoder, DecoderConfig, Sampling
+from inferq.engines.llama_generate import run_request
+from inferq.engines.llama_structured import check as check_structured
+from inferq.engines.llama_structured import prompt_messages
 
 T = TypeVar("T")
 
@@ -206,7 +214,12 @@ class _Prompter:
             raise
 
     def prompt_tokens(self, request: ChatRequest) -> list[int]:
-        messages: Any = [m.to_dict() for m in request.messages]
+        if request.prompt is not None:  # a plain completion: the text as it is
+            raw: list[int] = self.model.tokenize(
+                request.prompt.encode("utf-8"), add_bos=self.model.add_bos_token(), special=False
+            )
+            return raw
+        messages: Any = prompt_messages(request)
         formatted = self.formatter(messages=messages)
         tokens: list[int] = self.model.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
@@ -312,13 +325,6 @@ class _EmbedSlot:
         self.model.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What the decode thread hands back to the waiting coroutine."""
-
-    value: ChatResult | BaseException
-
-
 class LlamaCppEngine(Engine):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
@@ -394,6 +400,11 @@ class LlamaCppEngine(Engine):
     def dimensions(self) -> int | None:
         return self._dimensions
 
+    def check(self, request: Request) -> None:
+        super().check(request)
+        if isinstance(request, ChatRequest):
+            check_structured(request)
+
     async def count_tokens(self, request: ChatRequest) -> int:
         if self.embeds:
             raise self._wrong_kind()
@@ -423,39 +434,14 @@ class LlamaCppEngine(Engine):
                 f"the prompt has {len(prompt)} tokens and max_tokens is "
                 f"{request.max_tokens}; together they exceed the context length ({context})"
             )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_Outcome] = loop.create_future()
-
-        on_text = call.on_text
-
-        def emit(piece: str) -> None:
-            if on_text is not None:
-                with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(on_text, piece)
-
-        def done(outcome: ChatResult | BaseException) -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, _Outcome(outcome))
-
-        job = SequenceJob(
-            prompt=prompt,
+        return await run_request(
+            chat.decoder,
+            request,
+            prompt,
             max_new=request.max_tokens or context - len(prompt),
             sampling=_sampling(request),
-            stop=request.stop,
-            priority=call.priority or 0,
-            abort=call.abort,
-            emit=emit,
-            done=done,
+            call=call,
         )
-        chat.decoder.submit(job)
-        try:
-            outcome = (await future).value
-        except asyncio.CancelledError:
-            job.cancelled.set()
-            raise
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     async def _embed(self, request: EmbedRequest, call: Call) -> EmbedResult:
         def run(slot: _EmbedSlot) -> EmbedResult:
@@ -485,8 +471,3 @@ def _sampling(request: ChatRequest) -> Sampling:
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
     )
-
-
-def _settle(future: asyncio.Future[_Outcome], outcome: _Outcome) -> None:
-    if not future.done():
-        future.set_result(outcome)

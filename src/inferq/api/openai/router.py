@@ -9,8 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from inferq.api.chat import render_chunk, render_completion, render_usage
+from inferq.api.chat_structured import ChatDeltas, refuse_stream
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
+from inferq.api.openai import completions
 from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.translate import SSE_DONE, error_body, sse
 from inferq.api.sync import (
@@ -22,17 +24,21 @@ from inferq.api.sync import (
     wait_for_client,
 )
 from inferq.core.errors import InferqError, public
-from inferq.core.models import ChatResult, Job
+from inferq.core.models import ChatRequest, ChatResult, Job
 from inferq.core.service import JobService
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+router.include_router(completions.router)
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    job = await submit_sync(services, caller, body, body.to_request(), origin="openai")
+    chat = body.to_request()
+    if body.stream:
+        refuse_stream(chat)
+    job = await submit_sync(services, caller, body, chat, origin="openai")
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         return event_stream(_stream(services.jobs, job, include_usage=include_usage))
@@ -47,11 +53,16 @@ async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIt
     finished = False
     try:
         yield sse(render_chunk(job, delta={"role": "assistant", "content": ""}))
+        assert isinstance(job.request, ChatRequest)
+        deltas = ChatDeltas(job.request, job.id)
         async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
-            yield sse(render_chunk(job, delta={"content": piece}))
+            for delta in deltas.feed(piece):
+                yield sse(render_chunk(job, delta=delta))
         done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
         finished = True
         assert isinstance(done.result, ChatResult)
+        for delta in deltas.finish(done.result):
+            yield sse(render_chunk(job, delta=delta))
         yield sse(render_chunk(done, finish_reason=done.result.finish_reason))
         if include_usage:
             yield sse(render_chunk(done, usage=render_usage(done)))
