@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -337,3 +338,32 @@ def test_admins_see_the_nodes_and_revoke_one(console: Console) -> None:
     revoked = console.client.post(f"/console/nodes/{node.id}/revoke", data={"csrf": token})
     assert revoked.status_code == 200 and "Revoke gpu-1" not in revoked.text
     assert asyncio.run(services.nodes.list())[0].revoked_at is not None
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "\ud800", "x" * 5000])
+def test_hostile_form_and_filter_values_are_client_errors(console: Console, bad: str) -> None:
+    console.login(console.admin)
+    token = console.csrf("/console/keys")
+    before = len(asyncio.run(KeyService(console.store).list()))
+    body = f"csrf={token}&name=" + quote(bad.encode("utf-8", "surrogatepass"), safe="")
+    made = console.client.post(
+        "/console/keys",
+        content=body.encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    keys = asyncio.run(KeyService(console.store).list())
+    if "\x00" in bad:
+        assert made.status_code == 400 and len(keys) == before
+    else:  # stored, as text every store keeps (invalid UTF-8 decodes to U+FFFD)
+        assert made.status_code == 200 and len(keys) == before + 1
+        assert all(key.name.encode("utf-8") for key in keys)
+    for path in ("/console/jobs?model=", "/console/batches?tenant=", "/console/jobs?state="):
+        answer = console.client.get(path + quote(bad.encode("utf-8", "surrogatepass"), safe=""))
+        assert answer.status_code < 500
+    refused = console.client.post(
+        "/console/login",
+        content=b"key=" + quote(bad.encode("utf-8", "surrogatepass"), safe="").encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 401
