@@ -1,4 +1,4 @@
-"""The ``inferq`` command line: serve, worker, models, tune, keys, jobs, batch, db.
+"""The ``inferq`` command line: serve, worker, models, tune, keys, jobs, batch, db, blobs.
 
 Every command takes ``--data-dir`` (env ``INFERQ_DATA_DIR``) and works on the
 same data while a server runs: the store is opened directly, and SQLite's WAL
@@ -16,6 +16,7 @@ import typer
 
 from inferq import __version__
 from inferq.cli.batch import batch_app
+from inferq.cli.blobs import blobs_app
 from inferq.cli.common import out
 from inferq.cli.db import db_app
 from inferq.cli.jobs import jobs_app
@@ -44,6 +45,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(db_app, name="db")
+app.add_typer(blobs_app, name="blobs")
 app.add_typer(nodes_app, name="nodes")
 
 
