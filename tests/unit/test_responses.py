@@ -239,8 +239,14 @@ def test_delete_a_response(client: TestClient) -> None:
 
 def test_unstored_and_foreign_responses_are_not_found(client: TestClient) -> None:
     unstored = client.post(URL, json={**BODY, "store": False}).json()
-    assert unstored["status"] == "completed"
+    assert unstored["status"] == "completed" and unstored["store"] is False
     assert client.get(f"{URL}/{unstored['id']}").status_code == 404
+    streamed = events(client, "POST", URL, json={**BODY, "store": False, "stream": True})
+    assert streamed[-1]["type"] == "response.completed"
+    jobs = client.app.state.services.jobs
+    for rid in (unstored["id"], streamed[0]["response"]["id"]):
+        # answered, then forgotten
+        assert asyncio.run(jobs.store.get_job(job_id(rid), tenant=None)) is None
     mine = client.post(URL, json={**BODY, "background": True}).json()
     other = {"authorization": f"Bearer {client.app.state.other_key}"}
     for method, path in [

@@ -11,6 +11,7 @@ stream, when asked for, can be resumed by sequence number
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -70,7 +71,9 @@ async def create_response(
         done = await wait_for_client(request, services.jobs, job)
     except ClientGone:
         return Response(status_code=499)
-    return render_response(finished_or_raise(done))
+    answer = render_response(finished_or_raise(done))
+    await _forget_unstored(services, done)
+    return answer
 
 
 @router.get("/responses/{response_id}", response_model=None)
@@ -172,6 +175,7 @@ async def _sse(
             last = event["sequence_number"]
             yield f"event: {event['type']}\ndata: {_dumps(event)}\n\n"
         ended = True
+        await _forget_unstored(services, transcript.job)
     except InferqError as exc:
         ended = True
         shown = public(exc)
@@ -181,6 +185,13 @@ async def _sse(
     finally:
         if owned and not ended:
             abandon(services.jobs, transcript.job)
+
+
+async def _forget_unstored(services: Services, job: Job) -> None:
+    """Remove a response asked not to be stored, once its client has its answer."""
+    if not Record.of(job).store:
+        with contextlib.suppress(NotFound):
+            await services.jobs.delete(job.id, tenant=job.tenant)
 
 
 def _dumps(data: dict[str, Any]) -> str:
