@@ -23,6 +23,7 @@ from inferq.config import Settings
 from inferq.core.keys import KeyService
 from inferq.core.states import JobState
 from inferq.engines.base import ModelSpec
+from inferq.engines.fake import FAIL_TRIGGER
 from inferq.engines.registry import ModelRegistry
 from inferq.store.memory import MemoryStore
 from tests.unit.test_openai_batches import content, start, wait
@@ -252,32 +253,66 @@ def test_throughput_counts_the_jobs_that_ended(console: Console) -> None:
     assert 'id="jobs-total">4<' in console.client.get("/console/throughput").text
 
 
-def test_a_batch_shows_its_progress_and_its_output_downloads(console: Console) -> None:
-    console.client.headers["authorization"] = f"Bearer {console.a}"
-    lines = [
-        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": CHAT}
-        for i in range(3)
+def batch_lines(*contents: str, max_tokens: int = 5) -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"r{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                **CHAT,
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": max_tokens,
+            },
+        }
+        for i, text in enumerate(contents)
     ]
+
+
+def test_a_batch_shows_its_progress_and_downloads_its_output_and_errors(
+    console: Console,
+) -> None:
+    console.client.headers["authorization"] = f"Bearer {console.a}"
+    lines = batch_lines("hi there", "hello you", FAIL_TRIGGER)
     batch = wait(console.client, start(console.client, lines)["id"], {"completed"})
-    expected = console.client.get(f"/v1/files/{batch['output_file_id']}/content").content
-    assert len(content(console.client, batch["output_file_id"])) == 3
+    expected = {
+        console.client.get(f"/v1/files/{batch[which]}/content").content
+        for which in ("output_file_id", "error_file_id")
+    }
+    assert len(content(console.client, batch["output_file_id"])) == 2
     del console.client.headers["authorization"]
 
     console.login(console.a)
     listing = console.client.get("/console/batches").text
-    assert batch["id"] in listing and "3 done, 0 failed of 3 rows" in listing
+    assert batch["id"] in listing and "2 done, 1 failed of 3 rows" in listing
     page = console.client.get(f"/console/batches/{batch['id']}").text
     assert 'id="batch-state">succeeded' in page and "data-final" in page
-    link = re.search(r'href="(/console/batches/[^"]+/files/[^"]+)" download', page)
-    assert link, page
-    download = console.client.get(link.group(1))
-    assert download.status_code == 200 and download.content == expected
-    assert download.headers["content-disposition"].startswith("attachment;")
+    links = re.findall(r'href="(/console/batches/[^"]+/files/[^"]+)" download>(\w+):', page)
+    assert [which for _, which in links] == ["output", "errors"], page
+    downloads = [console.client.get(url) for url, _ in links]
+    assert all(d.headers["content-disposition"].startswith("attachment;") for d in downloads)
+    assert {d.content for d in downloads} == expected
 
     console.login(console.b)
     assert console.client.get(f"/console/batches/{batch['id']}").status_code == 404
-    assert console.client.get(link.group(1)).status_code == 404
+    assert console.client.get(links[0][0]).status_code == 404
     assert batch["id"] not in console.client.get("/console/batches").text
+
+
+def test_a_running_batch_is_cancelled_from_its_page(console: Console) -> None:
+    console.client.headers["authorization"] = f"Bearer {console.a}"
+    long_text = LONG["messages"][0]["content"]  # type: ignore[index]
+    batch = start(console.client, batch_lines(*[long_text] * 3, max_tokens=150))
+    wait(console.client, batch["id"], {"in_progress"})
+    del console.client.headers["authorization"]
+    console.login(console.a)
+    url = f"/console/batches/{batch['id']}"
+    assert "Cancel this batch?" in console.client.get(url).text
+    cancel = console.client.post(url + "/cancel", data={"csrf": console.csrf(url)})
+    assert cancel.status_code == 200 and cancel.url.path == url
+    assert re.search(r'id="batch-state">(cancelling|cancelled)<', cancel.text)
+    console.client.headers["authorization"] = f"Bearer {console.a}"
+    assert wait(console.client, batch["id"], {"cancelled"})["status"] == "cancelled"
 
 
 def test_admin_creates_and_revokes_keys_and_a_revoked_key_is_logged_out(
