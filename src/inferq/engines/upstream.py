@@ -66,9 +66,16 @@ from typing import Any, TypeVar
 import httpx
 
 from inferq import __version__
-from inferq.core.errors import ConfigError, EngineError, EngineUnavailable
+from inferq.core.errors import ConfigError, EngineError, EngineUnavailable, InvalidRequest
 from inferq.core.events import cancel_and_wait, wait_event
-from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
+from inferq.core.models import (
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    Request,
+    Usage,
+)
 from inferq.engines.base import (
     ABORTED,
     AbortSignal,
@@ -90,6 +97,7 @@ from inferq.engines.upstream_wire import (
     feed_completion,
     json_body,
     json_event,
+    needs_whole,
     priority_field,
     raise_for_status,
     sse_data,
@@ -161,6 +169,15 @@ class UpstreamEngine(Engine):
     def dimensions(self) -> int | None:
         return self._dimensions if self._embeds else None
 
+    def check(self, request: Request) -> None:
+        super().check(request)
+        if isinstance(request, ChatRequest) and request.prompt is not None:
+            raise InvalidRequest(
+                f"model {self.spec.name} is served upstream through chat completions only; "
+                "plain text completions are not passed on",
+                param="model",
+            )
+
     @property
     def endpoints(self) -> list[dict[str, Any]]:
         """Each endpoint's state: url, healthy, in_flight, last_error."""
@@ -200,6 +217,7 @@ class UpstreamEngine(Engine):
     async def _generate(self, request: ChatRequest, call: Call) -> ChatResult:
         body = chat_body(request)
         progress = ChatProgress(call.on_text)
+        progress.plain = needs_whole(request)
 
         def attempt(endpoint: _Endpoint) -> Awaitable[ChatResult]:
             return self._chat_attempt(endpoint, body, call.priority, progress)

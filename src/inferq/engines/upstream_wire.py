@@ -8,6 +8,7 @@ to inferq's errors (:func:`classify`). :mod:`inferq.engines.upstream` drives it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import re
@@ -19,7 +20,8 @@ from typing import Any
 import httpx
 
 from inferq.core.errors import EngineError, PromptTooLong
-from inferq.core.models import ChatRequest, ChatResult, Usage
+from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Usage
+from inferq.core.structured import JSON_SCHEMA, TOOL_FUNCTION, TokenLogprob, ToolCall
 from inferq.engines.base import TextCallback
 
 #: finish reasons by which an upstream says it stopped the request itself
@@ -82,6 +84,8 @@ class ChatProgress:
         self.usage: Usage | None = None
         #: ask without streaming (a stream broke before its first event)
         self.plain = False
+        #: the answer read from a whole completion, with its calls and other choices
+        self.answer: ChatResult | None = None
 
     @property
     def emitted(self) -> bool:
@@ -102,12 +106,91 @@ class ChatProgress:
 
     def result(self, finish: str) -> ChatResult:
         usage = self.usage or Usage(completion_tokens=self.chunks)
-        return ChatResult(text="".join(self.pieces), finish_reason=finish, usage=usage)
+        whole = ChatResult(text="".join(self.pieces), finish_reason=finish, usage=usage)
+        return dataclasses.replace(self.answer, usage=usage) if self.answer else whole
+
+
+def needs_whole(request: ChatRequest) -> bool:
+    """Whether to ask without streaming: what the answer carries besides text (calls,
+    log probabilities, several choices) is read from a whole completion."""
+    return bool(request.tools) or request.logprobs or request.n > 1
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        data["content"] = message.content or None
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        data["tool_call_id"] = message.tool_call_id
+    return data
+
+
+def _structured_fields(request: ChatRequest) -> dict[str, Any]:
+    """The request's format, tools, log probabilities and ``n``, as OpenAI names them."""
+    body: dict[str, Any] = {}
+    fmt = request.response_format
+    if fmt is not None and fmt.kind == JSON_SCHEMA:
+        spec = {"name": fmt.name or "response", "schema": fmt.schema or {}, "strict": fmt.strict}
+        body["response_format"] = {"type": JSON_SCHEMA, "json_schema": spec}
+    elif fmt is not None:
+        body["response_format"] = {"type": fmt.kind}
+    if request.tools:
+        body["tools"] = [
+            {"type": "function", "function": dataclasses.asdict(t)} for t in request.tools
+        ]
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}}
+            if choice.mode == TOOL_FUNCTION
+            else choice.mode
+        )
+    if request.logprobs:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.top_logprobs
+    if request.n > 1:
+        body["n"] = request.n
+    return body
+
+
+def answer_of(choice: dict[str, Any]) -> ChatResult:
+    """One choice of a whole completion: its text, calls and log probabilities."""
+    message = choice.get("message") or {}
+    calls = tuple(
+        ToolCall(
+            id=str(c.get("id") or ""),
+            name=str(c["function"]["name"]),
+            arguments=str(c["function"].get("arguments") or "{}"),
+        )
+        for c in message.get("tool_calls") or ()
+    )
+    content = (choice.get("logprobs") or {}).get("content")
+    logprobs = None if content is None else tuple(_logprob(e) for e in content)
+    return ChatResult(
+        text=str(message.get("content") or ""),
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        usage=Usage(),
+        tool_calls=calls,
+        logprobs=logprobs,
+    )
+
+
+def _logprob(entry: dict[str, Any]) -> TokenLogprob:
+    return TokenLogprob(
+        token=str(entry.get("token", "")),
+        logprob=float(entry.get("logprob", 0.0)),
+        bytes=tuple(entry.get("bytes") or ()),
+        top=tuple(_logprob(t) for t in entry.get("top_logprobs") or ()),
+    )
 
 
 def chat_body(request: ChatRequest) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "messages": [m.to_dict() for m in request.messages],
+        **_structured_fields(request),
+        "messages": [_wire_message(m) for m in request.messages],
         "temperature": request.temperature,
         "top_p": request.top_p,
         "presence_penalty": request.presence_penalty,
@@ -186,10 +269,12 @@ def feed_completion(progress: ChatProgress, body: dict[str, Any]) -> None:
     try:
         choice = body["choices"][0]
         content = choice["message"].get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        answers = [answer_of(c) for c in body["choices"]]
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         raise Retry(f"the upstream sent a malformed completion: {exc!r}") from exc
     progress.add_text(str(content))
     progress.finish = str(choice.get("finish_reason") or "stop")
+    progress.answer = dataclasses.replace(answers[0], others=tuple(answers[1:]))
     if isinstance(body.get("usage"), dict):
         progress.usage = usage_of(body["usage"])
 
