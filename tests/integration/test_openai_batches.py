@@ -161,7 +161,9 @@ def test_bad_requests_name_the_field(oai: openai.OpenAI) -> None:
     strict = oai.with_options(max_retries=0)
     with pytest.raises(openai.BadRequestError) as caught:
         strict.batches.create(
-            input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h"
+            input_file_id=uploaded.id,
+            endpoint="/v1/moderations",  # type: ignore[arg-type]
+            completion_window="24h",
         )
     assert caught.value.param == "endpoint"
     with pytest.raises(openai.BadRequestError) as caught:

@@ -22,6 +22,7 @@ from tests.support.server import Server
 pytestmark = pytest.mark.integration
 
 ENDED = {"completed", "incomplete", "failed", "cancelled"}
+ENDED_BATCH = {"completed", "failed", "expired", "cancelled"}
 
 
 def ask(oai: openai.OpenAI, **extra: Any) -> Any:
@@ -188,11 +189,11 @@ def test_a_batch_over_responses_with_usage(oai: openai.OpenAI) -> None:
     )
     assert batch.endpoint == "/v1/responses"
 
-    def ended() -> Any:
-        found = oai.batches.retrieve(batch.id)
-        return found if found.status in ("completed", "failed", "expired", "cancelled") else None
-
-    done = wait_until(ended, interval=0.2, what="the batch to end")
+    done = wait_until(
+        lambda: (b := oai.batches.retrieve(batch.id)).status in ENDED_BATCH and b,
+        interval=0.2,
+        what="the batch to end",
+    )
     assert done.status == "completed", done
     assert done.request_counts is not None and done.request_counts.completed == 3
     assert done.output_file_id is not None
@@ -231,3 +232,41 @@ def test_a_bad_responses_batch_line_fails_validation(oai: openai.OpenAI) -> None
     )
     assert done.errors is not None and done.errors.data
     assert done.errors.data[0].param == "body.stream" and done.errors.data[0].line == 1
+
+
+def test_a_batch_over_completions(oai: openai.OpenAI) -> None:
+    lines = [
+        {
+            "custom_id": f"c-{n}",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {
+                "model": MODEL,
+                "prompt": f"{n} plus {n} is",
+                "max_tokens": 6,
+                "temperature": 0,
+                **({"logprobs": 2} if n == 0 else {}),
+            },
+        }
+        for n in range(2)
+    ]
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    uploaded = oai.files.create(file=("completions.jsonl", data), purpose="batch")
+    batch = oai.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h"
+    )
+    done = wait_until(
+        lambda: (b := oai.batches.retrieve(batch.id)).status in ENDED_BATCH and b,
+        what="the batch to end",
+    )
+    assert done.status == "completed" and done.output_file_id is not None, done
+    output = [json.loads(x) for x in oai.files.content(done.output_file_id).text.splitlines()]
+    by_id = {line["custom_id"]: line["response"]["body"] for line in output}
+    assert sorted(by_id) == ["c-0", "c-1"]
+    for body in by_id.values():
+        assert body["object"] == "text_completion" and body["choices"][0]["text"]
+        assert 0 < body["usage"]["completion_tokens"] <= 6
+    assert by_id["c-0"]["choices"][0]["logprobs"]["tokens"]
+    assert by_id["c-1"]["choices"][0]["logprobs"] is None
+    assert done.usage is not None
+    assert done.usage.output_tokens == sum(b["usage"]["completion_tokens"] for b in by_id.values())

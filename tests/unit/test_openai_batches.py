@@ -444,7 +444,7 @@ def test_an_empty_file_fails_the_batch(client: TestClient, data: bytes) -> None:
 @pytest.mark.parametrize(
     ("change", "param", "status"),
     [
-        ({"endpoint": "/v1/completions"}, "endpoint", 400),
+        ({"endpoint": "/v1/moderations"}, "endpoint", 400),
         ({"completion_window": "48h"}, "completion_window", 400),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", 400),
         ({"metadata": {"k": "v" * 513}}, "metadata.k", 400),

@@ -4,19 +4,34 @@ lines ``{id, custom_id, response: {status_code, request_id, body}, error}``."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from inferq.api.chat import parse_chat_body, render_completion
+from inferq.api.openai.completions import (
+    CompletionBody,
+    parse_completion_body,
+    render_text_completion,
+)
 from inferq.api.openai.responses_schemas import parse_response_row, render_response
 from inferq.core.batch_format import OutputFile, ParsedRow, row_object
 from inferq.core.errors import InvalidRequest
 from inferq.core.files import CONTENT, FILE
-from inferq.core.models import Batch, BatchCounts, EmbedRequest, EmbedResult, FileRecord, Job
+from inferq.core.models import (
+    Batch,
+    BatchCounts,
+    ChatRequest,
+    EmbedRequest,
+    EmbedResult,
+    FileRecord,
+    Job,
+)
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
-ENDPOINTS = (CHAT, EMBEDDINGS, RESPONSES)
+COMPLETIONS = "/v1/completions"
+ENDPOINTS = (CHAT, EMBEDDINGS, RESPONSES, COMPLETIONS)
 #: row errors that are the request's own fault: reported with a 400 response body
 _CLIENT_CODES = frozenset({"context_length_exceeded", "invalid_request"})
 #: row errors of rows that never ran
@@ -55,6 +70,39 @@ def render_embeddings(job: Job) -> dict[str, Any]:
     }
 
 
+def _in_body(parse: Callable[[dict[str, Any]], ChatRequest], body: dict[str, Any]) -> ChatRequest:
+    """``parse(body)``, its errors naming the line's field (``body.…``)."""
+    try:
+        return parse(body)
+    except InvalidRequest as exc:
+        if exc.param is not None and exc.param.startswith("body."):
+            raise
+        param = f"body.{exc.param}" if exc.param else "body"
+        raise InvalidRequest(f"body.{exc.message}", param=param) from exc
+
+
+def parse_completion_row(body: dict[str, Any]) -> ChatRequest:
+    """A completions line: one prompt (a row is one job); ``echo`` is not kept with the
+    row, so it is refused."""
+    for name in ("stream", "echo"):
+        if body.get(name):
+            raise InvalidRequest(f"body.{name}: is not available in a batch", param=f"body.{name}")
+    parsed = parse_completion_body(body, prefix="body")
+    prompts = parsed.prompts()
+    if len(prompts) != 1:
+        raise InvalidRequest("body.prompt: a batch line holds one prompt", param="body.prompt")
+    return parsed.to_request(prompts[0])
+
+
+def render_completion_row(row: Job) -> dict[str, Any]:
+    """The text_completion object of a completions row."""
+    request = row.request
+    assert isinstance(request, ChatRequest)
+    logprobs = request.top_logprobs if request.logprobs else None
+    body = CompletionBody(model=row.model, prompt=request.prompt or "", logprobs=logprobs)
+    return render_text_completion([row], body)
+
+
 def _output_id(batch: Batch, which: str) -> str:
     return "file-" + uuid.uuid5(_OUTPUTS, f"{batch.tenant}\n{batch.id}\n{which}").hex
 
@@ -78,7 +126,9 @@ class OpenAIBatchFormat:
         if batch.endpoint == EMBEDDINGS:
             return ParsedRow(custom_id, model, parse_embedding_body(body))
         if batch.endpoint == RESPONSES:
-            return ParsedRow(custom_id, model, parse_response_row(body))
+            return ParsedRow(custom_id, model, _in_body(parse_response_row, body))
+        if batch.endpoint == COMPLETIONS:
+            return ParsedRow(custom_id, model, _in_body(parse_completion_row, body))
         if body.get("stream"):
             raise InvalidRequest(
                 "body.stream: streaming is not available in a batch", param="body.stream"
@@ -90,6 +140,8 @@ class OpenAIBatchFormat:
             body = render_embeddings(row)
         elif batch.endpoint == RESPONSES:
             body = render_response(row)
+        elif batch.endpoint == COMPLETIONS:
+            body = render_completion_row(row)
         else:
             body = render_completion(row)
         return {

@@ -225,7 +225,8 @@ NOT_IN_BATCH = ("stream", "background", "previous_response_id")
 
 
 def parse_response_row(body: dict[str, Any]) -> ChatRequest:
-    """A batch line's body, as the request of its row; InvalidRequest naming the field."""
+    """A batch line's body, as the request of its row; InvalidRequest naming the field
+    (those of the body's own checks without the ``body.`` prefix)."""
     try:
         parsed = ResponseCreate.model_validate(body)
     except ValidationError as exc:
@@ -235,12 +236,8 @@ def parse_response_row(body: dict[str, Any]) -> ChatRequest:
     for name in NOT_IN_BATCH:
         if body.get(name):
             raise InvalidRequest(f"body.{name}: is not available in a batch", param=f"body.{name}")
-    try:
-        parsed.check()
-        return chat_request(parsed, input_items(parsed.input or ""))
-    except InvalidRequest as exc:
-        param = f"body.{exc.param}" if exc.param else "body"
-        raise InvalidRequest(f"body.{exc.message}", param=param) from exc
+    parsed.check()
+    return chat_request(parsed, input_items(parsed.input or ""))
 
 
 # -- output -----------------------------------------------------------------------------
