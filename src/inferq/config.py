@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=200_000, gt=0)
     #: batches a tenant may have open (not ended) at once; more get 429
     max_open_batches: int = Field(default=20, gt=0)
+    #: tenants with waiting work share the engines by weight, in tokens processed
+    #: (``inferq tenants weight``); off: one global order (class, priority, submission)
+    fairness: bool = True
     #: how long a batch may run before it expires, keeping what finished (hours)
     batch_window_hours: float = Field(default=24.0, gt=0)
     #: secret that signs download and upload URLs; empty: one kept in ``<data_dir>/signing.key``

@@ -182,7 +182,9 @@ async def open_runtime(
                 store=the_store,
                 registry=the_registry,
                 events=events,
-                settings=WorkerSettings(lease_seconds=settings.lease_seconds),
+                settings=WorkerSettings(
+                    lease_seconds=settings.lease_seconds, fair=settings.fairness
+                ),
                 metrics=the_metrics,
             )
             await worker.start()

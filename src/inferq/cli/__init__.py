@@ -26,6 +26,7 @@ from inferq.cli.node import node
 from inferq.cli.nodes import nodes_app
 from inferq.cli.serve import first_start as _first_start
 from inferq.cli.serve import serve
+from inferq.cli.tenants import tenants_app
 from inferq.cli.tune import tune
 from inferq.cli.worker import worker
 
@@ -42,6 +43,7 @@ app.command()(node)
 app.command("models")(models_command)
 app.command()(tune)
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(db_app, name="db")

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
+from inferq.core.fairness import FairShares, TenantStore
 from inferq.core.events import TextRelay
 from inferq.core.models import (
     ActiveCount,
@@ -62,7 +63,7 @@ class JobLookup(Protocol):
         """Jobs matching ``flt``, newest first."""
 
 
-class JobQueue(JobLookup, Protocol):
+class JobQueue(JobLookup, FairShares, Protocol):
     """The durable priority queue: what clients submit, what workers lease."""
 
     async def insert_job(self, job: Job) -> Job:
@@ -80,8 +81,14 @@ class JobQueue(JobLookup, Protocol):
         lease_seconds: float,
         max_class: ServiceClass = ServiceClass.BATCH,
         models: Collection[str] | None = None,
+        fair: bool = False,
     ) -> list[Job]:
-        """Lease up to ``limit`` claimable jobs to ``owner``, in scheduling order."""
+        """Lease up to ``limit`` claimable jobs to ``owner``, in scheduling order.
+
+        With ``fair``, tenants share each class by weight (:mod:`inferq.core.fairness`):
+        the expired leases first, then the waiting tenants' jobs, each tenant's in
+        scheduling order, and the claiming tenants are charged for them.
+        """
 
     async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
         """Extend the given leases; return the ids still held."""
@@ -315,7 +322,7 @@ class KeyStore(JobLookup, BatchLookup, Protocol):
 # -- the whole store ------------------------------------------------------------------------
 
 
-class Store(JobQueue, NodeStore, BatchFileStore, KeyStore, Protocol):
+class Store(JobQueue, NodeStore, BatchFileStore, KeyStore, TenantStore, Protocol):
     """Every port at once, and the store's life: what each store adapter implements."""
 
     async def open(self) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from inferq.core import log_context
 from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
+from inferq.core.fairness import Settlement
 from inferq.core.models import (
     ChatRequest,
     ChatResult,
@@ -55,6 +56,9 @@ class WorkerSettings:
     tick: float = 0.5
     #: how often jobs past their deadline are expired
     expire_every: float = 2.0
+    #: claim in fair order among tenants (:mod:`inferq.core.fairness`), settling what
+    #: each tenant's ended jobs cost at every tick
+    fair: bool = False
 
     @property
     def heartbeat_every(self) -> float:
@@ -73,6 +77,8 @@ class _Running:
     first_token_at: float | None = None
     #: stopped to make room for more urgent work: handed back to the queue when it ends
     preempted: bool = False
+    #: the tokens it processed, once its result is recorded (None: it did not succeed)
+    processed: int | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -101,6 +107,8 @@ class Worker:
         self.running: dict[str, _Running] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._slot_freed: dict[str, asyncio.Event] = {}
+        #: what ended jobs cost, by tenant, not yet settled in the store
+        self._unsettled: dict[str, Settlement] = {}
 
     async def start(self) -> None:
         self.events.on_cancel(self._abort_job)
@@ -149,6 +157,7 @@ class Worker:
                     now=self.clock(),
                     lease_seconds=self.settings.lease_seconds,
                     models=[name],
+                    fair=self.settings.fair,
                 )
             except Exception:
                 log.exception("claim failed; retrying")
@@ -179,6 +188,7 @@ class Worker:
             lease_seconds=self.settings.lease_seconds,
             max_class=ServiceClass(victim.job.service_class - 1),
             models=[engine.spec.name],
+            fair=self.settings.fair,
         )
         if not jobs:
             return False
@@ -247,6 +257,7 @@ class Worker:
             # The outcome could not be saved; the lease runs out and the job runs again.
             log.warning("job %s: could not record its outcome (%s); it will be re-run", job.id, exc)
         finally:
+            self._ended(run)
             self.running.pop(job.id, None)
             self._count_slots(engine)
             self._slot_freed[job.model].set()
@@ -272,6 +283,7 @@ class Worker:
             self._count_end(run, "succeeded")
             model = run.job.model
             usage = result.usage
+            run.processed = usage.prompt_tokens + usage.completion_tokens
             self.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
             self.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
             self.metrics.tokens.labels(model, "cached").inc(usage.cached_tokens)
@@ -322,6 +334,24 @@ class Worker:
         if run is not None:
             run.abort.set(reason)
 
+    def _ended(self, run: _Running) -> None:
+        """Note what the job cost its tenant, for the next settlement."""
+        if self.settings.fair:
+            tenant = run.job.tenant
+            before = self._unsettled.get(tenant, Settlement())
+            done = run.processed is not None
+            self._unsettled[tenant] = before.add(tokens=run.processed or 0, succeeded=done)
+
+    async def _settle(self) -> None:
+        """Correct the tenants' charges by what their ended jobs really cost."""
+        pending, self._unsettled = self._unsettled, {}
+        try:
+            await self.store.settle_shares(pending)
+        except Exception:
+            for tenant, settlement in pending.items():  # kept for the next tick
+                self._unsettled[tenant] = settlement + self._unsettled.get(tenant, Settlement())
+            raise
+
     # -- monitoring -------------------------------------------------------------
 
     async def _monitor_loop(self) -> None:
@@ -334,6 +364,8 @@ class Worker:
                     last_beat = now
                     await self._heartbeat(now)
                 await self._report_progress()
+                if self._unsettled:
+                    await self._settle()
                 if now - last_expire >= self.settings.expire_every:
                     last_expire = now
                     for job_id in await self.store.expire_overdue(now=now):

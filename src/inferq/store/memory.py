@@ -29,17 +29,19 @@ from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 from inferq.store.memory_batches import MemoryBatches
+from inferq.store.memory_tenants import MemoryTenants
 from inferq.store.nodes import MemoryNodes
 
 #: the states :meth:`MemoryStore.count_active` counts
 _ACTIVE = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
 
 
-class MemoryStore(MemoryNodes, MemoryBatches, Store):
+class MemoryStore(MemoryNodes, MemoryBatches, MemoryTenants, Store):
     """Every port in dictionaries, under one lock."""
 
     def __init__(self) -> None:
         super().__init__()
+        MemoryTenants.__init__(self)
         self.keys: dict[str, tuple[ApiKey, str]] = {}
         self._open = False
 
@@ -88,6 +90,7 @@ class MemoryStore(MemoryNodes, MemoryBatches, Store):
         lease_seconds: float,
         max_class: ServiceClass = ServiceClass.BATCH,
         models: Collection[str] | None = None,
+        fair: bool = False,
     ) -> list[Job]:
         async with self._lock:
             candidates: list[Job] = []
@@ -113,6 +116,10 @@ class MemoryStore(MemoryNodes, MemoryBatches, Store):
                             job.evolve(error=lease_expired_error(job.attempt, job.max_attempts))
                         )
             candidates.sort(key=claim_order)
+            if fair:  # the expired leases first, then the tenants' jobs in fair order
+                rescued = [job for job in candidates if job.state is JobState.RUNNING][:limit]
+                queued = [job for job in candidates if job.state is JobState.QUEUED]
+                candidates = rescued + self.fair_pick(queued, limit - len(rescued))
             claimed = []
             for job in candidates[:limit]:
                 leased = job.evolve(

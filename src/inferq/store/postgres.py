@@ -24,9 +24,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, Conflict, StoreError, StoreUnavailable
+from inferq.core.fairness import Charge, Pick
 from inferq.core.models import Batch, Job, Lease, Result
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive_async, many, one
+from inferq.store.fair import fair_claim
 from inferq.store.grouping import Group
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, load_migrations, load_queries
@@ -279,6 +281,9 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         done = {r["id"] for r in await self.db.fetch_all("complete_many", arrays)}
         return [params["id"] in done for params in batch]
 
+    async def _claim_fair(self, params: Params) -> list[Row]:
+        return await self.db.atomic(fair_claim(params, take=_take, charge=_charge))
+
     async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
         params = rows.batch_params(batch)
         for _ in range(3):  # the batch holding the key may be deleted between the two
@@ -304,6 +309,28 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         row = await self.db.fetch_one("release_rows", {"tenant": tenant, "batch_id": batch_id})
         assert row is not None  # an aggregate: always one row
         return int(row["n"])
+
+
+def _take(picks: Sequence[Pick], params: Params) -> Steps[list[Row]]:
+    """Every tenant's planned jobs in one statement."""
+    if not picks:
+        return []
+    arrays = {
+        "tenants": [p.tenant for p in picks],
+        "classes": [p.service_class for p in picks],
+        "quotas": [p.count for p in picks],
+    }
+    taken: list[Row] = yield many("claim_fair", {**params, **arrays})
+    return taken
+
+
+def _charge(charges: Sequence[Charge]) -> Steps[None]:
+    """One statement; a claim's charges share one floor."""
+    if charges:
+        tenants = [c.tenant for c in charges]
+        amounts = [c.amount for c in charges]
+        floor = charges[0].floor
+        yield count("charge_shares", {"tenants": tenants, "amounts": amounts, "floor": floor})
 
 
 async def _keep_session(conn: Any) -> None:

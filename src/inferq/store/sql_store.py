@@ -11,10 +11,11 @@ many rows at once, and what PostgreSQL groups into one statement.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from inferq.core.errors import Conflict, StoreError
+from inferq.core.fairness import Settlement, TenantShare, check_weight
 from inferq.core.models import (
     ActiveCount,
     ApiKey,
@@ -33,6 +34,7 @@ from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 from inferq.store import rows
 from inferq.store.executor import Executor, Params, Steps, count, one
+from inferq.store.fair import in_order, share_of
 from inferq.store.nodes import SqlNodes
 from inferq.store.rows import Row
 
@@ -96,6 +98,7 @@ class SqlStore(SqlNodes[E], Store, Generic[E]):
         lease_seconds: float,
         max_class: ServiceClass = ServiceClass.BATCH,
         models: Collection[str] | None = None,
+        fair: bool = False,
     ) -> list[Job]:
         params = {
             "owner": owner,
@@ -104,14 +107,36 @@ class SqlStore(SqlNodes[E], Store, Generic[E]):
             "lease_until": now + lease_seconds,
             "max_class": int(max_class),
             "models": sorted(models) if models is not None else None,
+            "queued": True,
         }
-        claimed = [rows.row_to_job(r) for r in await self._claim(params)]
-        claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
+        found = await (self._claim_fair(params) if fair else self._claim(params))
+        claimed = [rows.row_to_job(r) for r in found]
+        if not fair:
+            claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
         return claimed
 
     async def _claim(self, params: Params) -> list[Row]:
         """The claimed rows: the ``claim`` query fails the exhausted leases and claims."""
         return await self.db.fetch_all("claim", params)
+
+    @abstractmethod
+    async def _claim_fair(self, params: Params) -> list[Row]:
+        """The claimed rows in fair order (:mod:`inferq.store.fair`), per database."""
+
+    # -- tenants (fair share) -------------------------------------------------------
+
+    async def settle_shares(self, settlements: Mapping[str, Settlement]) -> None:
+        if settlements:
+            await self.db.atomic(_settle(in_order(settlements)))
+
+    async def set_tenant_weight(self, tenant: str, weight: float) -> TenantShare:
+        params = {"tenant": tenant, "weight": check_weight(weight)}
+        row = await self.db.fetch_one("set_tenant_weight", params)
+        assert row is not None  # an upsert returning its row
+        return share_of(row)
+
+    async def list_tenants(self) -> list[TenantShare]:
+        return [share_of(r) for r in await self.db.fetch_all("list_tenants", {})]
 
     async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
         if not leases:
@@ -382,6 +407,11 @@ def _insert_batch(batch: Batch, params: Params) -> Steps[tuple[Batch, bool]]:
             return rows.row_to_batch(row), False
     row = yield one("insert_batch", params)
     return batch.evolve(seq=int(row["seq"])), True
+
+
+def _settle(settlements: Sequence[Params]) -> Steps[None]:
+    for params in settlements:
+        yield count("settle_share", params)
 
 
 def _delete_batch(params: Params) -> Steps[bool]:

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
+from inferq.core.fairness import Charge, Pick
 from inferq.core.events import TextRelay
 from inferq.core.models import Job
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive, many, one
+from inferq.store.fair import fair_claim
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
 from inferq.store.sql_store import SqlStore
@@ -302,6 +304,9 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
     async def _claim(self, params: Params) -> list[Row]:
         return await self.db.atomic(_claim(params))
 
+    async def _claim_fair(self, params: Params) -> list[Row]:
+        return await self.db.atomic(_claim_fair(params))
+
     async def insert_rows(self, rows: Sequence[Job]) -> None:
         if rows:
             await self.db.execute_many("insert_row", [_job_params(row) for row in rows])
@@ -324,6 +329,27 @@ def _claim(params: Params) -> Steps[list[Row]]:
     yield count("fail_exhausted_leases", {"now": params["now"]})
     claimed: list[Row] = yield many("claim", params)
     return claimed
+
+
+def _claim_fair(params: Params) -> Steps[list[Row]]:
+    """Fail the exhausted leases, then the fair claim: one transaction."""
+    yield count("fail_exhausted_leases", {"now": params["now"]})
+    claimed: list[Row] = yield from fair_claim(params, take=_take, charge=_charge)
+    return claimed
+
+
+def _take(picks: Sequence[Pick], params: Params) -> Steps[list[Row]]:
+    """One statement per tenant (no LATERAL here)."""
+    taken: list[Row] = []
+    for pick in picks:
+        wanted = {"tenant": pick.tenant, "service_class": pick.service_class}
+        taken += yield many("claim_tenant", {**params, **wanted, "quota": pick.count})
+    return taken
+
+
+def _charge(charges: Sequence[Charge]) -> Steps[None]:
+    for c in charges:
+        yield count("charge_share", {"tenant": c.tenant, "floor": c.floor, "amount": c.amount})
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -63,6 +63,7 @@ WHERE state = 'running' AND lease_expires_at < :now AND attempt >= max_attempts;
 -- leases with attempts left, merged in scheduling order and locked with SKIP LOCKED,
 -- so concurrent workers never take the same row. A re-claimed job keeps its priority
 -- and records why it was re-run.
+-- The fair claim (store/fair.py) runs it with :queued false, for the expired leases alone.
 WITH exhausted AS (
     UPDATE jobs
     SET state = 'failed',
@@ -73,7 +74,7 @@ WITH exhausted AS (
     WHERE state = 'running' AND lease_expires_at < :now AND attempt >= max_attempts
 ), queued AS (
     SELECT seq, service_class, priority FROM jobs
-    WHERE state = 'queued'
+    WHERE state = 'queued' AND :queued::boolean
       AND service_class <= :max_class
       AND (:models::text[] IS NULL OR model = ANY(:models))
       AND (deadline_at IS NULL OR deadline_at > :now)
@@ -408,3 +409,81 @@ SET compared = compared + 1,
     disagreed = disagreed + (CASE WHEN id = ANY(:disagreed::text[])
                              THEN 1 ELSE 0 END)
 WHERE id = ANY(:ids::text[]);
+
+-- fair share (core/fairness.py, store/fair.py) ------------------------------------------
+
+-- name: fair_waiting
+-- The tenants with claimable work, each with its most urgent class and its row of
+-- tenants: a skip scan of jobs_fair (a few probes per tenant), never a pass over the queue.
+WITH RECURSIVE waiting(tenant) AS (
+    SELECT MIN(tenant) FROM jobs WHERE state = 'queued'
+    UNION ALL
+    SELECT (SELECT MIN(j.tenant) FROM jobs AS j WHERE j.state = 'queued' AND j.tenant > w.tenant)
+    FROM waiting AS w WHERE w.tenant IS NOT NULL
+)
+SELECT b.tenant, b.service_class, COALESCE(t.weight, 1.0) AS weight,
+       COALESCE(t.vtime, 0.0) AS vtime, COALESCE(t.avg_cost, 0.0) AS avg_cost
+FROM (
+    SELECT w.tenant, (
+        SELECT j.service_class FROM jobs AS j
+        WHERE j.state = 'queued' AND j.tenant = w.tenant AND j.service_class <= :max_class
+          AND (:models::text[] IS NULL OR j.model = ANY(:models))
+          AND (j.deadline_at IS NULL OR j.deadline_at > :now)
+        ORDER BY j.service_class LIMIT 1) AS service_class
+    FROM waiting AS w WHERE w.tenant IS NOT NULL
+) AS b
+LEFT JOIN tenants AS t ON t.tenant = b.tenant
+WHERE b.service_class IS NOT NULL;
+
+-- name: claim_fair
+-- The planned jobs: up to quota of each tenant's queued jobs of its class, by priority
+-- then submission, locked with SKIP LOCKED as in claim.
+WITH picked AS (
+    SELECT j.seq
+    FROM unnest(:tenants::text[], :classes::smallint[], :quotas::int[])
+         AS p(tenant, service_class, quota)
+    CROSS JOIN LATERAL (
+        SELECT seq FROM jobs
+        WHERE state = 'queued' AND tenant = p.tenant AND service_class = p.service_class
+          AND (:models::text[] IS NULL OR model = ANY(:models))
+          AND (deadline_at IS NULL OR deadline_at > :now)
+        ORDER BY priority DESC, seq
+        LIMIT p.quota
+        FOR UPDATE SKIP LOCKED) AS j
+)
+UPDATE jobs
+SET state = 'running', owner = :owner, attempt = jobs.attempt + 1,
+    lease_expires_at = :lease_until, claimed_at = :now
+FROM picked
+WHERE jobs.seq = picked.seq
+RETURNING jobs.*;
+
+-- name: charge_shares
+-- A claim's charges, in tenant order (the order every statement locks tenants rows in):
+-- each virtual time raised to :floor (bounded credit), plus its amount (a new row
+-- starts from 0, as fair_waiting reads a missing one).
+INSERT INTO tenants (tenant, vtime)
+SELECT tenant, GREATEST(0, :floor::float8) + amount
+FROM unnest(:tenants::text[], :amounts::float8[]) AS c(tenant, amount)
+ORDER BY tenant
+ON CONFLICT (tenant) DO UPDATE
+SET vtime = GREATEST(tenants.vtime, :floor) + (EXCLUDED.vtime - GREATEST(0, :floor));
+
+-- name: settle_share
+-- What ended jobs really cost against what the claims charged (core/fairness.settled).
+UPDATE tenants
+SET vtime = vtime + (:tokens::float8 - (:jobs::int + :refunds::int)
+        * (CASE WHEN avg_cost > 0 THEN avg_cost ELSE :default_cost::float8 END)) / weight,
+    avg_cost = CASE WHEN :jobs > 0 THEN
+        (CASE WHEN avg_cost > 0 THEN avg_cost ELSE :default_cost END) * (1 - :alpha::float8)
+        + :alpha * :tokens / :jobs
+        ELSE avg_cost END
+WHERE tenant = :tenant;
+
+-- name: set_tenant_weight
+INSERT INTO tenants (tenant, weight) VALUES (:tenant, :weight)
+ON CONFLICT (tenant) DO UPDATE SET weight = :weight
+RETURNING *;
+
+-- name: list_tenants
+SELECT * FROM tenants ORDER BY tenant;

@@ -37,7 +37,8 @@ WHERE state = 'running' AND lease_expires_at < :now AND attempt >= max_attempts;
 
 -- name: claim
 -- One statement: the best queued jobs and the expired leases, merged in scheduling
--- order. A re-claimed job keeps its priority and records why it was re-run.
+-- order. A re-claimed job keeps its priority and records why it was re-run. The fair
+-- claim (store/fair.py) runs it with :queued false, for the expired leases alone.
 UPDATE jobs
 SET state = 'running',
     owner = :owner,
@@ -53,7 +54,7 @@ WHERE seq IN (
     SELECT seq FROM (
         SELECT seq, service_class, priority FROM (
             SELECT seq, service_class, priority FROM jobs
-            WHERE state = 'queued'
+            WHERE state = 'queued' AND :queued
               AND service_class <= :max_class
               AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
               AND (deadline_at IS NULL OR deadline_at > :now)
@@ -369,3 +370,66 @@ SET compared = compared + 1,
     disagreed = disagreed + (CASE WHEN id IN (SELECT value FROM json_each(:disagreed))
                              THEN 1 ELSE 0 END)
 WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- fair share (core/fairness.py, store/fair.py) ------------------------------------------
+
+-- name: fair_waiting
+-- The tenants with claimable work, each with its most urgent class and its row of
+-- tenants: a skip scan of jobs_fair (a few probes per tenant), never a pass over the queue.
+WITH RECURSIVE waiting(tenant) AS (
+    SELECT MIN(tenant) FROM jobs WHERE state = 'queued'
+    UNION ALL
+    SELECT (SELECT MIN(j.tenant) FROM jobs AS j WHERE j.state = 'queued' AND j.tenant > w.tenant)
+    FROM waiting AS w WHERE w.tenant IS NOT NULL
+)
+SELECT b.tenant, b.service_class, COALESCE(t.weight, 1.0) AS weight,
+       COALESCE(t.vtime, 0.0) AS vtime, COALESCE(t.avg_cost, 0.0) AS avg_cost
+FROM (
+    SELECT w.tenant, (
+        SELECT j.service_class FROM jobs AS j
+        WHERE j.state = 'queued' AND j.tenant = w.tenant AND j.service_class <= :max_class
+          AND (:models IS NULL OR j.model IN (SELECT value FROM json_each(:models)))
+          AND (j.deadline_at IS NULL OR j.deadline_at > :now)
+        ORDER BY j.service_class LIMIT 1) AS service_class
+    FROM waiting AS w WHERE w.tenant IS NOT NULL
+) AS b
+LEFT JOIN tenants AS t ON t.tenant = b.tenant
+WHERE b.service_class IS NOT NULL;
+
+-- name: claim_tenant
+-- Up to :quota of one tenant's queued jobs of one class, by priority then submission.
+UPDATE jobs
+SET state = 'running', owner = :owner, attempt = attempt + 1,
+    lease_expires_at = :lease_until, claimed_at = :now
+WHERE seq IN (
+    SELECT seq FROM jobs
+    WHERE state = 'queued' AND tenant = :tenant AND service_class = :service_class
+      AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
+      AND (deadline_at IS NULL OR deadline_at > :now)
+    ORDER BY priority DESC, seq
+    LIMIT :quota)
+RETURNING *;
+
+-- name: charge_share
+-- A claim's charge: the virtual time raised to :floor (bounded credit), plus :amount.
+INSERT INTO tenants (tenant, vtime) VALUES (:tenant, MAX(0, :floor) + :amount)
+ON CONFLICT (tenant) DO UPDATE SET vtime = MAX(tenants.vtime, :floor) + :amount;
+
+-- name: settle_share
+-- What ended jobs really cost against what the claims charged (core/fairness.settled).
+UPDATE tenants
+SET vtime = vtime + (:tokens - (:jobs + :refunds)
+        * (CASE WHEN avg_cost > 0 THEN avg_cost ELSE :default_cost END)) / weight,
+    avg_cost = CASE WHEN :jobs > 0 THEN
+        (CASE WHEN avg_cost > 0 THEN avg_cost ELSE :default_cost END) * (1 - :alpha)
+        + :alpha * :tokens * 1.0 / :jobs
+        ELSE avg_cost END
+WHERE tenant = :tenant;
+
+-- name: set_tenant_weight
+INSERT INTO tenants (tenant, weight) VALUES (:tenant, :weight)
+ON CONFLICT (tenant) DO UPDATE SET weight = :weight
+RETURNING *;
+
+-- name: list_tenants
+SELECT * FROM tenants ORDER BY tenant;

@@ -1,0 +1,41 @@
+"""``inferq tenants``: each tenant's share of the engines (fair share, weights)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from inferq.cli.common import DatabaseUrl, DataDir, out, settings, with_store
+
+tenants_app = typer.Typer(
+    help="Tenants' shares of the engines: weights and virtual times.", no_args_is_help=True
+)
+
+
+@tenants_app.command("weight")
+def tenants_weight(
+    tenant: Annotated[str, typer.Argument(help="The tenant (as its keys name it).")],
+    weight: Annotated[float, typer.Argument(help="Its share against other waiting tenants.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a tenant's weight (default 1): tenants with waiting work share each service
+    class in proportion to their weights, in tokens processed."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    share = with_store(config, lambda store: store.set_tenant_weight(tenant, weight))
+    out.print(f"tenant {share.tenant}: weight {share.weight:g}")
+
+
+@tenants_app.command("list")
+def tenants_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """List the tenants that have a weight or have been charged for work."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    shares = with_store(config, lambda store: store.list_tenants())
+    table = Table("tenant", "weight", "virtual time", "tokens per job")
+    for share in shares:
+        table.add_row(
+            share.tenant, f"{share.weight:g}", f"{share.vtime:.0f}", f"{share.avg_cost:.0f}"
+        )
+    out.print(table)
