@@ -119,12 +119,12 @@ def test_bad_input_is_a_400_in_anthropics_shape(claude: anthropic.Anthropic) -> 
     }
     tool_use: list[anthropic.types.MessageParam] = [
         {
-            "role": "assistant",
+            "role": "user",
             "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}],
         }
     ]
-    with pytest.raises(anthropic.BadRequestError, match="tool_use"):
-        claude.messages.create(model=MODEL, max_tokens=4, messages=[*HELLO, *tool_use])
+    with pytest.raises(anthropic.BadRequestError, match="'tool_use' are not supported"):
+        claude.messages.create(model=MODEL, max_tokens=4, messages=tool_use)
 
 
 def test_a_bad_key_is_a_401(server: Server) -> None:

@@ -181,7 +181,8 @@ def test_the_stream_is_anthropics_event_sequence(client: TestClient) -> None:
             },
             "'tool_use'",
         ),
-        ({**MESSAGE, "tools": [{"name": "f", "input_schema": {}}]}, "tools"),
+        ({**MESSAGE, "tools": [{"type": "web_search_20250305", "name": "s"}]}, "tools.0.type"),
+        ({**MESSAGE, "tool_choice": {"type": "any"}}, "tool_choice"),
         ({**MESSAGE, "temperature": 1.5}, "temperature"),
     ],
 )

@@ -20,20 +20,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from inferq.api.anthropic.batch_format import (
-    ENDPOINT,
-    KIND,
-    REQUESTS,
-    in_request,
-    parse_params,
-    results_id,
-)
-from inferq.api.anthropic.batch_schemas import (
-    MAX_PAGE,
-    REQUESTS_META,
-    BatchCreate,
-    render_batch,
-)
+from inferq.api.anthropic.batch_format import ENDPOINT, KIND, REQUESTS, in_request, parse_params
+from inferq.api.anthropic.batch_format import results_id as results_record
+from inferq.api.anthropic.batch_schemas import MAX_PAGE, REQUESTS_META, BatchCreate, render_batch
 from inferq.api.anthropic.results import results
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.core.batch_format import NewBatch
@@ -179,15 +168,11 @@ async def cancel_batch(
 
 @router.delete("/{batch_id}")
 async def delete_batch(batch_id: str, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
-    batch = await _get(services, batch_id, caller.tenant)
-    if not batch.state.terminal:
-        raise InvalidRequest(
-            f"message batch {batch_id} is still being processed; cancel it, and delete it "
-            "once its processing_status is ended",
-            param="batch_id",
-        )
+    batch = await _ended(
+        services, batch_id, caller.tenant, "is still being processed; cancel it, and delete it"
+    )
     # the files first: a delete cut short leaves the batch, and repeating it finishes
-    for record_id in (results_id(batch_id), batch.input_file_id):
+    for record_id in (results_record(batch_id), batch.input_file_id):
         with contextlib.suppress(NotFound):
             await services.files.delete(record_id, tenant=caller.tenant, kind=KIND)
     await services.batches.delete(batch_id, tenant=caller.tenant)
@@ -198,13 +183,9 @@ async def delete_batch(batch_id: str, caller: CallerDep, services: ServicesDep) 
 async def batch_results(
     batch_id: str, caller: CallerDep, services: ServicesDep
 ) -> StreamingResponse:
-    batch = await _get(services, batch_id, caller.tenant)
-    if not batch.state.terminal:
-        raise InvalidRequest(
-            f"message batch {batch_id} has not ended yet; its results are available once "
-            "its processing_status is ended",
-            param="batch_id",
-        )
+    batch = await _ended(
+        services, batch_id, caller.tenant, "has not ended yet; its results are available"
+    )
     return StreamingResponse(await results(services.files, batch), media_type="application/x-jsonl")
 
 
@@ -212,6 +193,17 @@ async def _get(services: Services, batch_id: str, tenant: str) -> Batch:
     batch = await services.batches.get(batch_id, tenant=tenant)
     if batch.dialect != DIALECT:  # another dialect's batch is not a message batch
         raise NotFound(f"message batch {batch_id} not found", param="batch_id")
+    return batch
+
+
+async def _ended(services: Services, batch_id: str, tenant: str, refusal: str) -> Batch:
+    """The batch, once it has ended; InvalidRequest saying ``refusal`` before."""
+    batch = await _get(services, batch_id, tenant)
+    if not batch.state.terminal:
+        raise InvalidRequest(
+            f"message batch {batch_id} {refusal} once its processing_status is ended",
+            param="batch_id",
+        )
     return batch
 
 

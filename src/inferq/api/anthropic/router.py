@@ -24,6 +24,7 @@ from inferq.api.sync import (
 from inferq.core.errors import InferqError, public
 from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
+from inferq.core.tool_text import may_call
 
 router = APIRouter(prefix="/v1/messages", tags=["anthropic"])
 
@@ -48,22 +49,29 @@ async def count_tokens(
 ) -> dict[str, int]:
     """The prompt's tokens by the model's own chat template and tokenizer."""
     engine = services.registry.get(body.model)
-    tokens = await engine.count_tokens(ChatRequest(messages=body.chat_messages()))
+    tokens = await engine.count_tokens(body.to_prompt())
     return {"input_tokens": tokens}
 
 
 async def _stream(jobs: JobService, job: Job) -> AsyncIterator[str]:
-    """Anthropic's event sequence, each text piece as the engine produces it."""
+    """Anthropic's event sequence, each text piece as the engine produces it; an answer
+    that may call a tool is held until it ends and sent block by block (a call's text is
+    not the answer's text)."""
     finished = False
+    request = job.request
+    held = isinstance(request, ChatRequest) and may_call(request.tools, request.tool_choice)
     try:
         yield t.sse(t.message_start(job))
-        yield t.sse(t.BLOCK_START)
+        if not held:
+            yield t.sse(t.BLOCK_START)
         yield t.sse(t.PING)
         async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
-            yield t.sse(t.text_delta(piece))
+            if not held:
+                yield t.sse(t.text_delta(piece))
         done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
         finished = True
-        yield t.sse(t.BLOCK_STOP)
+        for event in t.whole_blocks(done) if held else [t.BLOCK_STOP]:
+            yield t.sse(event)
         yield t.sse(t.message_delta(done))
         yield t.sse(t.MESSAGE_STOP)
     except InferqError as exc:

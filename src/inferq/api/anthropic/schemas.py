@@ -3,21 +3,24 @@
 
 Unknown fields are accepted (Anthropic adds fields often; a client that sends a newer
 one still works); the ones that change what the model is asked to do and that inferq
-cannot honour (``tools``, content blocks other than text) are refused by name.
+cannot honour (server tools, content blocks other than text, ``tool_use`` and
+``tool_result``) are refused by name. Tool use maps onto core's (:mod:`.tools`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferq.api.anthropic.tools import to_tool_choice, to_tools, turn_messages
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatMessage, ChatRequest
 
 
 class ContentBlock(BaseModel):
-    """One block of a message's content; only ``{"type": "text", "text"}`` is served."""
+    """One block of a message's content: text, or (:mod:`.tools`) a tool's use or result."""
 
     model_config = ConfigDict(extra="allow")
     type: str
@@ -55,19 +58,29 @@ class CountTokensRequest(BaseModel):
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[ContentBlock] | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
 
     def chat_messages(self) -> tuple[ChatMessage, ...]:
-        if self.tools:
-            raise InvalidRequest(
-                "tools are not supported by inferq's models yet; send the request without tools",
-                param="tools",
-            )
         system = blocks_text(self.system, "system") if self.system is not None else ""
         turns = tuple(
-            ChatMessage(role=m.role, content=blocks_text(m.content, f"messages.{i}.content"))
+            message
             for i, m in enumerate(self.messages)
+            for message in turn_messages(m.role, _raw(m.content), f"messages.{i}.content")
         )
         return ((ChatMessage("system", system),) if system else ()) + turns
+
+    def to_prompt(self) -> ChatRequest:
+        """The messages and the tools: what the model reads."""
+        tools = to_tools(self.tools)
+        return ChatRequest(
+            messages=self.chat_messages(),
+            tools=tools,
+            tool_choice=to_tool_choice(self.tool_choice, tools),
+        )
+
+
+def _raw(content: str | list[ContentBlock]) -> str | list[dict[str, Any]]:
+    return content if isinstance(content, str) else [b.model_dump() for b in content]
 
 
 class MessagesRequest(CountTokensRequest):
@@ -86,8 +99,8 @@ class MessagesRequest(CountTokensRequest):
     timeout: float | None = Field(default=None, gt=0)
 
     def to_request(self) -> ChatRequest:
-        return ChatRequest(
-            messages=self.chat_messages(),
+        return dataclasses.replace(
+            self.to_prompt(),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,

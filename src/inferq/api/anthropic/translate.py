@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from inferq.api.anthropic.tools import content_blocks
 from inferq.core.errors import EngineUnavailable, InferqError, StoreUnavailable
 from inferq.core.models import ChatResult, Job
 
@@ -43,6 +44,8 @@ def message_id(job: Job) -> str:
 
 def stop_reason(result: ChatResult) -> str:
     """Anthropic's ``stop_reason`` of a finished generation."""
+    if result.tool_calls:
+        return "tool_use"
     if result.stop_sequence is not None:
         return "stop_sequence"
     if result.finish_reason == "length":
@@ -68,7 +71,7 @@ def render_message(job: Job) -> dict[str, Any]:
         "id": message_id(job),
         "type": "message",
         "role": "assistant",
-        "content": [{"type": "text", "text": job.result.text}],
+        "content": content_blocks(job, job.result),
         "model": job.model,
         "stop_reason": stop_reason(job.result),
         "stop_sequence": job.result.stop_sequence,
@@ -106,12 +109,29 @@ def message_delta(job: Job) -> dict[str, Any]:
     }
 
 
-def text_delta(text: str) -> dict[str, Any]:
+def text_delta(text: str, index: int = 0) -> dict[str, Any]:
     return {
         "type": "content_block_delta",
-        "index": 0,
+        "index": index,
         "delta": {"type": "text_delta", "text": text},
     }
+
+
+def whole_blocks(job: Job) -> list[dict[str, Any]]:
+    """The events of a finished answer's blocks, each sent whole: a text block's text in
+    one delta, a ``tool_use`` block's input in one ``input_json_delta``."""
+    assert isinstance(job.result, ChatResult)
+    events: list[dict[str, Any]] = []
+    for index, block in enumerate(content_blocks(job, job.result)):
+        start = {**block, "text": ""} if block["type"] == "text" else {**block, "input": {}}
+        events.append({"type": "content_block_start", "index": index, "content_block": start})
+        if block["type"] == "text":
+            events.append(text_delta(block["text"], index))
+        else:
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+            events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        events.append({"type": "content_block_stop", "index": index})
+    return events
 
 
 BLOCK_START = {
