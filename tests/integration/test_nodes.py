@@ -279,6 +279,9 @@ class Manual:
         hello = self.post("hello", protocol=1, models={MANUAL: 4})
         assert hello.status_code == 200, hello.text
 
+    def close(self) -> None:
+        self.http.close()
+
     def post(self, what: str, **body: Any) -> httpx.Response:
         return self.http.post(f"/node/v1/{what}", json={"session": self.session, **body})
 
@@ -298,7 +301,15 @@ def test_protocol_bad_input_gets_a_clear_4xx_and_changes_nothing(
     server: Server, tq: together.Together
 ) -> None:
     _, token = new_node(server, "manual")
-    node = Manual(server, token)
+    node, other = Manual(server, token), Manual(server, token)
+    try:
+        check_bad_input(tq, node, other)
+    finally:
+        node.close()
+        other.close()
+
+
+def check_bad_input(tq: together.Together, node: Manual, other: Manual) -> None:
     request_id = str(tq.beta.jig.queue.submit(model=MANUAL, payload={"a": 1}).request_id)
     job = node.claim()
     assert job["id"] == request_id and job["kind"] == "payload"
@@ -313,12 +324,21 @@ def test_protocol_bad_input_gets_a_clear_4xx_and_changes_nothing(
     # unknown job, stale attempt, another session: nothing written
     refused(node.post("complete", id="nope", attempt=1, result=ok_result), 404, "not_found")
     refused(node.post("complete", id=job["id"], attempt=9, result=ok_result), 409, "lease_lost")
-    other = Manual(server, token)
     refused(other.post("complete", **lease, result=ok_result), 409, "lease_lost")
     err = {"code": "x", "message": "y"}
     refused(other.post("fail", **lease, error=err, retry=False), 409, "lease_lost")
     beat = other.post("heartbeat", jobs=[lease])
     assert beat.json() == {"held": [], "cancelled": [job["id"]]}
+    # a batch of results: each refused on its own
+    stale = {**lease, "attempt": 9, "result": ok_result}
+    mixed = [{"id": "nope", "attempt": 1, "result": ok_result}, lease, stale]
+    fates = node.post("results", results=mixed).json()["results"]
+    assert [(f["ok"], f["code"]) for f in fates] == [
+        (False, "not_found"),
+        (False, "invalid_request"),
+        (False, "lease_lost"),
+    ]
+    refused(node.post("results", results=[]), 400, "invalid_request")
     # oversized and malformed bodies
     big = {"outputs": {"blob": "x" * (MAX_OUTPUT + 1)}}
     refused(node.post("complete", **lease, result=big), 413, "payload_too_large")

@@ -14,6 +14,7 @@ from inferq.api.dialect import Dialects
 
 DIALECTS = Dialects(
     (
+        nodes.DIALECT,  # first: a node's many small requests match on the first routes
         together.DIALECT,
         anthropic.DIALECT,
         openai.DIALECT,

@@ -31,7 +31,7 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferq.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
 from inferq.core.models import (
     ChatRequest,
@@ -90,11 +90,26 @@ class Beat:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A lease as a node names it: its session, the job and the attempt."""
+    """A lease as a node names it."""
 
+    #: the node process (its owner is ``node:<node id>:<session>``)
     session: str
     job_id: str
+    #: the job's attempt when the node claimed it
     attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as a node reports it: its ``result``, or its ``error``
+    (retried while attempts remain when ``retry``), with the last text and info."""
+
+    held: Held
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    retry: bool = True
+    text: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def kind_of_request(job: Job) -> str:
@@ -331,6 +346,29 @@ class NodeWork:
             raise LeaseLost(f"job {held.job_id} is not running under this lease", param="id")
         self.events.job_submitted()
         self.events.job_ended(held.job_id)
+
+    async def report(self, node: Node, outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+        """Record several outcomes at once (the store groups their writes); for each, the
+        job's id and ``ok``, or the error that refused it (its code and message)."""
+
+        async def one(outcome: Outcome) -> dict[str, Any]:
+            held = outcome.held
+            try:
+                if outcome.error is not None:
+                    await self.fail(
+                        node, held, error=outcome.error, retry=outcome.retry, info=outcome.info
+                    )
+                elif outcome.result is not None:
+                    await self.complete(
+                        node, held, result=outcome.result, text=outcome.text, info=outcome.info
+                    )
+                else:
+                    raise InvalidRequest("an outcome has a result or an error", param="results")
+            except ClientError as exc:
+                return {"id": held.job_id, "ok": False, "code": exc.code, "message": exc.message}
+            return {"id": held.job_id, "ok": True}
+
+        return list(await asyncio.gather(*(one(outcome) for outcome in outcomes)))
 
     async def release(
         self, node: Node, *, session: str, leases: Sequence[tuple[str, int]]

@@ -73,31 +73,12 @@ class NodeClient:
         answer = await self._post("/node/v1/heartbeat", {"jobs": jobs})
         return set(answer["held"]), set(answer["cancelled"])
 
-    async def complete(
-        self,
-        job_id: str,
-        attempt: int,
-        result: dict[str, Any],
-        *,
-        text: list[str],
-        info: dict[str, Any],
-    ) -> None:
-        body = {"id": job_id, "attempt": attempt, "result": result, "text": text, "info": info}
-        await self._post("/node/v1/complete", body)
-
-    async def fail(
-        self,
-        job_id: str,
-        attempt: int,
-        *,
-        code: str,
-        message: str,
-        retry: bool,
-        info: dict[str, Any],
-    ) -> None:
-        error = {"code": code, "message": message}
-        body = {"id": job_id, "attempt": attempt, "error": error, "retry": retry, "info": info}
-        await self._post("/node/v1/fail", body)
+    async def results(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Report ended attempts (``{id, attempt, result | error, retry, text, info}``);
+        each one's fate: ``ok``, or the ``code`` and ``message`` that refused it."""
+        answer = await self._post("/node/v1/results", {"results": items})
+        fates: list[dict[str, Any]] = answer["results"]
+        return fates
 
     async def release(self, leases: list[tuple[str, int]]) -> list[str]:
         jobs = [{"id": job_id, "attempt": attempt} for job_id, attempt in leases]

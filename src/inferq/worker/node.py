@@ -35,6 +35,8 @@ log = logging.getLogger("inferq.node")
 
 #: how long one claim waits on the server for work
 CLAIM_WAIT = 10.0
+#: how long a claim waits for more slots to free when some jobs still run
+CLAIM_GATHER = 0.005
 #: the shortest time between two heartbeats sent only to carry streamed text
 TEXT_EVERY = 0.02
 #: exit statuses
@@ -58,6 +60,13 @@ class NodeProcess:
         self._slot_freed = asyncio.Event()
         self._text = asyncio.Event()
         self._refused: ServerRefused | None = None
+        #: ended attempts not yet reported, and whether a report is on its way
+        self._outbox: list[dict[str, Any]] = []
+        self._outbox_ready = asyncio.Event()
+        self._reporting = False
+        #: heartbeats and reports go one at a time: text a heartbeat carries reaches the
+        #: server before the result of its job
+        self._send = asyncio.Lock()
 
     def stop(self) -> None:
         """Stop claiming and drain (what SIGTERM does)."""
@@ -78,12 +87,13 @@ class NodeProcess:
         for runner in self.runners.values():
             await runner.start()
         beats = asyncio.create_task(self._heartbeats())
+        reports = asyncio.create_task(self._reports())
         try:
             await self._claim_loop()
             if self._refused is None:
                 await self._drain()
         finally:
-            await cancel_and_wait(beats)
+            await cancel_and_wait(beats, reports)
             for run in list(self.running.values()):
                 run.stop("node stopping")
             tasks = [r.task for r in self.running.values() if r.task is not None]
@@ -112,6 +122,10 @@ class NodeProcess:
     async def _claim_loop(self) -> None:
         backoff = 0.5
         while not self._stopping.is_set() and self._refused is None:
+            if self.running and sum(self._free().values()) > 0:
+                # a slot just freed while others run: more often end together, so let
+                # them free theirs and claim for all at once
+                await self._until(None, CLAIM_GATHER)
             free = {m: n for m, n in self._free().items() if n > 0}
             self._slot_freed.clear()
             if not free:
@@ -170,39 +184,74 @@ class NodeProcess:
 
     async def _run(self, run: Running) -> None:
         runner = self.runners[run.model]
+        outcome: dict[str, Any] | None
         try:
             result = await runner.run(run)
             if "outputs" in result:
                 result["outputs"] = await self._upload(run, result["outputs"])
             json.dumps(result)  # anything that is not JSON fails here, not on the server
-            info, _ = run.ctx.take()
-            await self.client.complete(run.id, run.attempt, result, text=run.take_text(), info=info)
-            log.info("job %s done", run.id)
+            outcome = {"result": result}
         except Stopped:
             log.info("job %s stopped: %s", run.id, run.abort.reason or "cancelled")
+            outcome = None
         except JobFailed as exc:
-            await self._fail(run, exc.code, exc.message, retry=False)
-        except ServerRefused as exc:
-            log.warning("job %s: the server refused its outcome: %s", run.id, exc)
+            outcome = _failure(exc.code, exc.message, retry=False)
         except (TypeError, ValueError) as exc:
-            await self._fail(run, "bad_output", f"the outputs are not JSON: {exc}", retry=False)
+            outcome = _failure("bad_output", f"the outputs are not JSON: {exc}", retry=False)
         except Exception as exc:
             log.exception("job %s attempt %d failed", run.id, run.attempt)
-            await self._fail(run, "handler_error", f"{type(exc).__name__}: {exc}", retry=True)
+            outcome = _failure("handler_error", f"{type(exc).__name__}: {exc}", retry=True)
         finally:
             self.running.pop(run.id, None)
             self._slot_freed.set()
-
-    async def _fail(self, run: Running, code: str, message: str, *, retry: bool) -> None:
-        if run.abort.is_set():
-            return
-        try:
+        if outcome is not None and not run.abort.is_set():
             info, _ = run.ctx.take()
-            await self.client.fail(
-                run.id, run.attempt, code=code, message=message, retry=retry, info=info
+            self._outbox.append(
+                {"id": run.id, "attempt": run.attempt, "text": run.take_text(), "info": info}
+                | outcome
             )
-        except (ServerRefused, httpx.HTTPError) as exc:
-            log.warning("job %s: could not report its failure (%s)", run.id, exc)
+            self._outbox_ready.set()
+
+    async def _reports(self) -> None:
+        """Send ended attempts as they come, those that gathered meanwhile together."""
+        backoff = 0.5
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            items, self._outbox = self._outbox, []
+            if not items:
+                continue
+            self._reporting = True
+            try:
+                async with self._send:
+                    fates = await self.client.results(items)
+            except ServerRefused as exc:
+                log.warning("the server refused %d results: %s", len(items), exc)
+                if exc.bad_token:
+                    self._refused = exc
+                    self.stop()
+                continue
+            except httpx.HTTPError as exc:
+                log.warning("reporting failed (%s); again in %.1f s", exc, backoff)
+                self._outbox[:0] = items
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self._outbox_ready.set()
+                continue
+            finally:
+                self._reporting = False
+            backoff = 0.5
+            for fate in fates:
+                if fate["ok"]:
+                    log.info("job %s reported", fate["id"])
+                else:
+                    log.warning("job %s: %s (%s)", fate["id"], fate["message"], fate["code"])
+
+    async def _flush(self, timeout: float) -> None:
+        """Wait until every ended attempt has been reported (or ``timeout``)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self._outbox or self._reporting) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def _upload(self, run: Running, value: Any) -> Any:
         """``value`` with each :class:`FileOutput` uploaded and replaced by its URL."""
@@ -230,7 +279,8 @@ class NodeProcess:
     async def _beat(self) -> None:
         runs = list(self.running.values())
         try:
-            _, lost = await self.client.heartbeat([run.beat() for run in runs])
+            async with self._send:
+                _, lost = await self.client.heartbeat([run.beat() for run in runs])
         except ServerRefused as exc:
             if exc.bad_token:
                 self._refused = exc
@@ -251,6 +301,7 @@ class NodeProcess:
         if tasks:
             log.info("draining %d jobs (up to %.0f s)", len(tasks), self.drain_seconds)
             await asyncio.wait(tasks, timeout=self.drain_seconds)
+        await self._flush(10.0)
         left = list(self.running.values())
         for run in left:
             run.stop("node stopping")
@@ -258,3 +309,7 @@ class NodeProcess:
             with contextlib.suppress(ServerRefused, httpx.HTTPError):
                 released = await self.client.release([(r.id, r.attempt) for r in left])
                 log.info("handed back %d jobs", len(released))
+
+
+def _failure(code: str, message: str, *, retry: bool) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}, "retry": retry}

@@ -15,11 +15,19 @@ from fastapi.responses import StreamingResponse
 
 from inferq import __version__
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from, get_services
-from inferq.api.nodes.schemas import Claim, Complete, Fail, Heartbeat, Hello, Release
+from inferq.api.nodes.schemas import (
+    Claim,
+    Complete,
+    Fail,
+    Heartbeat,
+    Hello,
+    Release,
+    Results,
+)
 from inferq.core.errors import InvalidRequest
 from inferq.core.keys import KEY_PREFIX
 from inferq.core.models import Job, JobError
-from inferq.core.node_work import PROTOCOL, Beat, Held
+from inferq.core.node_work import PROTOCOL, Beat, Held, Outcome
 from inferq.core.nodes import TOKEN_PREFIX, Node, NodeAuthFailed
 
 router = APIRouter(tags=["nodes"])
@@ -124,6 +132,24 @@ async def fail(body: Fail, node: NodeDep, services: ServicesDep) -> dict[str, An
     held = Held(body.session, body.id, body.attempt)
     await services.node_work.fail(node, held, error=error, retry=body.retry, info=body.info)
     return {"id": body.id}
+
+
+@router.post("/node/v1/results")
+async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+    """Several ended attempts at once, each fenced like complete and fail; answers each
+    one's fate (``ok``, or the code and message that refused it)."""
+    outcomes = [
+        Outcome(
+            Held(body.session, item.id, item.attempt),
+            result=item.result,
+            error=None if item.error is None else JobError(item.error.code, item.error.message),
+            retry=item.retry,
+            text=tuple(item.text),
+            info=item.info,
+        )
+        for item in body.results
+    ]
+    return {"results": await services.node_work.report(node, outcomes)}
 
 
 @router.post("/node/v1/release")

@@ -75,6 +75,23 @@ class Fail(Strict):
     info: dict[str, Any] = Field(default_factory=dict)
 
 
+class Outcome(Strict):
+    """One ended attempt: its ``result``, or its ``error``."""
+
+    id: str = Field(min_length=1, max_length=128)
+    attempt: int = Field(ge=1)
+    result: dict[str, Any] | None = None
+    error: Failure | None = None
+    retry: bool = True
+    text: list[str] = Field(default_factory=list, max_length=100_000)
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Results(Strict):
+    session: str = Session
+    results: list[Outcome] = Field(min_length=1, max_length=10_000)
+
+
 class Held(Strict):
     id: str = Field(min_length=1, max_length=128)
     attempt: int = Field(ge=1)
