@@ -21,6 +21,5 @@ DIALECTS = Dialects(
         fireworks.DIALECT,
         infera.DIALECT,
         unstructured.DIALECT,
-        nodes.DIALECT,
     )
 )
