@@ -6,14 +6,11 @@ from __future__ import annotations
 from inferq.core.models import JobError
 from inferq.core.states import JobState, ServiceClass
 from inferq.store.base import JobStore
-from tests.contract.test_store_contract import (  # noqa: F401 (store: the fixture)
-    RESULT,
-    T0,
-    claim,
-    lease_of,
-    make_job,
-    store,
-)
+from tests.contract import test_store_contract as contract
+from tests.contract.test_store_contract import RESULT, T0, claim, lease_of, make_job
+
+#: the contract suite's fixture: every test runs on memory, SQLite and PostgreSQL
+store = contract.store
 
 
 async def test_count_active_of_one_tenant(store: JobStore) -> None:
