@@ -91,6 +91,29 @@ async def test_prompt_that_cannot_fit_is_refused(engine: Engine) -> None:
         await engine.generate(chat("word " * (CONTEXT * 2), max_tokens=8), abort=AbortSignal())
 
 
+async def test_count_tokens_is_the_prompt_a_generation_reads(engine: Engine) -> None:
+    request = chat("Name three colours.", 2)
+    counted = await engine.count_tokens(request)
+    result = await engine.generate(request, abort=AbortSignal())
+    assert counted == result.usage.prompt_tokens > 0
+    assert await engine.count_tokens(chat("Name three colours. " * 5)) > counted
+
+
+async def test_count_tokens_without_loading_the_model() -> None:
+    """A process that runs no worker never starts its engines; it can still count."""
+    for name in ("fake", "llamacpp"):
+        started = build_engine(ModelSpec(name="m", engine=name, options={"threads": 1}))
+        idle = build_engine(ModelSpec(name="m", engine=name, options={"threads": 1}))
+        await started.start()
+        try:
+            request = chat("How many tokens is this?")
+            assert await idle.count_tokens(request) == await started.count_tokens(request)
+            assert not idle.ready, "counting loaded the model"
+        finally:
+            await started.close()
+            await idle.close()
+
+
 def test_max_tokens_beyond_the_context_is_rejected_up_front(engine: Engine) -> None:
     with pytest.raises(InvalidRequest) as info:
         engine.check(chat("hi", max_tokens=CONTEXT))
@@ -397,6 +420,8 @@ async def test_embedding_model_refuses_chat_and_the_reverse(embedder: Engine) ->
     assert info.value.param == "model"
     with pytest.raises(InvalidRequest, match="serves embeddings, not chat"):
         await embedder.generate(chat("hi"), abort=AbortSignal())
+    with pytest.raises(InvalidRequest, match="serves embeddings, not chat"):
+        await embedder.count_tokens(chat("hi"))
     embedder.check(EmbedRequest(("hi",)))
     chat_model = build_engine(ModelSpec(name="c", engine=embedder.spec.engine))
     with pytest.raises(InvalidRequest, match="serves chat, not embeddings") as info:
