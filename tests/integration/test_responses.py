@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types.responses import Response
+from pydantic import BaseModel
 
 from tests.integration.helpers import LONG_PROMPT, MODEL, new_key, wait_until
 from tests.support.server import Server
@@ -270,3 +271,74 @@ def test_a_batch_over_completions(oai: openai.OpenAI) -> None:
     assert by_id["c-1"]["choices"][0]["logprobs"] is None
     assert done.usage is not None
     assert done.usage.output_tokens == sum(b["usage"]["completion_tokens"] for b in by_id.values())
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+
+
+def test_structured_output_with_parse(oai: openai.OpenAI) -> None:
+    parsed = oai.responses.parse(
+        model=MODEL,
+        input="Invent a person: a name and an age.",
+        text_format=Person,
+        max_output_tokens=60,
+        temperature=0,
+    )
+    assert parsed.status == "completed"
+    person = parsed.output_parsed
+    assert isinstance(person, Person) and person.name
+    json_object = ask(
+        oai,
+        input="Describe a cat in JSON.",
+        text={"format": {"type": "json_object"}},
+        max_output_tokens=80,
+    )
+    assert json_object.status == "completed", json_object.output_text
+    assert isinstance(json.loads(json_object.output_text), dict)
+
+
+def test_a_forced_function_call(oai: openai.OpenAI) -> None:
+    forced = {"type": "function", "name": "get_weather"}
+    response = ask(
+        oai, input="Weather in Oslo?", tools=[WEATHER], tool_choice=forced, max_output_tokens=60
+    )
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id
+    assert isinstance(json.loads(calls[0].arguments)["city"], str)
+    answered = ask(
+        oai,
+        previous_response_id=response.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}],
+        tools=[WEATHER],
+        tool_choice="none",
+    )
+    assert answered.output_text.strip()
+    streamed = ask(
+        oai,
+        input="Weather in Rome?",
+        tools=[WEATHER],
+        tool_choice=forced,
+        stream=True,
+        max_output_tokens=60,
+    )
+    events = list(streamed)
+    kinds = [e.type for e in events]
+    assert "response.function_call_arguments.done" in kinds and kinds[-1] == "response.completed"
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments)["city"]
