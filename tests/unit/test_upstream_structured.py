@@ -106,5 +106,5 @@ async def test_a_format_alone_still_streams() -> None:
 
 def test_plain_completions_are_refused_before_queueing() -> None:
     engine = engine_for(Upstream(a=[]), endpoint("a"))
-    with pytest.raises(InvalidRequest, match="plain text completions"):
+    with pytest.raises(InvalidRequest, match="plain text prompts"):
         engine.check(ChatRequest(messages=(), prompt="Once upon"))

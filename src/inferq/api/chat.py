@@ -9,7 +9,7 @@ translates it to the core :class:`~inferq.core.models.ChatRequest`.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +27,8 @@ from inferq.api.chat_structured import (
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ROLES, ChatMessage, ChatRequest, ChatResult, Job
 from inferq.core.tool_text import check_tools
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 #: the most answers one request may ask for (``n``)
 MAX_CHOICES = 8
@@ -115,20 +117,13 @@ class ChatBody(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def to_request(self) -> ChatRequest:
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         tools = tuple(t.to_tool() for t in self.tools or ())
         choice = to_tool_choice(self.tool_choice, bool(tools))
         check_tools(tools, choice)
         return ChatRequest(
             messages=tuple(m.to_message(i) for i, m in enumerate(self.messages)),
             max_tokens=self.max_completion_tokens or self.max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            stop=stop,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
+            **sampling(self),
             response_format=self.response_format.to_format() if self.response_format else None,
             tools=tools,
             tool_choice=choice,
@@ -138,10 +133,41 @@ class ChatBody(BaseModel):
         )
 
 
+class Sampled(Protocol):
+    """The sampling fields OpenAI's chat and completions bodies share."""
+
+    temperature: float
+    top_p: float
+    top_k: int | None
+    stop: str | list[str] | None
+    seed: int | None
+    presence_penalty: float
+    frequency_penalty: float
+
+
+def sampling(body: Sampled) -> dict[str, Any]:
+    """``body``'s sampling fields as :class:`ChatRequest` names them."""
+    return {
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "top_k": body.top_k,
+        "stop": (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()),
+        "seed": body.seed,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+    }
+
+
 def parse_chat_body(data: Any, *, prefix: str = "") -> ChatBody:
     """Validate ``data`` as a chat body; InvalidRequest naming the field otherwise."""
+    return validate_body(ChatBody, data, prefix=prefix)
+
+
+def validate_body(model: type[BodyT], data: Any, *, prefix: str = "") -> BodyT:
+    """Validate ``data`` as ``model`` (a body inside a batch line: under ``prefix``);
+    InvalidRequest naming the first field that fails otherwise."""
     try:
-        return ChatBody.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")

@@ -137,6 +137,9 @@ class Engine(ABC):
     implements ``_generate`` (a chat model) or ``_embed`` (an embedding model).
     """
 
+    #: whether the engine continues a plain text prompt (``ChatRequest.prompt``)
+    completes_text = False
+
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self._embeds = is_embedding(spec)
@@ -174,6 +177,12 @@ class Engine(ABC):
             raise self._wrong_kind()
         if isinstance(request, EmbedRequest):
             return
+        if request.prompt is not None and not self.completes_text:
+            raise InvalidRequest(
+                f"model {self.spec.name} serves chat only: its engine does not continue "
+                "plain text prompts",
+                param="model",
+            )
         if request.max_tokens is not None and request.max_tokens >= self.spec.context_length:
             raise InvalidRequest(
                 f"max_tokens ({request.max_tokens}) must be below the context length "

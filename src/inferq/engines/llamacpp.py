@@ -326,6 +326,8 @@ class _EmbedSlot:
 
 
 class LlamaCppEngine(Engine):
+    completes_text = True
+
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         raw_path = spec.options.get("path")

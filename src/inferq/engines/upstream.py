@@ -66,16 +66,9 @@ from typing import Any, TypeVar
 import httpx
 
 from inferq import __version__
-from inferq.core.errors import ConfigError, EngineError, EngineUnavailable, InvalidRequest
+from inferq.core.errors import ConfigError, EngineError, EngineUnavailable
 from inferq.core.events import cancel_and_wait, wait_event
-from inferq.core.models import (
-    ChatRequest,
-    ChatResult,
-    EmbedRequest,
-    EmbedResult,
-    Request,
-    Usage,
-)
+from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.engines.base import (
     ABORTED,
     AbortSignal,
@@ -168,15 +161,6 @@ class UpstreamEngine(Engine):
     @property
     def dimensions(self) -> int | None:
         return self._dimensions if self._embeds else None
-
-    def check(self, request: Request) -> None:
-        super().check(request)
-        if isinstance(request, ChatRequest) and request.prompt is not None:
-            raise InvalidRequest(
-                f"model {self.spec.name} is served upstream through chat completions only; "
-                "plain text completions are not passed on",
-                param="model",
-            )
 
     @property
     def endpoints(self) -> list[dict[str, Any]]:

@@ -16,21 +16,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from inferq.api.chat import MAX_CHOICES, render_usage
+from inferq.api import sync
+from inferq.api.chat import MAX_CHOICES, render_usage, sampling, validate_body
 from inferq.api.deps import CallerDep, ServicesDep
-from inferq.api.errors import status_of
-from inferq.api.openai.translate import SSE_DONE, error_body, sse
-from inferq.api.sync import (
-    ClientGone,
-    abandon,
-    event_stream,
-    finished_or_raise,
-    submit_sync,
-    wait_for_client,
-)
-from inferq.core.errors import InferqError, InvalidRequest, public
+from inferq.api.openai.streaming import ended, framed
+from inferq.api.openai.translate import sse
+from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatRequest, ChatResult, Job, Usage
 from inferq.core.service import JobService
 
@@ -105,18 +98,11 @@ class CompletionBody(BaseModel):
             raise InvalidRequest("logprobs: log probabilities are not streamed", param="logprobs")
 
     def to_request(self, prompt: str) -> ChatRequest:
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return ChatRequest(
             messages=(),
             prompt=prompt,
             max_tokens=self.max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            stop=stop,
-            seed=self.seed,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
+            **sampling(self),
             logprobs=self.logprobs is not None,
             top_logprobs=self.logprobs or 0,
             n=self.n,
@@ -125,12 +111,7 @@ class CompletionBody(BaseModel):
 
 def parse_completion_body(data: Any, *, prefix: str = "") -> CompletionBody:
     """Validate ``data`` as a completions body and check it; InvalidRequest otherwise."""
-    try:
-        body = CompletionBody.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-        raise InvalidRequest(f"{param or 'body'}: {first['msg']}", param=param or None) from exc
+    body = validate_body(CompletionBody, data, prefix=prefix)
     body.check()
     return body
 
@@ -141,17 +122,21 @@ async def completions(
 ) -> dict[str, Any] | Response:
     body.check()
     requests = [body.to_request(p) for p in body.prompts()]
-    jobs = [await submit_sync(services, caller, body, core, origin="openai") for core in requests]
+    jobs = [
+        await sync.submit_sync(services, caller, body, core, origin="openai") for core in requests
+    ]
     if body.stream:
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return event_stream(_stream(services.jobs, jobs[0], body, include_usage=include_usage))
+        events = _stream(services.jobs, jobs[0], body)
+        return sync.event_stream(framed(services.jobs, jobs[0], events))
     done: list[Job] = []
     try:
         for job in jobs:
-            done.append(finished_or_raise(await wait_for_client(request, services.jobs, job)))
-    except ClientGone:
+            done.append(
+                sync.finished_or_raise(await sync.wait_for_client(request, services.jobs, job))
+            )
+    except sync.ClientGone:
         for job in jobs:
-            abandon(services.jobs, job)
+            sync.abandon(services.jobs, job)
         return Response(status_code=499)
     return render_text_completion(done, body)
 
@@ -216,25 +201,12 @@ def _chunk(job: Job, text: str, finish_reason: str | None = None) -> dict[str, A
     }
 
 
-async def _stream(
-    jobs: JobService, job: Job, body: CompletionBody, *, include_usage: bool
-) -> AsyncIterator[str]:
-    finished = False
-    try:
-        if body.echo and isinstance(job.request, ChatRequest) and job.request.prompt:
-            yield sse(_chunk(job, job.request.prompt))
-        async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
-            yield sse(_chunk(job, piece))
-        done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
-        finished = True
-        assert isinstance(done.result, ChatResult)
-        yield sse(_chunk(done, "", done.result.finish_reason))
-        if include_usage:
-            yield sse({**_chunk(done, ""), "choices": [], "usage": render_usage(done)})
-        yield SSE_DONE
-    except InferqError as exc:
-        finished = True
-        yield sse(error_body(public(exc), status_of(exc)))
-    finally:
-        if not finished:
-            abandon(jobs, job)
+async def _stream(jobs: JobService, job: Job, body: CompletionBody) -> AsyncIterator[str]:
+    if body.echo and isinstance(job.request, ChatRequest) and job.request.prompt:
+        yield sse(_chunk(job, job.request.prompt))
+    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
+        yield sse(_chunk(job, piece))
+    done, result = await ended(jobs, job)
+    yield sse(_chunk(done, "", result.finish_reason))
+    if (body.stream_options or {}).get("include_usage"):
+        yield sse({**_chunk(done, ""), "choices": [], "usage": render_usage(done)})

@@ -11,20 +11,18 @@ from fastapi.responses import Response
 from inferq.api.chat import render_chunk, render_completion, render_usage
 from inferq.api.chat_structured import ChatDeltas, refuse_stream
 from inferq.api.deps import CallerDep, ServicesDep
-from inferq.api.errors import status_of
 from inferq.api.openai import completions
 from inferq.api.openai.schemas import ChatCompletionRequest
-from inferq.api.openai.translate import SSE_DONE, error_body, sse
+from inferq.api.openai.streaming import ended, framed
+from inferq.api.openai.translate import sse
 from inferq.api.sync import (
     ClientGone,
-    abandon,
     event_stream,
     finished_or_raise,
     submit_sync,
     wait_for_client,
 )
-from inferq.core.errors import InferqError, public
-from inferq.core.models import ChatRequest, ChatResult, Job
+from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -41,7 +39,8 @@ async def chat_completions(
     job = await submit_sync(services, caller, body, chat, origin="openai")
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return event_stream(_stream(services.jobs, job, include_usage=include_usage))
+        events = _stream(services.jobs, job, include_usage=include_usage)
+        return event_stream(framed(services.jobs, job, events))
     try:
         done = await wait_for_client(request, services.jobs, job)
     except ClientGone:
@@ -50,29 +49,18 @@ async def chat_completions(
 
 
 async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIterator[str]:
-    finished = False
-    try:
-        yield sse(render_chunk(job, delta={"role": "assistant", "content": ""}))
-        assert isinstance(job.request, ChatRequest)
-        deltas = ChatDeltas(job.request, job.id)
-        async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
-            for delta in deltas.feed(piece):
-                yield sse(render_chunk(job, delta=delta))
-        done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
-        finished = True
-        assert isinstance(done.result, ChatResult)
-        for delta in deltas.finish(done.result):
+    yield sse(render_chunk(job, delta={"role": "assistant", "content": ""}))
+    assert isinstance(job.request, ChatRequest)
+    deltas = ChatDeltas(job.request, job.id)
+    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
+        for delta in deltas.feed(piece):
             yield sse(render_chunk(job, delta=delta))
-        yield sse(render_chunk(done, finish_reason=done.result.finish_reason))
-        if include_usage:
-            yield sse(render_chunk(done, usage=render_usage(done)))
-        yield SSE_DONE
-    except InferqError as exc:
-        finished = True
-        yield sse(error_body(public(exc), status_of(exc)))
-    finally:
-        if not finished:
-            abandon(jobs, job)
+    done, result = await ended(jobs, job)
+    for delta in deltas.finish(result):
+        yield sse(render_chunk(job, delta=delta))
+    yield sse(render_chunk(done, finish_reason=result.finish_reason))
+    if include_usage:
+        yield sse(render_chunk(done, usage=render_usage(done)))
 
 
 @router.get("/models")
