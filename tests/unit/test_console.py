@@ -402,3 +402,13 @@ def test_hostile_form_and_filter_values_are_client_errors(console: Console, bad:
         follow_redirects=False,
     )
     assert refused.status_code == 401
+
+
+def test_a_malformed_form_is_a_400_page(console: Console) -> None:
+    console.login(console.admin)
+    broken = console.client.post(
+        "/console/keys",
+        content=b"--x\r\nbroken",
+        headers={"content-type": "multipart/form-data"},
+    )
+    assert broken.status_code == 400 and broken.headers["content-type"].startswith("text/html")

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inferq.api.console.session import Forbidden, NotLoggedIn
 from inferq.api.errors import status_of
@@ -157,6 +158,8 @@ class ConsoleRoute(APIRoute):
                     log.warning("%s %s failed: %s", request.method, request.url.path, exc)
                 shown = public(exc)
                 return error_page(request, status_of(shown, {Forbidden: 403}), shown.message)
+            except StarletteHTTPException as exc:  # a malformed form, for one
+                return error_page(request, exc.status_code, str(exc.detail))
             except Exception:
                 log.exception("unexpected error on %s %s", request.method, request.url.path)
                 return error_page(request, 500, "internal error; see the server log")
