@@ -44,7 +44,7 @@ def wait_ended(oai: openai.OpenAI, rid: str) -> Response:
     return wait_until(ended, interval=0.1, what=f"response {rid} to end")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def other(server: Server) -> Iterator[openai.OpenAI]:
     key = new_key(server, "mallory")
     with openai.OpenAI(api_key=key, base_url=server.url + "/v1", max_retries=0) as client:
