@@ -9,7 +9,6 @@ cannot honour (server tools, content blocks other than text, ``tool_use`` and
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,12 +70,15 @@ class CountTokensRequest(BaseModel):
 
     def to_prompt(self) -> ChatRequest:
         """The messages and the tools: what the model reads."""
+        return ChatRequest(**self.prompt_fields())
+
+    def prompt_fields(self) -> dict[str, Any]:
         tools = to_tools(self.tools)
-        return ChatRequest(
-            messages=self.chat_messages(),
-            tools=tools,
-            tool_choice=to_tool_choice(self.tool_choice, tools),
-        )
+        return {
+            "messages": self.chat_messages(),
+            "tools": tools,
+            "tool_choice": to_tool_choice(self.tool_choice, tools),
+        }
 
 
 def _raw(content: str | list[ContentBlock]) -> str | list[dict[str, Any]]:
@@ -99,8 +101,8 @@ class MessagesRequest(CountTokensRequest):
     timeout: float | None = Field(default=None, gt=0)
 
     def to_request(self) -> ChatRequest:
-        return dataclasses.replace(
-            self.to_prompt(),
+        return ChatRequest(
+            **self.prompt_fields(),
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
