@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     #: a Bearer token that may read ``GET /metrics`` (a Prometheus scraper's), besides
     #: admin API keys; empty: admin keys only
     metrics_token: str = ""
+    #: webhooks may go to private, loopback and link-local addresses (a trusted network)
+    webhook_allow_private: bool = False
+    #: how long an event's delivery is retried before it is given up (hours)
+    webhook_max_age_hours: float = Field(default=72.0, gt=0)
+    #: seconds one delivery attempt may take
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    #: the longest wait before the first retry of a delivery; each later one doubles
+    #: (up to an hour), with jitter
+    webhook_retry_seconds: float = Field(default=5.0, gt=0)
+    #: days finished jobs, batches, workflow jobs and their outputs are kept (0: forever)
+    retention_days: float = Field(default=30.0, ge=0)
     #: how long a login to the web console (``/console``) lasts (hours)
     console_session_hours: float = Field(default=12.0, gt=0)
 

@@ -26,6 +26,7 @@ from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.engines.remote import kinds_of
 from inferq.runner.batches import BatchRunner
 from inferq.runner.metrics import Metrics
+from inferq.runner.operations import Operations, build_operations
 from inferq.runner.worker import Worker, WorkerSettings
 from inferq.runner.workflows import WorkflowRunner
 from inferq.store import JobStore, create_store
@@ -63,6 +64,8 @@ class Runtime:
     engines_loaded: bool
     #: this process's Prometheus metrics (``GET /metrics``)
     metrics: Metrics
+    #: webhooks and retention (their deliverer and sweeper run beside a worker)
+    ops: Operations
     #: node credentials, and the server's side of the node protocol
     nodes: NodeService
     node_work: NodeWork
@@ -135,6 +138,7 @@ async def open_runtime(
         models=the_registry,
         events=events,
         limits=ServiceLimits(max_attempts=settings.max_retries + 1),
+        ended_unrun=the_metrics.job_ended_unrun,
     )
     from inferq import documents
 
@@ -164,6 +168,14 @@ async def open_runtime(
             max_output_bytes=settings.node_max_output_bytes,
             max_file_bytes=settings.node_max_file_bytes,
         ),
+    )
+    ops = build_operations(
+        settings,
+        store=the_store,
+        blobs=the_blobs,
+        metrics=the_metrics,
+        formats=plugins.batch_formats,
+        run=settings.worker,
     )
     await the_store.open()
     worker: Worker | None = None
@@ -207,6 +219,7 @@ async def open_runtime(
                 lease_seconds=settings.lease_seconds,
             )
             await workflow_runner.start()
+        await ops.start(events)
         yield Runtime(
             settings=settings,
             store=the_store,
@@ -227,10 +240,12 @@ async def open_runtime(
             workflow_runner=workflow_runner,
             engines_loaded=settings.worker,
             metrics=the_metrics,
+            ops=ops,
             nodes=nodes,
             node_work=node_work,
         )
     finally:
+        await ops.stop()
         await node_work.close()
         if workflow_runner is not None:
             await workflow_runner.stop()

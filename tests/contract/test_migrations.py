@@ -26,7 +26,7 @@ def sqlite_tables(conn: sqlite3.Connection) -> dict[str, list[str]]:
         )
     ]
     return {
-        name: sorted(row[1] for row in conn.execute(f"PRAGMA table_info({name})"))
+        name: sorted(row[1] for row in conn.execute(f"PRAGMA table_xinfo({name})"))
         for name in names
     }
 

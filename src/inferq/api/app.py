@@ -67,6 +67,7 @@ def create_app(
                 store_answers=runtime.store.ping,
                 models_loaded=lambda: runtime.ready,
                 metrics_text=runtime.metrics_text,
+                webhooks=runtime.ops.webhooks,
                 nodes=runtime.nodes,
                 node_work=runtime.node_work,
             )

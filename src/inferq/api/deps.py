@@ -18,6 +18,7 @@ from inferq.core.models import ApiKey
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import TOKEN_PREFIX, NodeService
 from inferq.core.service import JobService
+from inferq.core.webhooks import WebhookService
 from inferq.core.workflows import WorkflowService
 from inferq.engines.registry import ModelRegistry
 
@@ -38,6 +39,8 @@ class Services:
     models_loaded: Callable[[], bool]
     #: ``GET /metrics``: this process's metrics, with the store's queue gauges
     metrics_text: Callable[[], Awaitable[bytes]]
+    #: tenants' webhook endpoints and their delivery history (the admin API, the console)
+    webhooks: WebhookService
     #: node credentials and the node protocol (``/node/v1``)
     nodes: NodeService
     node_work: NodeWork

@@ -9,7 +9,16 @@ renders a path's errors does not depend on it.
 
 from __future__ import annotations
 
-from inferq.api import anthropic, fireworks, infera, nodes, openai, together, unstructured
+from inferq.api import (
+    admin,
+    anthropic,
+    fireworks,
+    infera,
+    nodes,
+    openai,
+    together,
+    unstructured,
+)
 from inferq.api.dialect import Dialects
 
 DIALECTS = Dialects(
@@ -21,5 +30,6 @@ DIALECTS = Dialects(
         fireworks.DIALECT,
         infera.DIALECT,
         unstructured.DIALECT,
+        admin.DIALECT,
     )
 )

@@ -140,6 +140,12 @@ class LocalBlobs(BlobStore):
         except FileNotFoundError:
             return None
 
+    async def created_at(self, key: str) -> float | None:
+        try:
+            return (await asyncio.to_thread(self._path(key).stat)).st_mtime
+        except FileNotFoundError:
+            return None
+
     async def delete(self, key: str) -> bool:
         path = self._path(key)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key, span
@@ -20,6 +21,7 @@ class _MemoryWriter(BlobWriter):
 
     async def _commit(self) -> None:
         self._store.blobs[self._key] = b"".join(self._parts)
+        self._store.written[self._key] = time.time()
         self._parts = []
 
     async def _discard(self) -> None:
@@ -29,6 +31,8 @@ class _MemoryWriter(BlobWriter):
 class MemoryBlobs(BlobStore):
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
+        #: when each blob was written
+        self.written: dict[str, float] = {}
 
     def writer(self, key: str, *, max_bytes: int | None = None) -> BlobWriter:
         return _MemoryWriter(self, check_key(key), max_bytes)
@@ -48,7 +52,11 @@ class MemoryBlobs(BlobStore):
         return None if data is None else len(data)
 
     async def delete(self, key: str) -> bool:
+        self.written.pop(key, None)
         return self.blobs.pop(check_key(key), None) is not None
+
+    async def created_at(self, key: str) -> float | None:
+        return self.written.get(check_key(key)) if key in self.blobs else None
 
     async def names(self, prefix: str = "") -> AsyncIterator[str]:
         for key in list(self.blobs):

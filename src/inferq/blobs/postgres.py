@@ -200,6 +200,10 @@ class PostgresBlobs(BlobStore):
         found = await self._fetchrow(Q["find"], check_key(key))
         return None if found is None else int(found["size"])
 
+    async def created_at(self, key: str) -> float | None:
+        found = await self._fetchval(Q["created_at"], check_key(key))
+        return None if found is None else float(found)
+
     async def delete(self, key: str) -> bool:
         check_key(key)
 

@@ -67,3 +67,7 @@ SELECT octet_length(data) FROM blob_chunks WHERE upload_id = $1 AND seq = 0;
 SELECT key FROM blobs
 WHERE key > $2 AND starts_with(key, $1)
 ORDER BY key LIMIT $3;
+
+-- name: created_at
+-- When the name was last published (the retention sweep dates orphans by it).
+SELECT created_at FROM blobs WHERE key = $1;

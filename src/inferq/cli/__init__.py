@@ -28,6 +28,7 @@ from inferq.cli.serve import first_start as _first_start
 from inferq.cli.serve import serve
 from inferq.cli.tenants import tenants_app
 from inferq.cli.tune import tune
+from inferq.cli.webhooks import webhooks_app
 from inferq.cli.worker import worker
 
 __all__ = ["_first_start", "app", "main"]
@@ -47,6 +48,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(db_app, name="db")
+app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(nodes_app, name="nodes")
 

@@ -52,6 +52,7 @@ from inferq.core.batch_validation import BatchParts, BatchValidator, Renew
 from inferq.core.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from inferq.core.files import blob_key, file_names, line_count
 from inferq.core.models import Batch, BatchCounts, JobError
+from inferq.core.retention import with_output_expiry
 from inferq.core.states import TERMINAL_STATES, JobState, check_transition
 
 __all__ = [
@@ -384,6 +385,7 @@ class BatchService(BatchParts):
         counts = await self.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
         now = self.clock()
         records, published = fmt.publish(batch, counts, (out.size, err.size), now)
+        records = with_output_expiry(batch, records)
         kept = {(r.id, name) for r in records for name in file_names(r)}
         for target, key in ((results, results_key), (failures, errors_key)):
             if (target.record_id, target.name) not in kept:

@@ -34,6 +34,14 @@ def blob_key(tenant: str, record_id: str, name: str = CONTENT) -> str:
     return f"{tenant_prefix(tenant)}/files/{record_id}/{name}"
 
 
+def expired(record: FileRecord, now: float) -> bool:
+    """Whether the file has passed its ``expires_at`` (OpenAI's ``expires_after``, a
+    batch's ``output_expires_after``): it then answers 404, and the retention sweep
+    deletes it."""
+    at = record.meta.get("expires_at")
+    return isinstance(at, int | float) and at <= now
+
+
 def check_filename(name: str) -> str:
     if not _NAME.fullmatch(name) or name in (".", ".."):
         raise InvalidRequest(
@@ -90,7 +98,7 @@ class FileService:
 
     async def get(self, file_id: str, *, tenant: str, kind: str = FILE) -> FileRecord:
         record = await self.store.get_file(file_id, tenant=tenant)
-        if record is None or record.kind != kind:
+        if record is None or record.kind != kind or expired(record, self.clock()):
             noun = "dataset" if kind == DATASET else "file"
             raise NotFound(f"{noun} {file_id} not found", param=f"{noun}_id")
         return record
@@ -103,6 +111,12 @@ class FileService:
         """The tenant's record of this id, of any kind (a batch's output may be a file,
         a dataset or a dialect's own kind of record)."""
         return await self.store.get_file(record_id, tenant=tenant)
+
+    async def expire_after(self, record: FileRecord, seconds: int) -> FileRecord:
+        """Make the file expire ``seconds`` after its creation (OpenAI's ``expires_after``)."""
+        return await self.update(
+            record.evolve(meta={**record.meta, "expires_at": record.created_at + seconds})
+        )
 
     async def update(self, record: FileRecord) -> FileRecord:
         """Store a changed record (its name, its meta); NotFound once it was deleted."""
@@ -120,9 +134,11 @@ class FileService:
         after: str | None = None,
         purpose: str | None = None,
     ) -> list[FileRecord]:
-        return await self.store.list_files(
+        found = await self.store.list_files(
             tenant=tenant, kind=kind, limit=limit, after=after, purpose=purpose
         )
+        now = self.clock()
+        return [record for record in found if not expired(record, now)]
 
     def content(
         self, record: FileRecord, name: str = CONTENT, *, start: int = 0, stop: int | None = None

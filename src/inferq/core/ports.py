@@ -28,8 +28,8 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
-from inferq.core.fairness import FairShares, TenantStore
 from inferq.core.events import TextRelay
+from inferq.core.fairness import FairShares, TenantStore
 from inferq.core.models import (
     ActiveCount,
     ApiKey,
@@ -46,6 +46,7 @@ from inferq.core.models import (
 from inferq.core.nodes import NodeStore
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
+from inferq.core.webhooks import WebhookStore
 
 # -- jobs -------------------------------------------------------------------------------
 
@@ -296,6 +297,28 @@ class BatchFileStore(BatchStore, FileStore, Protocol):
     and output files."""
 
 
+class RetentionStore(BatchStore, FileStore, Protocol):
+    """What the retention sweep (:mod:`inferq.core.retention`) asks of the store, besides
+    deleting files and batches."""
+
+    async def expired_files(self, *, now: float, limit: int) -> list[FileRecord]:
+        """Files whose ``expires_at`` passed, none an open batch reads, soonest first."""
+
+    async def purge_jobs(self, *, cutoff: float, limit: int, workflow_origin: str) -> int:
+        """Delete up to ``limit`` jobs (not batch rows) that ended before ``cutoff``;
+        those of ``workflow_origin`` only while their tenant has no open workflow job.
+        Return how many."""
+
+    async def finished_batches(self, *, cutoff: float, limit: int) -> list[Batch]:
+        """Terminal batches (and workflow jobs) that ended before ``cutoff``, oldest first."""
+
+    async def purge_batch_rows(self, *, tenant: str, batch_id: str, limit: int) -> int:
+        """Delete up to ``limit`` rows of the batch; return how many."""
+
+    async def known_records(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` name a file, dataset or batch of any tenant."""
+
+
 # -- API keys ---------------------------------------------------------------------------
 
 
@@ -322,7 +345,16 @@ class KeyStore(JobLookup, BatchLookup, Protocol):
 # -- the whole store ------------------------------------------------------------------------
 
 
-class Store(JobQueue, NodeStore, BatchFileStore, KeyStore, TenantStore, Protocol):
+class Store(
+    JobQueue,
+    NodeStore,
+    BatchFileStore,
+    KeyStore,
+    TenantStore,
+    WebhookStore,
+    RetentionStore,
+    Protocol,
+):
     """Every port at once, and the store's life: what each store adapter implements."""
 
     async def open(self) -> None:
@@ -435,6 +467,11 @@ class BlobStore(ABC):
     @abstractmethod
     async def delete(self, key: str) -> bool:
         """Remove the blob; False when there was none."""
+
+    async def created_at(self, key: str) -> float | None:
+        """When the blob was written (seconds since the epoch), None when there is none
+        or the store cannot tell; the retention sweep removes only orphans it can date."""
+        return None
 
     @abstractmethod
     def names(self, prefix: str = "") -> AsyncIterator[str]:

@@ -60,6 +60,9 @@ class JobService:
     events: JobEvents
     limits: ServiceLimits = field(default_factory=ServiceLimits)
     clock: Callable[[], float] = time.time
+    #: told of each job that ended before any worker ran it (cancelled or expired while
+    #: queued): a worker counts the ends of what it runs, this counts the others
+    ended_unrun: Callable[[Job], None] | None = None
 
     async def submit(
         self,
@@ -134,6 +137,7 @@ class JobService:
         if before.state not in CANCELLABLE_STATES:
             raise Conflict(f"job {job_id} is already {before.state.value}", param="request_id")
         log.info("job %s cancelled (was %s)", job_id, before.state.value)
+        self._ended_unrun(before, after)
         self.events.job_cancelled(job_id)
         return after
 
@@ -223,6 +227,10 @@ class JobService:
         finally:
             sub.close()
 
+    def _ended_unrun(self, before: Job, after: Job) -> None:
+        if before.state is JobState.QUEUED and self.ended_unrun is not None:
+            self.ended_unrun(after)
+
     async def _expire(self, job: Job) -> Job:
         """Stop a job that ran past its deadline and raise DeadlineExceeded.
 
@@ -237,6 +245,8 @@ class JobService:
         )
         if outcome is not None and outcome[0].state.terminal:
             return outcome[0]
+        if outcome is not None:
+            self._ended_unrun(*outcome)
         log.info("job %s expired at its deadline", job.id)
         self.events.job_cancelled(job.id)
         raise DeadlineExceeded(f"the request did not finish within its deadline (job {job.id})")

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from inferq.core.models import ActiveCount
+from inferq.core.models import ActiveCount, Job
 from inferq.core.ports import JobQueue
 from inferq.core.states import JobState, ServiceClass
 
@@ -159,6 +159,13 @@ class Metrics:
             ["dialect", "status"],
             registry=r,
         )
+        self.webhook_attempts = Counter(
+            "inferq_webhook_deliveries",
+            "Webhook delivery attempts this process made, by outcome (delivered, retried: "
+            "failed and due again, failed: given up).",
+            ["outcome"],
+            registry=r,
+        )
         self.http_seconds = Histogram(
             "inferq_http_request_seconds",
             "From a request's arrival to the end of its response.",
@@ -177,6 +184,10 @@ class Metrics:
 
     def job_ended(self, model: str, service_class: ServiceClass, outcome: str) -> None:
         self.jobs.labels(model, class_label(service_class), outcome).inc()
+
+    def job_ended_unrun(self, job: Job) -> None:
+        """A job that ended (cancelled, expired) before a worker ran it."""
+        self.job_ended(job.model, job.service_class, job.state.value)
 
     async def scrape(self, store: JobQueue) -> bytes:
         """The text format, the queue gauges read from ``store`` now."""

@@ -28,20 +28,25 @@ from inferq.core.ports import Store
 from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
-from inferq.store.memory_batches import MemoryBatches
+from inferq.store.memory_retention import MemoryRetention
 from inferq.store.memory_tenants import MemoryTenants
+from inferq.store.memory_webhooks import MemoryWebhooks, Watched
 from inferq.store.nodes import MemoryNodes
 
 #: the states :meth:`MemoryStore.count_active` counts
 _ACTIVE = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
 
 
-class MemoryStore(MemoryNodes, MemoryBatches, MemoryTenants, Store):
+class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, Store):
     """Every port in dictionaries, under one lock."""
 
     def __init__(self) -> None:
         super().__init__()
         MemoryTenants.__init__(self)
+        MemoryWebhooks.__init__(self)
+        # the tables whose terminal changes write the webhook outbox (the SQL triggers)
+        self.jobs = Watched(self.job_written)
+        self.batches = Watched(self.batch_written)
         self.keys: dict[str, tuple[ApiKey, str]] = {}
         self._open = False
 

@@ -169,10 +169,11 @@ class PostgresExecutor:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                 " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
-            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            check_version(current, migrations)
+            applied = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            check_version(max(applied, default=0), migrations)
+            # every one not applied yet, an older number landed after a newer one included
             for migration in migrations:
-                if migration.version > current:
+                if migration.version not in applied:
                     await conn.execute(migration.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",

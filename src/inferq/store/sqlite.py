@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
-from inferq.core.fairness import Charge, Pick
 from inferq.core.events import TextRelay
+from inferq.core.fairness import Charge, Pick
 from inferq.core.models import Job
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive, many, one
@@ -364,12 +364,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
         )
-        current = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
-        ).fetchone()[0]
-        known = check_version(current, migrations)
+        applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+        known = check_version(max(applied, default=0), migrations)
+        # every one not applied yet, an older number landed after a newer one included
         for migration in migrations:
-            if migration.version > current:
+            if migration.version not in applied:
                 for statement in _statements(migration.sql):
                     conn.execute(statement)
                 conn.execute(
@@ -384,8 +383,19 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration script into statements (no semicolons inside literals)."""
-    return [s.strip() for s in script.split(";") if s.strip() and not _only_comments(s)]
+    """Split a migration script into statements, a trigger's body (``BEGIN … END;``)
+    kept whole: a statement ends at the first ``;`` that completes it."""
+    found: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if not _only_comments(pending.removesuffix(";")):
+                found.append(pending.strip().removesuffix(";").strip())
+            pending = ""
+    if pending.removesuffix(";").strip() and not _only_comments(pending.removesuffix(";")):
+        found.append(pending.strip().removesuffix(";").strip())
+    return found
 
 
 def _only_comments(chunk: str) -> bool:

@@ -23,6 +23,7 @@ from inferq.api.openai.files_schemas import list_page
 from inferq.core.batch_format import NewBatch
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch
+from inferq.core.retention import output_expiry
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -62,7 +63,7 @@ async def create_batch(
             dialect=DIALECT,
             endpoint=body.endpoint,
             input_file_id=body.input_file_id,
-            meta={"metadata": body.metadata},
+            meta={"metadata": body.metadata, **output_expiry(body.output_expires_after)},
             id_prefix="batch_",
             idempotency_key=idempotency_key,
         )

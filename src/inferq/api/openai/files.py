@@ -28,11 +28,14 @@ from inferq.api.ranges import download
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
 from inferq.core.files import FileService
 from inferq.core.models import FileRecord
+from inferq.core.retention import expires_after
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 #: a file sent before its ``purpose`` is kept in memory up to this size, then on disk
 _SPOOL_IN_MEMORY = 1 << 20
+#: the form fields of ``expires_after`` (as the SDK flattens it), and its keys
+EXPIRES_AFTER = {"expires_after[anchor]": "anchor", "expires_after[seconds]": "seconds"}
 #: records read per store round trip when listing oldest first
 _SCAN_PAGE = 1000
 
@@ -61,6 +64,7 @@ async def _upload(request: Request, tenant: str, files: FileService) -> FileReco
     purpose: str | None = None
     record: FileRecord | None = None
     spooled: tuple[str, IO[bytes]] | None = None
+    expiry: dict[str, Any] = {}
     try:
         async for part in reader:
             if part.name == "purpose":
@@ -78,8 +82,10 @@ async def _upload(request: Request, tenant: str, files: FileService) -> FileReco
                 else:
                     # curl -F file=@x -F purpose=batch: the purpose comes last
                     spooled = filename, await _spool(part, files.limits.max_bytes)
+            elif part.name in EXPIRES_AFTER:
+                expiry[EXPIRES_AFTER[part.name]] = await part.text()
             else:
-                # expires_after[...] and fields a newer SDK may add: read and ignored
+                # fields a newer SDK may add: read and ignored
                 await part.text()
         if purpose is None:
             raise InvalidRequest(
@@ -93,6 +99,9 @@ async def _upload(request: Request, tenant: str, files: FileService) -> FileReco
             )
         if record is None:
             raise InvalidRequest("file: is required (a form field holding the file)", param="file")
+        if expiry:
+            seconds = expires_after(expiry, param="expires_after")
+            record = await files.expire_after(record, seconds)
     except BaseException:
         if record is not None:  # the form was bad after the file was stored
             await files.delete(record.id, tenant=tenant)

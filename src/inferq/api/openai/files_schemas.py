@@ -42,9 +42,14 @@ def render_file(record: FileRecord) -> dict[str, Any]:
         "filename": record.filename,
         "purpose": record.purpose,
         "status": "processed",
-        "expires_at": None,
+        "expires_at": _expires_at(record),
         "status_details": None,
     }
+
+
+def _expires_at(record: FileRecord) -> int | None:
+    at = record.meta.get("expires_at")
+    return int(at) if isinstance(at, int | float) else None
 
 
 def list_page(data: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:

@@ -487,3 +487,107 @@ RETURNING *;
 
 -- name: list_tenants
 SELECT * FROM tenants ORDER BY tenant;
+
+-- webhooks (issue 18) ----------------------------------------------------------------
+
+-- name: insert_webhook_endpoint
+INSERT INTO webhook_endpoints (id, tenant, url, events, secret, created_at)
+VALUES (:id, :tenant, :url, :events::jsonb, :secret, :created_at);
+
+-- name: list_webhook_endpoints
+SELECT * FROM webhook_endpoints
+WHERE :tenant::text IS NULL OR tenant = :tenant
+ORDER BY created_at, id;
+
+-- name: delete_webhook_endpoint
+DELETE FROM webhook_endpoints WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant);
+
+-- name: delete_webhook_deliveries
+DELETE FROM webhook_deliveries WHERE endpoint_id = :id;
+
+-- name: webhook_outbox
+SELECT * FROM webhook_outbox ORDER BY seq LIMIT :limit;
+
+-- name: insert_webhook_delivery
+INSERT INTO webhook_deliveries
+    (id, endpoint_id, tenant, event_id, event_type, subject_id, event_at, state, next_at)
+VALUES (:id, :endpoint_id, :tenant, :event_id, :event_type, :subject_id, :event_at,
+        'pending', :next_at)
+ON CONFLICT (event_id, endpoint_id) DO NOTHING;
+
+-- name: delete_webhook_outbox_entry
+DELETE FROM webhook_outbox WHERE seq = :seq;
+
+-- name: claim_webhook_deliveries
+-- SKIP LOCKED: deliverers of a fleet claiming at once each get their own deliveries.
+UPDATE webhook_deliveries SET owner = :owner, lease_expires_at = :until
+WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE state = 'pending' AND next_at <= :now
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY next_at LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: claimed_webhook_deliveries
+SELECT d.*, e.url, e.secret
+FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+WHERE d.owner = :owner AND d.lease_expires_at = :until AND d.state = 'pending'
+ORDER BY d.next_at;
+
+-- name: record_webhook_attempt
+UPDATE webhook_deliveries
+SET state = :state, attempts = attempts + 1, next_at = :next_at, last_at = :at,
+    last_status = :status, last_error = :error,
+    delivered_at = CASE WHEN :state::text = 'delivered' THEN :at ELSE delivered_at END,
+    owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND owner = :owner AND state = 'pending';
+
+-- name: list_webhook_deliveries
+SELECT * FROM webhook_deliveries
+WHERE endpoint_id = :endpoint_id AND (:tenant::text IS NULL OR tenant = :tenant)
+ORDER BY seq DESC LIMIT :limit;
+
+-- retention (issue 18) ---------------------------------------------------------------
+
+-- name: expired_files
+-- Files past their expires_at, but never the input of an open batch.
+SELECT * FROM files f
+WHERE f.expires_at IS NOT NULL AND f.expires_at <= :now
+  AND NOT EXISTS (
+      SELECT 1 FROM batches b
+      WHERE b.tenant = f.tenant
+        AND b.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
+        AND b.data ->> 'input_file_id' = f.id)
+ORDER BY f.expires_at LIMIT :limit;
+
+-- name: purge_jobs
+-- Jobs (not batch rows) that ended before :cutoff; a workflow's node jobs only while
+-- their tenant has no open workflow job.
+DELETE FROM jobs WHERE id IN (
+    SELECT j.id FROM jobs j
+    WHERE j.batch_id IS NULL AND j.finished_at IS NOT NULL AND j.finished_at < :cutoff
+      AND j.state IN ('succeeded', 'failed', 'cancelled', 'expired')
+      AND NOT (j.origin = :workflow_origin AND EXISTS (
+          SELECT 1 FROM batches b
+          WHERE b.tenant = j.tenant AND b.dialect = :workflow_origin
+            AND b.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')))
+    ORDER BY j.finished_at LIMIT :limit
+);
+
+-- name: finished_batches
+SELECT * FROM batches
+WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired')
+  AND COALESCE((data ->> 'finished_at')::float8, created_at) < :cutoff
+ORDER BY seq LIMIT :limit;
+
+-- name: purge_batch_rows
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE tenant = :tenant AND batch_id = :batch_id LIMIT :limit
+);
+
+-- name: known_records
+-- Which of these ids name a file, a dataset or a batch (of any tenant).
+SELECT id FROM files WHERE id = ANY(:ids::text[])
+UNION
+SELECT id FROM batches WHERE id = ANY(:ids::text[]);
