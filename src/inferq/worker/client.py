@@ -73,12 +73,15 @@ class NodeClient:
         answer = await self._post("/node/v1/heartbeat", {"jobs": jobs})
         return set(answer["held"]), set(answer["cancelled"])
 
-    async def results(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Report ended attempts (``{id, attempt, result | error, retry, text, info}``);
-        each one's fate: ``ok``, or the ``code`` and ``message`` that refused it."""
-        answer = await self._post("/node/v1/results", {"results": items})
-        fates: list[dict[str, Any]] = answer["results"]
-        return fates
+    async def results(
+        self, items: list[dict[str, Any]], *, free: dict[str, int] | None = None, running: int = 0
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Report ended attempts (``{id, attempt, result | error, retry, text, info}``),
+        claiming for ``free`` slots without waiting; each one's fate (``ok``, or the
+        ``code`` and ``message`` that refused it) and the jobs claimed."""
+        body = {"results": items, "free": free or {}, "running": running}
+        answer = await self._post("/node/v1/results", body)
+        return answer["results"], answer["jobs"]
 
     async def release(self, leases: list[tuple[str, int]]) -> list[str]:
         jobs = [{"id": job_id, "attempt": attempt} for job_id, attempt in leases]

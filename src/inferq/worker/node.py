@@ -37,6 +37,8 @@ log = logging.getLogger("inferq.node")
 CLAIM_WAIT = 10.0
 #: how long a claim waits for more slots to free when some jobs still run
 CLAIM_GATHER = 0.005
+#: how long a report waits for more jobs to end when some still run
+RESULT_GATHER = 0.002
 #: the shortest time between two heartbeats sent only to carry streamed text
 TEXT_EVERY = 0.02
 #: exit statuses
@@ -67,6 +69,8 @@ class NodeProcess:
         #: heartbeats and reports go one at a time: text a heartbeat carries reaches the
         #: server before the result of its job
         self._send = asyncio.Lock()
+        #: held while a claim is on its way: the slots it asks for are not asked twice
+        self._claiming = asyncio.Lock()
 
     def stop(self) -> None:
         """Stop claiming and drain (what SIGTERM does)."""
@@ -126,13 +130,14 @@ class NodeProcess:
                 # a slot just freed while others run: more often end together, so let
                 # them free theirs and claim for all at once
                 await self._until(None, CLAIM_GATHER)
-            free = {m: n for m, n in self._free().items() if n > 0}
             self._slot_freed.clear()
-            if not free:
+            if not any(n > 0 for n in self._free().values()):
                 await self._until(self._slot_freed)
                 continue
             try:
-                jobs = await self._claim(free)
+                async with self._claiming:
+                    free = {m: n for m, n in self._free().items() if n > 0}
+                    jobs = await self._claim(free) if free else []
             except ServerRefused as exc:
                 if exc.bad_token or exc.status < 500:
                     self._refused = exc
@@ -217,6 +222,8 @@ class NodeProcess:
         backoff = 0.5
         while True:
             await self._outbox_ready.wait()
+            if self.running:
+                await asyncio.sleep(RESULT_GATHER)  # others may end with it: one request
             self._outbox_ready.clear()
             items, self._outbox = self._outbox, []
             if not items:
@@ -224,7 +231,7 @@ class NodeProcess:
             self._reporting = True
             try:
                 async with self._send:
-                    fates = await self.client.results(items)
+                    fates = await self._report(items)
             except ServerRefused as exc:
                 log.warning("the server refused %d results: %s", len(items), exc)
                 if exc.bad_token:
@@ -246,6 +253,19 @@ class NodeProcess:
                     log.info("job %s reported", fate["id"])
                 else:
                     log.warning("job %s: %s (%s)", fate["id"], fate["message"], fate["code"])
+
+    async def _report(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Report ``items``; unless a claim is on its way, claim for the free slots in the
+        same request (their jobs start at once)."""
+        if self._claiming.locked() or self._stopping.is_set():
+            fates, _ = await self.client.results(items)
+            return fates
+        async with self._claiming:
+            free = {m: n for m, n in self._free().items() if n > 0}
+            fates, jobs = await self.client.results(items, free=free, running=len(self.running))
+            for job in jobs:
+                self._start(job)
+        return fates
 
     async def _flush(self, timeout: float) -> None:
         """Wait until every ended attempt has been reported (or ``timeout``)."""

@@ -137,7 +137,8 @@ async def fail(body: Fail, node: NodeDep, services: ServicesDep) -> dict[str, An
 @router.post("/node/v1/results")
 async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
     """Several ended attempts at once, each fenced like complete and fail; answers each
-    one's fate (``ok``, or the code and message that refused it)."""
+    one's fate (``ok``, or the code and message that refused it), and the jobs claimed for
+    ``free`` slots in the same request (without waiting)."""
     outcomes = [
         Outcome(
             Held(body.session, item.id, item.attempt),
@@ -149,7 +150,13 @@ async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[s
         )
         for item in body.results
     ]
-    return {"results": await services.node_work.report(node, outcomes)}
+    fates = await services.node_work.report(node, outcomes)
+    jobs = []
+    if body.free:
+        jobs = await services.node_work.claim(
+            node, session=body.session, free=body.free, wait=0, running=body.running
+        )
+    return {"results": fates, "jobs": [render_job(job) for job in jobs]}
 
 
 @router.post("/node/v1/release")

@@ -90,6 +90,9 @@ class Outcome(Strict):
 class Results(Strict):
     session: str = Session
     results: list[Outcome] = Field(min_length=1, max_length=10_000)
+    #: free slots per model to claim for in the same request (without waiting)
+    free: dict[str, int] = Field(default_factory=dict, max_length=256)
+    running: int = Field(default=0, ge=0, le=100_000)
 
 
 class Held(Strict):
