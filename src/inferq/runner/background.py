@@ -9,7 +9,8 @@ from inferq.core.events import cancel_and_wait
 
 
 class Background(ABC):
-    """Owns the task that runs :meth:`run` (the webhook deliverer, the sweeper)."""
+    """Owns the task that runs :meth:`run` (the record runners, the webhook deliverer, the
+    sweeper)."""
 
     _task: asyncio.Task[None] | None = None
 

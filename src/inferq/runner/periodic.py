@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import TypedDict
 
-from inferq.core.events import cancel_and_wait, wait_event
+from inferq.core.events import wait_event
 from inferq.core.models import Batch
 from inferq.core.ports import BatchStore
+from inferq.runner.background import Background
 from inferq.runner.retry import Retries, RetryPolicy
 
 #: the longest pause between two turns while turns fail (the store is away)
@@ -40,7 +41,7 @@ class RunnerOptions(TypedDict, total=False):
     retry: RetryPolicy | None
 
 
-class RecordRunner(ABC):
+class RecordRunner(Background):
     """The loop, the lease and the failure policy of a runner; subclasses step records."""
 
     #: how the log names one record ("batch", "workflow job")
@@ -68,18 +69,9 @@ class RecordRunner(ABC):
         self.interval = interval
         self.clock = clock
         self.retries = Retries(retry)
-        self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     # -- the loop -------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -88,7 +80,7 @@ class RecordRunner(ABC):
     async def turn(self) -> int:
         """Step this runner's open records once; return how many were stepped."""
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
         failures = 0
         while True:
             try:
