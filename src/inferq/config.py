@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     #: tenants with waiting work share the engines by weight, in tokens processed
     #: (``inferq tenants weight``); off: one global order (class, priority, submission)
     fairness: bool = True
+    #: requests and tokens per minute of a key that sets none (``inferq keys limit``);
+    #: unset: no limit
+    default_rpm: int | None = Field(default=None, gt=0)
+    default_tpm: int | None = Field(default=None, gt=0)
     #: how long a batch may run before it expires, keeping what finished (hours)
     batch_window_hours: float = Field(default=24.0, gt=0)
     #: secret that signs download and upload URLs; empty: one kept in ``<data_dir>/signing.key``

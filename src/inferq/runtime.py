@@ -17,6 +17,7 @@ from inferq.core.batches import BatchFormat, BatchLimits, BatchService
 from inferq.core.events import JobEvents
 from inferq.core.files import FileLimits, FileService
 from inferq.core.keys import KeyService
+from inferq.core.limits import Limits, RateLimiter
 from inferq.core.node_work import NodeLimits, NodeWork
 from inferq.core.nodes import NodeService
 from inferq.core.service import JobService, ServiceLimits
@@ -69,6 +70,8 @@ class Runtime:
     #: node credentials, and the server's side of the node protocol
     nodes: NodeService
     node_work: NodeWork
+    #: request and token limits of keys and tenants
+    limits: RateLimiter
 
     async def metrics_text(self) -> bytes:
         """This process's metrics in Prometheus' text format, the queue gauges read from
@@ -227,6 +230,11 @@ async def open_runtime(
             events=events,
             jobs=jobs,
             keys=KeyService(the_store, cache_seconds=settings.key_cache_seconds),
+            limits=RateLimiter(
+                the_store,
+                defaults=Limits(settings.default_rpm, settings.default_tpm),
+                cache_seconds=settings.key_cache_seconds,
+            ),
             blobs=the_blobs,
             files=FileService(
                 store=the_store,

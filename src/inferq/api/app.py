@@ -20,6 +20,7 @@ from inferq.api.dialects import DIALECTS
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
 from inferq.api.guard import InputGuardMiddleware
 from inferq.api.metrics import HttpMetricsMiddleware
+from inferq.api.ratelimit import RateLimitHeadersMiddleware
 from inferq.api.request_id import RequestIdMiddleware
 from inferq.api.timeouts import BodyTimeoutMiddleware
 from inferq.blobs import BlobStore
@@ -61,6 +62,7 @@ def create_app(
                 registry=runtime.registry,
                 jobs=runtime.jobs,
                 keys=runtime.keys,
+                limits=runtime.limits,
                 files=runtime.files,
                 batches=runtime.batches,
                 workflows=runtime.workflows,
@@ -96,6 +98,8 @@ def create_app(
     app.add_middleware(BodyTimeoutMiddleware, dialects=DIALECTS, timeout=settings.body_timeout)
     # around all of them: counts the 408s and 413s too
     app.add_middleware(HttpMetricsMiddleware, metrics=process_metrics, dialects=DIALECTS)
+    # every answer to a limited key carries its x-ratelimit-* headers
+    app.add_middleware(RateLimitHeadersMiddleware)
     # outermost: every answer carries the request id, and every log line of the request
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)

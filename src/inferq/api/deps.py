@@ -8,12 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from inferq.api.ratelimit import admit
 from inferq.config import Settings
 from inferq.core import log_context
 from inferq.core.batches import BatchService
 from inferq.core.errors import AuthenticationFailed
 from inferq.core.files import FileService
 from inferq.core.keys import KeyService
+from inferq.core.limits import RateLimiter
 from inferq.core.models import ApiKey
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import TOKEN_PREFIX, NodeService
@@ -31,6 +33,8 @@ class Services:
     registry: ModelRegistry
     jobs: JobService
     keys: KeyService
+    #: request and token limits (:mod:`inferq.core.limits`)
+    limits: RateLimiter
     files: FileService
     batches: BatchService
     workflows: WorkflowService
@@ -77,6 +81,7 @@ async def get_caller(
         raise AuthenticationFailed("a node token does not open client endpoints: use an API key")
     caller = await services.keys.authenticate(secret)
     log_context.tenant.set(caller.tenant)  # the request's log lines name its tenant
+    await admit(request, services.limits, caller)
     return caller
 
 

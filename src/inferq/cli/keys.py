@@ -8,8 +8,10 @@ import typer
 from rich.table import Table
 
 from inferq.cli.common import DatabaseUrl, DataDir, err, out, settings, timestamp, with_store
+from inferq.cli.limits import Rpm, Tpm, limits_text, set_key_limits
 from inferq.core.errors import Conflict
 from inferq.core.keys import KeyService, TenantExists
+from inferq.core.limits import Limits
 from inferq.core.models import ApiKey
 from inferq.store.base import JobStore
 
@@ -27,6 +29,8 @@ def keys_create(
             "fails when a tenant of that name already exists."
         ),
     ] = None,
+    rpm: Rpm = None,
+    tpm: Tpm = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -34,7 +38,7 @@ def keys_create(
 
     async def create(store: JobStore) -> tuple[ApiKey, str]:
         try:
-            return await KeyService(store).create(name=name, tenant=tenant)
+            return await KeyService(store).create(name=name, tenant=tenant, limits=Limits(rpm, tpm))
         except TenantExists as exc:
             raise Conflict(
                 f"the tenant {exc.tenant!r} already exists, and a key without --tenant gets "
@@ -52,7 +56,7 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     """List keys (their secrets are never stored)."""
     config = settings(data_dir=data_dir, database_url=database_url)
     keys = with_store(config, lambda store: KeyService(store).list())
-    table = Table("id", "name", "tenant", "admin", "prefix", "created", "revoked")
+    table = Table("id", "name", "tenant", "admin", "prefix", "rpm", "tpm", "created", "revoked")
     for key in keys:
         table.add_row(
             key.id,
@@ -60,6 +64,8 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
             key.tenant,
             "yes" if key.admin else "",
             key.prefix + "…",
+            str(key.rpm or ""),
+            str(key.tpm or ""),
             timestamp(key.created_at),
             timestamp(key.revoked_at),
         )
@@ -76,3 +82,19 @@ def keys_revoke(
     config = settings(data_dir=data_dir, database_url=database_url)
     revoked = with_store(config, lambda store: KeyService(store).revoke(key))
     out.print(f"revoked {revoked.id} ({revoked.name})")
+
+
+@keys_app.command("limit")
+def keys_limit(
+    key: Annotated[str, typer.Argument(help="The key's id or name.")],
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a key's requests and tokens per minute (0 removes one; an option left out
+    keeps its value). A key without its own limit has the server's default
+    (INFERQ_DEFAULT_RPM, INFERQ_DEFAULT_TPM). Live within seconds on every server."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    changed = with_store(config, lambda store: set_key_limits(store, key, rpm, tpm))
+    out.print(f"{changed.name}: {limits_text(Limits(changed.rpm, changed.tpm))}")

@@ -1,4 +1,5 @@
-"""``inferq tenants``: each tenant's share of the engines (fair share, weights)."""
+"""``inferq tenants``: each tenant's share of the engines (fair share, weights) and the
+limits its keys share."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import typer
 from rich.table import Table
 
 from inferq.cli.common import DatabaseUrl, DataDir, out, settings, with_store
+from inferq.cli.limits import Rpm, Tpm, limits_text, set_tenant_limits
 
 tenants_app = typer.Typer(
-    help="Tenants' shares of the engines: weights and virtual times.", no_args_is_help=True
+    help="Tenants: their shares of the engines (weights) and shared limits.", no_args_is_help=True
 )
 
 
@@ -39,3 +41,18 @@ def tenants_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> 
             share.tenant, f"{share.weight:g}", f"{share.vtime:.0f}", f"{share.avg_cost:.0f}"
         )
     out.print(table)
+
+
+@tenants_app.command("limit")
+def tenants_limit(
+    tenant: Annotated[str, typer.Argument(help="The tenant (as its keys name it).")],
+    rpm: Rpm = None,
+    tpm: Tpm = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set the requests and tokens per minute that all the tenant's keys share (0 removes
+    one; an option left out keeps its value), besides each key's own."""
+    config = settings(data_dir=data_dir, database_url=database_url)
+    limits = with_store(config, lambda store: set_tenant_limits(store, tenant, rpm, tpm))
+    out.print(f"tenant {tenant}: {limits_text(limits)}")

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 
 from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
+from inferq.core.limits import Limits, check_limit
 from inferq.core.lookups import TimedLookups
 from inferq.core.models import ApiKey, JobFilter
 from inferq.core.ports import KeyStore
@@ -55,7 +56,12 @@ class KeyService:
         self._lookups: TimedLookups[ApiKey] = TimedLookups(cache_seconds, clock=clock)
 
     async def create(
-        self, *, name: str, tenant: str | None = None, admin: bool = False
+        self,
+        *,
+        name: str,
+        tenant: str | None = None,
+        admin: bool = False,
+        limits: Limits = Limits(),
     ) -> tuple[ApiKey, str]:
         """Create a key; return it with its secret (which is not stored).
 
@@ -80,6 +86,8 @@ class KeyService:
             prefix=secret[: len(KEY_PREFIX) + 6],
             created_at=self.clock(),
             admin=admin,
+            rpm=check_limit(limits.rpm, "rpm"),
+            tpm=check_limit(limits.tpm, "tpm"),
         )
         await self.store.insert_key(key, key_hash=hash_key(secret))
         return key, secret

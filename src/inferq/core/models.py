@@ -340,6 +340,9 @@ class ApiKey:
     created_at: float
     revoked_at: float | None = None
     admin: bool = False
+    #: the key's own requests and tokens per minute (None: the server's defaults)
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
 from inferq.core.events import TextRelay
 from inferq.core.fairness import FairShares, TenantStore
+from inferq.core.limits import RateStore
 from inferq.core.models import (
     ActiveCount,
     ApiKey,
@@ -351,6 +352,7 @@ class Store(
     BatchFileStore,
     KeyStore,
     TenantStore,
+    RateStore,
     WebhookStore,
     RetentionStore,
     Protocol,

@@ -28,6 +28,7 @@ from inferq.core.ports import Store
 from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
+from inferq.store.memory_limits import MemoryLimits
 from inferq.store.memory_retention import MemoryRetention
 from inferq.store.memory_tenants import MemoryTenants
 from inferq.store.memory_webhooks import MemoryWebhooks, Watched
@@ -37,12 +38,13 @@ from inferq.store.nodes import MemoryNodes
 _ACTIVE = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
 
 
-class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, Store):
+class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, MemoryLimits, Store):
     """Every port in dictionaries, under one lock."""
 
     def __init__(self) -> None:
         super().__init__()
         MemoryTenants.__init__(self)
+        MemoryLimits.__init__(self)
         MemoryWebhooks.__init__(self)
         # the tables whose terminal changes write the webhook outbox (the SQL triggers)
         self.jobs = Watched(self.job_written)

@@ -106,13 +106,13 @@ def row_to_job(row: Row) -> Job:
 
 
 def key_params(key: ApiKey, key_hash: str) -> dict[str, Any]:
-    plain = _fields(key, "id", "name", "tenant", "prefix", "admin", "created_at")
+    plain = _fields(key, "id", "name", "tenant", "prefix", "admin", "created_at", "rpm", "tpm")
     return {**plain, "key_hash": key_hash}
 
 
 def row_to_key(row: Row) -> ApiKey:
     plain = _columns(row, "id", "name", "tenant", "prefix", "created_at", "revoked_at")
-    return ApiKey(**plain, admin=bool(row["admin"]))
+    return ApiKey(**plain, admin=bool(row["admin"]), rpm=row["rpm"], tpm=row["tpm"])
 
 
 # -- files ---------------------------------------------------------------------------

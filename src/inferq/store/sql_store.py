@@ -37,13 +37,14 @@ from inferq.store.executor import Executor, Params, Steps, count, one
 from inferq.store.fair import in_order, share_of
 from inferq.store.nodes import SqlNodes
 from inferq.store.rows import Row
+from inferq.store.sql_limits import SqlLimits
 from inferq.store.sql_retention import SqlRetention
 from inferq.store.sql_webhooks import SqlWebhooks
 
 E = TypeVar("E", bound=Executor)
 
 
-class SqlStore(SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store, Generic[E]):
+class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store, Generic[E]):
     """Every port of :class:`~inferq.core.ports.Store` over the executor ``db``."""
 
     def __init__(self, db: E) -> None:

@@ -344,8 +344,8 @@ WHERE tenant = :tenant AND batch_id = :batch_id
   AND state IN ('validating', 'queued', 'running', 'finalizing', 'cancelling');
 
 -- name: insert_key
-INSERT INTO api_keys (id, name, tenant, prefix, key_hash, admin, created_at)
-VALUES (:id, :name, :tenant, :prefix, :key_hash, :admin, :created_at);
+INSERT INTO api_keys (id, name, tenant, prefix, key_hash, admin, created_at, rpm, tpm)
+VALUES (:id, :name, :tenant, :prefix, :key_hash, :admin, :created_at, :rpm, :tpm);
 
 -- name: find_key
 SELECT * FROM api_keys WHERE key_hash = :key_hash;
@@ -487,6 +487,36 @@ RETURNING *;
 
 -- name: list_tenants
 SELECT * FROM tenants ORDER BY tenant;
+
+-- request and token limits (core/limits.py, store/sql_limits.py) ------------------------
+
+-- name: ensure_buckets
+-- A missing bucket is made first, so lock_buckets always has a row to lock (two
+-- processes making one at once: the second waits for the first's commit, then skips).
+INSERT INTO rate_buckets (subject, full_at)
+SELECT s, 0 FROM unnest(:subjects::text[]) AS s ORDER BY s
+ON CONFLICT (subject) DO NOTHING;
+
+-- name: lock_buckets
+SELECT subject, full_at FROM rate_buckets
+WHERE subject = ANY(:subjects::text[])
+ORDER BY subject
+FOR UPDATE;
+
+-- name: tenant_limits
+SELECT rpm, tpm FROM tenants WHERE tenant = :tenant;
+
+-- name: set_tenant_limits
+INSERT INTO tenants (tenant, rpm, tpm) VALUES (:tenant, :rpm, :tpm)
+ON CONFLICT (tenant) DO UPDATE SET rpm = :rpm, tpm = :tpm;
+
+-- name: set_key_limits
+UPDATE api_keys SET rpm = :rpm, tpm = :tpm
+WHERE id = :key OR name = :key
+RETURNING *;
+
+-- name: put_bucket
+UPDATE rate_buckets SET full_at = :full_at WHERE subject = :subject;
 
 -- webhooks (issue 18) ----------------------------------------------------------------
 

@@ -305,8 +305,8 @@ WHERE seq IN (
     LIMIT :chunk);
 
 -- name: insert_key
-INSERT INTO api_keys (id, name, tenant, prefix, key_hash, admin, created_at)
-VALUES (:id, :name, :tenant, :prefix, :key_hash, :admin, :created_at);
+INSERT INTO api_keys (id, name, tenant, prefix, key_hash, admin, created_at, rpm, tpm)
+VALUES (:id, :name, :tenant, :prefix, :key_hash, :admin, :created_at, :rpm, :tpm);
 
 -- name: find_key
 SELECT * FROM api_keys WHERE key_hash = :key_hash;
@@ -433,6 +433,33 @@ RETURNING *;
 
 -- name: list_tenants
 SELECT * FROM tenants ORDER BY tenant;
+
+-- request and token limits (core/limits.py, store/sql_limits.py) ------------------------
+
+-- name: ensure_buckets
+INSERT INTO rate_buckets (subject, full_at)
+SELECT value, 0 FROM json_each(:subjects) WHERE true
+ON CONFLICT (subject) DO NOTHING;
+
+-- name: lock_buckets
+-- (the one writer is the lock)
+SELECT subject, full_at FROM rate_buckets
+WHERE subject IN (SELECT value FROM json_each(:subjects));
+
+-- name: tenant_limits
+SELECT rpm, tpm FROM tenants WHERE tenant = :tenant;
+
+-- name: set_tenant_limits
+INSERT INTO tenants (tenant, rpm, tpm) VALUES (:tenant, :rpm, :tpm)
+ON CONFLICT (tenant) DO UPDATE SET rpm = :rpm, tpm = :tpm;
+
+-- name: set_key_limits
+UPDATE api_keys SET rpm = :rpm, tpm = :tpm
+WHERE id = :key OR name = :key
+RETURNING *;
+
+-- name: put_bucket
+UPDATE rate_buckets SET full_at = :full_at WHERE subject = :subject;
 
 -- webhooks (issue 18) ----------------------------------------------------------------
 
