@@ -438,11 +438,13 @@ async def test_postgres_sweeps_abandoned_and_retired_uploads() -> None:
         # the abandoned writer, should it wake up, cannot publish what was swept
         with pytest.raises(StoreError, match="swept"):
             await out.write(b"b" * 100_000)
+            await out.commit()
+        assert await _read(pg, "k") == b"second"
 
 
 async def test_postgres_a_read_outliving_the_grace_fails_rather_than_truncates() -> None:
     now = [1000.0]
-    async with postgres_blobs(clock=lambda: now[0], sweep_every=1e9) as pg:
+    async with postgres_blobs(clock=lambda: now[0], sweep_every=1e9, read_ahead=1) as pg:
         await pg.put("k", _chunks(b"x" * 300_000))
         reading = pg.read("k", chunk=PG_CHUNK)
         await anext(reading)

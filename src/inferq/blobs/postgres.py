@@ -3,16 +3,18 @@
 Bytes live in ``blob_chunks`` rows of at most ``chunk_bytes`` (1 MiB), grouped by upload;
 ``blobs`` maps each name to its current upload (tables: migration 0003_blobs).
 
-* A writer sends each chunk as soon as it has one (memory stays at one chunk) into a
-  pending upload no name points at; :meth:`commit` then points the name at it in one
-  transaction. Readers see the old bytes or the new ones, never a part, and the last
-  publish of a name wins whole.
+* A writer sends each chunk as soon as it has one into a pending upload no name points
+  at, ``write_ahead`` (2) inserts on their way at once (memory stays at a few chunks);
+  each commits without waiting for its WAL flush, which the publish then waits for.
+  :meth:`commit` points the name at the upload in one transaction. Readers see the old
+  bytes or the new ones, never a part, and the last publish of a name wins whole.
 * The upload a name leaves (replaced or deleted) is retired, not dropped: a read that
   started before still streams it. Uploads no name points at and untouched for
   ``grace`` seconds (a crashed writer's, retired bytes) are swept, with their chunks,
   when the store opens and then at most every ``sweep_every`` seconds after a write.
-* A read looks the name up once, then fetches one chunk per query, so a slow download
-  holds no connection between chunks.
+* A read looks the name up once, then fetches ``read_ahead`` (4) chunks per query, the
+  next ones travelling while the last are handed out; a slow download holds no
+  connection between queries.
 
 Chunk rows rather than large objects: rows go where the job tables go (dumps, logical
 replication, the same permissions), deleting them needs no ``lo_unlink`` bookkeeping,
@@ -21,6 +23,7 @@ and a writer needs no transaction open for the whole upload.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -39,6 +42,10 @@ CHUNK_BYTES = 1 << 20
 GRACE_SECONDS = 3600.0
 #: how often, at most, a process sweeps after its writes
 SWEEP_EVERY = 600.0
+#: chunk inserts a writer keeps on their way at once
+WRITE_AHEAD = 2
+#: chunks a read fetches per query (and fetches the next ones of while the last are read)
+READ_AHEAD = 4
 #: uploads one sweep step deletes
 _SWEEP_BATCH = 100
 #: names one listing query returns
@@ -74,17 +81,30 @@ class _PostgresWriter(BlobWriter):
         self._buffer = bytearray()
         self._chunks = 0
         self._started = False
+        #: chunk inserts on their way (up to the store's ``write_ahead``)
+        self._sending: set[asyncio.Future[None]] = set()
 
-    async def _send(self, data: bytes) -> None:
+    async def _start(self) -> None:
         if not self._started:
             await self._store.execute(Q["start_upload"], self._upload, self._store.clock())
             self._started = True
-        added = await self._store.execute(
-            Q["add_chunk"], self._upload, self._chunks, data, self._store.clock()
-        )
-        if added != 1:
-            raise StoreError(f"the upload of blob {self._key} was abandoned and swept")
+
+    async def _send(self, data: bytes) -> None:
+        await self._start()
+        self._sending.add(asyncio.ensure_future(self._add(self._chunks, data)))
         self._chunks += 1
+        if len(self._sending) >= self._store.write_ahead:
+            await self._settle(asyncio.FIRST_COMPLETED)
+
+    async def _add(self, seq: int, data: bytes) -> None:
+        if not await self._store.add_chunk(self._upload, seq, data):
+            raise StoreError(f"the upload of blob {self._key} was abandoned and swept")
+
+    async def _settle(self, until: str) -> None:
+        """Wait for the first (or every) insert on its way; raise the first failure."""
+        done, self._sending = await asyncio.wait(self._sending, return_when=until)
+        for sent in done:
+            sent.result()
 
     async def _write(self, data: bytes) -> None:
         self._buffer += data
@@ -95,17 +115,21 @@ class _PostgresWriter(BlobWriter):
             await self._send(piece)
 
     async def _commit(self) -> None:
-        if self._buffer or not self._started:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            if data:
-                await self._send(data)
-            else:
-                await self._store.execute(Q["start_upload"], self._upload, self._store.clock())
-                self._started = True
+        data, self._buffer = bytes(self._buffer), bytearray()
+        if data:
+            await self._send(data)
+        await self._start()
+        if self._sending:
+            await self._settle(asyncio.ALL_COMPLETED)
         await self._store.publish(self._key, self._upload, self.size)
 
     async def _discard(self) -> None:
         self._buffer = bytearray()
+        for sending in self._sending:
+            sending.cancel()
+        if self._sending:
+            await asyncio.wait(self._sending)
+        self._sending = set()
         if self._started:
             # best effort: what a dead database keeps, the sweep deletes later
             with contextlib.suppress(StoreError):
@@ -123,6 +147,8 @@ class PostgresBlobs(BlobStore):
         max_connections: int = 5,
         server_settings: dict[str, str] | None = None,
         chunk_bytes: int = CHUNK_BYTES,
+        write_ahead: int = WRITE_AHEAD,
+        read_ahead: int = READ_AHEAD,
         grace: float = GRACE_SECONDS,
         sweep_every: float = SWEEP_EVERY,
         clock: Callable[[], float] = time.time,
@@ -132,6 +158,8 @@ class PostgresBlobs(BlobStore):
         self.max_connections = max_connections
         self.server_settings = server_settings or {}
         self.chunk_bytes = chunk_bytes
+        self.write_ahead = write_ahead
+        self.read_ahead = read_ahead
         self.grace = grace
         self.sweep_every = sweep_every
         self.clock = clock
@@ -184,17 +212,31 @@ class PostgresBlobs(BlobStore):
             if stored is None:
                 raise StoreError(f"blob {key} was removed while it was read")
             seq, skip = divmod(at, stored)
-        while at < end:
-            data = await self._fetchval(Q["chunk"], upload, seq)
-            if data is None:
-                # only when a read outlives the grace after a replace or delete
-                raise StoreError(f"blob {key} was removed while it was read")
-            seq += 1
-            data = data[skip : skip + end - at]
-            skip = 0
-            at += len(data)
-            for piece in range(0, len(data), chunk):
-                yield data[piece : piece + chunk]
+        ahead: asyncio.Future[list[Any]] | None = None
+        try:
+            while at < end:
+                rows = await (ahead or self._fetch(Q["chunks"], upload, seq, self.read_ahead))
+                ahead = None
+                if not rows or rows[0]["seq"] != seq or rows[-1]["seq"] != seq + len(rows) - 1:
+                    # only when a read outlives the grace after a replace or delete
+                    raise StoreError(f"blob {key} was removed while it was read")
+                seq += len(rows)
+                if at + sum(len(r["data"]) for r in rows) - skip < end:
+                    # the next chunks travel while these are handed out
+                    ahead = asyncio.ensure_future(
+                        self._fetch(Q["chunks"], upload, seq, self.read_ahead)
+                    )
+                for row in rows:
+                    data = row["data"][skip : skip + end - at]
+                    skip = 0
+                    at += len(data)
+                    for piece in range(0, len(data), chunk):
+                        yield data[piece : piece + chunk]
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await ahead
 
     async def size(self, key: str) -> int | None:
         found = await self._fetchrow(Q["find"], check_key(key))
@@ -230,6 +272,21 @@ class PostgresBlobs(BlobStore):
             after = page[-1]["key"]
 
     # -- what the writers and the sweep run ----------------------------------------------
+
+    async def add_chunk(self, upload: str, seq: int, data: bytes) -> bool:
+        """Store one chunk of the pending ``upload``; False when it is no longer pending.
+
+        Committed without waiting for the WAL flush: the publish that makes the chunks
+        visible waits for it, and that flush covers everything written before it, so a
+        published blob is durable whole, while a crash before the publish loses only
+        chunks no name points at."""
+
+        async def insert(conn: Any) -> int:
+            await conn.execute(Q["async_commit"])
+            status: str = await conn.execute(Q["add_chunk"], upload, seq, data, self.clock())
+            return int(status.rsplit(" ", 1)[-1])
+
+        return bool(await self._transaction(insert))
 
     async def publish(self, key: str, upload: str, size: int) -> None:
         """Point ``key`` at the pending ``upload`` and retire the one it had, atomically."""

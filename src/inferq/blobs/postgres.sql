@@ -15,6 +15,10 @@ WITH pending AS (
 )
 INSERT INTO blob_chunks (upload_id, seq, data) SELECT id, $2, $3 FROM pending;
 
+-- name: async_commit
+-- A chunk's transaction need not wait for its WAL flush: the publish's does (postgres.py).
+SET LOCAL synchronous_commit TO off;
+
 -- name: lock_key
 -- Serialises the publishes and deletes of one name (class 0x1B10: blobs).
 SELECT pg_advisory_xact_lock(6928, hashtext($1));
@@ -56,8 +60,8 @@ DELETE FROM blob_chunks WHERE upload_id = ANY($1::text[]);
 -- name: find
 SELECT upload_id, size FROM blobs WHERE key = $1;
 
--- name: chunk
-SELECT data FROM blob_chunks WHERE upload_id = $1 AND seq = $2;
+-- name: chunks
+SELECT seq, data FROM blob_chunks WHERE upload_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3;
 
 -- name: chunk_length
 SELECT octet_length(data) FROM blob_chunks WHERE upload_id = $1 AND seq = 0;
