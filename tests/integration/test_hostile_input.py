@@ -212,6 +212,37 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST",
+        "/v1/messages/count_tokens",
+        {
+            "model": MODEL,
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+        },
+    ),
+    # every request is checked before the batch exists, the model last: a model that does
+    # not exist keeps the body refused, so no batch's rows arrive in the background while
+    # another case counts what a refused request stored
+    Endpoint(
+        "POST",
+        "/v1/messages/batches",
+        {
+            "requests": [
+                {
+                    "custom_id": "a",
+                    "params": {"model": "none", "max_tokens": 4, "messages": HELLO},
+                }
+            ]
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages/batches/{batch_id}/cancel",
+        {},
+        path="/v1/messages/batches/msgbatch_none/cancel",
+    ),
+    Endpoint(
+        "POST",
         "/v1/batches",
         {
             "input_file_id": "file-none",
@@ -303,6 +334,10 @@ READ_PATHS = [
     "/v1/downloads/{id}",
     "/v1/models/{id}",
     "/v1/batches?limit={id}&after={id}",
+    "/v1/messages/batches/{id}",
+    "/v1/messages/batches/{id}/results",
+    "/v1/messages/batches?limit={id}&after_id={id}",
+    "/v1/messages/batches?before_id={id}",
     "/v1/files?limit={id}&after={id}&purpose={id}",
 ]
 HOSTILE_IDS = [
