@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +32,7 @@ from inferq.core.events import TextRelay
 from inferq.core.fairness import Charge, Pick
 from inferq.core.models import Job
 from inferq.store import rows
-from inferq.store.executor import Params, Step, Steps, count, drive, many, one
+from inferq.store.executor import Params, Step, Steps, count, drive, many
 from inferq.store.fair import fair_claim
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
@@ -41,6 +43,9 @@ T = TypeVar("T")
 Q = load_queries("sqlite")
 #: the queries that only read: they go to a reader connection, not the writer
 READS = frozenset(name for name, sql in Q.items() if first_keyword(sql) == "SELECT")
+#: the queries that read a parameter as JSON (json_each(:ids), …): their list parameters
+#: are sent as JSON arrays; no other query can take a list, so theirs go as they are
+TAKES_LISTS = frozenset(name for name, sql in Q.items() if re.search(r"json_\w+\(\s*:", sql))
 _job_params = rows.job_params  # for insert_rows, whose argument is named rows
 #: how many queued writes one transaction takes at most
 MAX_GROUP = 512
@@ -231,28 +236,27 @@ class SQLiteExecutor:
 
         return await asyncio.to_thread(run)
 
-    async def _run(self, step: Step) -> Any:
-        """One statement: a read on a reader, anything else as a write of its own."""
-        if step.query in READS:
-            return await self._read(lambda conn: _run(conn, step))
-        return await self._write(lambda conn: _run(conn, step))
+    # One statement: a read on a reader, anything else as a write of its own. These
+    # three run for every job several times, so they go straight to the connection.
 
     async def fetch_one(self, query: str, params: Params) -> Row | None:
-        row: Row | None = await self._run(one(query, params))
+        run = partial(_fetch_one, Q[query], _encode(query, params))
+        row: Row | None = await (self._read(run) if query in READS else self._write(run))
         return row
 
     async def fetch_all(self, query: str, params: Params) -> list[Row]:
-        found: list[Row] = await self._run(many(query, params))
+        run = partial(_fetch_all, Q[query], _encode(query, params))
+        found: list[Row] = await (self._read(run) if query in READS else self._write(run))
         return found
 
     async def execute(self, query: str, params: Params) -> int:
-        changed: int = await self._run(count(query, params))
+        changed: int = await self._write(partial(_count, Q[query], _encode(query, params)))
         return changed
 
     async def execute_many(self, query: str, params: Sequence[Params]) -> int:
         """Run a write (one that returns no rows) once for each parameter set, all in one
         transaction; return how many rows changed."""
-        encoded = [_encode(p) for p in params]
+        encoded = [_encode(query, p) for p in params]
         return await self._write(lambda conn: conn.executemany(Q[query], encoded).rowcount)
 
     async def atomic(self, steps: Steps[T]) -> T:
@@ -275,16 +279,31 @@ class SQLiteExecutor:
 
 
 def _run(conn: sqlite3.Connection, step: Step) -> Any:
-    cursor = conn.execute(Q[step.query], _encode(step.params))
+    sql, params = Q[step.query], _encode(step.query, step.params)
     if step.result == "one":
-        return cursor.fetchone()
+        return _fetch_one(sql, params, conn)
     if step.result == "all":
-        return cursor.fetchall()
-    return cursor.rowcount
+        return _fetch_all(sql, params, conn)
+    return _count(sql, params, conn)
 
 
-def _encode(params: Params) -> dict[str, Any]:
+def _fetch_one(sql: str, params: Params, conn: sqlite3.Connection) -> Row | None:
+    row: Row | None = conn.execute(sql, params).fetchone()
+    return row
+
+
+def _fetch_all(sql: str, params: Params, conn: sqlite3.Connection) -> list[Row]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _count(sql: str, params: Params, conn: sqlite3.Connection) -> int:
+    return conn.execute(sql, params).rowcount
+
+
+def _encode(query: str, params: Params) -> Params:
     """List parameters as the JSON arrays the queries read with json_each."""
+    if query not in TAKES_LISTS:
+        return params
     return {k: rows.dumps(v) if isinstance(v, list) else v for k, v in params.items()}
 
 
