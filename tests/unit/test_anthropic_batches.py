@@ -67,9 +67,12 @@ class App:
 
 
 @contextlib.contextmanager
-def make_app(tmp_path: Path) -> Iterator[App]:
+def make_app(tmp_path: Path, **settings: Any) -> Iterator[App]:
     app = create_app(
-        Settings(data_dir=tmp_path), store=MemoryStore(), registry=registry(), blobs=MemoryBlobs()
+        Settings(data_dir=tmp_path, **settings),
+        store=MemoryStore(),
+        registry=registry(),
+        blobs=MemoryBlobs(),
     )
     with TestClient(app) as client:
         yield App(client)
@@ -363,4 +366,14 @@ def test_an_openai_batch_is_not_a_message_batch(app: App) -> None:
     files = http.get("/v1/files", headers={"x-api-key": claude.api_key}).json()["data"]
     assert {f["purpose"] for f in files} <= {"batch", "batch_output"}, (
         "a message batch's files are not OpenAI files"
+    )
+
+
+def test_the_results_url_starts_with_the_public_url(tmp_path: Path) -> None:
+    with make_app(tmp_path, public_url="https://inferq.example.com/") as behind_a_proxy:
+        claude = behind_a_proxy.claude()
+        batch = claude.messages.batches.create(requests=[request("a")])
+        ended = wait_ended(claude, batch.id)
+    assert ended.results_url == (
+        f"https://inferq.example.com/v1/messages/batches/{batch.id}/results"
     )

@@ -208,5 +208,8 @@ async def _ended(services: Services, batch_id: str, tenant: str, refusal: str) -
 
 
 async def _render(services: Services, batch: Batch, request: Request) -> dict[str, Any]:
-    url = str(request.url_for("batch_results", batch_id=batch.id))
+    """The batch object; its ``results_url`` starts with ``INFERQ_PUBLIC_URL`` (the server
+    as clients reach it) when that is set, else with the request's own address."""
+    base = services.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+    url = f"{base}{router.prefix}/{batch.id}/results"
     return render_batch(batch, await services.batches.counts(batch), url)
