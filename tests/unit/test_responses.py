@@ -176,6 +176,35 @@ def test_a_background_stream_resumes_after_any_sequence_number(client: TestClien
         ]
 
 
+def test_a_stream_dropped_and_resumed_while_it_runs_goes_on(client: TestClient) -> None:
+    words = " ".join(["w"] * 40)
+    body = {**BODY, "model": "slow", "input": words, "background": True, "stream": True,
+            "max_output_tokens": 50}  # fmt: skip
+    head: list[dict[str, Any]] = []
+    with client.stream("POST", URL, json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                head.append(json.loads(line.removeprefix("data: ")))
+            if len(head) == 8:
+                break  # the connection drops mid-answer
+    rid = head[0]["response"]["id"]
+    rest: list[dict[str, Any]] = []
+    params = {"stream": "true", "starting_after": 7}
+    with client.stream("GET", f"{URL}/{rid}", params=params) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                rest.append(json.loads(line.removeprefix("data: ")))
+                if len(rest) == 1:
+                    # live: this process follows the response, so its text comes as it grows
+                    assert rest[0]["type"] == "response.output_text.delta"
+                    assert client.get(f"{URL}/{rid}").json()["status"] == "in_progress"
+    got = head + rest
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))
+    deltas = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
+    assert rest[-1]["type"] == "response.completed"
+    assert deltas == text_of(rest[-1]["response"]) == "echo: " + words
+
+
 def test_a_stream_joined_while_it_runs_sends_the_whole_text(client: TestClient) -> None:
     """Created without a stream, so no transcript has its first pieces: the text comes
     whole at the end, cut into the same units."""
