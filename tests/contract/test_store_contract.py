@@ -319,7 +319,8 @@ async def test_cancel_queued_and_metrics(store: JobStore) -> None:
     await claim(store, limit=1, models=["m"])
     metrics = await store.metrics(tenant="t1", model="m")
     assert (metrics.running, metrics.waiting, metrics.total) == (1, 2, 3)
-    assert await store.cancel_queued(tenant="t1", model="m", now=T0) == 2
+    cancelled = await store.cancel_queued(tenant="t1", model="m", now=T0)
+    assert len(cancelled) == 2 and {j.state for j in cancelled} == {JobState.CANCELLED}
     metrics = await store.metrics(tenant="t1", model="m")
     assert (metrics.running, metrics.waiting, metrics.total) == (1, 0, 3)
     assert (await store.metrics(tenant="t2", model=None)).waiting == 1
@@ -997,7 +998,7 @@ async def test_cancel_queued_skips_batch_rows(store: JobStore) -> None:
     batch = make_batch()
     await store.insert_rows([make_row(batch, 1, state=JobState.QUEUED)])
     plain = await store.insert_job(make_job())
-    assert await store.cancel_queued(tenant="t1", model="m", now=T0) == 1
+    assert [j.id for j in await store.cancel_queued(tenant="t1", model="m", now=T0)] == [plain.id]
     cancelled = await store.get_job(plain.id, tenant="t1")
     assert cancelled is not None and cancelled.state is JobState.CANCELLED
     (row,) = await rows_of(store, batch)

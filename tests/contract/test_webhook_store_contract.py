@@ -73,7 +73,9 @@ async def test_cancels_expiries_and_clears_write_entries_and_a_retry_does_not(
     retried = await store.insert_job(make_job(model="m3"))
     await store.finish(cancelled.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0 + 1)
     assert await store.expire_overdue(now=T0 + 10) == [overdue.id]
-    assert await store.cancel_queued(tenant="t1", model="m2", now=T0 + 11) == 1
+    assert [j.id for j in await store.cancel_queued(tenant="t1", model="m2", now=T0 + 11)] == [
+        cleared.id
+    ]
     [job] = await store.claim(owner="w", limit=1, now=T0 + 12, lease_seconds=LEASE, models={"m3"})
     assert await store.fail(lease_of(job), JobError("x", "again"), now=T0 + 13, retry=True)
     # cancelling it again changes nothing and writes nothing

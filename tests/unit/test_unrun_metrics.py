@@ -43,7 +43,10 @@ async def test_a_queued_job_cancelled_or_expired_is_counted() -> None:
     now[0] += 10  # past the sync request's deadline, still queued
     with pytest.raises(DeadlineExceeded):
         await jobs.wait(sync.id, tenant="t", deadline=now[0])
+    for _ in range(2):  # Together's queue/clear
+        await jobs.submit(tenant="t", model="fake", request=request, origin="together")
+    assert await jobs.clear(tenant="t", model="fake") == 2
     assert jobs_total(metrics) == {
-        ("fake", "async", "cancelled"): 1.0,
+        ("fake", "async", "cancelled"): 3.0,
         ("fake", "interactive", "expired"): 1.0,
     }

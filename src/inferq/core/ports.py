@@ -126,8 +126,8 @@ class JobQueue(JobLookup, FairShares, Protocol):
         already terminal. None when the job does not exist for the tenant.
         """
 
-    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
-        """Cancel every queued job of the tenant for the model; return how many."""
+    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> list[Job]:
+        """Cancel every queued job of the tenant for the model; return them, cancelled."""
 
     async def delete_job(self, job_id: str, *, tenant: str) -> bool:
         """Delete the tenant's job (never a batch row); False when there is none."""

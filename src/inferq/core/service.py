@@ -154,9 +154,12 @@ class JobService:
 
     async def clear(self, *, tenant: str, model: str) -> int:
         """Cancel every queued job of ``model`` for the tenant."""
-        count = await self.store.cancel_queued(tenant=tenant, model=model, now=self.clock())
-        log.info("cleared %d queued jobs (tenant=%s model=%s)", count, tenant, model)
-        return count
+        cancelled = await self.store.cancel_queued(tenant=tenant, model=model, now=self.clock())
+        log.info("cleared %d queued jobs (tenant=%s model=%s)", len(cancelled), tenant, model)
+        if self.ended_unrun is not None:
+            for job in cancelled:
+                self.ended_unrun(job)
+        return len(cancelled)
 
     async def metrics(self, *, tenant: str, model: str | None) -> QueueMetrics:
         return await self.store.metrics(tenant=tenant, model=model)

@@ -237,9 +237,9 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
             self.jobs[job_id] = after
             return before, after
 
-    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
+    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> list[Job]:
         async with self._lock:
-            count = 0
+            cancelled = []
             for job in list(self.jobs.values()):
                 if (
                     job.tenant == tenant
@@ -248,8 +248,8 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
                     and job.batch_id is None
                 ):
                     self.jobs[job.id] = job.evolve(state=JobState.CANCELLED, finished_at=now)
-                    count += 1
-            return count
+                    cancelled.append(self.jobs[job.id])
+            return cancelled
 
     async def delete_job(self, job_id: str, *, tenant: str) -> bool:
         async with self._lock:

@@ -189,9 +189,9 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         }
         return await self.db.atomic(_finish(params))
 
-    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> int:
+    async def cancel_queued(self, *, tenant: str, model: str, now: float) -> list[Job]:
         params = {"tenant": tenant, "model": model, "now": now}
-        return await self.db.execute("cancel_queued", params)
+        return [rows.row_to_job(r) for r in await self.db.fetch_all("cancel_queued", params)]
 
     async def delete_job(self, job_id: str, *, tenant: str) -> bool:
         return await self.db.execute("delete_job", {"id": job_id, "tenant": tenant}) > 0

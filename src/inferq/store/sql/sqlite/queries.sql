@@ -125,7 +125,8 @@ RETURNING *;
 -- name: cancel_queued
 -- A batch's rows are cancelled with their batch, never by model.
 UPDATE jobs SET state = 'cancelled', finished_at = :now
-WHERE tenant = :tenant AND model = :model AND state = 'queued' AND batch_id IS NULL;
+WHERE tenant = :tenant AND model = :model AND state = 'queued' AND batch_id IS NULL
+RETURNING *;
 
 -- name: expire_overdue
 UPDATE jobs
