@@ -49,6 +49,31 @@ def sqlite_catalog(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
     return [(t, n, " ".join((s or "").split())) for t, n, s in rows]
 
 
+CATALOG = """
+SELECT 'column', table_name || '.' || column_name,
+       data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
+FROM information_schema.columns WHERE table_schema = $1 AND table_name != 'schema_migrations'
+UNION ALL
+SELECT 'index', indexname, indexdef FROM pg_indexes
+WHERE schemaname = $1 AND tablename != 'schema_migrations'
+UNION ALL
+SELECT 'trigger', trigger_name || '.' || event_manipulation,
+       action_statement || ' ' || coalesce(action_condition, '')
+FROM information_schema.triggers WHERE trigger_schema = $1
+ORDER BY 1, 2
+"""
+
+
+async def pg_catalog(schema: str) -> list[tuple[str, str, str]]:
+    """Every column, index and trigger of ``schema``, as text (for migration tests)."""
+    conn = await asyncpg.connect(database_url())
+    try:
+        rows = await conn.fetch(CATALOG, schema)
+        return [(r[0], r[1], r[2].replace(schema + ".", "")) for r in rows]
+    finally:
+        await conn.close()
+
+
 async def postgres_schema() -> tuple[dict[str, list[str]], list[str]]:
     async with fresh_schema() as schema:
         store = PostgresStore(database_url(), server_settings={"search_path": schema})
