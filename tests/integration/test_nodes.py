@@ -38,6 +38,8 @@ engine = "remote"
 handler = true
 """
 LEASE_SECONDS = 3
+#: the routes a node token opens (inferq's protocol and Infera's node endpoints)
+NODE_PATHS = ("/node/", "/worker/", "/register_node_secret", "/check_node_secret")
 MAX_OUTPUT = 16 * 1024
 MAX_FILE = 64 * 1024
 
@@ -250,7 +252,7 @@ def test_api_keys_and_node_tokens_are_kept_apart_on_every_endpoint(
                 continue
             concrete = path.replace("{", "x").replace("}", "")  # any value: auth comes first
             for method in methods:
-                node_route = path.startswith("/node/")
+                node_route = path.startswith(NODE_PATHS)
                 secret = api_key if node_route else token
                 answer = http.request(
                     method.upper(),

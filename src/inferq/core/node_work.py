@@ -45,6 +45,7 @@ from inferq.core.models import (
     PayloadResult,
     Result,
 )
+from inferq.core.node_pull import PullNodes
 from inferq.core.nodes import Node, NodeService
 from inferq.core.ports import BlobStore, JobQueue, tenant_prefix
 from inferq.core.states import JobState
@@ -112,6 +113,16 @@ class Outcome:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def raise_refused(fate: dict[str, Any]) -> None:
+    """Raise the error a :meth:`NodeWork.report` fate names, unless it is ``ok``."""
+    if not fate["ok"]:
+        cls = next(
+            (c for c in (LeaseLost, NotFound, PayloadTooLarge) if c.code == fate["code"]),
+            InvalidRequest,
+        )
+        raise cls(fate["message"], param="job_id")
+
+
 def kind_of_request(job: Job) -> str:
     if isinstance(job.request, EmbedRequest):
         return "embed"
@@ -171,6 +182,8 @@ class NodeWork:
         #: set (and replaced) whenever work is submitted: wakes every waiting claim
         self._pulse = asyncio.Event()
         self._pulse_task: asyncio.Task[None] | None = None
+        #: nodes that pull one job at a time, without listing them (Infera's workers)
+        self.pulls = PullNodes(self)
 
     async def close(self) -> None:
         if self._pulse_task is not None:
