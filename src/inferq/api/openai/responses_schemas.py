@@ -10,7 +10,7 @@ job: its state, its result and that record.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -76,7 +76,6 @@ class Record:
 
     store: bool = True
     background: bool = False
-    stream: bool = False
     instructions: str | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
@@ -96,9 +95,9 @@ class Record:
 
     @classmethod
     def of(cls, job: Job) -> Record:
-        data = dict(job.inputs or {})
-        data.pop("kind", None)
-        return cls(**data)
+        """The record a job keeps (defaults for a batch row, which keeps none)."""
+        data = job.inputs or {}
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def new_item_id() -> str:
@@ -204,7 +203,7 @@ def chat_request(body: ResponseCreate, items: list[dict[str, Any]]) -> ChatReque
 
 #: the body's fields a response echoes as they came
 ECHOED = (
-    "store", "background", "stream", "instructions", "max_output_tokens", "temperature",
+    "store", "background", "instructions", "max_output_tokens", "temperature",
     "top_p", "previous_response_id", "parallel_tool_calls",
 )  # fmt: skip
 

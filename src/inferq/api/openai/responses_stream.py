@@ -38,7 +38,7 @@ from inferq.api.openai.responses_schemas import (
     render_response,
     text_part,
 )
-from inferq.core.errors import InferqError, StoreError
+from inferq.core.errors import InferqError
 from inferq.core.events import JobEvents, Subscription
 from inferq.core.models import ChatRequest, ChatResult, Job
 from inferq.core.service import POLL_INTERVAL, JobService
@@ -132,10 +132,11 @@ class Transcripts:
                 elif job.state is JobState.RUNNING:
                     t.started = True
             t.ended = job
-        except (StoreError, InferqError):
+        except InferqError:
             log.warning("lost track of response job %s", t.job.id, exc_info=True)
-            t.lost = True
         finally:
+            # whatever stopped the follower, its streams must not wait for ever
+            t.lost = t.ended is None
             sub.close()
             self._open.pop(t.job.id, None)
             await t.bump()
