@@ -252,6 +252,9 @@ def test_another_tenants_job_is_not_found_and_an_admin_sees_it(
                 page.get_by_role("link", name="Nodes").click()
                 expect(page.get_by_role("heading", level=1)).to_have_text("Nodes")
                 assert_accessible(page)
+                page.get_by_role("link", name="Webhooks").click()
+                expect(page.get_by_role("heading", level=1)).to_have_text("Webhooks")
+                assert_accessible(page)
             else:
                 assert answer.status == 404
                 expect(page.get_by_role("heading", level=1)).to_have_text("Not found")

@@ -4,7 +4,8 @@ API, with a little script of its own for live updates (no external assets, no bu
 A browser logs in with an API key and gets a session cookie (:mod:`.session`); a
 tenant's key sees its tenant's work, an admin key every tenant's. Its pages: queues,
 jobs (with cancel), batches and workflow jobs (progress, cancel, downloads), the
-throughput of the last hour, and for admins the keys and the nodes.
+throughput of the last hour, webhook deliveries, and for admins the keys and the
+nodes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from importlib.resources import files
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from inferq.api.console import admin, batches, pages
+from inferq.api.console import admin, batches, pages, webhooks
 from inferq.api.console.auth import ConsoleState
 from inferq.api.console.render import PREFIX, ConsoleRoute
 from inferq.config import Settings
@@ -29,7 +30,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.console = ConsoleState.from_settings(settings)
     assets = files("inferq.api.console").joinpath("static")
     app.mount(STATIC, StaticFiles(directory=str(assets)), name="console-static")
-    for router in (pages.router, batches.router, admin.router, _unknown):
+    for router in (pages.router, batches.router, webhooks.router, admin.router, _unknown):
         app.include_router(router)
 
 
