@@ -143,6 +143,7 @@ async def batches(
         "nav": "batches",
         "batches": views,
         "filters": asked.shown,
+        "listed": LISTED,
         "states": [s.value for s in JobState],
         "final": all(v.batch.state in TERMINAL_STATES for v in views),
     }
