@@ -412,3 +412,25 @@ def test_a_malformed_form_is_a_400_page(console: Console) -> None:
         headers={"content-type": "multipart/form-data"},
     )
     assert broken.status_code == 400 and broken.headers["content-type"].startswith("text/html")
+
+
+def test_the_batches_listing_pages_to_older_batches(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferq.api.console import batches as console_batches
+
+    monkeypatch.setattr(console_batches, "LISTED", 2)
+    console.client.headers["authorization"] = f"Bearer {console.a}"
+    made = [start(console.client, batch_lines("hi"))["id"] for _ in range(3)]
+    del console.client.headers["authorization"]
+    console.login(console.a)
+
+    def rows(html: str) -> list[str]:
+        return re.findall(r'<tr data-batch="([^"]+)"', html)
+
+    first = console.client.get("/console/batches").text
+    assert rows(first) == [made[2], made[1]]
+    older = re.search(r'href="([^"]+)" rel="next"', first)
+    assert older and older.group(1) == f"/console/batches?after={made[1]}"
+    second = console.client.get(older.group(1)).text
+    assert rows(second) == [made[0]] and 'rel="next"' not in second

@@ -6,12 +6,12 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from inferq.api.console.auth import ViewerDep, form_of, listing_filters
+from inferq.api.console.auth import ViewerDep, filter_text, form_of, listing_filters
 from inferq.api.console.render import PREFIX, ConsoleRoute, page, secure
 from inferq.api.console.session import Viewer
 from inferq.api.console.views import Progress, batch_progress, is_workflow, workflow_progress
@@ -132,18 +132,29 @@ async def batches(
     services: ServicesDep,
     state: str | None = None,
     tenant: str | None = None,
+    after: str | None = None,
 ) -> Response:
+    """The newest batches and workflow jobs; ``after``: the page older than that one."""
     asked = listing_filters(viewer, state=state, tenant=tenant)
     found = await services.batches.list(
-        tenant=asked.tenant, dialect=None, limit=LISTED, states=asked.states
+        tenant=asked.tenant,
+        dialect=None,
+        limit=LISTED + 1,
+        after=filter_text(after, "after"),
+        states=asked.states,
     )
-    views = [await _view(services, batch, detail=False) for batch in found]
+    views = [await _view(services, batch, detail=False) for batch in found[:LISTED]]
+    older = None
+    if len(found) > LISTED:
+        query = {**{k: v for k, v in asked.shown.items() if v}, "after": views[-1].batch.id}
+        older = f"{PREFIX}/batches?{urlencode(query)}"
     context = {
         "viewer": viewer,
         "nav": "batches",
         "batches": views,
         "filters": asked.shown,
         "listed": LISTED,
+        "older": older,
         "states": [s.value for s in JobState],
         "final": all(v.batch.state in TERMINAL_STATES for v in views),
     }
