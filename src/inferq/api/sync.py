@@ -95,13 +95,17 @@ async def wait_for_client(request: Request, jobs: JobService, job: Job) -> Job:
     )
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done and watcher.exception() is not None:
+            # watching for a disconnect failed: the client is still there, so wait on
+            log.warning("cannot watch for job %s's client leaving: %r", job.id, watcher.exception())
+            await waiter
     finally:
         watcher.cancel()
         if not waiter.done():
             waiter.cancel()
             abandon(jobs, job)
-    if waiter.cancelled():
+    if not waiter.done() or waiter.cancelled():  # cancelled above: it ends on its own
         raise ClientGone
     return waiter.result()
 
