@@ -47,7 +47,7 @@ class Workload:
 
 FAKE = Workload(
     model="fake",
-    requests=600,
+    requests=300,
     models=lambda d, log: (
         f"""\
 [models.fake]
@@ -66,7 +66,7 @@ execution_log = "{log}"
 
 LLAMA = Workload(
     model=DEFAULT_MODEL,
-    requests=8,
+    requests=6,
     models=lambda d, log: None,
     text=lambda i: f"Count from {i} to 100, separated by commas.",
     expected=lambda i: None,
@@ -149,7 +149,7 @@ def run(s: Scenario, workload: Workload) -> None:
     s.key = s.server.create_key("crash")
     with s.client() as client:
         created = client.messages.batches.create(
-            requests=[s.request(i) for i in range(workload.requests)]  # type: ignore[misc]
+            requests=[s.request(i) for i in range(workload.requests)]
         )
     # 1. at once: the batch is acknowledged, maybe not read yet
     s.server.kill()
