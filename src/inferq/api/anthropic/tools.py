@@ -14,21 +14,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from inferq.core import structured as core
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatMessage, ChatResult, Job
-from inferq.core.structured import (
-    TOOL_AUTO,
-    TOOL_FUNCTION,
-    TOOL_NONE,
-    TOOL_REQUIRED,
-    Tool,
-    ToolCall,
-    ToolChoice,
-)
+from inferq.core.structured import TOOL_AUTO, TOOL_FUNCTION, TOOL_NONE, Tool, ToolCall, ToolChoice
 from inferq.core.tool_text import call_id, check_tools
 
 #: Anthropic's tool_choice types -> core's modes
-_CHOICES = {"auto": TOOL_AUTO, "any": TOOL_REQUIRED, "tool": TOOL_FUNCTION, "none": TOOL_NONE}
+_CHOICES = {"auto": TOOL_AUTO, "any": core.TOOL_REQUIRED, "tool": TOOL_FUNCTION, "none": TOOL_NONE}
 
 
 def _invalid(param: str, message: str) -> InvalidRequest:
