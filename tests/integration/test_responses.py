@@ -342,3 +342,11 @@ def test_a_forced_function_call(oai: openai.OpenAI) -> None:
     assert "response.function_call_arguments.done" in kinds and kinds[-1] == "response.completed"
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
     assert json.loads(done.arguments)["city"]
+
+
+def test_a_schema_the_engine_cannot_enforce_is_a_400(other: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"a": {"$ref": "https://example.com/a.json"}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(other, text={"format": {"type": "json_schema", "name": "a", "schema": schema}})
+    error = caught.value.body
+    assert isinstance(error, dict) and error["param"] == "text.format", error

@@ -58,9 +58,13 @@ async def create_response(
             timeout=None if body.background else body.timeout or services.settings.sync_timeout,
             job_id=job_id,
         )
-    except BaseException:
+    except BaseException as exc:
         if sub is not None:
             sub.close()
+        if isinstance(exc, InvalidRequest) and exc.param == "response_format":
+            # the engine names the chat field; a response carries it as text.format
+            message = exc.message.replace("response_format", "text.format")
+            raise InvalidRequest(message, param="text.format") from exc
         raise
     if sub is not None:
         transcript = follow.follow(job, sub)
