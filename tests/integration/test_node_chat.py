@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
+import together
 
 from tests.integration.helpers import new_key, start_server, wait_until
 from tests.support.nodes import NodeProc
@@ -133,3 +135,57 @@ def test_a_batch_through_a_node(oai: openai.OpenAI) -> None:
 def test_nodes_list_shows_the_node_and_its_models(server: Server) -> None:
     listed = server.cli("nodes", "list")
     assert DEFAULT_MODEL in listed and EMBED in listed
+
+
+# -- preemption -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A remote chat model whose node runs the fake engine slowly, one job at a time."""
+    root = tmp_path_factory.mktemp("node-preempt")
+    srv = start_server(root, models='[models.slow]\nengine = "remote"\ncontext_length = 512\n')
+    node_models = root / "node-models.toml"
+    node_models.write_text(
+        '[models.slow]\nengine = "fake"\ncontext_length = 512\nslots = 1\ntoken_delay = 0.05\n'
+    )
+    token = srv.cli("nodes", "create", "--name", "slow").strip().splitlines()[-1]
+    node = NodeProc(srv, token, "slow", "--models", str(node_models), log=root / "events")
+    try:
+        yield srv
+    finally:
+        node.stop()
+        srv.stop()
+
+
+def test_a_sync_request_preempts_a_queued_job_running_on_a_full_node(
+    slow_server: Server,
+) -> None:
+    key = new_key(slow_server, "dave")
+    long_text = " ".join(["word"] * 150)  # 150 tokens of 0.05 s: 7.5 s
+    with together.Together(api_key=key, base_url=slow_server.url, max_retries=0) as tq:
+        payload = {"messages": [{"role": "user", "content": long_text}], "max_tokens": 200}
+        queued = tq.beta.jig.queue.submit(model="slow", payload=payload).request_id
+        wait_until(
+            lambda: tq.beta.jig.queue.retrieve(model="slow", request_id=queued).status == "running",
+            what="the queued job to run",
+        )
+        with openai.OpenAI(api_key=key, base_url=slow_server.url + "/v1", max_retries=0) as oai:
+            started = time.monotonic()
+            answer = oai.chat.completions.create(
+                model="slow", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+            )
+            took = time.monotonic() - started
+        assert answer.choices[0].message.content == "echo: hi"
+        assert took < 4.0  # not after the 7.5 s job: it was preempted
+        done = wait_until(
+            lambda: (
+                s
+                if (s := tq.beta.jig.queue.retrieve(model="slow", request_id=queued)).status
+                in ("done", "failed")
+                else None
+            ),
+            what="the preempted job to finish",
+        )
+        assert done.status == "done"
+        assert done.retries == 0  # handed back without using up an attempt

@@ -48,7 +48,7 @@ from inferq.core.models import (
 from inferq.core.node_pull import PullNodes
 from inferq.core.nodes import Node, NodeService
 from inferq.core.ports import BlobStore, JobQueue, tenant_prefix
-from inferq.core.states import JobState
+from inferq.core.states import JobState, ServiceClass
 
 #: the protocol's version; a node names the one it speaks in its hello
 PROTOCOL = 1
@@ -228,6 +228,7 @@ class NodeWork:
         wait: float,
         running: int,
         still_wanted: Callable[[], Awaitable[bool]] | None = None,
+        max_class: ServiceClass = ServiceClass.BATCH,
     ) -> list[Job]:
         """Lease jobs of the node's models, up to ``free`` of each, waiting at most
         ``wait`` seconds for some to arrive.
@@ -255,6 +256,7 @@ class NodeWork:
                     limit=count,
                     now=self.clock(),
                     lease_seconds=self.limits.lease_seconds,
+                    max_class=max_class,
                     models=[name],
                 )
             remaining = deadline - self.clock()

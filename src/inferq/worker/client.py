@@ -62,9 +62,9 @@ class NodeClient:
         return answer
 
     async def claim(
-        self, free: dict[str, int], *, wait: float, running: int
+        self, free: dict[str, int], *, wait: float, running: int, max_class: str = "batch"
     ) -> list[dict[str, Any]]:
-        body = {"free": free, "wait": wait, "running": running}
+        body = {"free": free, "wait": wait, "running": running, "max_class": max_class}
         answer = await self._post("/node/v1/claim", body, timeout=wait + 30.0)
         jobs: list[dict[str, Any]] = answer["jobs"]
         return jobs

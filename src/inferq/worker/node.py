@@ -29,7 +29,7 @@ import httpx
 from inferq.core.events import cancel_and_wait, wait_event
 from inferq.worker.client import NodeClient, ServerRefused
 from inferq.worker.handler import FileOutput, JobFailed
-from inferq.worker.runners import Runner, Running, Stopped
+from inferq.worker.runners import CLASSES, Runner, Running, Stopped
 
 log = logging.getLogger("inferq.node")
 
@@ -39,6 +39,8 @@ CLAIM_WAIT = 10.0
 CLAIM_GATHER = 0.005
 #: how long a report waits for more jobs to end when some still run
 RESULT_GATHER = 0.002
+#: how long a busy node's claim of work urgent enough to preempt one of its jobs waits
+PREEMPT_WAIT = 1.0
 #: the shortest time between two heartbeats sent only to carry streamed text
 TEXT_EVERY = 0.02
 #: exit statuses
@@ -132,7 +134,7 @@ class NodeProcess:
                 await self._until(None, CLAIM_GATHER)
             self._slot_freed.clear()
             if not any(n > 0 for n in self._free().values()):
-                await self._until(self._slot_freed)
+                await self._preempt()
                 continue
             try:
                 async with self._claiming:
@@ -154,10 +156,45 @@ class NodeProcess:
             for job in jobs:
                 self._start(job)
 
-    async def _claim(self, free: dict[str, int]) -> list[dict[str, Any]] | None:
+    def _victim(self) -> Running | None:
+        """The least urgent running job that more urgent work may preempt (not one of the
+        most urgent class): batch rows before queued jobs, then lower priority, then the
+        later submitted."""
+        runs = [r for r in self.running.values() if r.rank[0] > 0 and not r.preempted]
+        return max(runs, key=lambda r: (r.rank, r.created_at), default=None)
+
+    async def _preempt(self) -> None:
+        """Every slot is busy: wait (briefly) for work more urgent than the least urgent
+        running job; when some comes, stop that job, hand it back to the queue (no
+        attempt used) and run the urgent one in its slot, as in-process workers do."""
+        victim = self._victim()
+        if victim is None:
+            await self._until(self._slot_freed)
+            return
+        more_urgent = CLASSES[victim.rank[0] - 1]
+        try:
+            jobs = await self._claim({victim.model: 1}, max_class=more_urgent, wait=PREEMPT_WAIT)
+        except (ServerRefused, httpx.HTTPError) as exc:
+            log.warning("claim of urgent work failed (%s)", exc)
+            await self._until(self._slot_freed, PREEMPT_WAIT)
+            return
+        for job in jobs or []:
+            victim = self._victim()
+            if victim is None and not self._free().get(job["model"], 0):
+                await self.client.release([(job["id"], job["attempt"])])
+                continue
+            if victim is not None:
+                log.info("job %s preempted by %s", victim.id, job["id"])
+                victim.preempted = True
+                victim.stop(f"preempted by job {job['id']}")
+            self._start(job)
+
+    async def _claim(
+        self, free: dict[str, int], *, max_class: str = "batch", wait: float = CLAIM_WAIT
+    ) -> list[dict[str, Any]] | None:
         """Claim, unless a stop comes first (the claim is abandoned then)."""
         claim = asyncio.ensure_future(
-            self.client.claim(free, wait=CLAIM_WAIT, running=len(self.running))
+            self.client.claim(free, wait=wait, running=len(self.running), max_class=max_class)
         )
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -199,6 +236,8 @@ class NodeProcess:
         except Stopped:
             log.info("job %s stopped: %s", run.id, run.abort.reason or "cancelled")
             outcome = None
+            if run.preempted:
+                await self._hand_back(run)
         except JobFailed as exc:
             outcome = _failure(exc.code, exc.message, retry=False)
         except (TypeError, ValueError) as exc:
@@ -216,6 +255,12 @@ class NodeProcess:
                 | outcome
             )
             self._outbox_ready.set()
+
+    async def _hand_back(self, run: Running) -> None:
+        try:
+            await self.client.release([(run.id, run.attempt)])
+        except (ServerRefused, httpx.HTTPError) as exc:
+            log.warning("job %s could not be handed back (%s); its lease runs out", run.id, exc)
 
     async def _reports(self) -> None:
         """Send ended attempts as they come, those that gathered meanwhile together."""

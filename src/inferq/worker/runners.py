@@ -12,6 +12,9 @@ from inferq.core.models import ChatRequest, EmbedRequest, request_from_dict
 from inferq.engines.base import ABORTED, AbortSignal, Engine
 from inferq.worker.handler import Context, Handler, JobFailed
 
+#: the service classes, most urgent first (as a claim names them)
+CLASSES = ("interactive", "async", "batch")
+
 
 class Stopped(Exception):
     """The job was stopped (cancelled, its lease lost, or the node is stopping)."""
@@ -26,6 +29,12 @@ class Running:
         self.model: str = job["model"]
         self.kind: str = job["kind"]
         self.request: dict[str, Any] = job["request"]
+        #: how urgent it is: service class (0 interactive, 1 async, 2 batch rows), then
+        #: priority, then submission
+        self.rank = (CLASSES.index(job.get("service_class", "async")), -job.get("priority", 0))
+        self.created_at: float = job.get("created_at", 0.0)
+        #: stopped for more urgent work: handed back to the queue, no attempt used
+        self.preempted = False
         self.ctx = Context(job_id=self.id, attempt=self.attempt, model=self.model, info=job["info"])
         self.abort = AbortSignal()
         #: streamed text not sent yet

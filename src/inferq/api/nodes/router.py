@@ -29,6 +29,7 @@ from inferq.core.keys import KEY_PREFIX
 from inferq.core.models import Job, JobError
 from inferq.core.node_work import PROTOCOL, Beat, Held, Outcome
 from inferq.core.nodes import TOKEN_PREFIX, Node, NodeAuthFailed
+from inferq.core.states import ServiceClass
 
 router = APIRouter(tags=["nodes"])
 
@@ -99,6 +100,7 @@ async def claim(
         wait=body.wait,
         running=body.running,
         still_wanted=still_wanted,
+        max_class=ServiceClass[body.max_class.upper()],
     )
     return {"jobs": [render_job(job) for job in jobs]}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,9 @@ class Claim(Strict):
     wait: float = Field(default=10.0, ge=0, le=60)
     #: jobs the node runs now
     running: int = Field(default=0, ge=0, le=100_000)
+    #: the least urgent service class to claim (a busy node waiting for work urgent
+    #: enough to preempt one of its jobs asks for the classes above that job's)
+    max_class: Literal["interactive", "async", "batch"] = "batch"
 
 
 class JobBeat(Strict):
