@@ -205,6 +205,31 @@ def test_a_stream_dropped_and_resumed_while_it_runs_goes_on(client: TestClient) 
     assert deltas == text_of(rest[-1]["response"]) == "echo: " + words
 
 
+def test_a_preempted_background_stream_starts_its_text_over_once(client: TestClient) -> None:
+    """A sync request preempts the background response on the one slot; the response
+    runs again from the start. The stream goes on from the units it sent (the fake
+    engine writes the same text again): nothing missing, nothing twice."""
+    words = " ".join(["w"] * 30)
+    body = {**BODY, "model": "slow", "input": words, "background": True, "stream": True,
+            "max_output_tokens": 40}  # fmt: skip
+    got: list[dict[str, Any]] = []
+    chat = {"model": "slow", "messages": [{"role": "user", "content": "now"}]}
+    with client.stream("POST", URL, json=body) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            got.append(json.loads(line.removeprefix("data: ")))
+            if sum(e["type"] == "response.output_text.delta" for e in got) == 5 and len(got) < 12:
+                answer = client.post("/v1/chat/completions", json=chat)
+                assert answer.json()["choices"][0]["message"]["content"] == "echo: now"
+                rid = got[0]["response"]["id"]
+                assert client.get(f"{URL}/{rid}").json()["status"] in ("queued", "in_progress")
+    assert got[-1]["type"] == "response.completed"
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))
+    deltas = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
+    assert deltas == text_of(got[-1]["response"]) == "echo: " + words
+
+
 def test_a_stream_joined_while_it_runs_sends_the_whole_text(client: TestClient) -> None:
     """Created without a stream, so no transcript has its first pieces: the text comes
     whole at the end, cut into the same units."""
