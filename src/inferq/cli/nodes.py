@@ -33,25 +33,20 @@ def nodes_create(
 
 @nodes_app.command("list")
 def nodes_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """List nodes: their models, jobs in flight, when they were last seen, their version,
-    and how often their output lost a replica vote."""
+    """List nodes: their models, jobs in flight, when they were last seen, their version."""
     config = settings(data_dir=data_dir, database_url=database_url)
     nodes = with_store(config, lambda store: NodeService(store).list())
-    table = Table(
-        "name", "models", "in flight", "last seen", "version", "disagreed", "prefix", "revoked"
-    )
+    table = Table("name", "models", "in flight", "last seen", "version", "prefix", "revoked")
     now = time.time()
     for node in nodes:
         models = ", ".join(f"{m} ({n})" for m, n in sorted(node.models.items()))
         seen = "" if node.last_seen is None else f"{max(now - node.last_seen, 0):.0f}s ago"
-        votes = f"{node.disagreed}/{node.compared}" if node.compared else ""
         table.add_row(
             node.name,
             models,
             str(node.in_flight) if node.last_seen is not None else "",
             seen,
             node.version,
-            votes,
             node.prefix + "…",
             timestamp(node.revoked_at),
         )

@@ -11,8 +11,5 @@ CREATE TABLE nodes (
     models     JSONB            NOT NULL DEFAULT '{}',
     version    TEXT             NOT NULL DEFAULT '',
     last_seen  DOUBLE PRECISION,
-    in_flight  INTEGER          NOT NULL DEFAULT 0,
-    -- replicated jobs compared, and those where its output lost the vote
-    compared   INTEGER          NOT NULL DEFAULT 0,
-    disagreed  INTEGER          NOT NULL DEFAULT 0
+    in_flight  INTEGER          NOT NULL DEFAULT 0
 );
