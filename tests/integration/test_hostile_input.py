@@ -198,6 +198,25 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/embeddings", {"model": EMBED, "input": ["a", "b"], "priority": 1}),
     Endpoint(
         "POST",
+        "/v1/responses",
+        {
+            "model": MODEL,
+            "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi."}]}],
+            "instructions": "Be brief.",
+            "max_output_tokens": 4,
+            "background": True,
+            "metadata": {"k": "v"},
+            "text": {"format": {"type": "text"}},
+        },
+    ),
+    Endpoint(
+        "POST",
+        "/v1/responses/{response_id}/cancel",
+        {},
+        path="/v1/responses/resp_0123456789abcdef0123456789abcdef/cancel",
+    ),
+    Endpoint(
+        "POST",
         "/v1/messages",
         {
             "model": MODEL,
@@ -339,6 +358,9 @@ READ_PATHS = [
     "/v1/messages/batches?limit={id}&after_id={id}",
     "/v1/messages/batches?before_id={id}",
     "/v1/files?limit={id}&after={id}&purpose={id}",
+    "/v1/responses/{id}",
+    "/v1/responses/{id}?stream=true&starting_after={id}",
+    "/v1/responses/{id}/input_items?limit={id}&after={id}&order={id}",
 ]
 HOSTILE_IDS = [
     "%00",
