@@ -195,6 +195,8 @@ class Bus:
                 self._send(peer, UNWANT + job_id.encode())
 
     def text(self, job_id: str, piece: str) -> None:
+        if not self._current_peers():
+            return  # the only process on the file: nobody to relay to, nothing to count
         offset = self._generated.get(job_id, 0)
         self._generated[job_id] = offset + len(piece)
         for peer in list(self._wanted.get(job_id, ())):
