@@ -96,7 +96,10 @@ def test_units_cut_only_what_more_text_cannot_change() -> None:
 
 
 def test_a_response(client: TestClient) -> None:
-    body = client.post(URL, json={**BODY, "instructions": "Be brief.", "metadata": {"k": "v"}})
+    extra = {"reasoning": {"effort": None, "summary": None}, "truncation": "disabled"}
+    body = client.post(
+        URL, json={**BODY, **extra, "instructions": "Be brief.", "metadata": {"k": "v"}}
+    )
     assert body.status_code == 200, body.text
     data = body.json()
     assert data["object"] == "response" and data["id"].startswith("resp_")
@@ -340,6 +343,7 @@ def test_unstored_and_foreign_responses_are_not_found(client: TestClient) -> Non
         ({"metadata": {"k": "v" * 600}}, "metadata.k"),
         ({"previous_response_id": "resp_0123"}, "previous_response_id"),
         ({"conversation": "conv_1"}, "conversation"),
+        ({"reasoning": {"effort": "high"}}, "reasoning"),
     ],
 )
 def test_bad_input_is_a_400_in_openais_shape(

@@ -61,7 +61,10 @@ class ResponseCreate(BaseModel):
         """OpenAI's rules across fields, each an InvalidRequest naming its field."""
         extra = self.model_extra or {}
         for name in UNSUPPORTED:
-            if extra.get(name) is not None:
+            value = extra.get(name)
+            if isinstance(value, dict):  # {"effort": null} asks for nothing
+                value = {k: v for k, v in value.items() if v is not None} or None
+            if value is not None:
                 raise InvalidRequest(f"{name}: is not supported by inferq", param=name)
         if self.background and not self.store:
             raise InvalidRequest("store: a background response must be stored", param="store")
