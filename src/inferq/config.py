@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     #: unset: no limit
     default_rpm: int | None = Field(default=None, gt=0)
     default_tpm: int | None = Field(default=None, gt=0)
+    #: queued jobs (not batch rows) one tenant may have: a submit past it gets 429
+    max_queued_per_tenant: int | None = Field(default=None, gt=0)
+    #: queued jobs (not batch rows) of all tenants together: a submit past it gets 503
+    max_queued: int | None = Field(default=None, gt=0)
+    #: requests one server process answers at once; more get 503 at once (not the
+    #: health checks); unset: no bound
+    max_inflight_requests: int | None = Field(default=None, gt=0)
     #: how long a batch may run before it expires, keeping what finished (hours)
     batch_window_hours: float = Field(default=24.0, gt=0)
     #: secret that signs download and upload URLs; empty: one kept in ``<data_dir>/signing.key``
@@ -73,6 +80,9 @@ class Settings(BaseSettings):
     workflow_max_files: int = Field(default=10, gt=0)
     workflow_max_file_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     workflow_max_running: int = Field(default=5, gt=0)
+    #: a tenant's workflow jobs launched less than this many seconds apart get 429
+    #: (Unstructured's documented limit); 0: no spacing
+    workflow_launch_spacing: float = Field(default=1.0, ge=0)
     #: the chat model of enrichment nodes and the embedding model of embed nodes
     #: whose settings name none (empty: the first configured model that fits)
     workflow_chat_model: str = ""

@@ -17,7 +17,7 @@ from inferq.core.batches import BatchFormat, BatchLimits, BatchService
 from inferq.core.events import JobEvents
 from inferq.core.files import FileLimits, FileService
 from inferq.core.keys import KeyService
-from inferq.core.limits import Limits, RateLimiter
+from inferq.core.limits import Limits, QueueBounds, RateLimiter
 from inferq.core.node_work import NodeLimits, NodeWork
 from inferq.core.nodes import NodeService
 from inferq.core.service import JobService, ServiceLimits
@@ -140,7 +140,10 @@ async def open_runtime(
         store=the_store,
         models=the_registry,
         events=events,
-        limits=ServiceLimits(max_attempts=settings.max_retries + 1),
+        limits=ServiceLimits(
+            max_attempts=settings.max_retries + 1,
+            queue=QueueBounds(per_tenant=settings.max_queued_per_tenant, total=settings.max_queued),
+        ),
         ended_unrun=the_metrics.job_ended_unrun,
     )
     from inferq import documents
@@ -157,7 +160,9 @@ async def open_runtime(
             max_running=settings.workflow_max_running,
             chat_model=settings.workflow_chat_model or None,
             embed_model=settings.workflow_embed_model or None,
+            launch_spacing=settings.workflow_launch_spacing,
         ),
+        launches=the_store,
     )
     nodes = NodeService(the_store, cache_seconds=settings.key_cache_seconds)
     node_work = NodeWork(

@@ -126,3 +126,45 @@ async def test_one_limit_across_two_api_processes_on_postgres(tmp_path: Path) ->
             assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
         finally:
             cluster.close()
+
+
+def test_queue_bounds_and_launch_spacing(tmp_path: Path) -> None:
+    env = {"INFERQ_MAX_QUEUED_PER_TENANT": "20", "INFERQ_MAX_QUEUED": "30"}
+    models = fake_models_file(tmp_path / "models.toml")
+    # no worker: what is submitted stays queued
+    srv = Server(tmp_path / "data", models_file=models, env=env, args=("--no-worker",))
+    srv.start()
+    try:
+        first, second = key(srv, "first"), key(srv, "second")
+        body = {"model": "fake", "payload": {"messages": MESSAGES}}
+        with together.Together(api_key=first, base_url=srv.url, max_retries=0) as tq:
+            for _ in range(20):
+                tq.beta.jig.queue.submit(**body)
+            with pytest.raises(together.RateLimitError) as refused:
+                tq.beta.jig.queue.submit(**body)
+        assert "20 jobs queued" in refused.value.response.text
+        assert refused.value.response.headers["retry-after"] == "2"
+        # another tenant still submits, up to the server's bound (30 in all): then 503
+        headers = {"Authorization": f"Bearer {second}"}
+        codes = [
+            httpx.post(f"{srv.url}/v1/queue/submit", json=body, headers=headers, timeout=10)
+            for _ in range(11)
+        ]
+        assert [c.status_code for c in codes] == [200] * 10 + [503]
+        assert codes[-1].headers["retry-after"] == "2"
+        error = codes[-1].json()
+        assert error.get("error", error)["code"] == "overloaded"  # Together's flat shape
+        # Unstructured: workflow jobs launched less than 1 s apart get 429
+        launch = {
+            "data": {"request_data": '{"template_id": "fast_partition"}'},
+            "files": [("input_files", ("a.txt", b"Ada went to Paris.", "text/plain"))],
+            "headers": {"unstructured-api-key": first},
+            "timeout": 10,
+        }
+        answers = [httpx.post(f"{srv.url}/api/v1/jobs/", **launch) for _ in range(2)]  # type: ignore[arg-type]
+        assert [a.status_code for a in answers] == [200, 429], answers[1].text
+        assert "1 s apart" in answers[1].json()["detail"]
+        time.sleep(1.1)
+        assert httpx.post(f"{srv.url}/api/v1/jobs/", **launch).status_code == 200  # type: ignore[arg-type]
+    finally:
+        srv.stop()

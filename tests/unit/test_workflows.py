@@ -68,6 +68,8 @@ def registry(token_delay: float = 0.0) -> ModelRegistry:
 def make_client(
     tmp_path: Path, *, token_delay: float = 0.0, **settings: Any
 ) -> Iterator[TestClient]:
+    # these tests launch jobs back to back: no launch spacing unless a test asks for it
+    settings.setdefault("workflow_launch_spacing", 0)
     app = create_app(
         Settings(data_dir=tmp_path, **settings),
         store=MemoryStore(),

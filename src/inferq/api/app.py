@@ -20,7 +20,7 @@ from inferq.api.dialects import DIALECTS
 from inferq.api.errors import BodyLimitMiddleware, install_error_handlers
 from inferq.api.guard import InputGuardMiddleware
 from inferq.api.metrics import HttpMetricsMiddleware
-from inferq.api.ratelimit import RateLimitHeadersMiddleware
+from inferq.api.ratelimit import InflightLimitMiddleware, RateLimitHeadersMiddleware
 from inferq.api.request_id import RequestIdMiddleware
 from inferq.api.timeouts import BodyTimeoutMiddleware
 from inferq.blobs import BlobStore
@@ -100,6 +100,10 @@ def create_app(
     app.add_middleware(HttpMetricsMiddleware, metrics=process_metrics, dialects=DIALECTS)
     # every answer to a limited key carries its x-ratelimit-* headers
     app.add_middleware(RateLimitHeadersMiddleware)
+    if settings.max_inflight_requests is not None:  # past the bound: a 503 at once
+        app.add_middleware(
+            InflightLimitMiddleware, dialects=DIALECTS, limit=settings.max_inflight_requests
+        )
     # outermost: every answer carries the request id, and every log line of the request
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)

@@ -44,6 +44,7 @@ from inferq.core.errors import (
     StoreUnavailable,
     public,
 )
+from inferq.core.limits import Overloaded
 
 log = logging.getLogger("inferq.api")
 
@@ -66,6 +67,7 @@ STATUS: Mapping[type[InferqError], int] = {
     PayloadTooLarge: 413,
     RangeNotSatisfiable: 416,
     QueueFull: 429,
+    Overloaded: 503,
     DeadlineExceeded: 408,
     StoreUnavailable: 503,
     PromptTooLong: 400,

@@ -1,4 +1,5 @@
-"""Request and token limits at the API's door (policy: :mod:`inferq.core.limits`).
+"""Request and token limits and the in-flight bound at the API's door (policy:
+:mod:`inferq.core.limits`).
 
 :func:`admit` runs in the caller dependency, once the key is known: it spends one
 request and the body's estimated tokens from the key's and its tenant's buckets, or
@@ -19,9 +20,17 @@ from fastapi import Request
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inferq.api.dialect import Dialects
+from inferq.api.errors import DialectMiddleware, render, send_response
 from inferq.core import inputs
 from inferq.core.errors import InvalidRequest
-from inferq.core.limits import RateLimiter, RateLimitExceeded, Verdict, estimate_tokens
+from inferq.core.limits import (
+    Overloaded,
+    RateLimiter,
+    RateLimitExceeded,
+    Verdict,
+    estimate_tokens,
+)
 from inferq.core.models import ApiKey
 
 #: where the request's verdict waits for the answer's headers (in the ASGI scope's state)
@@ -96,3 +105,34 @@ class RateLimitHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+#: the paths that are never refused: health checks must answer under any load
+NEVER_REFUSED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class InflightLimitMiddleware(DialectMiddleware):
+    """Answers 503 with ``Retry-After`` at once, in the path's dialect, while ``limit``
+    requests are already being served by this process (``INFERQ_MAX_INFLIGHT_REQUESTS``):
+    past that, more work would only slow every request down. A stream counts until it
+    ends. The health checks and the metrics are never refused."""
+
+    def __init__(self, app: ASGIApp, *, dialects: Dialects, limit: int) -> None:
+        super().__init__(app, dialects=dialects)
+        self.limit = limit
+        self.inflight = 0
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path in NEVER_REFUSED:
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            refusal = Overloaded("the server is answering all the requests it can; retry shortly")
+            await send_response(scope, send, render(self.dialects.for_path(path), refusal))
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1

@@ -73,8 +73,10 @@ class Demand:
     limit: int
     #: what this request takes (at most the whole allowance)
     cost: int
-    #: ``requests`` or ``tokens``
+    #: ``requests`` or ``tokens`` (or ``launches``)
     kind: str
+    #: the allowance is ``limit`` per this many seconds
+    window: float = WINDOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,21 +112,21 @@ def decide(
     """
     level = {d.subject: max(full_at.get(d.subject, now), now) - now for d in demands}
     wanted = {
-        d.subject: level[d.subject] + min(d.cost, d.limit) * WINDOW / d.limit for d in demands
+        d.subject: level[d.subject] + min(d.cost, d.limit) * d.window / d.limit for d in demands
     }
-    refused = [d for d in demands if wanted[d.subject] - WINDOW > 1e-9]
+    refused = [d for d in demands if wanted[d.subject] - d.window > 1e-9]
     if not refused:
         level = wanted
     buckets = [
         Bucket(
             d.kind,
             d.limit,
-            max(0, math.floor((WINDOW - level[d.subject]) * d.limit / WINDOW + 1e-9)),
+            max(0, math.floor((d.window - level[d.subject]) * d.limit / d.window + 1e-9)),
             level[d.subject],
         )
         for d in demands
     ]
-    wait = max((wanted[d.subject] - WINDOW for d in refused), default=0.0)
+    wait = max((wanted[d.subject] - d.window for d in refused), default=0.0)
     verdict = Verdict(
         not refused, wait, _tightest(buckets), tuple(sorted({d.kind for d in refused}))
     )
@@ -148,6 +150,68 @@ class RateLimitExceeded(QueueFull):
     def __init__(self, message: str, *, verdict: Verdict) -> None:
         super().__init__(message, retry_after=max(1.0, math.ceil(verdict.retry_after)))
         self.verdict = verdict
+
+
+class Overloaded(QueueFull):
+    """The server has more queued work than it takes; retry later."""
+
+    code = "overloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBounds:
+    """How much waiting work a submit may join (None: no bound). Batch rows are bounded
+    by their batch limits instead; sync requests count, as they queue too."""
+
+    #: queued jobs of one tenant (``INFERQ_MAX_QUEUED_PER_TENANT``): a 429 past it
+    per_tenant: int | None = None
+    #: queued jobs of every tenant (``INFERQ_MAX_QUEUED``): a 503 past it
+    total: int | None = None
+    #: what Retry-After says when a bound refuses (seconds)
+    retry_after: float = 2.0
+
+
+class QueueCounts(Protocol):
+    async def count_queued(self, *, tenant: str | None, limit: int) -> int:
+        """Queued jobs that are not batch rows (of ``tenant``, or of every tenant),
+        counted up to ``limit`` (so the count costs at most ``limit`` index entries)."""
+
+
+async def check_queue(store: QueueCounts, bounds: QueueBounds, tenant: str) -> None:
+    """Refuse a submit that would queue past a bound: :class:`QueueFull` (429) for the
+    tenant's, :class:`Overloaded` (503) for the server's. Concurrent submits may pass
+    a bound together by as many as run at once."""
+    per_tenant, total = bounds.per_tenant, bounds.total
+    if per_tenant is not None and await store.count_queued(tenant=tenant, limit=per_tenant) >= (
+        per_tenant
+    ):
+        raise QueueFull(
+            f"the tenant has {per_tenant} jobs queued, the most it may; retry when some have run",
+            retry_after=bounds.retry_after,
+        )
+    if total is not None and await store.count_queued(tenant=None, limit=total) >= total:
+        raise Overloaded(
+            "the server has more queued work than it takes now; retry later",
+            retry_after=bounds.retry_after,
+        )
+
+
+#: Unstructured's documented limit: a tenant's workflow jobs launched at least 1 s apart
+LAUNCH_SPACING = 1.0
+
+
+async def space_launches(store: RateStore, tenant: str, *, now: float, spacing: float) -> None:
+    """Refuse (429) a workflow job launched less than ``spacing`` seconds after the
+    tenant's last one, in every process of a fleet (a bucket of one launch)."""
+    launch = Demand(
+        subject=f"tenant:{tenant}:launches", limit=1, cost=1, kind="launches", window=spacing
+    )
+    verdict = await store.take_rates([launch], now=now)
+    if not verdict.allowed:
+        raise RateLimitExceeded(
+            f"workflow jobs must be launched at least {spacing:g} s apart; retry shortly",
+            verdict=verdict,
+        )
 
 
 class RateStore(Protocol):

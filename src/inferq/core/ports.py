@@ -132,6 +132,10 @@ class JobQueue(JobLookup, FairShares, Protocol):
     async def delete_job(self, job_id: str, *, tenant: str) -> bool:
         """Delete the tenant's job (never a batch row); False when there is none."""
 
+    async def count_queued(self, *, tenant: str | None, limit: int) -> int:
+        """Queued jobs that are not batch rows (of ``tenant``, or of every tenant),
+        counted up to ``limit`` (:func:`inferq.core.limits.check_queue`)."""
+
     async def expire_overdue(self, *, now: float) -> list[str]:
         """Expire queued and running jobs whose deadline passed; return their ids."""
 

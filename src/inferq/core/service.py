@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
 from inferq.core.events import JobEvents
 from inferq.core.inputs import check_priority
+from inferq.core.limits import QueueBounds, check_queue
 from inferq.core.models import (
     ActiveCount,
     ChatResult,
@@ -51,6 +52,8 @@ class ModelCatalog(Protocol):
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     max_attempts: int = 4
+    #: how much queued work a submit may join (:func:`inferq.core.limits.check_queue`)
+    queue: QueueBounds = field(default_factory=QueueBounds)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -85,6 +88,7 @@ class JobService:
         """
         check_priority(priority)
         self.models.validate(model, request)
+        await check_queue(self.store, self.limits.queue, tenant)
         now = self.clock()
         job = Job(
             id=job_id or str(uuid.uuid4()),

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
+from inferq.core.limits import LAUNCH_SPACING, RateStore, space_launches
 from inferq.core.models import Batch, ChatMessage, ChatRequest, EmbedRequest, Request
 from inferq.core.ports import BatchStore, BlobStore
 from inferq.core.states import TERMINAL_STATES, JobState
@@ -140,6 +141,8 @@ class WorkflowLimits:
     chat_model: str | None = None
     #: the embedding model embed nodes use when their settings name none
     embed_model: str | None = None
+    #: a tenant's jobs launched less than this many seconds apart get 429 (0: any)
+    launch_spacing: float = LAUNCH_SPACING
 
 
 def _bad(message: str, param: str) -> InvalidRequest:
@@ -157,6 +160,8 @@ class WorkflowService:
     catalogue: Catalogue
     limits: WorkflowLimits = field(default_factory=WorkflowLimits)
     clock: Callable[[], float] = time.time
+    #: where launches are spaced (:func:`inferq.core.limits.space_launches`); None: not
+    launches: RateStore | None = None
 
     # -- checking a request ---------------------------------------------------------
 
@@ -387,6 +392,8 @@ class WorkflowService:
         nodes, template = self.resolve_nodes(template_id=template_id, job_nodes=job_nodes)
         filetypes = self.check_files(files)
         now = self.clock()
+        if self.launches is not None and self.limits.launch_spacing > 0:
+            await space_launches(self.launches, tenant, now=now, spacing=self.limits.launch_spacing)
         job_id = str(uuid.uuid4())
         entries: list[FileMeta] = []
         for f, filetype in zip(files, filetypes, strict=True):

@@ -259,6 +259,16 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
             del self.jobs[job_id]
             return True
 
+    async def count_queued(self, *, tenant: str | None, limit: int) -> int:
+        found = sum(
+            1
+            for job in self.jobs.values()
+            if job.state is JobState.QUEUED
+            and job.service_class < ServiceClass.BATCH
+            and tenant in (None, job.tenant)
+        )
+        return min(found, limit)
+
     async def expire_overdue(self, *, now: float) -> list[str]:
         async with self._lock:
             expired = []

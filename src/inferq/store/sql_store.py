@@ -141,6 +141,11 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
     async def list_tenants(self) -> list[TenantShare]:
         return [share_of(r) for r in await self.db.fetch_all("list_tenants", {})]
 
+    async def count_queued(self, *, tenant: str | None, limit: int) -> int:
+        row = await self.db.fetch_one("count_queued", {"tenant": tenant, "limit": limit})
+        assert row is not None  # an aggregate: always one row
+        return int(row["n"])
+
     async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
         if not leases:
             return set()

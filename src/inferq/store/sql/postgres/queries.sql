@@ -512,6 +512,15 @@ RETURNING *;
 -- name: put_bucket
 UPDATE rate_buckets SET full_at = :full_at WHERE subject = :subject;
 
+-- name: count_queued
+-- Queued jobs that are not batch rows (classes before batch), of one tenant or all, at
+-- most :limit of them (jobs_fair or jobs_claimable, walked no further than :limit).
+SELECT COUNT(*) AS n FROM (
+    SELECT 1 FROM jobs
+    WHERE state = 'queued' AND service_class < 2 AND (:tenant::text IS NULL OR tenant = :tenant)
+    LIMIT :limit
+) AS q;
+
 -- webhooks (issue 18) ----------------------------------------------------------------
 
 -- name: insert_webhook_endpoint
