@@ -27,7 +27,7 @@ from inferq.core.errors import ConfigError, Conflict, StoreError, StoreUnavailab
 from inferq.core.fairness import Charge, Pick
 from inferq.core.models import Batch, Job, Lease, Result
 from inferq.store import rows
-from inferq.store.executor import Params, Step, Steps, count, drive_async, many, one
+from inferq.store.executor import Params, Step, Steps, count, drive_async, many
 from inferq.store.fair import fair_claim
 from inferq.store.grouping import Group
 from inferq.store.rows import Row
@@ -119,13 +119,13 @@ class PostgresExecutor:
             await self._pool.close()
             self._pool = None
 
-    async def _guard(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fn``, turning driver errors into the store's errors."""
+    async def _guard(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn(*args)``, turning driver errors into the store's errors."""
         if self._pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         asyncpg = self._asyncpg
         try:
-            return await fn()
+            return await fn(*args)
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"already exists: {exc.detail or exc}") from exc
         except (
@@ -142,17 +142,23 @@ class PostgresExecutor:
         except asyncpg.PostgresError as exc:
             raise StoreError(f"PostgreSQL failed: {exc}") from exc
 
+    # One statement on the pool. These run for every job several times, so they call
+    # the driver directly (no step object, no closure).
+
     async def fetch_one(self, query: str, params: Params) -> Row | None:
-        row: Row | None = await self._guard(lambda: _run(self._pool, one(query, params)))
+        q = Q[query]
+        row: Row | None = await self._guard(self._pool.fetchrow, q.sql, *q.args(params))
         return row
 
     async def fetch_all(self, query: str, params: Params) -> list[Row]:
-        found: list[Row] = await self._guard(lambda: _run(self._pool, many(query, params)))
+        q = Q[query]
+        found: list[Row] = await self._guard(self._pool.fetch, q.sql, *q.args(params))
         return found
 
     async def execute(self, query: str, params: Params) -> int:
-        changed: int = await self._guard(lambda: _run(self._pool, count(query, params)))
-        return changed
+        q = Q[query]
+        status: str = await self._guard(self._pool.execute, q.sql, *q.args(params))
+        return _changed(status)
 
     async def atomic(self, steps: Steps[T]) -> T:
         async def run() -> T:
@@ -227,6 +233,11 @@ async def _run(conn: Any, step: Step) -> Any:
     if step.result == "all":
         return await conn.fetch(query.sql, *query.args(step.params))
     status: str = await conn.execute(query.sql, *query.args(step.params))
+    return _changed(status)
+
+
+def _changed(status: str) -> int:
+    """The row count of a command status (``UPDATE 3``, ``INSERT 0 1``)."""
     return int(status.rsplit(" ", 1)[-1])
 
 
