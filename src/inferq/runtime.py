@@ -176,6 +176,7 @@ async def open_runtime(
             max_output_bytes=settings.node_max_output_bytes,
             max_file_bytes=settings.node_max_file_bytes,
         ),
+        fair=settings.fairness,
     )
     ops = build_operations(
         settings,

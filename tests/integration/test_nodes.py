@@ -212,6 +212,23 @@ def test_a_draining_node_finishes_its_job_and_exits_zero(
     assert final(tq, request_id).status == "done"
 
 
+def test_nodes_claim_in_the_fair_order_among_tenants(
+    server: Server, tq: together.Together, nodes: list[NodeProc], node_log: Path
+) -> None:
+    work = {"mode": "sleep", "seconds": 0.1}
+    crowd = [submit(tq, work) for _ in range(8)]
+    with together.Together(
+        api_key=new_key(server, "zed"), base_url=server.url, max_retries=0
+    ) as other:
+        alone = str(other.beta.jig.queue.submit(model=MODEL, payload=work).request_id)
+    start_node(server, nodes, node_log)
+    wait_for("every job to run", lambda: len(events(node_log)) >= 2 * 9)
+    order = [e["job"] for e in events(node_log) if e["event"] == "start"]
+    assert set(order) == {*crowd, alone}
+    # the other tenant's one job does not wait behind the eight submitted before it
+    assert order.index(alone) <= 1
+
+
 # -- credentials -----------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import (
@@ -31,8 +32,16 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from inferq.core.errors import (
+    ClientError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    StoreError,
+)
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
+from inferq.core.fairness import Settlement
 from inferq.core.models import (
     ChatRequest,
     ChatResult,
@@ -49,6 +58,8 @@ from inferq.core.node_pull import PullNodes
 from inferq.core.nodes import Node, NodeService
 from inferq.core.ports import BlobStore, JobQueue, tenant_prefix
 from inferq.core.states import JobState, ServiceClass
+
+log = logging.getLogger("inferq.nodes")
 
 #: the protocol's version; a node names the one it speaks in its hello
 PROTOCOL = 1
@@ -170,6 +181,7 @@ class NodeWork:
         nodes: NodeService,
         kind_of: KindOf,
         limits: NodeLimits | None = None,
+        fair: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -178,6 +190,10 @@ class NodeWork:
         self.nodes = nodes
         self.kind_of = kind_of
         self.limits = limits or NodeLimits()
+        #: claim in the fair order among tenants, as the in-process workers do, and
+        #: settle what each tenant's ended jobs cost
+        self.fair = fair
+        self._unsettled: dict[str, Settlement] = {}
         self.clock = clock
         #: set (and replaced) whenever work is submitted: wakes every waiting claim
         self._pulse = asyncio.Event()
@@ -258,6 +274,7 @@ class NodeWork:
                     lease_seconds=self.limits.lease_seconds,
                     max_class=max_class,
                     models=[name],
+                    fair=self.fair,
                 )
             remaining = deadline - self.clock()
             if jobs or not wanted or remaining <= 0:
@@ -342,6 +359,7 @@ class NodeWork:
         if not await self.store.complete(lease, parsed, now=self.clock()):
             raise LeaseLost(f"job {job_id} is not running under this lease", param="id")
         self.events.job_ended(job_id)
+        self._note(job.tenant, parsed.usage.prompt_tokens + parsed.usage.completion_tokens)
 
     async def fail(
         self,
@@ -354,11 +372,12 @@ class NodeWork:
     ) -> None:
         """Record a failed attempt (fenced): the job runs again while attempts remain and
         ``retry`` is true, else it fails."""
-        _, lease = await self._held(node, held)
+        job, lease = await self._held(node, held)
         if info:
             await self.store.set_progress(lease, dict(info))
         if not await self.store.fail(lease, error, now=self.clock(), retry=retry):
             raise LeaseLost(f"job {held.job_id} is not running under this lease", param="id")
+        self._note(job.tenant, None)
         self.events.job_submitted()
         self.events.job_ended(held.job_id)
 
@@ -383,7 +402,29 @@ class NodeWork:
                 return {"id": held.job_id, "ok": False, "code": exc.code, "message": exc.message}
             return {"id": held.job_id, "ok": True}
 
-        return list(await asyncio.gather(*(one(outcome) for outcome in outcomes)))
+        fates = list(await asyncio.gather(*(one(outcome) for outcome in outcomes)))
+        await self.settle()
+        return fates
+
+    def _note(self, tenant: str, tokens: int | None) -> None:
+        """What an ended attempt cost its tenant (None: it did not succeed, its estimate
+        is refunded), for the next :meth:`settle`."""
+        if self.fair:
+            before = self._unsettled.get(tenant, Settlement())
+            self._unsettled[tenant] = before.add(tokens=tokens or 0, succeeded=tokens is not None)
+
+    async def settle(self) -> None:
+        """Correct the tenants' charges by what their ended jobs cost (as in-process
+        workers do at each tick); kept for the next call when the store fails."""
+        pending, self._unsettled = self._unsettled, {}
+        if not pending:
+            return
+        try:
+            await self.store.settle_shares(pending)
+        except StoreError:
+            log.warning("settling %d tenants' shares failed; kept for later", len(pending))
+            for tenant, settlement in pending.items():
+                self._unsettled[tenant] = settlement + self._unsettled.get(tenant, Settlement())
 
     async def release(
         self, node: Node, *, session: str, leases: Sequence[tuple[str, int]]
@@ -396,6 +437,11 @@ class NodeWork:
             for job_id, attempt in leases
             if await self.store.requeue(Lease(job_id, owner, attempt))
         ]
+        for job_id in released:
+            job = await self.store.get_job(job_id, tenant=None)
+            if job is not None:
+                self._note(job.tenant, None)
+        await self.settle()
         if released:
             self.events.job_submitted()
         return released

@@ -124,6 +124,7 @@ async def complete(body: Complete, node: NodeDep, services: ServicesDep) -> dict
     await services.node_work.complete(
         node, held, result=body.result, text=body.text, info=body.info
     )
+    await services.node_work.settle()
     return {"id": body.id, "state": "succeeded"}
 
 
@@ -133,6 +134,7 @@ async def fail(body: Fail, node: NodeDep, services: ServicesDep) -> dict[str, An
     error = JobError(body.error.code, body.error.message)
     held = Held(body.session, body.id, body.attempt)
     await services.node_work.fail(node, held, error=error, retry=body.retry, info=body.info)
+    await services.node_work.settle()
     return {"id": body.id}
 
 
