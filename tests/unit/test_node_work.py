@@ -1,0 +1,176 @@
+"""NodeWork, the server's side of the node protocol, on the memory store and blobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inferq.blobs.memory import MemoryBlobs
+from inferq.core.errors import InvalidRequest, NotFound, PayloadTooLarge
+from inferq.core.events import JobEvents
+from inferq.core.models import ChatMessage, ChatRequest, Job, JobError, PayloadRequest, Request
+from inferq.core.node_work import Beat, Held, LeaseLost, NodeLimits, NodeWork, Outcome
+from inferq.core.nodes import Node, NodeService
+from inferq.core.states import JobState, ServiceClass
+from inferq.store.memory import MemoryStore
+
+CHAT, HANDLER = "chat-model", "handler-model"
+KINDS = {CHAT: "chat", HANDLER: "payload"}
+SESSION = "session-1"
+
+
+class World:
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.events = JobEvents()
+        self.work = NodeWork(
+            store=self.store,
+            blobs=MemoryBlobs(),
+            events=self.events,
+            nodes=NodeService(self.store),
+            kind_of=KINDS.get,
+            limits=NodeLimits(lease_seconds=30, max_output_bytes=1000, max_file_bytes=10),
+        )
+
+    async def node(self, name: str = "gpu") -> Node:
+        node, _ = await self.work.nodes.create(name=name)
+        return await self.work.hello(
+            node, session=SESSION, version="1", models={CHAT: 2, HANDLER: 2}
+        )
+
+    async def submit(self, model: str, request: Request, tenant: str = "t") -> Job:
+        job = Job(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            model=model,
+            origin="together",
+            service_class=ServiceClass.ASYNC,
+            priority=0,
+            state=JobState.QUEUED,
+            request=request,
+            created_at=time.time(),
+        )
+        stored = await self.store.insert_job(job)
+        self.events.job_submitted()
+        return stored
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    w = World()
+    await w.store.open()
+    yield w
+    await w.work.close()
+
+
+def chat(text: str = "hi") -> ChatRequest:
+    return ChatRequest(messages=(ChatMessage("user", text),))
+
+
+async def test_a_waiting_claim_wakes_when_work_is_submitted(world: World) -> None:
+    node = await world.node()
+    claim = asyncio.create_task(
+        world.work.claim(node, session=SESSION, free={HANDLER: 1}, wait=10, running=0)
+    )
+    await asyncio.sleep(0.05)
+    assert not claim.done()
+    job = await world.submit(HANDLER, PayloadRequest({"x": 1}))
+    started = time.monotonic()
+    claimed = await asyncio.wait_for(claim, 2)
+    assert time.monotonic() - started < 0.3  # the submission woke it, not a poll
+    assert [j.id for j in claimed] == [job.id]
+    assert claimed[0].owner == f"node:{node.id}:{SESSION}" and claimed[0].attempt == 1
+
+
+async def test_writes_are_fenced_by_node_session_and_attempt(world: World) -> None:
+    node, other = await world.node("a"), await world.node("b")
+    job = await world.submit(HANDLER, PayloadRequest({}))
+    [claimed] = await world.work.claim(node, session=SESSION, free={HANDLER: 1}, wait=0, running=0)
+    ok = {"outputs": {"done": True}}
+    with pytest.raises(LeaseLost):
+        await world.work.complete(other, Held(SESSION, job.id, 1), result=ok)
+    with pytest.raises(LeaseLost):
+        await world.work.complete(node, Held("session-2", job.id, 1), result=ok)
+    with pytest.raises(LeaseLost):
+        await world.work.complete(node, Held(SESSION, job.id, 2), result=ok)
+    with pytest.raises(NotFound):
+        await world.work.complete(node, Held(SESSION, "nope", 1), result=ok)
+    with pytest.raises(InvalidRequest):
+        await world.work.complete(node, Held(SESSION, job.id, 1), result={"text": "chat"})
+    with pytest.raises(PayloadTooLarge):
+        await world.work.complete(
+            node, Held(SESSION, job.id, 1), result={"outputs": {"x": "y" * 2000}}
+        )
+    running = await world.store.get_job(job.id, tenant=None)
+    assert running is not None and running.state is JobState.RUNNING
+    await world.work.complete(node, Held(SESSION, job.id, claimed.attempt), result=ok)
+    done = await world.store.get_job(job.id, tenant=None)
+    assert done is not None and done.state is JobState.SUCCEEDED
+
+
+async def test_heartbeats_relay_text_and_info_only_under_the_lease(world: World) -> None:
+    node = await world.node()
+    job = await world.submit(CHAT, chat())
+    await world.work.claim(node, session=SESSION, free={CHAT: 1}, wait=0, running=0)
+    sub = world.events.subscribe(job.id)
+    held, lost = await world.work.heartbeat(
+        node,
+        session=SESSION,
+        beats=[
+            Beat(job.id, 1, info={"stage": "a"}, progress=0.5, text=("he", "llo")),
+            Beat("x", 1),
+        ],
+    )
+    assert (held, lost) == ([job.id], ["x"])
+    assert [await sub.next(1), await sub.next(1)] == ["he", "llo"]
+    stored = await world.store.get_job(job.id, tenant=None)
+    assert stored is not None and stored.info == {"stage": "a", "progress": 0.5}
+    await world.work.heartbeat(node, session="intruder", beats=[Beat(job.id, 1, text=("no",))])
+    assert isinstance(await sub.next(0.05), TimeoutError)
+
+
+async def test_report_answers_each_outcome_and_release_keeps_the_attempt(world: World) -> None:
+    node = await world.node()
+    done, failed, kept = [await world.submit(HANDLER, PayloadRequest({})) for _ in range(3)]
+    await world.work.claim(node, session=SESSION, free={HANDLER: 3}, wait=0, running=0)
+    fates = await world.work.report(
+        node,
+        [
+            Outcome(Held(SESSION, done.id, 1), result={"outputs": {}}),
+            Outcome(Held(SESSION, failed.id, 1), error=JobError("bad", "no"), retry=False),
+            Outcome(Held(SESSION, "gone", 1), result={"outputs": {}}),
+        ],
+    )
+    assert [f["ok"] for f in fates] == [True, True, False]
+    assert fates[2]["code"] == "not_found"
+    assert await world.work.release(node, session=SESSION, leases=[(kept.id, 1)]) == [kept.id]
+    for job_id, state in ((done.id, JobState.SUCCEEDED), (failed.id, JobState.FAILED)):
+        stored = await world.store.get_job(job_id, tenant=None)
+        assert stored is not None and stored.state is state
+    again = await world.work.claim(node, session=SESSION, free={HANDLER: 1}, wait=0, running=0)
+    assert [j.id for j in again] == [kept.id] and again[0].attempt == 1
+
+
+async def test_a_pull_node_takes_pings_and_finishes(world: World) -> None:
+    node = await world.node()
+    job = await world.submit(CHAT, chat())
+    pulls = world.work.pulls
+    assert await pulls.take(node, kind="payload") is None
+    taken = await pulls.take(node, kind="chat")
+    assert taken is not None and taken.id == job.id
+    assert await pulls.ping(node) == [job.id]
+    result = {
+        "text": "yo",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }
+    await pulls.finish(node, job.id, result=result, error=None)
+    stored = await world.store.get_job(job.id, tenant=None)
+    assert stored is not None and stored.state is JobState.SUCCEEDED
+    assert await pulls.ping(node) == []
+    with pytest.raises(LeaseLost):
+        await pulls.finish(node, job.id, result=result, error=None)
