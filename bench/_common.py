@@ -153,15 +153,16 @@ def wait_until_quiet(*, limit: float = 0.25, patience: float = 300.0) -> float:
 NOISY = 0.25
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
     return env
 
 
-def cli(*args: str) -> str:
+def cli(*args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [PYTHON, "-m", "inferq", *args], capture_output=True, text=True, env=_env(), check=False
+        [PYTHON, "-m", "inferq", *args], capture_output=True, text=True, env=_env(env), check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"inferq {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -172,9 +173,16 @@ class Server:
     """``inferq serve`` in a subprocess with its own data directory."""
 
     def __init__(
-        self, data_dir: Path, *, models_file: Path | None = None, log_level: str = "info"
+        self,
+        data_dir: Path,
+        *,
+        models_file: Path | None = None,
+        log_level: str = "info",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        #: INFERQ_* settings of the server and of its CLI calls (INFERQ_DATABASE_URL...)
+        self.env = env or {}
         self.models_file = models_file
         self.log_level = log_level
         self.port = free_port()
@@ -191,7 +199,7 @@ class Server:
         return self.proc.pid
 
     def create_key(self, name: str) -> str:
-        out = cli("keys", "create", "--name", name, "--data-dir", str(self.data_dir))
+        out = cli("keys", "create", "--name", name, "--data-dir", str(self.data_dir), env=self.env)
         return out.strip().splitlines()[-1]
 
     def start(self, timeout: float = 120.0) -> Server:
@@ -203,7 +211,9 @@ class Server:
             args += ["--models", str(self.models_file)]
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=_env())
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=_env(self.env)
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -348,17 +358,36 @@ def download_file(client: httpx.Client, file_id: str, dest: Path) -> int:
     return size
 
 
-def batch_record(db: Path, batch_id: str) -> dict[str, Any]:
-    """The stored batch (SQLite): its fields, with the exact (float) timestamps that
-    the API rounds to seconds (validated_at = in_progress_at, finalizing_at,
-    finished_at = completed_at)."""
-    conn = sqlite3.connect(db)
-    try:
-        found = conn.execute(
-            "SELECT created_at, data FROM batches WHERE id = ?", (batch_id,)
-        ).fetchone()
-    finally:
-        conn.close()
+def _pg_rows(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    import asyncio
+
+    import asyncpg
+
+    async def fetch() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(row) for row in await conn.fetch(query, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def batch_record(db: Path | str, batch_id: str) -> dict[str, Any]:
+    """The stored batch (SQLite file, or PostgreSQL URL): its fields, with the exact
+    (float) timestamps that the API rounds to seconds (validated_at = in_progress_at,
+    finalizing_at, finished_at = completed_at)."""
+    if isinstance(db, str):
+        rows = _pg_rows(db, "SELECT created_at, data::text FROM batches WHERE id = $1", batch_id)
+        found = rows[0] if rows else None
+    else:
+        conn = sqlite3.connect(db)
+        try:
+            found = conn.execute(
+                "SELECT created_at, data FROM batches WHERE id = ?", (batch_id,)
+            ).fetchone()
+        finally:
+            conn.close()
     if found is None:
         raise KeyError(batch_id)
     data: dict[str, Any] = json.loads(found[1])
@@ -367,16 +396,22 @@ def batch_record(db: Path, batch_id: str) -> dict[str, Any]:
     return data
 
 
-def batch_row_spans(db: Path, batch_id: str) -> list[tuple[int, float, float]]:
-    """(line, claimed_at, finished_at) of every row of the batch that ran, by claim."""
+def batch_row_spans(db: Path | str, batch_id: str) -> list[tuple[int, float, float]]:
+    """(line, claimed_at, finished_at) of every row of the batch that ran, by claim
+    (SQLite file, or PostgreSQL URL)."""
+    query = (
+        "SELECT batch_line, claimed_at, finished_at FROM jobs "
+        "WHERE batch_id = ? AND claimed_at IS NOT NULL AND finished_at IS NOT NULL "
+        "ORDER BY claimed_at"
+    )
+    if isinstance(db, str):
+        return [
+            (int(line), float(c), float(f))
+            for line, c, f in _pg_rows(db, query.replace("?", "$1"), batch_id)
+        ]
     conn = sqlite3.connect(db)
     try:
-        found = conn.execute(
-            "SELECT batch_line, claimed_at, finished_at FROM jobs "
-            "WHERE batch_id = ? AND claimed_at IS NOT NULL AND finished_at IS NOT NULL "
-            "ORDER BY claimed_at",
-            (batch_id,),
-        ).fetchall()
+        found = conn.execute(query, (batch_id,)).fetchall()
     finally:
         conn.close()
     return [(int(line), float(c), float(f)) for line, c, f in found]

@@ -22,18 +22,26 @@ Memory: the peak RSS of each client-side phase is the kernel's high-water mark
 server-side phases. Growth is the peak minus the baseline after the tiny batch.
 
     .venv/bin/python bench/batch_memory.py [--rows 100000] [--compare 10000]
+
+``--database-url postgresql://…`` runs each size on PostgreSQL instead (a fresh schema,
+dropped afterwards), where the files and outputs are stored in the database too.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import resource
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -220,7 +228,12 @@ def measure(rows: int, args: argparse.Namespace, tmp: Path) -> Run:
         "token_delay = 0\n"
     )
     data_dir = work / "data"
-    with Server(data_dir, models_file=models) as server:
+    with (
+        _database(args.database_url) as url,
+        Server(
+            data_dir, models_file=models, env={"INFERQ_DATABASE_URL": url} if url else None
+        ) as server,
+    ):
         pid = server.pid
         key = server.create_key("bench")
         client = httpx.Client(
@@ -285,8 +298,9 @@ def measure(rows: int, args: argparse.Namespace, tmp: Path) -> Run:
             with (work / "samples.csv").open("w") as f:
                 f.write("time,rss_mb,anon_mb\n")
                 f.writelines(f"{t:.3f},{r:.2f},{a:.2f}\n" for t, r, a in sampler.samples)
-        stored = batch_record(data_dir / "inferq.db", created["id"])
-        spans = batch_row_spans(data_dir / "inferq.db", created["id"])
+        db: Path | str = url or data_dir / "inferq.db"
+        stored = batch_record(db, created["id"])
+        spans = batch_row_spans(db, created["id"])
     if len(spans) != rows or batch["request_counts"]["completed"] != rows:
         raise RuntimeError(f"expected {rows} rows done: {batch['request_counts']}")
 
@@ -315,6 +329,31 @@ def measure(rows: int, args: argparse.Namespace, tmp: Path) -> Run:
         Phase("download (GET .../content)", t3 - t2, download_peak, download_anon, exact=True),
     ]
     return run
+
+
+@contextlib.contextmanager
+def _database(base: str | None) -> Iterator[str | None]:
+    """None (SQLite in the data directory), or a fresh PostgreSQL schema's URL."""
+    if base is None:
+        yield None
+        return
+    import asyncpg
+
+    schema = "bench_" + uuid.uuid4().hex[:12]
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        asyncio.run(admin(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def report(runs: list[Run]) -> tuple[str, str]:
@@ -383,6 +422,11 @@ def main() -> None:
         help="work in this (new) directory and keep it: the databases, the files, "
         "samples.csv (time, RSS MB, RssAnon MB) per size",
     )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL database to run on (a fresh schema per size) instead of SQLite",
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument(
         "--force-doc", action="store_true", help="update the docs even from a noisy run"
@@ -413,10 +457,15 @@ def main() -> None:
     if other > NOISY and not args.force_doc:
         print(f"not updating the docs: other processes used {other:.2f} cores (--force-doc)")
         return
+    store = (
+        "PostgreSQL (the job store and the blobs: files and outputs in its chunk rows)"
+        if args.database_url
+        else "SQLite"
+    )
     doc = "\n".join([
         machine_line(info),
         "",
-        f"Fake engine (token_delay 0, {SLOTS} slots), SQLite, log level "
+        f"Fake engine (token_delay 0, {SLOTS} slots), {store}, log level "
         f"info; input lines of ~{args.row_bytes} bytes, max_tokens {args.max_tokens}; a "
         f"fresh server per size; polls every {args.poll:g} s; the whole benchmark took "
         f"{total / 60:.0f} min. Peak RSS: the kernel's high-water mark (VmHWM, reset at each "
@@ -428,7 +477,7 @@ def main() -> None:
         "",
         notes,
     ])  # fmt: skip
-    update_doc("batch_memory", doc)
+    update_doc("batch_memory_postgres" if args.database_url else "batch_memory", doc)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,57 @@ async def test_a_file_uploaded_to_one_api_is_batched_through_another(
             await conn.close()
     finally:
         cluster.close()
+
+
+async def test_a_dataset_uploaded_to_one_api_is_downloaded_through_a_signed_url_of_another(
+    tmp_path: Path, schema: str
+) -> None:
+    """Fireworks' signed download URLs across processes: each API process has its own data
+    directory and the fleet's one INFERQ_SIGNING_KEY, so a URL signed by one is served
+    by any other, from the bytes in PostgreSQL."""
+    cluster = Cluster(tmp_path, schema, lease_seconds=5)
+    cluster.env["INFERQ_SIGNING_KEY"] = "the-fleet-signing-key-" + schema
+    try:
+        key = cluster.create_key("datasets")
+        apis = [
+            Api(name, cluster.env, tmp_path / f"{name}.log", tmp_path / f"data-{name}")
+            for name in ("api1", "api2")
+        ]
+        for api in apis:
+            api.spawn()
+            cluster.procs.append(api)
+        await cluster.wait_ready(list(apis))
+        one, two = apis
+        data = b"".join(json.dumps(_line(i)).encode() + b"\n" for i in range(2000))
+        base = "/v1/accounts/acme/datasets"
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=one.url, headers=headers, timeout=30) as first:
+            made = await first.post(
+                base,
+                json={
+                    "datasetId": "shared",
+                    "dataset": {"exampleCount": "2000", "userUploaded": {}},
+                },
+            )
+            assert made.status_code == 200, made.text
+            uploaded = await first.post(
+                f"{base}/shared:upload", files={"file": ("rows.jsonl", data)}
+            )
+            assert uploaded.status_code == 200, uploaded.text
+        async with httpx.AsyncClient(base_url=two.url, headers=headers, timeout=30) as second:
+            endpoint = await second.get(f"{base}/shared:getDownloadEndpoint")
+            assert endpoint.status_code == 200, endpoint.text
+        url = endpoint.json()["filenameToSignedUrls"]["dataset/shared/rows.jsonl"]
+        assert url.startswith(two.url), url
+        async with httpx.AsyncClient(timeout=30) as plain:  # the signature is the credential
+            assert (await plain.get(url)).content == data
+            # signed by the second process, served by the first
+            elsewhere = url.replace(two.url, one.url)
+            whole = await plain.get(elsewhere)
+            assert whole.status_code == 200 and whole.content == data
+            part = await plain.get(elsewhere, headers={"Range": "bytes=100-"})
+            assert part.status_code == 206 and part.content == data[100:]
+        for data_dir in tmp_path.glob("data*"):
+            assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file()], data_dir
+    finally:
+        cluster.close()

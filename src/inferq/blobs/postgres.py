@@ -81,13 +81,20 @@ class _PostgresWriter(BlobWriter):
         self._buffer = bytearray()
         self._chunks = 0
         self._started = False
+        self._touched = 0.0
         #: chunk inserts on their way (up to the store's ``write_ahead``)
         self._sending: set[asyncio.Future[None]] = set()
 
     async def _start(self) -> None:
         if not self._started:
-            await self._store.execute(Q["start_upload"], self._upload, self._store.clock())
+            self._touched = self._store.clock()
+            await self._store.execute(Q["start_upload"], self._upload, self._touched)
             self._started = True
+        elif self._store.clock() - self._touched >= self._store.grace / 10:
+            # a slow upload must not look abandoned to the sweep
+            self._touched = self._store.clock()
+            if not await self._store.touch(self._upload):
+                raise StoreError(f"the upload of blob {self._key} was abandoned and swept")
 
     async def _send(self, data: bytes) -> None:
         await self._start()
@@ -165,17 +172,27 @@ class PostgresBlobs(BlobStore):
         self.clock = clock
         self._asyncpg = _import_asyncpg()
         self._pool: Any = None
+        #: the connections chunk inserts go through: commits that do not wait for their
+        #: WAL flush (``add_chunk``)
+        self._chunk_pool: Any = None
         self._swept_at = 0.0
 
     # -- life ----------------------------------------------------------------------------
 
     async def open(self) -> None:
         try:
+            settings = {"application_name": "inferq-blobs", **self.server_settings}
             self._pool = await self._asyncpg.create_pool(
                 self.url,
                 min_size=self.min_connections,
                 max_size=self.max_connections,
-                server_settings={"application_name": "inferq-blobs", **self.server_settings},
+                server_settings=settings,
+            )
+            self._chunk_pool = await self._asyncpg.create_pool(
+                self.url,
+                min_size=0,
+                max_size=self.max_connections,
+                server_settings={**settings, "synchronous_commit": "off"},
             )
         except (OSError, self._asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL for blobs: {exc}") from exc
@@ -188,9 +205,11 @@ class PostgresBlobs(BlobStore):
         await self.sweep()
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        pools = (self._pool, self._chunk_pool)
+        self._pool = self._chunk_pool = None
+        for pool in pools:
+            if pool is not None:
+                await pool.close()
 
     # -- the port ------------------------------------------------------------------------
 
@@ -281,12 +300,13 @@ class PostgresBlobs(BlobStore):
         published blob is durable whole, while a crash before the publish loses only
         chunks no name points at."""
 
-        async def insert(conn: Any) -> int:
-            await conn.execute(Q["async_commit"])
-            status: str = await conn.execute(Q["add_chunk"], upload, seq, data, self.clock())
-            return int(status.rsplit(" ", 1)[-1])
+        with self._guard():
+            status: str = await self._chunk_pool.execute(Q["add_chunk"], upload, seq, data)
+        return status.endswith(" 1")
 
-        return bool(await self._transaction(insert))
+    async def touch(self, upload: str) -> bool:
+        """Mark the pending ``upload`` as alive; False when it is no longer pending."""
+        return await self.execute(Q["touch_upload"], upload, self.clock()) == 1
 
     async def publish(self, key: str, upload: str, size: int) -> None:
         """Point ``key`` at the pending ``upload`` and retire the one it had, atomically."""

@@ -8,16 +8,15 @@ SELECT to_regclass('blob_chunks') IS NOT NULL AND to_regclass('blob_uploads') IS
 INSERT INTO blob_uploads (id, touched_at) VALUES ($1, $2);
 
 -- name: add_chunk
--- Only while the upload is still pending (a sweep may have taken an abandoned one); the
--- touch keeps a slow upload from looking abandoned.
-WITH pending AS (
-    UPDATE blob_uploads SET touched_at = $4 WHERE id = $1 RETURNING id
-)
-INSERT INTO blob_chunks (upload_id, seq, data) SELECT id, $2, $3 FROM pending;
+-- Only while the upload is still pending (a sweep may have taken an abandoned one). KEY
+-- SHARE keeps the sweep from deleting it meanwhile, yet lets a writer's inserts run side
+-- by side (a touch of every insert would queue them on the row's lock).
+INSERT INTO blob_chunks (upload_id, seq, data)
+SELECT id, $2, $3 FROM blob_uploads WHERE id = $1 FOR KEY SHARE;
 
--- name: async_commit
--- A chunk's transaction need not wait for its WAL flush: the publish's does (postgres.py).
-SET LOCAL synchronous_commit TO off;
+-- name: touch_upload
+-- A writer's sign of life, now and then: the sweep spares what was touched lately.
+UPDATE blob_uploads SET touched_at = $2 WHERE id = $1;
 
 -- name: lock_key
 -- Serialises the publishes and deletes of one name (class 0x1B10: blobs).
