@@ -29,6 +29,7 @@ calls.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 from typing import Any
@@ -115,11 +116,19 @@ def check(request: ChatRequest) -> None:
         raise InvalidRequest(f"the schema is not valid: {exc}", param=_param(request)) from exc
     if grammar is None:
         return
-    failed, messages = _llguidance().LLMatcher.validate_grammar_with_warnings(grammar)
+    failed, messages = _problems(grammar)
     if failed:
         raise InvalidRequest(
             f"the schema cannot be enforced: {'; '.join(messages)}", param=_param(request)
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _problems(grammar: str) -> tuple[bool, tuple[str, ...]]:
+    """Whether llguidance refuses ``grammar``, and why; remembered, as the rows of a
+    batch often share one schema."""
+    failed, messages = _llguidance().LLMatcher.validate_grammar_with_warnings(grammar)
+    return bool(failed), tuple(messages)
 
 
 def _param(request: ChatRequest) -> str:
