@@ -174,3 +174,14 @@ async def test_a_pull_node_takes_pings_and_finishes(world: World) -> None:
     assert await pulls.ping(node) == []
     with pytest.raises(LeaseLost):
         await pulls.finish(node, job.id, result=result, error=None)
+
+
+async def test_a_node_that_cannot_reach_its_server_exits_3() -> None:
+    from inferq.worker.client import NodeClient
+    from inferq.worker.node import EXIT_UNREACHABLE, NodeProcess
+    from inferq.worker.runners import HandlerRunner
+    from tests.support.node_handlers import Workbench
+
+    runner = HandlerRunner(Workbench(), capacity=1)
+    process = NodeProcess(NodeClient("http://127.0.0.1:1", "iqn-x"), {HANDLER: runner})
+    assert await process.run() == EXIT_UNREACHABLE

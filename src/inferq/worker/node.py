@@ -10,7 +10,8 @@ with the text not yet sent, after the job's files are uploaded.
 SIGTERM (or SIGINT) stops claiming; the running jobs get ``drain_seconds`` to finish,
 then are stopped and handed back to the queue without using up an attempt, and the
 process exits 0. A token the server refuses (wrong or revoked) ends the process at
-once with a message and exit status 2.
+once with a message and exit status 2; a server it cannot reach at its start, with
+exit status 3.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ RESULT_GATHER = 0.002
 PREEMPT_WAIT = 1.0
 #: the shortest time between two heartbeats sent only to carry streamed text
 TEXT_EVERY = 0.02
-#: exit statuses
-EXIT_OK, EXIT_REFUSED = 0, 2
+#: exit statuses: stopped, the server refused the node, the server cannot be reached
+EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 2, 3
 
 
 class NodeStopped(Exception):
@@ -87,7 +88,12 @@ class NodeProcess:
         try:
             hello = await self.client.hello({m: r.capacity for m, r in self.runners.items()})
         except ServerRefused as exc:
+            await self.client.close()
             return self._refused_exit(exc)
+        except httpx.HTTPError as exc:
+            await self.client.close()
+            log.error("cannot reach the server at %s: %s", self.client.http.base_url, exc)
+            return EXIT_UNREACHABLE
         self.heartbeat_every = float(hello["heartbeat_seconds"])
         log.info("node %s connected (session %s)", hello["node"], self.client.session)
         for runner in self.runners.values():
