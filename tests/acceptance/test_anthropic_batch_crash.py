@@ -10,10 +10,17 @@ many requests (its execution log says when some have run), and SmolLM2 with a fe
 3. Restart; wait for ``ended``, then read the results through the SDK
    (``client.messages.batches.results``, which follows the batch's ``results_url``):
    every ``custom_id`` once, each ``succeeded`` with its own answer, and the counts agree.
+
+And with the worker in a process of its own (``serve --no-worker`` and ``inferq worker``
+on one SQLite file): kill -9 the worker mid-batch, start another, the same checks.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -163,16 +170,21 @@ def run(s: Scenario, workload: Workload) -> None:
         time.sleep(2.0)  # a few of the ten have ended, one is running
     s.server.kill()
     s.start_server()
+    check_results(s, created.id)
 
+
+def check_results(s: Scenario, batch_id: str) -> None:
+    """Wait for the batch to end; every request answered once, each with its answer."""
+    workload = s.w
     with s.client() as client:
 
         def ended() -> MessageBatch | None:
-            batch = client.messages.batches.retrieve(created.id)
+            batch = client.messages.batches.retrieve(batch_id)
             return batch if batch.processing_status == "ended" else None
 
         s.wait_for("ended", lambda: ended() is not None)
-        final = client.messages.batches.retrieve(created.id)
-        lines = list(client.messages.batches.results(created.id))
+        final = client.messages.batches.retrieve(batch_id)
+        lines = list(client.messages.batches.results(batch_id))
 
     seen = Counter(line.custom_id for line in lines)
     assert set(seen) == {f"req-{i}" for i in range(workload.requests)}, "requests missing"
@@ -190,3 +202,57 @@ def run(s: Scenario, workload: Workload) -> None:
         "canceled": 0,
         "expired": 0,
     }
+
+
+class Worker:
+    """``inferq worker``: the batch runner and the engines, no HTTP, on the server's
+    SQLite file."""
+
+    def __init__(self, s: Scenario) -> None:
+        self.log_path = s.data_dir.parent / f"worker-{len(s.servers)}-{time.monotonic_ns()}.log"
+        args = [sys.executable, "-m", "inferq", "worker", "--data-dir", str(s.data_dir)]
+        assert s.models_file is not None
+        args += ["--models", str(s.models_file)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
+        env.update({"PYTHONUNBUFFERED": "1", "INFERQ_LEASE_SECONDS": str(LEASE_SECONDS)})
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_message_batch_survives_kill_9_of_its_worker(tmp_path: Path) -> None:
+    """The API in one process (``serve --no-worker``, never killed) and the worker in
+    another: kill -9 the worker while the batch runs, start a new one, and every request
+    is answered once."""
+    s = Scenario(tmp_path, FAKE)
+    server = Server(
+        s.data_dir,
+        models_file=s.models_file,
+        env={"INFERQ_LEASE_SECONDS": str(LEASE_SECONDS)},
+        args=("--no-worker",),
+    )
+    s.servers.append(server)
+    workers: list[Worker] = []
+    try:
+        server.start(timeout=60)
+        s.key = server.create_key("crash")
+        with s.client() as client:
+            created = client.messages.batches.create(
+                requests=[s.request(i) for i in range(FAKE.requests)]
+            )
+        workers.append(Worker(s))
+        s.wait_for("some requests run", lambda: s.executed() >= FAKE.requests // 4)
+        workers[-1].kill()
+        done_at_kill = s.executed()
+        assert done_at_kill < FAKE.requests, "the batch ended before the kill"
+        workers.append(Worker(s))
+        check_results(s, created.id)
+    finally:
+        for worker in workers:
+            worker.kill()
+        server.stop()
