@@ -350,3 +350,14 @@ def test_a_schema_the_engine_cannot_enforce_is_a_400(other: openai.OpenAI) -> No
         ask(other, text={"format": {"type": "json_schema", "name": "a", "schema": schema}})
     error = caught.value.body
     assert isinstance(error, dict) and error["param"] == "text.format", error
+
+
+def test_log_probabilities_of_the_output(oai: openai.OpenAI) -> None:
+    response = ask(oai, include=["message.output_text.logprobs"], top_logprobs=2)
+    assert response.top_logprobs == 2
+    part = response.output[0].content[0]
+    assert part.logprobs and "".join(t.token for t in part.logprobs) == response.output_text
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in part.logprobs)
+    events = list(ask(oai, include=["message.output_text.logprobs"], stream=True))
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert done.logprobs and "".join(t.token for t in done.logprobs) == done.text

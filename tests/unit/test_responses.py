@@ -395,6 +395,19 @@ def test_tools_and_text_format_reach_the_request_and_are_echoed(client: TestClie
     assert request.response_format.kind == "json_schema" and request.response_format.name == "a"
 
 
+def test_include_logprobs_asks_the_engine_for_them(client: TestClient) -> None:
+    body = {**BODY, "include": ["message.output_text.logprobs"], "top_logprobs": 3}
+    data = client.post(URL, json=body).json()
+    assert data["top_logprobs"] == 3
+    job = asyncio.run(client.app.state.services.jobs.get(job_id(data["id"]), tenant="ta"))
+    assert (job.request.logprobs, job.request.top_logprobs) == (True, 3)
+    plain = client.post(URL, json=BODY).json()
+    job = asyncio.run(client.app.state.services.jobs.get(job_id(plain["id"]), tenant="ta"))
+    assert (job.request.logprobs, job.request.top_logprobs) == (False, 0)
+    refused = client.post(URL, json={**BODY, "top_logprobs": 21})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "top_logprobs"
+
+
 def test_function_call_items_become_messages(client: TestClient) -> None:
     items = [
         {"role": "user", "content": "weather in Paris?"},

@@ -20,6 +20,7 @@ from inferq.api.openai.metadata import check_metadata
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job
 from inferq.core.states import JobState
+from inferq.core.structured import TokenLogprob
 
 #: the origin of a response's job: only such jobs are responses
 ORIGIN = "openai-responses"
@@ -28,6 +29,8 @@ ID_PREFIX = "resp_"
 INPUT_ROLES = frozenset({"user", "system", "developer", "assistant"})
 #: content parts that carry text, by the role that may send them
 TEXT_PARTS = frozenset({"input_text", "output_text"})
+#: the ``include`` value that asks for the output tokens' log probabilities
+LOGPROBS = "message.output_text.logprobs"
 #: fields of OpenAI's body that change what is generated and that inferq does not do
 UNSUPPORTED = ("conversation", "prompt", "reasoning")
 
@@ -52,6 +55,10 @@ class ResponseCreate(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
+    #: alternatives reported with each output token's log probability (0 to 20)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    #: extra output: ``message.output_text.logprobs`` reports the tokens' log probabilities
+    include: list[str] | None = None
     #: inferq extension: higher runs first within its class
     priority: int = 0
     #: inferq extension: seconds before a request that is not in the background times out
@@ -89,6 +96,7 @@ class Record:
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: str | dict[str, Any] = "auto"
     parallel_tool_calls: bool = True
+    top_logprobs: int | None = None
     #: every item the response was generated from: those of the responses it continues
     #: (their input and output), then its own input; each with its id
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -201,13 +209,15 @@ def chat_request(body: ResponseCreate, items: list[dict[str, Any]]) -> ChatReque
         response_format=structured.output_format(body.text),
         tools=functions,
         tool_choice=structured.tool_choice(body.tool_choice, bool(functions)),
+        logprobs=LOGPROBS in (body.include or ()) or bool(body.top_logprobs),
+        top_logprobs=body.top_logprobs or 0,
     )
 
 
 #: the body's fields a response echoes as they came
 ECHOED = (
     "store", "background", "instructions", "max_output_tokens", "temperature",
-    "top_p", "previous_response_id", "parallel_tool_calls",
+    "top_p", "previous_response_id", "parallel_tool_calls", "top_logprobs",
 )  # fmt: skip
 
 
@@ -262,13 +272,25 @@ def status_of(job: Job, rec: Record) -> Status:
 
 
 def output_message(job: Job, text: str, status: str) -> dict[str, Any]:
+    """The answer's message; its text part carries the tokens' log probabilities when the
+    request asked for them."""
+    logprobs: list[dict[str, Any]] = []
+    if text and isinstance(job.result, ChatResult):
+        logprobs = [
+            {**_token(entry), "top_logprobs": [_token(top) for top in entry.top]}
+            for entry in job.result.logprobs or ()
+        ]
     return {
         "id": output_item_id(job),
         "type": "message",
         "role": "assistant",
         "status": status,
-        "content": [text_part(text)],
+        "content": [text_part(text, logprobs)],
     }
+
+
+def _token(entry: TokenLogprob) -> dict[str, Any]:
+    return {"token": entry.token, "bytes": list(entry.bytes), "logprob": entry.logprob}
 
 
 def output_items(job: Job, status: str) -> list[dict[str, Any]]:
@@ -281,8 +303,8 @@ def output_items(job: Job, status: str) -> list[dict[str, Any]]:
     return message + calls
 
 
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_part(text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
 def render_usage(job: Job) -> dict[str, Any]:
@@ -330,6 +352,7 @@ def render_response(job: Job, *, status: Status | None = None) -> dict[str, Any]
         "text": rec.text,
         "tool_choice": rec.tool_choice,
         "tools": rec.tools,
+        "top_logprobs": rec.top_logprobs,
         "top_p": 1.0 if rec.top_p is None else rec.top_p,
         "truncation": "disabled",
         "usage": render_usage(job) if output else None,

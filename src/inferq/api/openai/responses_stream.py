@@ -265,10 +265,12 @@ async def _held_events(t: Transcript, event: _Numbered) -> AsyncIterator[dict[st
 def _closing(item: dict[str, Any], index: int, event: _Numbered) -> Iterator[dict[str, Any]]:
     """The events that close an output item."""
     if item["type"] == "message":
-        text = item["content"][0]["text"]
+        part = item["content"][0]
         place = {"item_id": item["id"], "output_index": index, "content_index": 0}
-        yield event("response.output_text.done", **place, text=text, logprobs=[])
-        yield event("response.content_part.done", **place, part=text_part(text))
+        yield event(
+            "response.output_text.done", **place, text=part["text"], logprobs=part["logprobs"]
+        )
+        yield event("response.content_part.done", **place, part=part)
     else:
         place = {"item_id": item["id"], "output_index": index}
         yield event("response.function_call_arguments.done", **place, arguments=item["arguments"])
