@@ -71,13 +71,19 @@ class Deliverer(Background):
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
+        #: whether any endpoint was registered when last looked (every turn at most
+        #: each ``interval``): without one no event is written, so a job's end need not
+        #: wake the deliverer (a store read and a claim for every job otherwise)
+        self._endpoints = True
+        self._looked_at = float("-inf")
 
     async def stop(self) -> None:
         await super().stop()
         await self.sender.close()
 
     def wake(self, *_: object) -> None:
-        self._wake.set()
+        if self._endpoints:
+            self._wake.set()
 
     async def run(self) -> None:
         failing = False
@@ -96,6 +102,10 @@ class Deliverer(Background):
 
     async def turn(self) -> int:
         """Fan out and deliver once; return how much was done (0: idle)."""
+        now = time.monotonic()
+        if now - self._looked_at >= self.settings.interval:
+            self._looked_at = now
+            self._endpoints = bool(await self.store.list_endpoints(tenant=None))
         fanned = await self.fan_out()
         sent = await self.deliver()
         return fanned + sent
