@@ -149,3 +149,15 @@ async def test_settling_an_unknown_tenant_and_listing(store: JobStore) -> None:
     await store.settle_shares({"t": Settlement(tokens=300, jobs=1)})
     charged = TenantShare(tenant="t", weight=2.5, vtime=fairness.DEFAULT_COST / 2.5)
     assert await store.list_tenants() == [fairness.settled(charged, Settlement(300, 1, 0))]
+
+
+async def test_batch_rows_go_round_robin_per_tenant_then_per_batch(store: JobStore) -> None:
+    # tenant a has two batches of 4 rows, tenant b one; a row's priority is minus its line
+    for tenant, batch in (("a", "a1"), ("a", "a2"), ("b", "b1")):
+        for line in range(1, 5):
+            row = make_job(tenant=tenant, priority=-line, service_class=ServiceClass.BATCH)
+            await store.insert_job(row.evolve(batch_id=batch, batch_line=line))
+    order = [(await claim(store, limit=1, fair=True))[0] for _ in range(8)]
+    assert [j.tenant for j in order] == ["a", "b"] * 4  # the tenants alternate
+    a_rows = [(j.batch_id, j.batch_line) for j in order if j.tenant == "a"]
+    assert a_rows == [("a1", 1), ("a2", 1), ("a1", 2), ("a2", 2)]  # then its batches

@@ -57,6 +57,11 @@ class TenantShare:
         """What the claim charges one job of this tenant, in tokens."""
         return self.avg_cost if self.avg_cost > 0 else DEFAULT_COST
 
+    @property
+    def per_job(self) -> float:
+        """How far one claimed job moves the tenant's virtual time."""
+        return self.cost / self.weight
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Waiting:
@@ -147,8 +152,7 @@ def plan(waiting: Sequence[Waiting], limit: int) -> list[Pick]:
     for _ in range(limit if heap else 0):
         klass, key, tenant, i = heapq.heappop(heap)
         counts[i] = counts.get(i, 0) + 1
-        share = waiting[i].share
-        heapq.heappush(heap, (klass, key + share.cost / share.weight, tenant, i))
+        heapq.heappush(heap, (klass, key + waiting[i].share.per_job, tenant, i))
     order = sorted(counts, key=lambda i: (waiting[i].service_class, waiting[i].share.tenant))
     return [
         Pick(
@@ -169,7 +173,7 @@ def charges(waiting: Sequence[Waiting], claimed: Mapping[str, int]) -> list[Char
         Charge(
             tenant=tenant,
             floor=floor,
-            amount=claimed[tenant] * shares[tenant].cost / shares[tenant].weight,
+            amount=claimed[tenant] * shares[tenant].per_job,
         )
         for tenant in sorted(claimed)
         if tenant in shares and claimed[tenant] > 0

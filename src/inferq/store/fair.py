@@ -1,4 +1,4 @@
-"""The fair claim (:mod:`inferq.core.fairness`) as steps of one transaction.
+"""The fair claim (:mod:`inferq.core.fairness`) in the SQL stores.
 
 1. The expired leases first (the ``claim`` query with ``:queued`` false; it also fails
    the leases out of attempts), in the global order as before.
@@ -6,8 +6,12 @@
    of ``tenants`` (weight, virtual time, average cost): a skip scan of the ``jobs_fair``
    index, one probe per waiting tenant.
 3. :func:`inferq.core.fairness.plan` divides the free slots among them.
-4. Each database takes the planned jobs (SQLite one statement per tenant, PostgreSQL one
-   statement for all) and charges the tenants what they took.
+4. The planned jobs are taken and the tenants charged for what they took.
+
+SQLite runs these as steps of one transaction on its writer (:func:`fair_claim`: one
+statement per tenant in step 4, no round trips to speak of). PostgreSQL runs step 2 as a
+plain read and step 4 as one statement that also charges (each round trip counts there),
+and step 1 at most once a second (``inferq.store.postgres``).
 """
 
 from __future__ import annotations
@@ -33,12 +37,17 @@ def fair_claim(params: Params, *, take: Take, charge: ChargeSteps) -> Steps[list
     if len(rescued) >= limit:
         return rescued
     found: list[Row] = yield many("fair_waiting", params)
-    waiting = [Waiting(share=share_of(r), service_class=int(r["service_class"])) for r in found]
+    waiting = waiting_of(found)
     picks = fairness.plan(waiting, limit - len(rescued))
     taken = yield from take(picks, params)
     claimed = Counter(str(r["tenant"]) for r in taken)
     yield from charge(fairness.charges(waiting, claimed))
     return rescued + taken
+
+
+def waiting_of(found: Sequence[Row]) -> list[Waiting]:
+    """The rows of ``fair_waiting``."""
+    return [Waiting(share=share_of(r), service_class=int(r["service_class"])) for r in found]
 
 
 def share_of(row: Row) -> TenantShare:

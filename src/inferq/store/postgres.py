@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from inferq.core import fairness
 from inferq.core.errors import ConfigError, Conflict, StoreError, StoreUnavailable
-from inferq.core.fairness import Charge, Pick
 from inferq.core.models import Batch, Job, Lease, Result
 from inferq.store import rows
-from inferq.store.executor import Params, Step, Steps, count, drive_async, many
-from inferq.store.fair import fair_claim
+from inferq.store.executor import Params, Step, Steps, drive_async
+from inferq.store.fair import waiting_of
 from inferq.store.grouping import Group
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, load_migrations, load_queries
@@ -38,6 +39,9 @@ T = TypeVar("T")
 log = logging.getLogger("inferq.store")
 #: how long to wait between attempts to re-open the notification connection
 RELISTEN_DELAY = 1.0
+
+#: how often (seconds) the fair claim looks for expired leases
+RESCUE_EVERY = 1.0
 
 #: serialises schema migrations across processes (any constant shared by all)
 MIGRATION_LOCK = 0x1F0E7A
@@ -270,6 +274,8 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         self._completes: Group[Params, bool] = Group(
             one=self._complete, many=self._complete_many, key=lambda params: params["id"]
         )
+        #: when the fair claim last looked for expired leases
+        self._rescued_at = -math.inf
 
     @property
     def url(self) -> str:
@@ -294,7 +300,29 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         return [params["id"] in done for params in batch]
 
     async def _claim_fair(self, params: Params) -> list[Row]:
-        return await self.db.atomic(fair_claim(params, take=_take, charge=_charge))
+        """Two round trips: the waiting tenants, then one statement that takes the
+        planned jobs and charges their tenants. Expired leases are looked for (and the
+        exhausted failed) at most once a second: a lease lasts far longer."""
+        limit, now = int(params["limit"]), float(params["now"])
+        rescued: list[Row] = []
+        if not now - RESCUE_EVERY < self._rescued_at <= now:
+            self._rescued_at = now
+            rescued = await self.db.fetch_all("claim", {**params, "queued": False})
+            if len(rescued) >= limit:
+                return rescued
+        waiting = waiting_of(await self.db.fetch_all("fair_waiting", params))
+        picks = fairness.plan(waiting, limit - len(rescued))
+        if not picks:
+            return rescued
+        shares = {w.share.tenant: w.share for w in waiting}
+        plan = {
+            "tenants": [p.tenant for p in picks],
+            "classes": [p.service_class for p in picks],
+            "quotas": [p.count for p in picks],
+            "per_job": [shares[p.tenant].per_job for p in picks],
+            "floor": fairness.floor_of(waiting),
+        }
+        return rescued + await self.db.fetch_all("claim_fair", {**params, **plan})
 
     async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
         params = rows.batch_params(batch)
@@ -321,28 +349,6 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         row = await self.db.fetch_one("release_rows", {"tenant": tenant, "batch_id": batch_id})
         assert row is not None  # an aggregate: always one row
         return int(row["n"])
-
-
-def _take(picks: Sequence[Pick], params: Params) -> Steps[list[Row]]:
-    """Every tenant's planned jobs in one statement."""
-    if not picks:
-        return []
-    arrays = {
-        "tenants": [p.tenant for p in picks],
-        "classes": [p.service_class for p in picks],
-        "quotas": [p.count for p in picks],
-    }
-    taken: list[Row] = yield many("claim_fair", {**params, **arrays})
-    return taken
-
-
-def _charge(charges: Sequence[Charge]) -> Steps[None]:
-    """One statement; a claim's charges share one floor."""
-    if charges:
-        tenants = [c.tenant for c in charges]
-        amounts = [c.amount for c in charges]
-        floor = charges[0].floor
-        yield count("charge_shares", {"tenants": tenants, "amounts": amounts, "floor": floor})
 
 
 async def _keep_session(conn: Any) -> None:

@@ -430,12 +430,18 @@ LEFT JOIN tenants AS t ON t.tenant = b.tenant
 WHERE b.service_class IS NOT NULL;
 
 -- name: claim_fair
--- The planned jobs: up to quota of each tenant's queued jobs of its class, by priority
--- then submission, locked with SKIP LOCKED as in claim.
-WITH picked AS (
+-- The planned jobs (up to quota of each tenant's queued jobs of its class, by priority
+-- then submission, locked with SKIP LOCKED as in claim), and in the same statement the
+-- charge of each tenant that got some: its virtual time raised to :floor (bounded
+-- credit), plus what it got times its :per_job charge. The tenants rows are written in
+-- tenant order, the order every statement locks them in; a new row starts from 0, as
+-- fair_waiting reads a missing one.
+WITH plan AS (
+    SELECT * FROM unnest(:tenants::text[], :classes::smallint[], :quotas::int[],
+                         :per_job::float8[]) AS p(tenant, service_class, quota, per_job)
+), picked AS (
     SELECT j.seq
-    FROM unnest(:tenants::text[], :classes::smallint[], :quotas::int[])
-         AS p(tenant, service_class, quota)
+    FROM plan AS p
     CROSS JOIN LATERAL (
         SELECT seq FROM jobs
         WHERE state = 'queued' AND tenant = p.tenant AND service_class = p.service_class
@@ -444,24 +450,23 @@ WITH picked AS (
         ORDER BY priority DESC, seq
         LIMIT p.quota
         FOR UPDATE SKIP LOCKED) AS j
+), claimed AS (
+    UPDATE jobs
+    SET state = 'running', owner = :owner, attempt = jobs.attempt + 1,
+        lease_expires_at = :lease_until, claimed_at = :now
+    FROM picked
+    WHERE jobs.seq = picked.seq
+    RETURNING jobs.*
+), charged AS (
+    INSERT INTO tenants (tenant, vtime)
+    SELECT c.tenant, GREATEST(0, :floor::float8) + c.n * p.per_job
+    FROM (SELECT tenant, COUNT(*) AS n FROM claimed GROUP BY tenant) AS c
+    JOIN plan AS p ON p.tenant = c.tenant
+    ORDER BY c.tenant
+    ON CONFLICT (tenant) DO UPDATE
+    SET vtime = GREATEST(tenants.vtime, :floor) + (EXCLUDED.vtime - GREATEST(0, :floor))
 )
-UPDATE jobs
-SET state = 'running', owner = :owner, attempt = jobs.attempt + 1,
-    lease_expires_at = :lease_until, claimed_at = :now
-FROM picked
-WHERE jobs.seq = picked.seq
-RETURNING jobs.*;
-
--- name: charge_shares
--- A claim's charges, in tenant order (the order every statement locks tenants rows in):
--- each virtual time raised to :floor (bounded credit), plus its amount (a new row
--- starts from 0, as fair_waiting reads a missing one).
-INSERT INTO tenants (tenant, vtime)
-SELECT tenant, GREATEST(0, :floor::float8) + amount
-FROM unnest(:tenants::text[], :amounts::float8[]) AS c(tenant, amount)
-ORDER BY tenant
-ON CONFLICT (tenant) DO UPDATE
-SET vtime = GREATEST(tenants.vtime, :floor) + (EXCLUDED.vtime - GREATEST(0, :floor));
+SELECT * FROM claimed;
 
 -- name: settle_share
 -- What ended jobs really cost against what the claims charged (core/fairness.settled).
