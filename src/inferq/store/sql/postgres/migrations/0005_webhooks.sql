@@ -48,29 +48,37 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state 
 -- An endpoint's history, newest first.
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, seq);
 
--- TG_ARGV: the kind of record ('job', 'batch') and the column naming its origin.
-CREATE FUNCTION inferq_webhook_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A queue job (not a sync request, not a batch row) ended.
+CREATE FUNCTION inferq_webhook_job_ended() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM webhook_endpoints WHERE tenant = NEW.tenant) THEN
         INSERT INTO webhook_outbox (id, tenant, source, subject_id, origin, state, created_at)
         VALUES ('evt_' || substr(md5(random()::text || clock_timestamp()::text), 1, 24),
-                NEW.tenant, TG_ARGV[0], NEW.id, to_jsonb(NEW) ->> TG_ARGV[1], NEW.state,
+                NEW.tenant, 'job', NEW.id, NEW.origin, NEW.state,
                 extract(epoch FROM clock_timestamp()));
     END IF;
     RETURN NULL;
 END $$;
-
--- A queue job (not a sync request, not a batch row) ended.
 CREATE TRIGGER webhook_job_ended AFTER UPDATE OF state ON jobs
     FOR EACH ROW
     WHEN (NEW.state IN ('succeeded', 'failed', 'cancelled', 'expired')
           AND OLD.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
           AND NEW.batch_id IS NULL AND NEW.service_class > 0)
-    EXECUTE FUNCTION inferq_webhook_outbox('job', 'origin');
+    EXECUTE FUNCTION inferq_webhook_job_ended();
 
 -- A batch (or a document workflow job) ended.
+CREATE FUNCTION inferq_webhook_batch_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM webhook_endpoints WHERE tenant = NEW.tenant) THEN
+        INSERT INTO webhook_outbox (id, tenant, source, subject_id, origin, state, created_at)
+        VALUES ('evt_' || substr(md5(random()::text || clock_timestamp()::text), 1, 24),
+                NEW.tenant, 'batch', NEW.id, NEW.dialect, NEW.state,
+                extract(epoch FROM clock_timestamp()));
+    END IF;
+    RETURN NULL;
+END $$;
 CREATE TRIGGER webhook_batch_ended AFTER UPDATE OF state ON batches
     FOR EACH ROW
     WHEN (NEW.state IN ('succeeded', 'failed', 'cancelled', 'expired')
           AND OLD.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired'))
-    EXECUTE FUNCTION inferq_webhook_outbox('batch', 'dialect');
+    EXECUTE FUNCTION inferq_webhook_batch_ended();
