@@ -1,26 +1,31 @@
 """``kill -9`` of the server while background responses run: none is lost, none runs twice.
 
-A server on the real model (one slot, a short worker lease) gets four background
-responses, one of them streamed. Once the first one is generating (its stream has sent
-text), the server is killed; it restarts on the same data directory. Then every
-response must end ``completed`` or ``incomplete`` with exactly one answer; the job
-table must hold exactly those four responses, the one running at the kill retried; the
-server log must record one success per response; and the stream, resumed after the
-restart from the last event the client had, must go on where it stopped: greedy
-decoding gives the same text again, so the deltas from before and after the kill make
-the final text, none missing, none twice.
+A server on the real model (one slot, a short worker lease; on SQLite, then on
+PostgreSQL) gets four background responses, one of them streamed. Once the first one is
+generating (its stream has sent text), the server is killed; it restarts on the same
+data directory (and database). Then every response must end ``completed`` or
+``incomplete`` with exactly one answer; the job table must hold exactly those four
+responses, the one running at the kill retried; the server log must record one success
+per response; and the stream, resumed after the restart from the last event the client
+had, must go on where it stopped: greedy decoding gives the same text again, so the
+deltas from before and after the kill make the final text, none missing, none twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import openai
 import pytest
 
+from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import MODEL, jobs_of, start_server, wait_until
+from tests.support.postgres import database_url
 from tests.support.server import Server
 
 pytestmark = pytest.mark.integration
@@ -51,8 +56,30 @@ def create(oai: openai.OpenAI, n: int, **extra: Any) -> Any:
     )
 
 
-def test_kill_9_during_a_background_response(tmp_path: Path) -> None:
-    server = start_server(tmp_path, env={"INFERQ_LEASE_SECONDS": LEASE_SECONDS})
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The server's store: its own SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    name = "t_" + uuid.uuid4().hex[:12]
+    asyncio.run(sql(f"CREATE SCHEMA {name}"))
+    try:
+        yield {"INFERQ_DATABASE_URL": schema_url(name)}
+    finally:
+        asyncio.run(sql(f"DROP SCHEMA {name} CASCADE"))
+
+
+async def sql(statement: str) -> None:
+    conn = await asyncpg.connect(database_url())
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def test_kill_9_during_a_background_response(tmp_path: Path, database: dict[str, str]) -> None:
+    server = start_server(tmp_path, env={"INFERQ_LEASE_SECONDS": LEASE_SECONDS, **database})
     try:
         key = server.create_key("crash", "crash")
         with client(server, key) as oai:
