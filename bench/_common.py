@@ -6,6 +6,7 @@ would, measure, print a table and refresh their section of docs/benchmarks.md.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -17,9 +18,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -356,6 +359,31 @@ def download_file(client: httpx.Client, file_id: str, dest: Path) -> int:
                 f.write(chunk)
                 size += len(chunk)
     return size
+
+
+@contextlib.contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """A fresh, empty schema of the PostgreSQL database at ``base``, dropped afterwards;
+    yields the URL that points a process at it."""
+    import asyncio
+
+    import asyncpg
+
+    schema = "bench_" + uuid.uuid4().hex[:12]
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(base)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        asyncio.run(admin(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def _pg_rows(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:

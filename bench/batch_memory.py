@@ -30,18 +30,15 @@ dropped afterwards), where the files and outputs are stored in the database too.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import resource
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -56,6 +53,7 @@ from _common import (
     download_file,
     machine,
     machine_line,
+    postgres_schema,
     table,
     update_doc,
     upload_file,
@@ -337,23 +335,8 @@ def _database(base: str | None) -> Iterator[str | None]:
     if base is None:
         yield None
         return
-    import asyncpg
-
-    schema = "bench_" + uuid.uuid4().hex[:12]
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        asyncio.run(admin(f"DROP SCHEMA {schema} CASCADE"))
+    with postgres_schema(base) as url:
+        yield url
 
 
 def report(runs: list[Run]) -> tuple[str, str]:

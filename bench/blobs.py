@@ -35,7 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import NOISY, PYTHON, ROOT, busy_cpu_seconds, machine, machine_line, table, update_doc
+from _common import (
+    NOISY,
+    PYTHON,
+    ROOT,
+    busy_cpu_seconds,
+    machine,
+    machine_line,
+    postgres_schema,
+    table,
+    update_doc,
+)
 
 sys.path.insert(0, str(ROOT))  # tests.support: moto's server and the PostgreSQL schema
 
@@ -127,32 +137,16 @@ def _store_url(name: str, tmp: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def _postgres_schema() -> Iterator[str]:
     """A fresh schema with the job store's tables (its migrations), dropped afterwards."""
-    import asyncpg
-    from tests.acceptance.cluster import schema_url
-
     from inferq.store.postgres import PostgresStore
 
-    schema = "bench_" + uuid.uuid4().hex[:12]
-    url = schema_url(schema)
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_BASE)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def create() -> None:
-        await admin(f"CREATE SCHEMA {schema}")
+    async def migrate(url: str) -> None:
         store = PostgresStore(url)
         await store.open()
         await store.close()
 
-    asyncio.run(create())
-    try:
+    with postgres_schema(PG_BASE) as url:
+        asyncio.run(migrate(url))
         yield url
-    finally:
-        asyncio.run(admin(f"DROP SCHEMA {schema} CASCADE"))
 
 
 @dataclass
