@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from inferq.cli.common import DatabaseUrl, DataDir, err, out, settings, timestamp, with_store
-from inferq.core.nodes import NodeService
+from inferq.core.nodes import Node, NodeService
 
 nodes_app = typer.Typer(
     help="Create, list and revoke the credentials of nodes (machines that run models).",
@@ -39,18 +39,21 @@ def nodes_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> No
     table = Table("name", "models", "in flight", "last seen", "version", "prefix", "revoked")
     now = time.time()
     for node in nodes:
-        models = ", ".join(f"{m} ({n})" for m, n in sorted(node.models.items()))
-        seen = "" if node.last_seen is None else f"{max(now - node.last_seen, 0):.0f}s ago"
-        table.add_row(
-            node.name,
-            models,
-            str(node.in_flight) if node.last_seen is not None else "",
-            seen,
-            node.version,
-            node.prefix + "…",
-            timestamp(node.revoked_at),
-        )
+        table.add_row(*_row(node, now))
     out.print(table)
+
+
+def _row(node: Node, now: float) -> list[str]:
+    seen = node.last_seen
+    return [
+        node.name,
+        ", ".join(f"{model} ({capacity})" for model, capacity in sorted(node.models.items())),
+        "" if seen is None else str(node.in_flight),
+        "" if seen is None else f"{max(now - seen, 0):.0f}s ago",
+        node.version,
+        node.prefix + "…",
+        timestamp(node.revoked_at),
+    ]
 
 
 @nodes_app.command("revoke")
@@ -59,7 +62,9 @@ def nodes_revoke(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Revoke a node's token: its processes are refused within seconds and exit."""
-    config = settings(data_dir=data_dir, database_url=database_url)
-    revoked = with_store(config, lambda store: NodeService(store).revoke(node))
-    out.print(f"revoked {revoked.id} ({revoked.name})")
+    """Revoke a node's token: its processes are refused within seconds and exit (2)."""
+    gone = with_store(
+        settings(data_dir=data_dir, database_url=database_url),
+        lambda store: NodeService(store).revoke(node),
+    )
+    out.print(f"revoked node {gone.name} ({gone.id}): its processes stop within seconds")

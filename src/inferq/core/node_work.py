@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import (
     AsyncIterable,
@@ -30,7 +29,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from inferq.core.errors import (
     ClientError,
@@ -43,20 +42,20 @@ from inferq.core.errors import (
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
 from inferq.core.fairness import Settlement
 from inferq.core.models import (
-    ChatRequest,
-    ChatResult,
-    EmbedRequest,
-    EmbedResult,
     Job,
     JobError,
     Lease,
-    PayloadRequest,
-    PayloadResult,
-    Result,
+)
+from inferq.core.node_checks import (
+    FILE_NAME,
+    check_file_name,
+    check_session,
+    output_key,
+    parse_result,
 )
 from inferq.core.node_pull import PullNodes
 from inferq.core.nodes import Node, NodeService
-from inferq.core.ports import BlobStore, JobQueue, tenant_prefix
+from inferq.core.ports import BlobStore, JobQueue
 from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.nodes")
@@ -68,8 +67,8 @@ PROTOCOL = 1
 POLL_INTERVAL = 0.5
 #: jobs one claim may ask for, per model
 MAX_CLAIM = 256
-_SESSION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+#: jobs handed out remembered at most (each one's result then needs no read)
+MAX_HANDED = 100_000
 
 #: a model served by nodes runs one kind of request: "chat", "embed" or "payload"
 KindOf = Callable[[str], str | None]
@@ -100,14 +99,12 @@ class Beat:
     text: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """A lease as a node names it."""
+class Held(NamedTuple):
+    """A lease as a node names it: its session (the owner is
+    ``node:<node id>:<session>``), the job, and the attempt it claimed."""
 
-    #: the node process (its owner is ``node:<node id>:<session>``)
     session: str
     job_id: str
-    #: the job's attempt when the node claimed it
     attempt: int
 
 
@@ -132,34 +129,6 @@ def raise_refused(fate: dict[str, Any]) -> None:
             InvalidRequest,
         )
         raise cls(fate["message"], param="job_id")
-
-
-def kind_of_request(job: Job) -> str:
-    if isinstance(job.request, EmbedRequest):
-        return "embed"
-    if isinstance(job.request, PayloadRequest):
-        return "payload"
-    return "chat"
-
-
-def output_key(job: Job, name: str) -> str:
-    """Where an output file of ``job`` is kept: under its tenant."""
-    return f"{tenant_prefix(job.tenant)}/node-outputs/{job.id}/{name}"
-
-
-def check_file_name(name: str) -> str:
-    if not _FILE_NAME.match(name) or name in (".", ".."):
-        raise InvalidRequest(
-            "a file name is 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'",
-            param="name",
-        )
-    return name
-
-
-def check_session(session: str) -> str:
-    if not _SESSION.match(session):
-        raise InvalidRequest("session is 8 to 64 letters, digits, '_' or '-'", param="session")
-    return session
 
 
 class LeaseLost(Conflict):
@@ -194,6 +163,8 @@ class NodeWork:
         #: settle what each tenant's ended jobs cost
         self.fair = fair
         self._unsettled: dict[str, Settlement] = {}
+        #: the jobs this process handed to nodes and that have not ended here, by id
+        self._handed: dict[str, Job] = {}
         self.clock = clock
         #: set (and replaced) whenever work is submitted: wakes every waiting claim
         self._pulse = asyncio.Event()
@@ -278,6 +249,9 @@ class NodeWork:
                 )
             remaining = deadline - self.clock()
             if jobs or not wanted or remaining <= 0:
+                if len(self._handed) > MAX_HANDED:
+                    self._handed.clear()  # jobs of nodes that vanished: read them again
+                self._handed.update((job.id, job) for job in jobs)
                 return jobs
             await wait_event(pulse, min(remaining, POLL_INTERVAL))
             if still_wanted is not None and not await still_wanted():
@@ -319,11 +293,26 @@ class NodeWork:
         await self.nodes.seen(node, in_flight=len(beats))
         return sorted(held), [b.job_id for b in beats if b.job_id not in held]
 
-    async def _held(self, node: Node, held: Held) -> tuple[Job, Lease]:
+    async def _held(self, node: Node, held: Held, *, fresh: bool = False) -> tuple[Job, Lease]:
         """The job, when the node holds it under this lease: NotFound for no such job,
-        :class:`LeaseLost` when the lease is not (or no longer) the node's."""
+        :class:`LeaseLost` when the lease is not (or no longer) the node's.
+
+        The job as this process handed it out serves, unless ``fresh``: the write that
+        follows is fenced in the store anyway (and refused when the lease is gone).
+        """
         job_id, attempt = held.job_id, held.attempt
         lease = Lease(job_id, self.owner(node, held.session), attempt)
+        handed = self._handed.get(job_id)
+        if (
+            not fresh
+            and handed is not None
+            and (handed.owner, handed.attempt)
+            == (
+                lease.owner,
+                attempt,
+            )
+        ):
+            return handed, lease
         job = await self.store.get_job(job_id, tenant=None)
         if job is None:
             raise NotFound(f"job {job_id} not found", param="id")
@@ -356,6 +345,7 @@ class NodeWork:
             await self.store.set_progress(lease, dict(info))
         for piece in text:
             self.events.text(job_id, piece)
+        self._handed.pop(job_id, None)
         if not await self.store.complete(lease, parsed, now=self.clock()):
             raise LeaseLost(f"job {job_id} is not running under this lease", param="id")
         self.events.job_ended(job_id)
@@ -375,6 +365,7 @@ class NodeWork:
         job, lease = await self._held(node, held)
         if info:
             await self.store.set_progress(lease, dict(info))
+        self._handed.pop(held.job_id, None)
         if not await self.store.fail(lease, error, now=self.clock(), retry=retry):
             raise LeaseLost(f"job {held.job_id} is not running under this lease", param="id")
         self._note(job.tenant, None)
@@ -438,6 +429,7 @@ class NodeWork:
             if await self.store.requeue(Lease(job_id, owner, attempt))
         ]
         for job_id in released:
+            self._handed.pop(job_id, None)
             job = await self.store.get_job(job_id, tenant=None)
             if job is not None:
                 self._note(job.tenant, None)
@@ -453,7 +445,7 @@ class NodeWork:
     ) -> None:
         """Store an output file of a job the node holds (413 above the limit)."""
         check_file_name(name)
-        job, _ = await self._held(node, held)
+        job, _ = await self._held(node, held, fresh=True)
         await self.blobs.put(output_key(job, name), chunks, max_bytes=self.limits.max_file_bytes)
 
     async def read_file(
@@ -462,34 +454,10 @@ class NodeWork:
         """An output file of the tenant's job: its size and bytes (404 for another
         tenant's job or a file that is not there)."""
         job = await self.store.get_job(job_id, tenant=tenant)
-        if job is None or not _FILE_NAME.match(name):
+        if job is None or not FILE_NAME.match(name):
             raise NotFound("no such output file")
         key = output_key(job, name)
         size = await self.blobs.size(key)
         if size is None:
             raise NotFound("no such output file")
         return size, self.blobs.read(key)
-
-
-def parse_result(job: Job, data: dict[str, Any]) -> Result:
-    """The result a node sent, read as the kind of result ``job`` needs (400 otherwise)."""
-    try:
-        if isinstance(job.request, PayloadRequest):
-            outputs = data.get("outputs")
-            if not isinstance(outputs, dict):
-                raise InvalidRequest("a handler's result needs outputs: an object", param="result")
-            return PayloadResult(outputs=outputs)
-        if isinstance(job.request, EmbedRequest):
-            embedded = EmbedResult.from_dict(data)
-            if len(embedded.vectors) != len(job.request.inputs):
-                raise InvalidRequest("one vector per input is needed", param="result")
-            return embedded
-        assert isinstance(job.request, ChatRequest)
-        chat = ChatResult.from_dict(data)
-        if not isinstance(chat.text, str) or not isinstance(chat.finish_reason, str):
-            raise InvalidRequest("text and finish_reason are strings", param="result")
-        return chat
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise InvalidRequest(
-            f"the result is not a {kind_of_request(job)} result: {exc!r}", param="result"
-        ) from exc
