@@ -19,11 +19,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from inferq.api.app import create_app
-from inferq.api.openai.responses_schemas import Record, render_response
-from inferq.api.openai.responses_stream import ended_transcript, replay, units
+from inferq.api.openai.responses_schemas import (
+    Record,
+    ResponseCreate,
+    chat_request,
+    input_items,
+    record,
+    render_response,
+)
+from inferq.api.openai.responses_stream import ended_transcript, replay, transcripts, units
 from inferq.config import Settings
+from inferq.core.events import JobEvents
 from inferq.core.keys import KeyService
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Usage
+from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Lease, Usage
+from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.structured import Tool, ToolCall, ToolChoice
 from inferq.engines.base import ModelSpec
@@ -510,3 +519,52 @@ def test_a_call_is_a_function_call_item_and_its_events(tmp_path: Path) -> None:
 
 def job_id(response_id: str) -> str:
     return str(uuid.UUID(response_id.removeprefix("resp_")))
+
+
+async def test_a_run_that_ends_in_another_process_restarts_the_text_from_the_end() -> None:
+    """With the worker elsewhere, no "run ended" reaches this process: the follower sees
+    the new claim in the store and keeps no pieces from then on (it cannot tell whose
+    run they are), and its stream sends the rest of the final text once the response
+    ended; the deltas make that text. (SQLite's relay stops at a new run by itself; this
+    is the follower's own guard.)"""
+    store = MemoryStore()
+    events = JobEvents()
+    registry = ModelRegistry(
+        {"fake": ModelSpec(name="fake", engine="fake", context_length=64, slots=1)}
+    )
+    jobs = JobService(store=store, models=registry, events=events)
+    body = ResponseCreate(model="fake", input="hi", background=True, stream=True)
+    items = input_items("hi")
+    follow = transcripts(jobs)
+    job_id = "7d1c9a2e-0000-4000-8000-000000000001"
+    sub = follow.subscribe(job_id)
+    job = await jobs.submit(
+        tenant="ta", model="fake", request=chat_request(body, items), origin="openai-responses",
+        service_class=ServiceClass.ASYNC, inputs=record(body, items).to_dict(), job_id=job_id,
+    )  # fmt: skip
+    transcript = follow.follow(job, sub)
+    got: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for event in replay(transcript, after=None):
+            got.append(event)
+
+    reader = asyncio.create_task(read())
+    [first] = await store.claim(owner="w1", limit=1, now=time.time(), lease_seconds=30)
+    for piece in ("one ", "two ", "thr"):
+        events.relayed_text(job_id, piece)  # from the worker's process; no end of run here
+    await asyncio.sleep(0.7)
+    assert await store.requeue(Lease(job_id, "w1", first.attempt))
+    await asyncio.sleep(0.01)
+    [again] = await store.claim(owner="w2", limit=1, now=time.time() + 1, lease_seconds=30)
+    await asyncio.sleep(0.7)  # the follower reads the store meanwhile
+    for piece in ("one ", "two ", "three ", "four"):
+        events.relayed_text(job_id, piece)
+    await asyncio.sleep(0.3)  # the stream sends what it can meanwhile
+    result = ChatResult(text="one two three four", finish_reason="stop", usage=Usage(1, 4))
+    assert await store.complete(Lease(job_id, "w2", again.attempt), result, now=time.time())
+    events.job_ended(job_id)
+    await asyncio.wait_for(reader, 10)
+    deltas = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
+    assert got[-1]["type"] == "response.completed"
+    assert deltas == "one two three four"

@@ -14,8 +14,11 @@ text pieces the worker publishes, and any number of streams (the one that create
 response, and those that resume it) read from it. A transcript that starts while its
 response already runs (a resume after this process restarted) missed the first pieces,
 so it keeps none and its streams send the text once the response ended. A run that
-ends without finishing (the job was preempted or its worker died, and it runs again)
-starts the text over; a stream keeps its count of sent units and goes on from there.
+ends here without finishing (the job was preempted, and it runs again) starts the text
+over; a stream keeps its count of sent units and goes on from there. A run that ended
+elsewhere shows only in the store (a new claim, seen at the next read): from then on no
+piece is kept, as none can be told to belong to the new run, and the text comes at the
+end.
 """
 
 from __future__ import annotations
@@ -112,11 +115,15 @@ class Transcripts:
 
     async def _follow(self, t: Transcript, sub: Subscription, *, fresh: bool) -> None:
         jobs = self.jobs
+        clock = asyncio.get_running_loop().time
         try:
             job = await jobs.get(t.job.id, tenant=t.job.tenant)
             # subscribed before submitting: every piece is here; else only from now on
             t.late = not fresh and job.state is JobState.RUNNING
             t.started = job.state is not JobState.QUEUED
+            #: the claim whose text the transcript holds (None: not seen running yet)
+            run = job.claimed_at if job.state is JobState.RUNNING else None
+            read_at = clock()
             while not job.state.terminal:
                 await t.bump()
                 event = await sub.next(POLL_INTERVAL)
@@ -124,13 +131,21 @@ class Transcripts:
                     t.started = True
                     if not t.late:
                         t.text += event
-                    continue
+                    if clock() - read_at < POLL_INTERVAL:
+                        continue
                 job = await jobs.get(t.job.id, tenant=t.job.tenant)
+                read_at = clock()
                 if event is None and not job.state.terminal:
-                    # the run ended without finishing: the job runs again from the start
+                    # the run ended here without finishing: the job runs again from the start
                     t.text, t.late, t.started = "", False, job.state is JobState.RUNNING
+                    run = None
                 elif job.state is JobState.RUNNING:
                     t.started = True
+                    if run is not None and job.claimed_at != run:
+                        # it ended elsewhere and runs again: the pieces cannot be told
+                        # apart, so the text comes from the end
+                        t.text, t.late = "", True
+                    run = job.claimed_at
             t.ended = job
         except InferqError:
             log.warning("lost track of response job %s", t.job.id, exc_info=True)
