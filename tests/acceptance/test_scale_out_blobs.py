@@ -3,18 +3,23 @@
 Two ``inferq serve --no-worker`` processes and one ``inferq worker``, each with its own
 data directory, on one PostgreSQL schema: a file uploaded through the first API is
 batched through the second, run by the worker, and its output downloaded through the
-first. No process writes a blob to its data directory.
+first; a Fireworks dataset uploaded through one is downloaded through a URL the other
+signed; a document workflow job created through one is read through the other. No
+process writes a blob to its data directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from unstructured_client import UnstructuredClient
+from unstructured_client.models import operations, shared
 
 from tests.acceptance.cluster import MODEL, Api, Cluster, Proc, Worker, connect, fresh_schema
 
@@ -168,3 +173,70 @@ async def test_a_dataset_uploaded_to_one_api_is_downloaded_through_a_signed_url_
             assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file()], data_dir
     finally:
         cluster.close()
+
+
+async def test_a_workflow_job_created_through_one_api_is_read_through_another(
+    tmp_path: Path, schema: str
+) -> None:
+    """Unstructured's jobs API across processes (the official SDK on each side): a job
+    created through the first API process, with its input file, runs in the worker, and
+    its outputs are downloaded through the second; the inputs and outputs are blobs in
+    PostgreSQL, none in a data directory."""
+    cluster = Cluster(tmp_path, schema, lease_seconds=5)
+    try:
+        key = cluster.create_key("workflows")
+        apis = [
+            Api(name, cluster.env, tmp_path / f"{name}.log", tmp_path / f"data-{name}")
+            for name in ("api1", "api2")
+        ]
+        worker = Worker("worker1", cluster.env, tmp_path / "worker1.log", tmp_path / "data-w")
+        for proc in (*apis, worker):
+            proc.spawn()
+            cluster.procs.append(proc)
+        await cluster.wait_ready([*apis, worker])
+        nodes = [
+            {"name": "Partitioner", "type": "partition", "subtype": "unstructured_api",
+             "settings": {"strategy": "fast"}},
+            {"name": "Chunker", "type": "chunk", "subtype": "chunk_by_character",
+             "settings": {"max_characters": 200}},
+        ]  # fmt: skip
+        text = " ".join(f"Sentence number {i} of a plain text document." for i in range(60))
+        with _unstructured(apis[0].url, key) as first:
+            created = first.jobs.create_job(
+                request=operations.CreateJobRequest(
+                    body_create_job=shared.BodyCreateJob(
+                        request_data=json.dumps({"job_nodes": nodes}),
+                        input_files=[shared.InputFiles(content=text.encode(), file_name="a.txt")],
+                    )
+                )
+            ).job_information
+        assert created is not None and created.input_file_ids is not None
+        with _unstructured(apis[1].url, key) as second:
+
+            async def ended() -> shared.JobInformation | None:
+                info = second.jobs.get_job(request={"job_id": created.id}).job_information
+                assert info is not None
+                return info if info.status in ("COMPLETED", "FAILED", "STOPPED") else None
+
+            done = await cluster.wait_for("the workflow job to end", ended, timeout=90)
+            assert done.status == "COMPLETED", done
+            chunks = second.jobs.download_job_output(
+                request={"job_id": created.id, "file_id": created.input_file_ids[0]}
+            ).any
+        assert chunks and all(len(c["text"]) <= 200 for c in chunks)
+        assert " ".join(c["text"] for c in chunks).split() == text.split()
+        for data_dir in tmp_path.glob("data*"):
+            assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file()], data_dir
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def _unstructured(url: str, key: str) -> Iterator[UnstructuredClient]:
+    """The SDK on an HTTP client this test closes (the SDK's own close leaves it open)."""
+    transport = httpx.HTTPTransport()
+    with httpx.Client(transport=transport) as http:
+        try:
+            yield UnstructuredClient(api_key_auth=key, server_url=url, client=http)
+        finally:
+            transport.close()
