@@ -7,12 +7,14 @@ import asyncio
 import dataclasses
 import ipaddress
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import openai
 import pytest
+import trustme
 
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.models import ChatResult, Usage
@@ -243,6 +245,42 @@ async def test_a_receiver_that_never_answers_times_out(
         assert asyncio.get_running_loop().time() - started < 5
     finally:
         await sender.close()
+
+
+async def test_https_goes_to_the_checked_address_under_the_urls_name() -> None:
+    """The request connects to the address that was checked, and TLS still names (SNI)
+    and verifies the URL's host: a certificate for ``localhost`` passes at
+    ``https://localhost``, and the same server at ``https://127.0.0.1`` is refused."""
+    ca = trustme.CA()
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_side)
+    client_side = ssl.create_default_context()
+    ca.configure_trust(client_side)
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_side)
+    port = server.sockets[0].getsockname()[1]
+    sender = Sender(allow_private=True, timeout=5, verify=client_side)
+    try:
+        named = await sender.post(
+            f"https://localhost:{port}/h", secret="whsec_c2VjcmV0", webhook_id="w", body=b"{}"
+        )
+        assert named.ok, named
+        assert f"host: localhost:{port}".encode() in heads[0].lower()
+        by_address = await sender.post(
+            f"https://127.0.0.1:{port}/h", secret="whsec_c2VjcmV0", webhook_id="w", body=b"{}"
+        )
+        assert not by_address.ok and "CERTIFICATE" in (by_address.error or "").upper()
+        assert len(heads) == 1
+    finally:
+        await sender.close()
+        server.close()
 
 
 # -- the deliverer on the memory store ---------------------------------------------------

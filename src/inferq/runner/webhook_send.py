@@ -9,7 +9,7 @@ Safety (an endpoint's URL is a tenant's input, the server's network is not their
   the certificate check), so a name that resolves differently a moment later
   (DNS rebinding) cannot steer it elsewhere.
 * Redirects are not followed (a 3xx is a failed attempt); timeouts are bounded; at
-  most :data:`MAX_ANSWER` bytes of the answer are read.
+  most :data:`MAX_ANSWER` bytes of the answer are read; no connection is reused.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -102,10 +103,17 @@ class Sender:
 
     allow_private: bool = False
     timeout: float = 10.0
+    #: how receivers' certificates are checked: the system's CAs (True) or a context of
+    #: one's own (a private CA)
+    verify: ssl.SSLContext | bool = True
 
     def __post_init__(self) -> None:
         self._client = httpx.AsyncClient(
+            verify=self.verify,
             follow_redirects=False,
+            # a connection per attempt: pooled by address, a TLS connection verified for
+            # one host name would carry another name's events to the same address
+            limits=httpx.Limits(max_keepalive_connections=0),
             timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
             trust_env=False,  # no proxy from the environment: the checked address is the one
         )
