@@ -128,7 +128,7 @@ class Sessions:
             payload = _unb64(encoded)
         except (binascii.Error, ValueError) as exc:
             raise NotLoggedIn from exc
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        if not _same(signature, self._sign(payload)):
             raise NotLoggedIn
         try:
             body = json.loads(payload)
@@ -154,7 +154,13 @@ class Sessions:
         return _b64(mac.digest())
 
     def check_csrf(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(str(token), self.csrf(session))
+        return bool(token) and _same(str(token), self.csrf(session))
+
+
+def _same(given: str, expected: str) -> bool:
+    """Whether a client's text is the expected token, in constant time (compared as bytes:
+    ``hmac.compare_digest`` raises on text that is not ASCII, as a client's may be)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 class KeyCache:
