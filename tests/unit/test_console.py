@@ -434,3 +434,27 @@ def test_the_batches_listing_pages_to_older_batches(
     assert older and older.group(1) == f"/console/batches?after={made[1]}"
     second = console.client.get(older.group(1)).text
     assert rows(second) == [made[0]] and 'rel="next"' not in second
+
+
+def test_what_the_app_refuses_before_a_console_route_is_a_console_page(
+    console: Console,
+) -> None:
+    """A NUL in the path (the input guard), a method no route takes, a CSRF token or a
+    cookie that is not ASCII: the console's HTML page, never JSON or a 500."""
+    console.login(console.admin)
+    for method, path, status in [
+        ("POST", "/console/jobs/a%00b/cancel", 400),
+        ("GET", "/console/jobs/%00", 400),
+        ("PUT", "/console/jobs", 405),
+        ("POST", "/console/%0D%0Ax", 404),
+    ]:
+        answer = console.client.request(method, path, data={"csrf": console.csrf()})
+        assert answer.status_code == status, (path, answer.text)
+        assert answer.headers["content-type"].startswith("text/html"), answer.text
+        assert "inferq console" in answer.text and "script-src 'self'" in str(answer.headers)
+    bad_csrf = console.client.post("/console/logout", data={"csrf": "é"})
+    assert bad_csrf.status_code == 403 and "Not allowed" in bad_csrf.text
+    console.client.cookies.clear()
+    cookie = {b"cookie": f"{COOKIE}=e30.\xe9".encode("latin-1")}
+    answer = console.client.get("/console/queues", headers=cookie, follow_redirects=False)
+    assert answer.status_code == 303

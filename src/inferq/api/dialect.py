@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from inferq.core.batch_format import BatchFormat
 from inferq.core.errors import InferqError
@@ -23,8 +23,9 @@ from inferq.core.workflows import Catalogue
 from inferq.runtime import Plugins
 
 #: renders an error (already made public) in the dialect's shape, given its HTTP status
-#: (:func:`inferq.api.errors.status_of`); the renderer may still answer another one
-Renderer = Callable[[InferqError, int], JSONResponse]
+#: (:func:`inferq.api.errors.status_of`); the renderer may still answer another one (JSON,
+#: but for the console's HTML pages)
+Renderer = Callable[[InferqError, int], Response]
 #: renders FastAPI's request validation error, for a dialect that documents its own shape
 ValidationRenderer = Callable[[RequestValidationError], JSONResponse]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from inferq.api import (
     admin,
     anthropic,
+    console,
     fireworks,
     infera,
     nodes,
@@ -31,5 +32,6 @@ DIALECTS = Dialects(
         infera.DIALECT,
         unstructured.DIALECT,
         admin.DIALECT,
+        console.DIALECT,
     )
 )

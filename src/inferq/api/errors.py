@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,7 +85,7 @@ def status_of(exc: InferqError, overrides: Mapping[type[InferqError], int] | Non
     return 500
 
 
-def render(dialect: Dialect, exc: InferqError) -> JSONResponse:
+def render(dialect: Dialect, exc: InferqError) -> Response:
     """``exc`` in ``dialect``'s shape, with the retry headers every dialect shares."""
     response = dialect.render_error(public(exc), status_of(exc, dialect.statuses))
     # The official SDKs retry 408/409 and 5xx by default; a client mistake, a
@@ -126,16 +126,16 @@ def fastapi_validation(exc: RequestValidationError) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
-    def render_at(path: str, exc: InferqError) -> JSONResponse:
+    def render_at(path: str, exc: InferqError) -> Response:
         return render(dialects.for_path(path), exc)
 
-    async def on_inferq_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_inferq_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InferqError)
         if not isinstance(exc, ClientError):
             log.warning("%s %s failed: %s", request.method, request.url.path, exc)
         return render_at(request.url.path, exc)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         dialect = dialects.for_path(request.url.path)
         if dialect.render_validation is not None:
@@ -144,7 +144,7 @@ def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
             return response
         return render(dialect, validation_error(exc))
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         mapped: InferqError
         if isinstance(exc.__cause__, InferqError):
@@ -165,7 +165,7 @@ def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
             mapped = InvalidRequest(str(exc.detail))
         return render_at(request.url.path, mapped)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return render_at(request.url.path, InferqError("internal error; see the server log"))
 
@@ -253,7 +253,7 @@ class BodyLimitMiddleware(DialectMiddleware):
         await self.app(scope, counting_receive, send)
 
 
-async def send_response(scope: Scope, send: Send, response: JSONResponse) -> None:
+async def send_response(scope: Scope, send: Send, response: Response) -> None:
     async def no_body() -> Message:
         return {"type": "http.disconnect"}
 

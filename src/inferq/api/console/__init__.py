@@ -6,6 +6,10 @@ tenant's key sees its tenant's work, an admin key every tenant's. Its pages: que
 jobs (with cancel), batches and workflow jobs (progress, cancel, downloads), the
 throughput of the last hour, webhook deliveries, and for admins the keys and the
 nodes.
+
+The console is a dialect of its own (:data:`DIALECT`) for what its errors look like:
+what the app refuses before a console route runs (a NUL in the path, a body over the
+limit, a path that matches no route) is an HTML error page too, never JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from fastapi.staticfiles import StaticFiles
 
 from inferq.api.console import admin, batches, pages, webhooks
 from inferq.api.console.auth import ConsoleState
-from inferq.api.console.render import PREFIX, ConsoleRoute
+from inferq.api.console.render import PREFIX, ConsoleRoute, render_error
+from inferq.api.console.session import Forbidden
+from inferq.api.dialect import Dialect
 from inferq.config import Settings
 from inferq.core.errors import NotFound
 
@@ -25,13 +31,11 @@ STATIC = PREFIX + "/static"
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Serve the console: its static files, then its pages (a path under ``/console``
-    that none of them claims is the console's own 404 page)."""
+    """The console's state and its static files (mounted before its pages, which come
+    with :data:`DIALECT`)."""
     app.state.console = ConsoleState.from_settings(settings)
     assets = files("inferq.api.console").joinpath("static")
     app.mount(STATIC, StaticFiles(directory=str(assets)), name="console-static")
-    for router in (pages.router, batches.router, webhooks.router, admin.router, _unknown):
-        app.include_router(router)
 
 
 #: last: every other path under the prefix
@@ -41,3 +45,17 @@ _unknown = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=
 @_unknown.api_route("/{rest:path}", methods=["GET", "POST"])
 async def unknown_page(rest: str) -> None:
     raise NotFound(f"the console has no page {PREFIX}/{rest}")
+
+
+#: its pages (a path under ``/console`` that none of them claims is the console's 404 page)
+router = APIRouter()
+for _pages in (pages.router, batches.router, webhooks.router, admin.router, _unknown):
+    router.include_router(_pages)
+
+DIALECT = Dialect(
+    name="console",
+    router=router,
+    prefixes=(PREFIX,),
+    render_error=render_error,
+    statuses={Forbidden: 403},
+)

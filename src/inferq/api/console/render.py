@@ -124,6 +124,15 @@ def page(
     return secure(HTMLResponse(html, status_code=status_code))  # type: ignore[return-value]
 
 
+def render_error(exc: InferqError, status_code: int) -> Response:
+    """An error answered before a console route runs (a NUL in the path, a body over the
+    limit, a path no route matches) as the console's error page, without the viewer's
+    navigation (the session is not read)."""
+    context = {"viewer": None, "status": status_code, "message": exc.message, "nav": None}
+    html = ENV.get_template("error.html").render(**context)
+    return secure(HTMLResponse(html, status_code=status_code))
+
+
 def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
     viewer = getattr(request.state, "console_viewer", None)
     context = {"viewer": viewer, "status": status_code, "message": message, "nav": None}
