@@ -18,16 +18,15 @@ library's global one), so two apps in one test process do not mix their numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from inferq.core.models import ActiveCount, Job
 from inferq.core.ports import JobQueue
 from inferq.core.states import JobState, ServiceClass
+from inferq.runner.tally import TallyCounter, TallyGauge, TallyHistogram
 
 #: the content type of the text format
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,35 +48,6 @@ _CLASS_LABELS = {c: c.name.lower() for c in ServiceClass}
 def class_label(service_class: ServiceClass) -> str:
     """``interactive``, ``async`` or ``batch``."""
     return _CLASS_LABELS[service_class]
-
-
-Self = TypeVar("Self", bound="_RememberedLabels")
-
-
-class _RememberedLabels(MetricWrapperBase):
-    """``labels(...)`` remembered per label values: the worker observes several metrics for
-    every job, and prometheus_client checks and locks on each ``labels`` call."""
-
-    def labels(self: Self, *values: Any, **by_name: Any) -> Self:
-        if by_name:
-            return super().labels(*values, **by_name)
-        children: dict[tuple[Any, ...], Self] = self.__dict__.setdefault("_remembered", {})
-        child = children.get(values)
-        if child is None:
-            child = children[values] = super().labels(*values)
-        return child
-
-
-class _Counter(_RememberedLabels, Counter):
-    pass
-
-
-class _Gauge(_RememberedLabels, Gauge):
-    pass
-
-
-class _Histogram(_RememberedLabels, Histogram):
-    pass
 
 
 class _QueueGauges(Collector):
@@ -139,73 +109,73 @@ class Metrics:
         r = self.registry
         self._queue = _QueueGauges(models)
         r.register(self._queue)
-        self.jobs = _Counter(
+        self.jobs = TallyCounter(
             "inferq_jobs",
             "Jobs this process's worker saw end, by outcome.",
             ["model", "class", "outcome"],
-            registry=r,
+            r,
         )
-        self.retries = _Counter(
+        self.retries = TallyCounter(
             "inferq_job_retries", "Failed attempts handed back for a retry.", ["model"], registry=r
         )
-        self.preemptions = _Counter(
+        self.preemptions = TallyCounter(
             "inferq_preemptions",
             "Running jobs stopped and handed back for more urgent work.",
             ["model"],
-            registry=r,
+            r,
         )
-        self.queue_seconds = _Histogram(
+        self.queue_seconds = TallyHistogram(
             "inferq_job_queue_seconds",
             "From a job's submission to each start of it on this worker.",
             ["model", "class"],
+            r,
             buckets=_WAIT_BUCKETS,
-            registry=r,
         )
-        self.run_seconds = _Histogram(
+        self.run_seconds = TallyHistogram(
             "inferq_job_run_seconds",
             "From a job's start to its result or final failure.",
             ["model", "class"],
+            r,
             buckets=_RUN_BUCKETS,
-            registry=r,
         )
-        self.first_token_seconds = _Histogram(
+        self.first_token_seconds = TallyHistogram(
             "inferq_time_to_first_token_seconds",
             "From a chat job's start on the engine to its first generated token.",
             ["model", "class"],
+            r,
             buckets=_FIRST_TOKEN_BUCKETS,
-            registry=r,
         )
-        self.tokens = _Counter(
+        self.tokens = TallyCounter(
             "inferq_tokens",
             "Tokens of the jobs that succeeded, by kind (prompt, completion, cached).",
             ["model", "kind"],
-            registry=r,
+            r,
         )
-        self.engine_slots = _Gauge(
+        self.engine_slots = TallyGauge(
             "inferq_engine_slots",
             "This process's engine slots, busy or free.",
             ["model", "state"],
-            registry=r,
+            r,
         )
-        self.http_requests = _Counter(
+        self.http_requests = TallyCounter(
             "inferq_http_requests",
             "HTTP requests answered, by dialect and status.",
             ["dialect", "status"],
-            registry=r,
+            r,
         )
-        self.webhook_attempts = _Counter(
+        self.webhook_attempts = TallyCounter(
             "inferq_webhook_deliveries",
             "Webhook delivery attempts this process made, by outcome (delivered, retried: "
             "failed and due again, failed: given up).",
             ["outcome"],
-            registry=r,
+            r,
         )
-        self.http_seconds = _Histogram(
+        self.http_seconds = TallyHistogram(
             "inferq_http_request_seconds",
             "From a request's arrival to the end of its response.",
             ["dialect"],
+            r,
             buckets=_HTTP_BUCKETS,
-            registry=r,
         )
 
     def set_models(self, models: Sequence[str]) -> None:
