@@ -75,9 +75,16 @@ class ChatRequest:
     prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # field by field: dataclasses.asdict deep-copies every value, and this runs for
+        # each job submitted
+        data = {name: getattr(self, name) for name in _REQUEST_SCALARS}
         data["messages"] = [m.to_dict() for m in self.messages]
         data["stop"] = list(self.stop)
+        data["response_format"] = (
+            dataclasses.asdict(self.response_format) if self.response_format else None
+        )
+        data["tools"] = [dataclasses.asdict(t) for t in self.tools]
+        data["tool_choice"] = dataclasses.asdict(self.tool_choice)
         return data
 
     @classmethod
@@ -90,6 +97,14 @@ class ChatRequest:
         values["tools"] = tuple(Tool(**t) for t in data.get("tools", ()))
         values["tool_choice"] = ToolChoice(**data.get("tool_choice", {}))
         return cls(**values)
+
+
+#: the fields of a ChatRequest that are stored as they are
+_REQUEST_SCALARS = tuple(
+    f.name
+    for f in dataclasses.fields(ChatRequest)
+    if f.name not in {"messages", "stop", "response_format", "tools", "tool_choice"}
+)
 
 
 @dataclass(frozen=True, slots=True)
