@@ -24,7 +24,7 @@ from inferq.core.service import JobService, ServiceLimits
 from inferq.core.workflow_run import WorkflowExecutor
 from inferq.core.workflows import Catalogue, WorkflowLimits, WorkflowService
 from inferq.engines.registry import ModelRegistry, load_specs
-from inferq.engines.remote import kinds_of
+from inferq.engines.remote import embedder, kinds_of, replications_of
 from inferq.runner.batches import BatchRunner
 from inferq.runner.metrics import Metrics
 from inferq.runner.operations import Operations, build_operations
@@ -177,6 +177,8 @@ async def open_runtime(
             max_file_bytes=settings.node_max_file_bytes,
         ),
         fair=settings.fairness,
+        replication=replications_of(the_registry),
+        embed=embedder(the_registry),
     )
     ops = build_operations(
         settings,

@@ -72,9 +72,13 @@ async def test_what_nodes_report_is_listed(store: JobStore) -> None:
     await nodes.seen(first, in_flight=3)
     await nodes.seen(first, in_flight=1)  # within a second: not written
     await store.touch_node(second.id, Seen(clock.now, 0))
+    await store.count_agreement([first.id, second.id], disagreed=[second.id])
+    await store.count_agreement([first.id, second.id], disagreed=[])
     listed = {n.name: n for n in await nodes.list()}
     assert [n.name for n in await nodes.list()] == ["a", "b"]
     a, b = listed["a"], listed["b"]
     assert a.models == {"m1": 2, "m2": 1} and a.version == "1.2"
     assert a.in_flight == 3 and a.last_seen == clock.now
     assert b.models == {} and b.version == "" and b.last_seen == clock.now
+    assert (a.compared, a.disagreed) == (2, 0)
+    assert (b.compared, b.disagreed) == (2, 1)

@@ -33,10 +33,13 @@ def nodes_create(
 
 @nodes_app.command("list")
 def nodes_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """List nodes: their models, jobs in flight, when they were last seen, their version."""
+    """List nodes: their models, jobs in flight, when they were last seen, their version,
+    and how many of the replicated jobs they ran their answer disagreed on."""
     config = settings(data_dir=data_dir, database_url=database_url)
     nodes = with_store(config, lambda store: NodeService(store).list())
-    table = Table("name", "models", "in flight", "last seen", "version", "prefix", "revoked")
+    table = Table(
+        "name", "models", "in flight", "last seen", "version", "disagreed", "prefix", "revoked"
+    )
     now = time.time()
     for node in nodes:
         table.add_row(*_row(node, now))
@@ -51,6 +54,7 @@ def _row(node: Node, now: float) -> list[str]:
         "" if seen is None else str(node.in_flight),
         "" if seen is None else f"{max(now - seen, 0):.0f}s ago",
         node.version,
+        f"{node.disagreed} of {node.compared}" if node.compared else "",
         node.prefix + "…",
         timestamp(node.revoked_at),
     ]

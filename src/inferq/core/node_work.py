@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -54,6 +55,7 @@ from inferq.core.node_checks import (
     parse_result,
 )
 from inferq.core.node_pull import PullNodes
+from inferq.core.node_replicas import Ask, Embedder, Replicas, Replication
 from inferq.core.nodes import Node, NodeService
 from inferq.core.ports import BlobStore, JobQueue
 from inferq.core.states import JobState, ServiceClass
@@ -151,6 +153,8 @@ class NodeWork:
         kind_of: KindOf,
         limits: NodeLimits | None = None,
         fair: bool = False,
+        replication: Callable[[str], Replication | None] = lambda model: None,
+        embed: Embedder | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -171,6 +175,10 @@ class NodeWork:
         self._pulse_task: asyncio.Task[None] | None = None
         #: nodes that pull one job at a time, without listing them (Infera's workers)
         self.pulls = PullNodes(self)
+        #: models whose jobs run on several nodes, the answers compared
+        self.replicas = Replicas(
+            self, plans=replication, embed=embed, owner=f"replicas:{uuid.uuid4().hex[:12]}"
+        )
 
     async def close(self) -> None:
         if self._pulse_task is not None:
@@ -238,6 +246,10 @@ class NodeWork:
             pulse = self._pulse
             jobs: list[Job] = []
             for name, count in wanted.items():
+                if plan := self.replicas.plans(name):
+                    ask = Ask(node, owner, name, max_class, plan)
+                    jobs += await self.replicas.claim(ask, count)
+                    continue
                 jobs += await self.store.claim(
                     owner=owner,
                     limit=count,
@@ -277,9 +289,9 @@ class NodeWork:
         not (the node stops them)."""
         owner = self.owner(node, session)
         leases = {b.job_id: Lease(b.job_id, owner, b.attempt) for b in beats}
-        held = await self.store.renew_leases(
-            list(leases.values()), until=self.clock() + self.limits.lease_seconds
-        )
+        until = self.clock() + self.limits.lease_seconds
+        held = await self.store.renew_leases(list(leases.values()), until=until)
+        await self.replicas.renew(list(held), until=until)
         for beat in beats:
             if beat.job_id not in held:
                 continue
@@ -350,6 +362,7 @@ class NodeWork:
             raise LeaseLost(f"job {job_id} is not running under this lease", param="id")
         self.events.job_ended(job_id)
         self._note(job.tenant, parsed.usage.prompt_tokens + parsed.usage.completion_tokens)
+        await self.replicas.ended(job)
 
     async def fail(
         self,
@@ -369,6 +382,8 @@ class NodeWork:
         if not await self.store.fail(lease, error, now=self.clock(), retry=retry):
             raise LeaseLost(f"job {held.job_id} is not running under this lease", param="id")
         self._note(job.tenant, None)
+        if not retry or job.attempt >= job.max_attempts:
+            await self.replicas.ended(job)
         self.events.job_submitted()
         self.events.job_ended(held.job_id)
 

@@ -56,6 +56,10 @@ class Node:
     last_seen: float | None = None
     #: jobs it ran at its last claim or heartbeat
     in_flight: int = 0
+    #: replicated jobs whose answers were compared, and those where its answer was too
+    #: far from the winner's (core.node_replicas)
+    compared: int = 0
+    disagreed: int = 0
     #: the SHA-256 of its token (never the token)
     token_hash: str = field(default="", repr=False)
 
@@ -100,6 +104,10 @@ class NodeStore(Protocol):
 
     async def touch_node(self, node_id: str, seen: Seen) -> None:
         """Record that the node was seen (with its version and models, when given)."""
+
+    async def count_agreement(self, node_ids: list[str], *, disagreed: list[str]) -> None:
+        """Count one compared job for each of ``node_ids`` and one disagreement for each
+        of ``disagreed``."""
 
 
 @dataclass(eq=False)

@@ -17,11 +17,17 @@ protocol (:mod:`inferq.core.node_work`) and the in-process worker leaves them al
     [models."smollm2-135m-embed"]
     engine = "remote"
     embedding = true
+
+    [models."llama3.2:3b"]
+    engine = "remote"
+    replicas = 3            # each job on 3 distinct nodes, the majority answer returned
+    agree_model = "smollm2-135m-embed"   # an embedding model this server runs
+    agree_threshold = 0.9   # (default) an answer less similar to the winner's disagreed
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from inferq.core.errors import ConfigError, EngineUnavailable, InvalidRequest
@@ -33,7 +39,8 @@ from inferq.core.models import (
     PayloadRequest,
     Request,
 )
-from inferq.engines.base import Call, Engine, ModelSpec
+from inferq.core.node_replicas import Embedder, Replication
+from inferq.engines.base import AbortSignal, Call, Engine, ModelSpec
 
 if TYPE_CHECKING:
     from inferq.engines.registry import ModelRegistry
@@ -54,6 +61,26 @@ def remote_kind(spec: ModelSpec) -> str:
     return EMBED if spec.options.get("embedding", False) else CHAT
 
 
+def replication(spec: ModelSpec) -> Replication | None:
+    """How a remote chat model's jobs are cross-checked (``replicas`` above 1), or None."""
+    options = spec.options
+    replicas = options.get("replicas", 1)
+    if not isinstance(replicas, int) or not 1 <= replicas <= 9:
+        raise ConfigError(f"model {spec.name!r}: replicas is 1 to 9")
+    if replicas == 1:
+        return None
+    agree = options.get("agree_model")
+    threshold = options.get("agree_threshold", 0.9)
+    if remote_kind(spec) != CHAT or not isinstance(agree, str) or not agree:
+        raise ConfigError(
+            f"model {spec.name!r}: replicas are for chat models, with agree_model naming the "
+            "embedding model that compares their answers"
+        )
+    if not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+        raise ConfigError(f"model {spec.name!r}: agree_threshold is above 0 and at most 1")
+    return Replication(replicas=replicas, agree_model=agree, threshold=float(threshold))
+
+
 class RemoteEngine(Engine):
     """A model whose jobs nodes run; nothing runs here."""
 
@@ -62,6 +89,7 @@ class RemoteEngine(Engine):
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
         self.kind = remote_kind(spec)
+        self.replication = replication(spec)
 
     async def start(self) -> None:
         return None
@@ -106,3 +134,24 @@ def kinds_of(registry: ModelRegistry) -> Callable[[str], str | None]:
 def takes_payload(registry: ModelRegistry, name: str) -> bool:
     """Whether ``name`` is a model whose jobs are a node handler's freeform payloads."""
     return kinds_of(registry)(name) == PAYLOAD
+
+
+def replications_of(registry: ModelRegistry) -> Callable[[str], Replication | None]:
+    """How each remote model of ``registry`` is cross-checked (None: it is not)."""
+
+    def plan(name: str) -> Replication | None:
+        engine = registry.engines.get(name)
+        return engine.replication if isinstance(engine, RemoteEngine) else None
+
+    return plan
+
+
+def embedder(registry: ModelRegistry) -> Embedder:
+    """Embeds texts with one of ``registry``'s models, in this process (it must be loaded:
+    a server with its worker)."""
+
+    async def embed(model: str, texts: list[str]) -> Sequence[Sequence[float]]:
+        result = await registry.get(model).embed(EmbedRequest(tuple(texts)), abort=AbortSignal())
+        return result.vectors
+
+    return embed

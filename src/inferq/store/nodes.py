@@ -24,7 +24,7 @@ def node_params(node: Node) -> dict[str, Any]:
 
 
 #: the columns read back as they are
-_PLAIN = "id name prefix created_at revoked_at version last_seen in_flight"
+_PLAIN = "id name prefix created_at revoked_at version last_seen in_flight compared disagreed"
 
 
 def row_to_node(row: Row) -> Node:
@@ -63,6 +63,10 @@ class SqlNodes(Generic[E]):
         models = dumps(dict(seen.models)) if seen.models is not None else None
         await self.db.execute("touch_node", {**params, "version": seen.version, "models": models})
 
+    async def count_agreement(self, node_ids: list[str], *, disagreed: list[str]) -> None:
+        params = {"ids": list(node_ids), "disagreed": list(disagreed)}
+        await self.db.execute("count_agreement", params)
+
 
 class MemoryNodes:
     """The nodes in a dictionary (the memory store's fake)."""
@@ -99,3 +103,11 @@ class MemoryNodes:
                 version=node.version if seen.version is None else seen.version,
                 models=node.models if seen.models is None else dict(seen.models),
             )
+
+    async def count_agreement(self, node_ids: list[str], *, disagreed: list[str]) -> None:
+        for node_id in node_ids:
+            node = self.nodes.get(node_id)
+            if node is not None:
+                self.nodes[node_id] = node.evolve(
+                    compared=node.compared + 1, disagreed=node.disagreed + (node_id in disagreed)
+                )

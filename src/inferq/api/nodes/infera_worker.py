@@ -20,6 +20,7 @@ from inferq.api.nodes.router import NodeDep, get_node
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatRequest, JobError
 from inferq.core.node_pull import session_of
+from inferq.core.node_replicas import SUFFIX
 from inferq.core.nodes import Node
 from inferq.engines.remote import CHAT
 
@@ -132,7 +133,7 @@ async def update_result(
     body's ``api_key``."""
     node = sender or await services.nodes.authenticate(body.api_key)
     job = await services.jobs.get(body.job_id, tenant=None)
-    if job.model != body.model_name:
+    if job.model.removesuffix(SUFFIX) != body.model_name:
         raise InvalidRequest(f"job {job.id} is for {job.model}", param="model_name")
     pulls = services.node_work.pulls
     if body.status.lower() in DONE:

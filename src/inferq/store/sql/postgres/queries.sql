@@ -404,6 +404,12 @@ SET last_seen = :now, in_flight = :in_flight, version = COALESCE(:version, versi
     models = COALESCE(:models::jsonb, models)
 WHERE id = :id;
 
+-- name: count_agreement
+UPDATE nodes
+SET compared = compared + 1,
+    disagreed = disagreed + (CASE WHEN id = ANY(:disagreed::text[]) THEN 1 ELSE 0 END)
+WHERE id = ANY(:ids::text[]);
+
 -- fair share (core/fairness.py, store/fair.py) ------------------------------------------
 
 -- name: fair_waiting

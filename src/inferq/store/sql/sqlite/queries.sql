@@ -365,6 +365,13 @@ SET last_seen = :now, in_flight = :in_flight, version = COALESCE(:version, versi
     models = COALESCE(:models, models)
 WHERE id = :id;
 
+-- name: count_agreement
+UPDATE nodes
+SET compared = compared + 1,
+    disagreed = disagreed + (CASE WHEN id IN (SELECT value FROM json_each(:disagreed))
+                             THEN 1 ELSE 0 END)
+WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- fair share (core/fairness.py, store/fair.py) ------------------------------------------
 
 -- name: fair_waiting

@@ -11,5 +11,8 @@ CREATE TABLE nodes (
     models     JSONB            NOT NULL DEFAULT '{}',
     version    TEXT             NOT NULL DEFAULT '',
     last_seen  DOUBLE PRECISION,
-    in_flight  INTEGER          NOT NULL DEFAULT 0
+    in_flight  INTEGER          NOT NULL DEFAULT 0,
+    -- replicated jobs compared, and those where its answer was too far from the winner
+    compared   INTEGER          NOT NULL DEFAULT 0,
+    disagreed  INTEGER          NOT NULL DEFAULT 0
 );
