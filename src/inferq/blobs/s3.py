@@ -113,10 +113,14 @@ class _S3Writer(BlobWriter):
             await self._file.write(data)
 
     async def _commit(self) -> None:
-        with _guard(self._key):
-            if self._file is None:
-                self._file = self._store.open_writer(self._key)
-            await self._file.close()
+        try:
+            with _guard(self._key):
+                if self._file is None:
+                    self._file = self._store.open_writer(self._key)
+                await self._file.close()
+        except NotFound as exc:
+            # the bucket no longer knows the multipart upload (NoSuchUpload)
+            raise StoreError(f"the upload of blob {self._key} was lost: {exc}") from exc
 
     async def _discard(self) -> None:
         file, self._file = self._file, None
