@@ -97,7 +97,7 @@ def test_together_shape_and_key_limit_changed_live(server: Server) -> None:
     assert answer.status_code == 200 and "x-ratelimit-limit-requests" not in answer.headers
 
 
-def test_the_openai_sdk_retries_after_retry_after(server: Server) -> None:
+def test_the_sdks_retry_after_retry_after(server: Server) -> None:
     secret = key(server, "retry", "--rpm", "30")  # one request back every 2 s
     client = openai_client(server, secret, retries=2)
     for _ in range(30):
@@ -105,6 +105,15 @@ def test_the_openai_sdk_retries_after_retry_after(server: Server) -> None:
     started = time.monotonic()
     client.models.list()  # a 429 first, then the SDK waits Retry-After and succeeds
     assert 1.0 <= time.monotonic() - started < 10
+    # Together's SDK does the same
+    secret = key(server, "retry-tq", "--rpm", "30")
+    body = {"model": "fake", "payload": {"messages": MESSAGES}}
+    with together.Together(api_key=secret, base_url=server.url, max_retries=2) as tq:
+        for _ in range(30):
+            tq.beta.jig.queue.submit(**body)
+        started = time.monotonic()
+        assert tq.beta.jig.queue.submit(**body).request_id
+        assert 1.0 <= time.monotonic() - started < 10
 
 
 async def test_one_limit_across_two_api_processes_on_postgres(tmp_path: Path) -> None:
