@@ -18,6 +18,7 @@ from inferq.core.models import (
     PayloadRequest,
     PayloadResult,
     Result,
+    Usage,
 )
 from inferq.core.ports import tenant_prefix
 
@@ -65,13 +66,48 @@ def parse_result(job: Job, data: dict[str, Any]) -> Result:
             embedded = EmbedResult.from_dict(data)
             if len(embedded.vectors) != len(job.request.inputs):
                 raise InvalidRequest("one vector per input is needed", param="result")
+            if not all(_number(x) for vector in embedded.vectors for x in vector):
+                raise TypeError("a vector holds numbers")
+            _check_usage(embedded.usage)
             return embedded
         assert isinstance(job.request, ChatRequest)
         chat = ChatResult.from_dict(data)
-        if not isinstance(chat.text, str) or not isinstance(chat.finish_reason, str):
-            raise InvalidRequest("text and finish_reason are strings", param="result")
+        _check_chat(chat)
         return chat
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidRequest(
             f"the result is not a {kind_of_request(job)} result: {exc!r}", param="result"
         ) from exc
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_usage(usage: Usage) -> None:
+    counts = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise TypeError("usage counts tokens: whole numbers, 0 or more")
+
+
+def _check_chat(chat: ChatResult) -> None:
+    """Each field of a chat result has its type (what a node sent is stored as it is, and
+    read back by every dialect that renders the job)."""
+    texts = [chat.text, chat.finish_reason]
+    texts += [text for call in chat.tool_calls for text in (call.id, call.name, call.arguments)]
+    if chat.stop_sequence is not None:
+        texts.append(chat.stop_sequence)
+    tokens = list(chat.logprobs or ())
+    for token in tokens:
+        tokens += token.top
+    texts += [token.token for token in tokens]
+    if not all(isinstance(text, str) for text in texts):
+        raise TypeError("text, finish_reason, stop_sequence, tool calls and tokens are strings")
+    if not all(
+        _number(t.logprob) and all(isinstance(b, int) and 0 <= b < 256 for b in t.bytes)
+        for t in tokens
+    ):
+        raise TypeError("a logprob is a number and a token's bytes are 0 to 255")
+    _check_usage(chat.usage)
+    for other in chat.others:
+        _check_chat(other)

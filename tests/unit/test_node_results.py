@@ -1,0 +1,91 @@
+"""What a node sends as a job's result: read as the job's kind, every field of its type
+(a result is stored as it is and read back by every dialect), a 400 otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from inferq.core.errors import InvalidRequest
+from inferq.core.models import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    EmbedRequest,
+    EmbedResult,
+    Job,
+    Request,
+)
+from inferq.core.node_checks import parse_result
+from inferq.core.states import JobState, ServiceClass
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 1, "cached_tokens": 0}
+CHAT = {"text": "hi", "finish_reason": "stop", "usage": USAGE}
+TOKEN = {"token": "hi", "logprob": -0.5, "bytes": [104, 105]}
+EMBED = {"vectors": [[0.5, -1]], "usage": USAGE}
+
+
+def job(request: Request) -> Job:
+    return Job(
+        id="j",
+        tenant="t",
+        model="m",
+        origin="together",
+        service_class=ServiceClass.ASYNC,
+        priority=0,
+        state=JobState.RUNNING,
+        request=request,
+        created_at=0.0,
+    )
+
+
+CHAT_JOB = job(ChatRequest(messages=(ChatMessage("user", "hi"),)))
+EMBED_JOB = job(EmbedRequest(inputs=("a",)))
+
+
+def test_a_whole_result_is_read() -> None:
+    full = {
+        **CHAT,
+        "stop_sequence": "x",
+        "tool_calls": [{"id": "c", "name": "f", "arguments": "{}"}],
+        "logprobs": [{**TOKEN, "top": [TOKEN]}],
+        "others": [CHAT],
+    }
+    chat = parse_result(CHAT_JOB, full)
+    assert isinstance(chat, ChatResult) and chat.usage.prompt_tokens == 3
+    assert chat.logprobs is not None and chat.logprobs[0].top[0].bytes == (104, 105)
+    embedded = parse_result(EMBED_JOB, EMBED)
+    assert isinstance(embedded, EmbedResult) and embedded.vectors == ((0.5, -1),)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"usage": {**USAGE, "prompt_tokens": None}},
+        {"usage": {**USAGE, "completion_tokens": "1"}},
+        {"usage": {**USAGE, "cached_tokens": -1}},
+        {"usage": {**USAGE, "prompt_tokens": True}},
+        {"usage": {**USAGE, "extra": 1}},
+        {"text": 5},
+        {"finish_reason": None},
+        {"stop_sequence": ["x"]},
+        {"tool_calls": [{"id": "c", "name": 1, "arguments": "{}"}]},
+        {"logprobs": [{**TOKEN, "logprob": "low"}]},
+        {"logprobs": [{**TOKEN, "bytes": [256]}]},
+        {"logprobs": [{**TOKEN, "top": [{**TOKEN, "token": None}]}]},
+        {"others": [{**CHAT, "usage": {**USAGE, "prompt_tokens": 1.5}}]},
+    ],
+)
+def test_a_chat_result_of_the_wrong_types_is_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest, match="not a chat result"):
+        parse_result(CHAT_JOB, {**CHAT, **change})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"vectors": [["0.5"]]}, {"vectors": [[True]]}, {"usage": {**USAGE, "prompt_tokens": None}}],
+)
+def test_an_embed_result_of_the_wrong_types_is_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest, match="not a embed result"):
+        parse_result(EMBED_JOB, {**EMBED, **change})
