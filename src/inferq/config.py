@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=200_000, gt=0)
     #: batches a tenant may have open (not ended) at once; more get 429
     max_open_batches: int = Field(default=20, gt=0)
+    #: tokens of one tenant's unfinished batch rows per model (estimated at validation);
+    #: a batch past it fails validation with token_limit_exceeded (unset: no bound)
+    max_batch_enqueued_tokens: int | None = Field(default=None, gt=0)
     #: tenants with waiting work share the engines by weight, in tokens processed
     #: (``inferq tenants weight``); off: one global order (class, priority, submission)
     fairness: bool = True

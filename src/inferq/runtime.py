@@ -134,6 +134,7 @@ async def open_runtime(
             max_open=settings.max_open_batches,
             max_attempts=settings.max_retries + 1,
             window=settings.batch_window_hours * 3600,
+            max_enqueued_tokens=settings.max_batch_enqueued_tokens,
         ),
     )
     jobs = JobService(

@@ -82,6 +82,9 @@ class BatchLimits:
     max_attempts: int = 4
     #: the completion window, in seconds: rows that have not run by then expire
     window: float = 24 * 3600.0
+    #: tokens of one tenant's unfinished batch rows per model (estimated at validation,
+    #: released as rows end); a batch that would pass it fails validation (None: any)
+    max_enqueued_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

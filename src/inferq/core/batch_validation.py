@@ -33,11 +33,14 @@ from inferq.core.batch_format import (
 from inferq.core.errors import ClientError, InvalidRequest, NotFound
 from inferq.core.events import JobEvents
 from inferq.core.files import DATASET, blob_key, file_names
+from inferq.core.limits import estimate_tokens
 from inferq.core.models import Batch, BatchCounts, Job, JobError
 from inferq.core.ports import BatchFileStore, BlobStore
 from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.batches")
+#: the states of a batch that still holds enqueued tokens
+_OPEN = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.RUNNING})
 
 Renew = Callable[[], Awaitable[bool]]
 Transition = Callable[[Batch, Batch], Awaitable[bool]]
@@ -77,6 +80,7 @@ class BatchValidator:
         pending: list[Job] = []
         total = 0
         unexpected = 0
+        tokens: dict[str, int] = {}
         now = self.parts.clock()
 
         def error(
@@ -132,6 +136,8 @@ class BatchValidator:
                     continue
                 if errors:
                     continue  # keep collecting errors, stop storing rows
+                cost = estimate_tokens(parsed.request.to_dict())
+                tokens[parsed.model] = tokens.get(parsed.model, 0) + cost
                 pending.append(self._row(batch, total, parsed, now))
                 if len(pending) >= CHUNK:
                     await self.parts.store.insert_rows(pending)
@@ -156,6 +162,8 @@ class BatchValidator:
                         "line": again,
                     }
                 )
+        if not errors:
+            errors += await self._over_token_bound(batch, tokens)
         if total == 0 and not errors:
             errors.append(
                 {
@@ -186,10 +194,46 @@ class BatchValidator:
             if await self._transition(batch, failed):
                 log.info("batch %s failed validation: %s", batch.id, failed.error)
             return
-        queued = batch.evolve(state=JobState.QUEUED, total=total, validated_at=now)
+        queued = batch.evolve(
+            state=JobState.QUEUED, total=total, validated_at=now, enqueued_tokens=tokens
+        )
         if await self._transition(batch, queued):
             await self.parts.store.release_rows(tenant=batch.tenant, batch_id=batch.id)
             self.parts.events.job_submitted()
+
+    async def _over_token_bound(
+        self, batch: Batch, tokens: Mapping[str, int]
+    ) -> list[dict[str, Any]]:
+        """The error of a batch whose tokens would take its tenant past the enqueued-token
+        bound of a model (OpenAI's batch queue limit), or none. The tenant's other open
+        batches hold their estimate in proportion to their rows not yet ended."""
+        bound = self.parts.limits.max_enqueued_tokens
+        if bound is None:
+            return []
+        held = dict.fromkeys(tokens, 0.0)
+        others = await self.parts.store.list_batches(
+            tenant=batch.tenant, dialect=None, limit=10_000, states=_OPEN
+        )
+        for other in others:
+            if other.id == batch.id or not other.total or not held.keys() & other.enqueued_tokens:
+                continue
+            counts = await self.parts.store.batch_counts(tenant=other.tenant, batch_id=other.id)
+            share = counts.active / other.total
+            for model in held.keys() & other.enqueued_tokens:
+                held[model] += other.enqueued_tokens[model] * share
+        for model, mine in sorted(tokens.items()):
+            if held[model] + mine > bound:
+                message = (
+                    f"enqueued token limit reached for {model}: {bound} tokens of unfinished "
+                    f"batch rows per tenant and model; this batch holds about {mine}, the "
+                    f"tenant's other open batches about {held[model]:.0f}. Retry once some "
+                    "of them have finished"
+                )
+                return [
+                    {"code": "token_limit_exceeded", "message": message, "param": None,
+                     "file": None, "line": None}
+                ]  # fmt: skip
+        return []
 
     async def _inputs(
         self, batch: Batch

@@ -458,6 +458,9 @@ class Batch:
     error_file_id: str | None = None
     #: rows counted at validation
     total: int = 0
+    #: the tokens its rows were estimated at, by model (the tenant's enqueued-token
+    #: bound holds them until the rows end: :mod:`inferq.core.batch_validation`)
+    enqueued_tokens: dict[str, int] = field(default_factory=dict)
     #: the counts frozen when the batch ended (live counts come from its rows)
     counts: BatchCounts | None = None
     #: only the custom_ids of rows that did not succeed in this earlier batch run
