@@ -86,8 +86,8 @@ def _number(value: object) -> bool:
 
 def _check_usage(usage: Usage) -> None:
     counts = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
-        raise TypeError("usage counts tokens: whole numbers, 0 or more")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31 for n in counts):
+        raise TypeError("usage counts tokens: whole numbers from 0 to 2147483647")
 
 
 def _check_chat(chat: ChatResult) -> None:

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from inferq import __version__
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from, get_services
 from inferq.api.nodes.schemas import (
+    MAX_ATTEMPT,
     Claim,
     Complete,
     Fail,
@@ -154,6 +155,7 @@ async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[s
         )
         for item in body.results
     ]
+    services.node_work.wanted(body.free)  # refused before any result is stored
     fates = await services.node_work.report(node, outcomes)
     jobs = []
     if body.free:
@@ -179,7 +181,7 @@ async def put_file(
     node: NodeDep,
     services: ServicesDep,
     session: str = Query(min_length=8, max_length=64),
-    attempt: int = Query(ge=1),
+    attempt: int = Query(ge=1, le=MAX_ATTEMPT),
 ) -> dict[str, Any]:
     """Upload an output file of a job the node holds; answers the URL that the job's
     tenant reads it at."""

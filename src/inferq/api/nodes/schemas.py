@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: a node process's own id, chosen at its start
 Session = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+#: the largest attempt number (the store's attempt column is a 32-bit integer)
+MAX_ATTEMPT = 2**31 - 1
 
 
 class Strict(BaseModel):
@@ -39,7 +41,7 @@ class Claim(Strict):
 
 class JobBeat(Strict):
     id: str = Field(min_length=1, max_length=128)
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     info: dict[str, Any] = Field(default_factory=dict)
     progress: float | None = Field(default=None, ge=0, le=1)
     text: list[str] = Field(default_factory=list, max_length=100_000)
@@ -53,7 +55,7 @@ class Heartbeat(Strict):
 class Complete(Strict):
     session: str = Session
     id: str = Field(min_length=1, max_length=128)
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     result: dict[str, Any]
     #: streamed text not yet sent in a heartbeat: relayed before the job ends
     text: list[str] = Field(default_factory=list, max_length=100_000)
@@ -69,7 +71,7 @@ class Failure(Strict):
 class Fail(Strict):
     session: str = Session
     id: str = Field(min_length=1, max_length=128)
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     error: Failure
     #: false: the job fails now (the handler raised JobFailed); true: it runs again while
     #: attempts remain
@@ -82,7 +84,7 @@ class Outcome(Strict):
     """One ended attempt: its ``result``, or its ``error``."""
 
     id: str = Field(min_length=1, max_length=128)
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     result: dict[str, Any] | None = None
     error: Failure | None = None
     retry: bool = True
@@ -100,7 +102,7 @@ class Results(Strict):
 
 class Held(Strict):
     id: str = Field(min_length=1, max_length=128)
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
 
 
 class Release(Strict):
