@@ -66,6 +66,7 @@ def test_a_whole_result_is_read() -> None:
         {"usage": {**USAGE, "completion_tokens": "1"}},
         {"usage": {**USAGE, "cached_tokens": -1}},
         {"usage": {**USAGE, "prompt_tokens": True}},
+        {"usage": {**USAGE, "prompt_tokens": 2**31}},
         {"usage": {**USAGE, "extra": 1}},
         {"text": 5},
         {"finish_reason": None},
