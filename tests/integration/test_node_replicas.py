@@ -5,12 +5,16 @@ else: the majority wins, and the disagreement is recorded on the job and the nod
 
 from __future__ import annotations
 
+import json
+import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import together
 
@@ -44,7 +48,8 @@ def token_of(server: Server, name: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("replicas")
-    srv = start_server(root, models=SERVER_MODELS)
+    # short leases: a killed node's replica is claimed again within seconds
+    srv = start_server(root, models=SERVER_MODELS, env={"INFERQ_LEASE_SECONDS": "2"})
     (root / "node.toml").write_text(NODE_MODELS)
     procs = [
         NodeProc(srv, token_of(srv, f"alike-{i}"), f"alike-{i}", "--models",
@@ -114,3 +119,101 @@ def test_the_majority_answer_wins_and_the_disagreement_is_recorded(
     odd_line = next(line for line in listed.splitlines() if odd in line)
     assert "1 of 1" in odd_line
     assert all("0 of 1" in line for line in listed.splitlines() if "alike-" in line)
+
+
+def children(server: Server, job_id: str) -> dict[str, dict[str, Any]]:
+    """The job's replicas as the server's database holds them."""
+    db = sqlite3.connect(f"file:{server.data_dir / 'inferq.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute(
+            "SELECT id, state, attempt, info FROM jobs WHERE id LIKE ? ORDER BY id",
+            (f"{job_id}.r%",),
+        ).fetchall()
+    finally:
+        db.close()
+    return {r[0]: {"state": r[1], "attempt": r[2], "info": json.loads(r[3] or "{}")} for r in rows}
+
+
+def test_a_node_killed_mid_replica_leaves_it_to_another_node_and_the_job_ends_once(
+    server: Server,
+) -> None:
+    root = server.data_dir.parent
+    (root / "slow.toml").write_text(NODE_MODELS + "token_delay = 5.0\n")
+    spare_log = root / "spare-executions"
+    (root / "spare.toml").write_text(NODE_MODELS + f'execution_log = "{spare_log}"\n')
+    slow_token, spare_token = token_of(server, "slow"), token_of(server, "spare")
+    slow = spare = None
+    with together.Together(
+        api_key=new_key(server, "finn"), base_url=server.url, max_retries=0
+    ) as tq:
+        payload = {"messages": [{"role": "user", "content": "three plus one"}], "max_tokens": 8}
+        request_id = str(tq.beta.jig.queue.submit(model=MODEL, payload=payload).request_id)
+        try:
+            # the two alike nodes answer one replica each; the third waits for a node
+            wait_for(
+                "two replicas answered",
+                lambda: (
+                    [c["state"] for c in children(server, request_id).values()].count("succeeded")
+                    == 2
+                ),
+            )
+            slow = NodeProc(server, slow_token, "slow", "--models", str(root / "slow.toml"),
+                            log=root / "events")  # fmt: skip
+            wait_for(
+                "the slow node running the third replica",
+                lambda: any(
+                    c["state"] == "running" and c["info"].get("replica_node")
+                    for c in children(server, request_id).values()
+                ),
+            )
+            slow.kill()
+            spare = NodeProc(server, spare_token, "spare", "--models",
+                             str(root / "spare.toml"), log=root / "events")  # fmt: skip
+            status = wait_for(
+                "the replicated job to end",
+                lambda: (
+                    s
+                    if (s := tq.beta.jig.queue.retrieve(model=MODEL, request_id=request_id)).status
+                    in ("done", "failed")
+                    else None
+                ),
+            )
+        finally:
+            for proc in (slow, spare):
+                if proc is not None:
+                    proc.stop()
+    assert status.status == "done", status
+    assert status.outputs["choices"][0]["message"]["content"] == "echo: three plus one"
+    assert status.retries == 0  # the job itself was never re-run, only the killed replica
+    agreement = status.info["agreement"]
+    assert sorted(agreement["agreed"]) == ["alike-0", "alike-1", "spare"]
+    assert agreement["disagreed"] == [] and agreement["majority"]
+    kids = children(server, request_id)
+    assert sorted((c["state"], c["attempt"]) for c in kids.values()) == [
+        ("succeeded", 1),
+        ("succeeded", 1),
+        ("succeeded", 2),  # the killed node's attempt, then the spare's
+    ]
+    assert spare_log.read_text().splitlines() == ["three plus one"]  # ran once there
+    listed = server.cli("nodes", "list").splitlines()
+    spare_line = next(line for line in listed if " spare " in f" {line} ")
+    slow_line = next(line for line in listed if " slow " in f" {line} ")
+    assert "0 of 1" in spare_line
+    assert not re.search(r"\b\d+ of \d+\b", slow_line)  # it answered nothing: not compared
+
+
+def test_a_sync_openai_chat_gets_the_decided_answer(server: Server) -> None:
+    root = server.data_dir.parent
+    third = NodeProc(server, token_of(server, "third"), "third", "--models",
+                     str(root / "node.toml"), log=root / "events")  # fmt: skip
+    try:
+        key = new_key(server, "gwen")
+        with openai.OpenAI(api_key=key, base_url=server.url + "/v1", max_retries=0) as client:
+            answer = client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "one plus one"}], max_tokens=8
+            )
+    finally:
+        third.stop()
+    assert answer.choices[0].message.content == "echo: one plus one"
+    third_line = next(line for line in server.cli("nodes", "list").splitlines() if "third" in line)
+    assert "0 of 1" in third_line

@@ -1,30 +1,35 @@
 """Redundant execution: a job of a model with ``replicas = N`` runs on N distinct nodes.
 
 Infera's cross-check. The job a client submitted (the parent) is not handed to a node
-itself: the first node that claims the model leases it (owner ``replicas:<process>``)
-and turns it into N child jobs (model ``<model>#replica``, ids ``<parent>.r<k>``, the
-parent's request, class, priority and place in the queue), inserted once however often
-the parent is leased again. Nodes then claim the children like any job, except that a
-node is never handed a second child of one parent (this process remembers who ran
-which). When the last child has ended, the answers that succeeded are embedded with the
-model's ``agree_model`` (an embedding model this process runs), the one closest to the
-others on average (cosine similarity) wins, and the parent completes with it; its info
-records the agreement (each node's similarity to the winner, who disagreed: under
-``agree_threshold``), and each node's record counts the comparison and, when its answer
-was too far from the winner's, a disagreement (``inferq nodes list``).
+itself: the first node that claims the model leases it (owner ``replicas:<process>``,
+held until the job is decided, not renewed) and turns it into N child jobs (model
+``<model>#replica``, ids ``<parent>.r<k>``, the parent's request, class, priority and
+place in the queue), inserted once however often that is tried. Nodes then claim the
+children like any job (fenced leases, retries, a vanished node's child claimed again),
+except that a node is never handed a second child of one parent: the node that runs a
+child is written on it (``info.replica_node``) and read back from its siblings.
+
+When the last child has ended, the answers that succeeded are embedded with the model's
+``agree_model`` (an embedding model this process runs) and compared
+(:mod:`inferq.core.agreement`): the largest group of answers that agree with each other
+wins, the parent completes (fenced, so once) with the answer of that group closest to
+the others, its info records the agreement (pairwise similarities, who disagreed), and
+each node's record counts the comparison and, outside the group, a disagreement
+(``inferq nodes list``). A decision lost to a crash (or children failed by the store
+after their last attempt) is taken up by a sweep of the model's running parents.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from inferq.core.agreement import similarities, verdict
 from inferq.core.errors import Conflict
-from inferq.core.models import ChatResult, Job, JobError, Lease
+from inferq.core.models import ChatResult, Job, JobError, JobFilter, Lease
 from inferq.core.states import JobState, ServiceClass
 
 if TYPE_CHECKING:
@@ -34,6 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("inferq.nodes")
 
 SUFFIX = "#replica"
+#: how long the parent's lease is held while its children run (it is not renewed: the
+#: decision ends it, and the sweep finds a parent whose decision was lost)
+HOLD_SECONDS = 30 * 24 * 3600.0
+#: the running parents one sweep looks at, per model
+SWEEP_LIMIT = 200
 #: embeds texts with the named embedding model: one vector per text
 Embedder = Callable[[str, list[str]], Awaitable[Sequence[Sequence[float]]]]
 
@@ -45,7 +55,7 @@ class Replication:
     replicas: int
     #: the embedding model that compares the answers
     agree_model: str
-    #: an answer less similar than this to the winner's disagreed
+    #: two answers less similar than this disagree
     threshold: float = 0.9
 
 
@@ -66,10 +76,8 @@ def child_ids(parent_id: str, replicas: int) -> list[str]:
     return [f"{parent_id}.r{k}" for k in range(replicas)]
 
 
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = math.fsum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(math.fsum(x * x for x in a)) * math.sqrt(math.fsum(y * y for y in b))
-    return dot / norm if norm else 0.0
+def parent_of(child_id: str) -> str:
+    return child_id.rsplit(".r", 1)[0]
 
 
 class Replicas:
@@ -85,16 +93,18 @@ class Replicas:
         self.plans = plans
         self.embed = embed
         self.owner = owner
-        #: parent id -> the nodes handed one of its children (this process)
+        #: parent id -> the nodes this process handed one of its children (the store's
+        #: ``replica_node`` answers for the others)
         self._ran: dict[str, set[str]] = {}
-        #: parent id -> this process's lease on it, renewed while its children run
-        self._parents: dict[str, Lease] = {}
         self._deciding: set[str] = set()
+        #: model -> when this process last swept its running parents
+        self._swept: dict[str, float] = {}
 
     async def claim(self, ask: Ask, count: int) -> list[Job]:
         """Up to ``count`` children of the model's jobs for the node (never two of one
         parent), turning a waiting job into its children when none is left; each as the
         job of the model the node runs."""
+        await self._sweep(ask)
         jobs = await self._children(ask, count)
         if len(jobs) < count and await self._expand(ask):
             jobs += await self._children(ask, count - len(jobs))
@@ -119,26 +129,43 @@ class Replicas:
         owner, node = ask.owner, ask.node
         limit = count + ask.plan.replicas
         for job in await self._claim(owner, ask.name + SUFFIX, limit, ask.max_class):
-            ran = self._ran.setdefault(job.id.rsplit(".r", 1)[0], set())
-            if node.id in ran or len(mine) >= count:
-                await self.work.store.requeue(Lease(job.id, owner, job.attempt))
+            lease = Lease(job.id, owner, job.attempt)
+            ran = self._ran.setdefault(parent_of(job.id), set())
+            if len(mine) >= count or node.id in ran or await self._ran_sibling(job, node):
+                await self.work.store.requeue(lease)
                 continue
             ran.add(node.id)
             # which node answers, kept on the child (its owner is cleared when it ends)
-            await self.work.store.set_progress(
-                Lease(job.id, owner, job.attempt), {"replica_node": node.id}
-            )
+            await self.work.store.set_progress(lease, {"replica_node": node.id})
             mine.append(job)
         return mine
 
+    async def _ran_sibling(self, child: Job, node: Node) -> bool:
+        """Whether the node was handed another child of the same parent (by any process,
+        before any restart)."""
+        store, plan = self.work.store, self.plans(child.model.removesuffix(SUFFIX))
+        siblings = child_ids(parent_of(child.id), plan.replicas if plan else 0)
+        for sibling_id in siblings:
+            if sibling_id == child.id:
+                continue
+            sibling = await store.get_job(sibling_id, tenant=None)
+            if sibling is not None and sibling.info.get("replica_node") == node.id:
+                return True
+        return False
+
     async def _expand(self, ask: Ask) -> bool:
-        """Lease one waiting job of the model and insert its children (once)."""
-        name, plan = ask.name, ask.plan
-        parents = await self._claim(self.owner, name, 1, ask.max_class)
+        """Lease one waiting job of the model (held until decided) and insert its
+        children."""
+        parents = await self._claim(self.owner, ask.name, 1, ask.max_class)
         if not parents:
             return False
         parent = parents[0]
-        self._parents[parent.id] = Lease(parent.id, self.owner, parent.attempt)
+        lease = Lease(parent.id, self.owner, parent.attempt)
+        await self.work.store.renew_leases([lease], until=self.work.clock() + HOLD_SECONDS)
+        await self._insert_children(parent, ask.name, ask.plan)
+        return True
+
+    async def _insert_children(self, parent: Job, name: str, plan: Replication) -> None:
         for child_id in child_ids(parent.id, plan.replicas):
             child = parent.evolve(
                 id=child_id,
@@ -151,39 +178,53 @@ class Replicas:
                 lease_expires_at=None,
                 claimed_at=None,
             )
-            with contextlib.suppress(Conflict):  # leased again: its children exist
+            with contextlib.suppress(Conflict):  # tried before: its children exist
                 await self.work.store.insert_job(child)
         self.work.events.job_submitted()
-        return True
 
-    async def renew(self, held: Sequence[str], *, until: float) -> None:
-        """Renew the parents of the children still held (their leases are this
-        process's, not the nodes')."""
-        parents = {job_id.rsplit(".r", 1)[0] for job_id in held}
-        leases = [self._parents[p] for p in parents if p in self._parents]
-        if leases:
-            await self.work.store.renew_leases(leases, until=until)
+    async def _sweep(self, ask: Ask) -> None:
+        """Now and then (each lease period), decide the model's running parents whose
+        children have all ended, and insert the children a crash left out."""
+        now = self.work.clock()
+        if now - self._swept.get(ask.name, 0.0) < self.work.limits.lease_seconds:
+            return
+        self._swept[ask.name] = now
+        running = frozenset({JobState.RUNNING})
+        flt = JobFilter(model=ask.name, states=running, limit=SWEEP_LIMIT)
+        for parent in await self.work.store.list_jobs(flt):
+            if (parent.owner or "").startswith("replicas:"):
+                await self._insert_children(parent, ask.name, ask.plan)
+                await self._settle(parent.id, ask.plan)
 
     async def ended(self, child: Job) -> None:
-        """A child ended: once all have, decide the parent."""
+        """A child ended: once all have, decide the parent. A failure here is logged:
+        the sweep decides later."""
         parent_id = (child.inputs or {}).get("replica_of")
-        if not isinstance(parent_id, str) or parent_id in self._deciding:
+        plan = self.plans(child.model.removesuffix(SUFFIX))
+        if not isinstance(parent_id, str) or plan is None:
+            return
+        try:
+            await self._settle(parent_id, plan)
+        except Exception:
+            log.exception("deciding the replicated job %s failed; the sweep retries", parent_id)
+
+    async def _settle(self, parent_id: str, plan: Replication) -> None:
+        if parent_id in self._deciding:
             return
         store = self.work.store
         parent = await store.get_job(parent_id, tenant=None)
-        plan = self.plans(child.model.removesuffix(SUFFIX))
-        if parent is None or parent.state.terminal or plan is None:
+        if parent is None or parent.state is not JobState.RUNNING:
             return
         kids = [await store.get_job(c, tenant=None) for c in child_ids(parent_id, plan.replicas)]
-        if any(kid is None or not kid.state.terminal for kid in kids):
+        ended = [kid for kid in kids if kid is not None and kid.state.terminal]
+        if len(ended) < plan.replicas:
             return
         self._deciding.add(parent_id)
         try:
-            await self._decide(parent, [kid for kid in kids if kid is not None], plan)
+            await self._decide(parent, ended, plan)
         finally:
             self._deciding.discard(parent_id)
             self._ran.pop(parent_id, None)
-            self._parents.pop(parent_id, None)
 
     async def _decide(self, parent: Job, kids: list[Job], plan: Replication) -> None:
         store, now = self.work.store, self.work.clock()
@@ -194,27 +235,35 @@ class Replicas:
         if not done:
             error = JobError("replicas_failed", "no replica of the job succeeded")
             await store.fail(lease, error, now=now, retry=False)
-        else:
-            answers = [k.result.text for k in done if isinstance(k.result, ChatResult)]
-            vectors = await self._vectors(plan, answers)
-            sims = [[cosine(a, b) for b in vectors] for a in vectors]
-            best = max(range(len(done)), key=lambda i: math.fsum(sims[i]))
-            nodes = [str(k.info.get("replica_node", "")) for k in done]
-            names = {n.id: n.name for n in await self.work.nodes.list()}
-            disagreed = [nodes[i] for i in range(len(done)) if sims[best][i] < plan.threshold]
-            agreement = {
-                "replicas": plan.replicas,
-                "winner": names.get(nodes[best], nodes[best]),
-                "similarity": {
-                    names.get(n, n): round(sims[best][i], 4) for i, n in enumerate(nodes)
-                },
-                "disagreed": [names.get(n, n) for n in disagreed],
-            }
-            await store.set_progress(lease, {"agreement": agreement})
-            result = done[best].result
-            assert result is not None
-            if await store.complete(lease, result, now=now):
-                await self.work.nodes.store.count_agreement(nodes, disagreed=disagreed)
+            self.work.events.job_ended(parent.id)
+            return
+        answers = [k.result.text for k in done if isinstance(k.result, ChatResult)]
+        sims = similarities(await self._vectors(plan, answers))
+        found = verdict(sims, threshold=plan.threshold, replicas=plan.replicas)
+        nodes = [str(k.info.get("replica_node", "")) for k in done]
+        names = {n.id: n.name for n in await self.work.nodes.list()}
+        label = [names.get(n, n) for n in nodes]
+        disagreed = [nodes[i] for i in found.disagreed]
+        agreement: dict[str, Any] = {
+            "replicas": plan.replicas,
+            "answers": len(done),
+            "winner": label[found.winner],
+            "agreed": [label[i] for i in found.group],
+            "disagreed": [label[i] for i in found.disagreed],
+            "majority": found.majority,
+            "threshold": plan.threshold,
+            "similarity": {label[i]: round(sims[found.winner][i], 4) for i in range(len(done))},
+            "pairs": [
+                [label[i], label[j], round(sims[i][j], 4)]
+                for i in range(len(done))
+                for j in range(i + 1, len(done))
+            ],
+        }
+        await store.set_progress(lease, {"agreement": agreement})
+        result = done[found.winner].result
+        assert result is not None
+        if await store.complete(lease, result, now=now):
+            await self.work.nodes.store.count_agreement(nodes, disagreed=disagreed)
         self.work.events.job_ended(parent.id)
 
     async def _vectors(self, plan: Replication, answers: list[str]) -> Sequence[Sequence[float]]:

@@ -214,18 +214,6 @@ class NodeWork:
             )
         return kind
 
-    def wanted(self, free: Mapping[str, int]) -> dict[str, int]:
-        """The free slots a claim looks for (400 for a model nodes do not serve here, or
-        a count out of range): checked before anything else of a request is done."""
-        wanted = {}
-        for name, count in free.items():
-            self._check_model(name)
-            if not 0 <= count <= MAX_CLAIM:
-                raise InvalidRequest(f"free slots are 0 to {MAX_CLAIM}", param="free")
-            if count:
-                wanted[name] = count
-        return wanted
-
     async def claim(
         self,
         node: Node,
@@ -244,7 +232,13 @@ class NodeWork:
         empty (the node went away); it may raise (the node's token was revoked).
         """
         owner = self.owner(node, session)
-        wanted = self.wanted(free)
+        wanted = {}
+        for name, count in free.items():
+            self._check_model(name)
+            if not 0 <= count <= MAX_CLAIM:
+                raise InvalidRequest(f"free slots are 0 to {MAX_CLAIM}", param="free")
+            if count:
+                wanted[name] = count
         self._start_pulse()
         deadline = self.clock() + max(0.0, min(wait, self.limits.max_wait))
         await self.nodes.seen(node, in_flight=running)
@@ -295,9 +289,9 @@ class NodeWork:
         not (the node stops them)."""
         owner = self.owner(node, session)
         leases = {b.job_id: Lease(b.job_id, owner, b.attempt) for b in beats}
-        until = self.clock() + self.limits.lease_seconds
-        held = await self.store.renew_leases(list(leases.values()), until=until)
-        await self.replicas.renew(list(held), until=until)
+        held = await self.store.renew_leases(
+            list(leases.values()), until=self.clock() + self.limits.lease_seconds
+        )
         for beat in beats:
             if beat.job_id not in held:
                 continue

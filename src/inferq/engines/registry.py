@@ -38,6 +38,8 @@ from inferq.engines.base import Engine, ModelSpec
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "smollm2-135m-embed"
 ENGINE_KINDS = ("llamacpp", "fake", "openai_upstream", "remote")
+#: the options of redundant execution (:mod:`inferq.engines.remote`)
+REPLICA_OPTIONS = frozenset({"replicas", "agree_model", "agree_threshold"})
 
 
 def default_specs() -> dict[str, ModelSpec]:
@@ -131,6 +133,11 @@ def _spec(name: str, entry: Any, path: Path) -> ModelSpec:
         raise ConfigError(f"{path}: model {name!r}: context_length >= 16 and slots >= 1")
     if not isinstance(options.get("embedding", False), bool):
         raise ConfigError(f"{path}: model {name!r}: embedding is true or false")
+    if engine != "remote" and REPLICA_OPTIONS & options.keys():
+        raise ConfigError(
+            f"{path}: model {name!r}: {', '.join(sorted(REPLICA_OPTIONS & options.keys()))} "
+            'are only for models that nodes run (engine = "remote")'
+        )
     if engine == "openai_upstream":
         from inferq.engines.upstream_config import parse_settings
 

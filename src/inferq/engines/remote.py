@@ -65,8 +65,8 @@ def replication(spec: ModelSpec) -> Replication | None:
     """How a remote chat model's jobs are cross-checked (``replicas`` above 1), or None."""
     options = spec.options
     replicas = options.get("replicas", 1)
-    if not isinstance(replicas, int) or not 1 <= replicas <= 9:
-        raise ConfigError(f"model {spec.name!r}: replicas is 1 to 9")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 9:
+        raise ConfigError(f"model {spec.name!r}: replicas is an integer from 1 to 9")
     if replicas == 1:
         return None
     agree = options.get("agree_model")
@@ -139,11 +139,26 @@ def takes_payload(registry: ModelRegistry, name: str) -> bool:
 def replications_of(registry: ModelRegistry) -> Callable[[str], Replication | None]:
     """How each remote model of ``registry`` is cross-checked (None: it is not)."""
 
+    for engine in registry:
+        if isinstance(engine, RemoteEngine) and engine.replication is not None:
+            _check_agree_model(registry, engine.spec.name, engine.replication.agree_model)
+
     def plan(name: str) -> Replication | None:
         engine = registry.engines.get(name)
         return engine.replication if isinstance(engine, RemoteEngine) else None
 
     return plan
+
+
+def _check_agree_model(registry: ModelRegistry, name: str, agree: str) -> None:
+    """The model comparing ``name``'s answers is an embedding model this server runs."""
+    engine = registry.engines.get(agree)
+    if engine is None or not engine.embeds or not engine.runs_here:
+        raise ConfigError(
+            f"model {name!r}: agree_model {agree!r} is not an embedding model this server "
+            "runs (a model of its models file with embedding = true and an engine other "
+            'than "remote")'
+        )
 
 
 def embedder(registry: ModelRegistry) -> Embedder:
