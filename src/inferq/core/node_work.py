@@ -214,6 +214,18 @@ class NodeWork:
             )
         return kind
 
+    def wanted(self, free: Mapping[str, int]) -> dict[str, int]:
+        """The free slots a claim looks for (400 for a model nodes do not serve here, or
+        a count out of range): checked before anything else of a request is done."""
+        wanted = {}
+        for name, count in free.items():
+            self._check_model(name)
+            if not 0 <= count <= MAX_CLAIM:
+                raise InvalidRequest(f"free slots are 0 to {MAX_CLAIM}", param="free")
+            if count:
+                wanted[name] = count
+        return wanted
+
     async def claim(
         self,
         node: Node,
@@ -232,13 +244,7 @@ class NodeWork:
         empty (the node went away); it may raise (the node's token was revoked).
         """
         owner = self.owner(node, session)
-        wanted = {}
-        for name, count in free.items():
-            self._check_model(name)
-            if not 0 <= count <= MAX_CLAIM:
-                raise InvalidRequest(f"free slots are 0 to {MAX_CLAIM}", param="free")
-            if count:
-                wanted[name] = count
+        wanted = self.wanted(free)
         self._start_pulse()
         deadline = self.clock() + max(0.0, min(wait, self.limits.max_wait))
         await self.nodes.seen(node, in_flight=running)
