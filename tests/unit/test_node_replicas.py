@@ -237,3 +237,16 @@ def test_a_good_replication_is_read(tmp_path: Path) -> None:
     plan = replications_of(registry)
     assert plan("voted") == Replication(replicas=3, agree_model="agree", threshold=0.9)
     assert plan("agree") is None and plan("far-embed") is None
+
+
+async def test_the_children_of_a_cancelled_job_are_not_run(world: World) -> None:
+    a, b = await world.node("a"), await world.node("b")
+    job = await world.submit()
+    [from_a] = await world.claim(a)
+    await world.store.finish(
+        job.id, tenant=None, state=JobState.CANCELLED, error=None, now=world.clock.now
+    )
+    assert await world.claim(b) == []  # the waiting children end instead
+    states = {c: (await world.get(c)).state for c in child_ids(job.id, 3) if c != from_a.id}
+    assert set(states.values()) == {JobState.CANCELLED}
+    assert (await world.get(job.id)).state is JobState.CANCELLED

@@ -130,6 +130,8 @@ class Replicas:
         limit = count + ask.plan.replicas
         for job in await self._claim(owner, ask.name + SUFFIX, limit, ask.max_class):
             lease = Lease(job.id, owner, job.attempt)
+            if await self._orphan(job):
+                continue
             ran = self._ran.setdefault(parent_of(job.id), set())
             if len(mine) >= count or node.id in ran or await self._ran_sibling(job, node):
                 await self.work.store.requeue(lease)
@@ -139,6 +141,19 @@ class Replicas:
             await self.work.store.set_progress(lease, {"replica_node": node.id})
             mine.append(job)
         return mine
+
+    async def _orphan(self, child: Job) -> bool:
+        """Whether the child's job already ended (cancelled, expired): the child is then
+        cancelled instead of run."""
+        store = self.work.store
+        parent = await store.get_job(parent_of(child.id), tenant=None)
+        if parent is not None and not parent.state.terminal:
+            return False
+        error = JobError("replica_not_needed", "the job ended before this replica ran")
+        state, now = JobState.CANCELLED, self.work.clock()
+        await store.finish(child.id, tenant=None, state=state, error=error, now=now)
+        self.work.events.job_ended(child.id)
+        return True
 
     async def _ran_sibling(self, child: Job, node: Node) -> bool:
         """Whether the node was handed another child of the same parent (by any process,
