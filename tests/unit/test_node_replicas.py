@@ -250,3 +250,15 @@ async def test_the_children_of_a_cancelled_job_are_not_run(world: World) -> None
     states = {c: (await world.get(c)).state for c in child_ids(job.id, 3) if c != from_a.id}
     assert set(states.values()) == {JobState.CANCELLED}
     assert (await world.get(job.id)).state is JobState.CANCELLED
+
+
+async def test_the_sweep_inserts_the_children_a_crash_left_out(world: World) -> None:
+    a = await world.node("a")
+    job = await world.submit()
+    # a server took the job and stopped before inserting its children
+    [taken] = await world.store.claim(
+        owner="replicas:gone", limit=1, now=world.clock.now, lease_seconds=1e6, models=[MODEL]
+    )
+    assert taken.id == job.id
+    [child] = await world.claim(a)
+    assert child.id in child_ids(job.id, 3)

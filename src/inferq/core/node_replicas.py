@@ -208,8 +208,7 @@ class Replicas:
         flt = JobFilter(model=ask.name, states=running, limit=SWEEP_LIMIT)
         for parent in await self.work.store.list_jobs(flt):
             if (parent.owner or "").startswith("replicas:"):
-                await self._insert_children(parent, ask.name, ask.plan)
-                await self._settle(parent.id, ask.plan)
+                await self._settle(parent.id, ask.plan, repair=ask.name)
 
     async def ended(self, child: Job) -> None:
         """A child ended: once all have, decide the parent. A failure here is logged:
@@ -223,7 +222,9 @@ class Replicas:
         except Exception:
             log.exception("deciding the replicated job %s failed; the sweep retries", parent_id)
 
-    async def _settle(self, parent_id: str, plan: Replication) -> None:
+    async def _settle(self, parent_id: str, plan: Replication, *, repair: str = "") -> None:
+        """Decide the parent once all its children have ended; with ``repair`` (the
+        model's name), first insert the children a crash left out."""
         if parent_id in self._deciding:
             return
         store = self.work.store
@@ -231,6 +232,9 @@ class Replicas:
         if parent is None or parent.state is not JobState.RUNNING:
             return
         kids = [await store.get_job(c, tenant=None) for c in child_ids(parent_id, plan.replicas)]
+        if repair and None in kids:
+            await self._insert_children(parent, repair, plan)
+            return
         ended = [kid for kid in kids if kid is not None and kid.state.terminal]
         if len(ended) < plan.replicas:
             return
