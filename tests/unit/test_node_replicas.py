@@ -22,6 +22,7 @@ from inferq.core.nodes import Node, NodeService
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.engines.remote import replications_of
+from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
 
 MODEL = "voted"
@@ -44,8 +45,8 @@ async def embed(model: str, texts: list[str]) -> Sequence[Sequence[float]]:
 
 
 class World:
-    def __init__(self) -> None:
-        self.store = MemoryStore()
+    def __init__(self, store: JobStore | None = None) -> None:
+        self.store = store or MemoryStore()
         self.events = JobEvents()
         self.clock = Clock()
         self.work = self.server()
