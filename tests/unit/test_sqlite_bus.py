@@ -138,7 +138,7 @@ async def test_a_process_that_is_gone_is_forgotten(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
     await store.open()
     try:
-        folder = Path(f"{tmp_path / 'jobs.db'}.events")
+        folder = tmp_path / ".jobs.db.events"
         folder.mkdir(exist_ok=True)
         (folder / "inferq-0000000000000000").touch()
         await store.insert_job(make_job())

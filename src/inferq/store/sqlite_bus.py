@@ -7,7 +7,7 @@ local datagram is enough:
 
 * Each :class:`Bus` binds a Unix datagram socket in Linux's abstract namespace (no
   file, no path-length limit) and leaves an empty marker file named after it in
-  ``<database>.events/``, which is how the others find it.
+  ``.<database>.events/`` beside the database, which is how the others find it.
 * TEMP triggers on this process's writer connection call :meth:`Bus.collect` for each
   inserted job (``submitted``) and each job that reaches a final state (``ended``,
   with its id), as PostgreSQL's triggers do; after the transaction commits,
@@ -74,7 +74,9 @@ class Bus:
     """This process's end of the wake-up channel of one SQLite database."""
 
     def __init__(self, database: Path) -> None:
-        self.folder = Path(f"{database}.events")
+        # beside the database, hidden and not named like it: a copy of inferq.db* (a
+        # backup while the server is stopped) takes the database files alone
+        self.folder = database.parent / f".{database.name}.events"
         self.name = f"inferq-{secrets.token_hex(8)}"
         self._sock: socket.socket | None = None
         self._submitted = False
