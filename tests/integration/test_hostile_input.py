@@ -4,19 +4,25 @@ Hypothesis puts hostile values (lone surrogates, NULs, numbers past every column
 range, NaN and Infinity, JSON nested thousands deep, path tricks) into otherwise valid
 requests of every dialect's write endpoints, one value at a time, anywhere in the
 body: in place of a field, inside a free-form object, or as an extra key. Ids in
-paths and query strings get the same treatment. Two real servers run the matrix,
-one on SQLite and one on PostgreSQL (the fake engine, so accepted work ends fast).
+paths and query strings get the same treatment. Each route is called as its callers
+call it: the tenant's API key, an admin key (``/admin``), a node token (the node
+protocol and Infera's node endpoints, also on a job the node really holds), or an
+admin's console session with its CSRF token (the console's forms, urlencoded). Two
+real servers run the matrix, one on SQLite and one on PostgreSQL (the fake engine,
+so accepted work ends fast).
 
 What must hold for every request:
 
-* the answer is not a 5xx, and a 4xx carries the dialect's error shape;
-* a refused write stores nothing: the tenant's jobs, batches and files are counted
-  in the database before and after;
+* the answer is not a 5xx, and a 4xx carries the dialect's error shape (the
+  console's: an HTML page);
+* a refused write stores nothing: the jobs, batches, files, webhook endpoints, keys
+  and nodes are read from the database before and after (:data:`STORED`);
 * afterwards the server still answers, every job it accepted can be read back and
   runs to an end (a stored value that could not be read back or run would show here).
 
 ``ENDPOINTS`` must name every write route of the app (a test checks it against the
-routes), so a new endpoint gets the hostile strategies as soon as it exists.
+routes, included routers flattened, and each DELETE against the hostile ids), so a new
+endpoint gets the hostile strategies as soon as it exists.
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_from_bytes
 
 import asyncpg
 import httpx
@@ -48,6 +55,8 @@ pytestmark = pytest.mark.integration
 
 MODEL = "fake"
 EMBED = "fake-embed"
+#: a chat model that nodes serve (no node runs it: nothing is ever claimed)
+REMOTE = "remote"
 MODELS = f"""\
 [models.{MODEL}]
 engine = "fake"
@@ -59,12 +68,26 @@ engine = "fake"
 embedding = true
 context_length = 512
 slots = 2
+
+[models.{REMOTE}]
+engine = "remote"
+context_length = 512
 """
 TENANT = "hostile"
 HELLO = [{"role": "user", "content": "Say hello."}]
 CHAT = '{"model":"fake","messages":[{"role":"user","content":"Say hello."}],"max_tokens":4}'
 DATASETS = "/v1/accounts/hostile/datasets"
 JOBS = "/v1/accounts/hostile/batchInferenceJobs"
+#: the node process the matrix speaks the node protocol as
+SESSION = "hostile-session"
+#: a node's result of a chat job
+CHAT_RESULT = {
+    "text": "hi",
+    "finish_reason": "stop",
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "cached_tokens": 0},
+}
+#: stands for the console session's CSRF token in a form
+CSRF = "<csrf>"
 
 
 # -- hostile values -------------------------------------------------------------------
@@ -157,6 +180,11 @@ class Endpoint:
     path: str | None = None
     #: form fields of a multipart route, sent with one small file
     form: dict[str, str] | None = None
+    #: who calls it: "key" (the tenant's API key), "admin" (an admin key), "node" (a node
+    #: token), "console" (a console session and its CSRF token: ``fields`` is its form)
+    caller: str = "key"
+    #: the fields of a console form (urlencoded; CSRF stands for the session's token)
+    fields: dict[str, str] | None = None
 
 
 def batch_line(n: int) -> bytes:
@@ -333,10 +361,179 @@ ENDPOINTS = [
     Endpoint("PUT", "/v1/uploads/{token}", path="/v1/uploads/bad.token"),
     Endpoint("POST", "/api/v1/jobs/", form={"request_data": '{"template_id": "none"}'}),
     Endpoint("POST", "/api/v1/jobs/{job_id}/cancel", {}, path="/api/v1/jobs/none/cancel"),
+    # the fake engine serves chat only: every completion is refused at its model, after the
+    # body and its prompts are checked
+    Endpoint(
+        "POST",
+        "/v1/completions",
+        {
+            "model": MODEL,
+            "prompt": ["Say", "hello"],
+            "max_tokens": 4,
+            "temperature": 0.5,
+            "stop": ["x"],
+            "logprobs": 1,
+            "priority": 1,
+            "timeout": 30,
+        },
+    ),
+    # a tenant nobody works for: no delivery is ever due to the endpoints it gets
+    Endpoint(
+        "POST",
+        "/admin/webhooks",
+        {"tenant": "hostile-hooks", "url": "http://127.0.0.1:9/hook", "events": ["job.failed"]},
+        caller="admin",
+    ),
+    # the node protocol: no job is ever the node's, so every fenced call is a 404 at most;
+    # free slots of 0 (and a wait of 0) keep each claim from waiting
+    Endpoint(
+        "POST",
+        "/node/v1/hello",
+        {"protocol": 1, "session": SESSION, "version": "1.0", "models": {REMOTE: 2}},
+        caller="node",
+    ),
+    Endpoint(
+        "POST",
+        "/node/v1/claim",
+        {"session": SESSION, "free": {REMOTE: 0}, "wait": 0, "running": 0, "max_class": "batch"},
+        caller="node",
+    ),
+    Endpoint(
+        "POST",
+        "/node/v1/heartbeat",
+        {
+            "session": SESSION,
+            "jobs": [
+                {"id": "none", "attempt": 1, "info": {"k": "v"}, "progress": 0.5, "text": ["a"]}
+            ],
+        },
+        caller="node",
+    ),
+    Endpoint(
+        "POST",
+        "/node/v1/complete",
+        {
+            "session": SESSION,
+            "id": "none",
+            "attempt": 1,
+            "result": CHAT_RESULT,
+            "text": ["a"],
+            "info": {"k": "v"},
+        },
+        caller="node",
+    ),
+    Endpoint(
+        "POST",
+        "/node/v1/fail",
+        {
+            "session": SESSION,
+            "id": "none",
+            "attempt": 1,
+            "error": {"code": "x", "message": "y"},
+            "retry": False,
+            "info": {"k": "v"},
+        },
+        caller="node",
+    ),
+    Endpoint(
+        "POST",
+        "/node/v1/results",
+        {
+            "session": SESSION,
+            "results": [
+                {"id": "none", "attempt": 1, "result": CHAT_RESULT, "text": ["a"]},
+                {"id": "none2", "attempt": 2, "error": {"code": "x", "message": "y"}},
+            ],
+            "free": {REMOTE: 0},
+            "running": 0,
+        },
+        caller="node",
+    ),
+    Endpoint(
+        "POST",
+        "/node/v1/release",
+        {"session": SESSION, "jobs": [{"id": "none", "attempt": 1}]},
+        caller="node",
+    ),
+    Endpoint(
+        "PUT",
+        "/node/v1/jobs/{job_id}/files/{name}",
+        path=f"/node/v1/jobs/none/files/out.png?session={SESSION}&attempt=1",
+        caller="node",
+    ),
+    # Infera's node endpoints
+    Endpoint("POST", "/register_node_secret", {}, caller="node"),
+    Endpoint("POST", "/check_node_secret", {}, caller="node"),
+    Endpoint(
+        "POST",
+        "/worker/register_node",
+        {"node_url": "http://127.0.0.1:9", "node_version": "1.0"},
+        caller="node",
+    ),
+    Endpoint("POST", "/worker/update_models", {"models": [REMOTE]}, caller="node"),
+    Endpoint("POST", "/worker/deregister_node", {}, caller="node"),
+    Endpoint(
+        "POST",
+        "/worker/update_result",
+        {
+            "job_id": "none",
+            "api_key": "iqn-none",
+            "model_name": REMOTE,
+            "result": {"message": {"role": "assistant", "content": "hi"}, "eval_count": 1},
+            "status": "completed",
+        },
+        caller="node",
+    ),
+    # the console's forms, as an admin's browser posts them
+    Endpoint(
+        "POST",
+        "/console/login",
+        caller="console",
+        fields={"key": "<admin key>", "next": "/console/jobs"},
+    ),
+    Endpoint("POST", "/console/logout", caller="console", fields={"csrf": CSRF}),
+    Endpoint(
+        "POST",
+        "/console/keys",
+        caller="console",
+        fields={"csrf": CSRF, "name": "console-key", "tenant": "hostile-console", "admin": ""},
+    ),
+    Endpoint(
+        "POST",
+        "/console/keys/{key_id}/revoke",
+        path="/console/keys/{}/revoke",
+        caller="console",
+        fields={"csrf": CSRF},
+    ),
+    Endpoint(
+        "POST",
+        "/console/nodes/{node_id}/revoke",
+        path="/console/nodes/{}/revoke",
+        caller="console",
+        fields={"csrf": CSRF},
+    ),
+    Endpoint(
+        "POST",
+        "/console/jobs/{job_id}/cancel",
+        path="/console/jobs/{}/cancel",
+        caller="console",
+        fields={"csrf": CSRF},
+    ),
+    Endpoint(
+        "POST",
+        "/console/batches/{batch_id}/cancel",
+        path="/console/batches/{}/cancel",
+        caller="console",
+        fields={"csrf": CSRF},
+    ),
+    Endpoint(
+        "POST", "/console/{rest:path}", path="/console/{}", caller="console", fields={"csrf": CSRF}
+    ),
 ]
 BY_ROUTE = {(e.method, e.route): e for e in ENDPOINTS}
 JSON_ENDPOINTS = [e for e in ENDPOINTS if e.body is not None]
 FORM_ENDPOINTS = [e for e in ENDPOINTS if e.form is not None]
+CONSOLE_ENDPOINTS = [e for e in ENDPOINTS if e.fields is not None]
 #: routes with ids, each reached with a hostile id in its path
 READ_PATHS = [
     "/v1/queue/status?request_id={id}&model=" + MODEL,
@@ -361,7 +558,15 @@ READ_PATHS = [
     "/v1/responses/{id}",
     "/v1/responses/{id}?stream=true&starting_after={id}",
     "/v1/responses/{id}/input_items?limit={id}&after={id}&order={id}",
+    "/v1/outputs/{id}/{id}",
 ]
+#: the same with an admin key
+ADMIN_PATHS = [
+    "/admin/webhooks/{id}",
+    "/admin/webhooks/{id}/deliveries?limit={id}",
+    "/admin/webhooks?tenant={id}",
+]
+ID_PATHS = [("key", path) for path in READ_PATHS] + [("admin", path) for path in ADMIN_PATHS]
 HOSTILE_IDS = [
     "%00",
     "a%00b",
@@ -419,47 +624,95 @@ def hostile_body(draw: st.DrawFn, endpoint: Endpoint) -> str:
 # -- the servers ------------------------------------------------------------------------
 
 
+#: what a refused request must leave as it was: the rows it could add, and what the
+#: routes that change a row (revoking, a node's hello) change
+STORED = [
+    "SELECT count(*) FROM jobs",
+    "SELECT count(*) FROM batches",
+    "SELECT count(*) FROM files",
+    "SELECT count(*) FROM webhook_endpoints",
+    "SELECT name, revoked_at FROM api_keys ORDER BY name",
+    "SELECT name, revoked_at, version, CAST(models AS TEXT) FROM nodes ORDER BY name",
+]
+
+
 class Target:
-    """A server and a way to count what its database holds of the tenant."""
+    """A server, its callers (the tenant's key, an admin key, a node, a console session)
+    and a way to read what its database holds."""
 
     def __init__(self, server: Server, *, schema: str | None) -> None:
         self.server = server
         self.schema = schema
+        self.admin_key = admin_key(server)
         self.key = server.create_key("hostile-key", TENANT)
-        self.http = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
-        )
+        self.node_token = server.cli("nodes", "create", "--name", "hostile-node").split()[-1]
+        self.clients = {
+            caller: httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {secret}"}, timeout=30
+            )
+            for caller, secret in (
+                ("key", self.key),
+                ("admin", self.admin_key),
+                ("node", self.node_token),
+            )
+        }
+        self.http = self.clients["key"]
+        self.console = httpx.Client(base_url=server.url, timeout=30)
+        self.csrf = ""
+        hello = BY_ROUTE[("POST", "/node/v1/hello")]
+        assert self.clients["node"].post(hello.route, json=hello.body).status_code == 200
 
     def close(self) -> None:
-        self.http.close()
+        for client in (*self.clients.values(), self.console):
+            client.close()
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        """Rows of ``sql`` in the server's own database (read-only on SQLite)."""
+    def log_in(self) -> None:
+        """A new console session for the admin key, and its CSRF token."""
+        self.console.cookies.clear()
+        answer = self.console.post("/console/login", data={"key": self.admin_key})
+        assert answer.status_code == 303, answer.text
+        answer = self.console.get("/console/queues")
+        match = re.search(r'name="csrf" value="([^"]+)"', answer.text)
+        assert match, answer.text
+        self.csrf = match.group(1)
+
+    def form(self, endpoint: Endpoint) -> tuple[str, dict[str, str]]:
+        """The path and the valid fields of a console form, in the current session."""
+        secrets = {CSRF: self.csrf, "<admin key>": self.admin_key}
+        fields = {name: secrets.get(text, text) for name, text in (endpoint.fields or {}).items()}
+        return (endpoint.path or endpoint.route).replace("{}", "none"), fields
+
+    def query(self, *statements: str) -> list[list[tuple[Any, ...]]]:
+        """Rows of each statement in the server's own database (read-only on SQLite)."""
         if self.schema is None:
             db = self.server.data_dir / "inferq.db"
             conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
             try:
-                return [tuple(row) for row in conn.execute(sql).fetchall()]
+                return [[tuple(r) for r in conn.execute(sql).fetchall()] for sql in statements]
             finally:
                 conn.close()
 
-        async def fetch() -> list[tuple[Any, ...]]:
+        async def fetch() -> list[list[tuple[Any, ...]]]:
             conn = await asyncpg.connect(
                 database_url(), server_settings={"search_path": self.schema or ""}
             )
             try:
-                return [tuple(row) for row in await conn.fetch(sql)]
+                return [[tuple(r) for r in await conn.fetch(sql)] for sql in statements]
             finally:
                 await conn.close()
 
         return asyncio.run(fetch())
 
-    def counts(self) -> tuple[int, ...]:
-        """How many jobs, batches and files the database holds."""
-        return tuple(
-            self.query(f"SELECT count(*) FROM {table}")[0][0]
-            for table in ("jobs", "batches", "files")
-        )
+    def counts(self) -> list[list[tuple[Any, ...]]]:
+        """What a refused request must not change (:data:`STORED`)."""
+        return self.query(*STORED)
+
+
+def admin_key(server: Server) -> str:
+    """The admin key the server printed on its first start."""
+    match = re.search(r"^(iq-\S+)$", server.log(), re.MULTILINE)
+    assert match, server.log()
+    return match.group(1)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -519,13 +772,35 @@ HYPOTHESIS = settings(
 )
 
 
+def test_the_matrix_callers_are_let_in(target: Target) -> None:
+    """Each route's valid request passes its credentials (a refused key or CSRF token
+    would make every hostile case a vacuous 401 or 403)."""
+    answers = {}
+    for endpoint in JSON_ENDPOINTS:
+        response = target.clients[endpoint.caller].request(
+            endpoint.method, endpoint.path or endpoint.route, json=endpoint.body
+        )
+        answers[endpoint.route] = response.status_code
+    target.log_in()
+    # the logout last: it ends the session
+    for endpoint in sorted(CONSOLE_ENDPOINTS, key=lambda e: e.route == "/console/logout"):
+        path, fields = target.form(endpoint)
+        with console_client(target, endpoint) as client:
+            response = client.post(target.server.url + path, data=fields)
+        answers[endpoint.route] = response.status_code
+    refused = {route: status for route, status in answers.items() if status in (401, 403)}
+    assert not refused
+    assert answers["/node/v1/hello"] == 200 and answers["/admin/webhooks"] == 201
+    assert answers["/console/keys"] == 200 and answers["/console/logout"] == 303
+
+
 @pytest.mark.parametrize("endpoint", JSON_ENDPOINTS, ids=lambda e: f"{e.method} {e.route}")
 def test_hostile_json_bodies(target: Target, endpoint: Endpoint) -> None:
     @HYPOTHESIS
     @given(body=hostile_body(endpoint))
     def run(body: str) -> None:
         before = target.counts()
-        response = target.http.request(
+        response = target.clients[endpoint.caller].request(
             endpoint.method,
             endpoint.path or endpoint.route,
             content=body.encode("utf-8", "surrogatepass"),
@@ -628,12 +903,12 @@ def test_hostile_form_fields(target: Target, endpoint: Endpoint) -> None:
     run()
 
 
-@pytest.mark.parametrize("template", READ_PATHS)
-def test_hostile_ids_in_paths_and_queries(target: Target, template: str) -> None:
+@pytest.mark.parametrize(("caller", "template"), ID_PATHS)
+def test_hostile_ids_in_paths_and_queries(target: Target, caller: str, template: str) -> None:
     for hostile in HOSTILE_IDS:
         path = template.replace("{id}", hostile)
         for method in ("GET", "DELETE") if "?" not in template else ("GET",):
-            response = target.http.request(method, path)
+            response = target.clients[caller].request(method, path)
             check_answer(response, f"{method} {path[:200]}")
 
 
@@ -641,6 +916,157 @@ def test_raw_bytes_upload_with_hostile_token(target: Target) -> None:
     for hostile in HOSTILE_IDS:
         response = target.http.put(f"/v1/uploads/{hostile}", content=b"x")
         check_answer(response, f"PUT /v1/uploads/{hostile[:100]}")
+
+
+def percent(text: str) -> str:
+    """``text`` %-encoded as UTF-8, a lone surrogate as the bytes a careless client sends."""
+    return quote_from_bytes(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+def check_console_answer(response: httpx.Response, what: str) -> None:
+    """Not a 5xx; a refusal is the console's own HTML page, with no database words."""
+    assert response.status_code < 500, f"{what}: {response.status_code} {response.text[:500]}"
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("text/html"), f"{what}: {response}"
+        for leak in ("asyncpg", "sqlite3", "Traceback", "invalid byte sequence", "psycopg"):
+            assert leak not in response.text, f"{what}: {response.text[:500]}"
+
+
+@contextlib.contextmanager
+def console_client(target: Target, endpoint: Endpoint) -> Iterator[httpx.Client]:
+    """The target's console session; a client without one for the login form."""
+    if endpoint.route != "/console/login":
+        yield target.console
+        return
+    with httpx.Client() as client:
+        yield client
+
+
+@pytest.mark.parametrize("endpoint", CONSOLE_ENDPOINTS, ids=lambda e: f"{e.method} {e.route}")
+def test_hostile_console_forms(target: Target, endpoint: Endpoint) -> None:
+    """Each field of a console form (and its path's id, and an extra field) hostile, in
+    an admin's live session with its CSRF token: a 4xx page or the form's own answer."""
+    assert endpoint.fields is not None
+    places = [*endpoint.fields, "hostile", *(["path"] if "{}" in (endpoint.path or "") else [])]
+    target.log_in()
+
+    @HYPOTHESIS
+    @given(place=st.sampled_from(places), value=HOSTILE_TEXT)
+    def run(place: str, value: str) -> None:
+        if not target.csrf:  # the last example logged out
+            target.log_in()
+        path, fields = target.form(endpoint)
+        if place == "path":
+            path = (endpoint.path or "").replace("{}", percent(value))
+        else:
+            fields[place] = value
+        before = target.counts()
+        body = "&".join(f"{percent(name)}={percent(text)}" for name, text in fields.items())
+        with console_client(target, endpoint) as client:
+            response = client.post(
+                target.server.url + path,
+                content=body.encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                follow_redirects=False,
+            )
+        check_console_answer(response, f"{path[:100]} {place}={value[:100]!r}")
+        if response.status_code >= 400:
+            assert target.counts() == before, f"a refused form stored something: {value!r}"
+        if endpoint.route == "/console/logout" and response.status_code == 303:
+            target.csrf = ""
+
+    run()
+
+
+def test_hostile_console_cookies(target: Target) -> None:
+    """A session cookie that is not ASCII, or no cookie of ours at all: the login page or
+    a 401, whatever the page."""
+    for cookie in ("e30.\xe9", "\xe9.\xe9", "\xff\xfe", "a.b.c", ".", "x" * 3000, "e30.%00"):
+        header = f"inferq_console={cookie}".encode("latin-1")
+        for method, path in (("GET", "/console/queues"), ("POST", "/console/logout")):
+            with httpx.Client(base_url=target.server.url) as client:
+                response = client.request(method, path, headers={b"Cookie": header})
+            check_console_answer(response, f"{method} {path} {cookie[:50]!r}")
+            assert response.status_code in (303, 401), response.text
+
+
+class Lease:
+    """A job of the node's model that the matrix's node holds (a new one once it ends)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.id = ""
+
+    def row(self) -> list[tuple[Any, ...]]:
+        """What the job holds that a node's report changes."""
+        return self.target.query(
+            "SELECT state, attempt, owner, CAST(info AS TEXT), CAST(result AS TEXT), "
+            f"CAST(error AS TEXT) FROM jobs WHERE id = '{self.id}'"
+        )[0]
+
+    def hold(self) -> str:
+        """The held job's id: the last one while it is still the node's first attempt."""
+        if self.id and self.row()[0][:2] == ("running", 1):
+            return self.id
+        if self.id:  # handed back to the queue by an accepted fail: nobody else takes it
+            self.target.http.post("/v1/queue/cancel", json={"model": REMOTE, "request_id": self.id})
+        submit = {"model": REMOTE, "payload": {"messages": HELLO, "max_tokens": 4}}
+        self.id = self.target.http.post("/v1/queue/submit", json=submit).json()["requestId"]
+        claim = {"session": SESSION, "free": {REMOTE: 1}, "wait": 10}
+        jobs = self.target.clients["node"].post("/node/v1/claim", json=claim).json()["jobs"]
+        assert [job["id"] for job in jobs] == [self.id]
+        return self.id
+
+
+@pytest.mark.parametrize(
+    "route", ["/node/v1/heartbeat", "/node/v1/complete", "/node/v1/fail", "/node/v1/results"]
+)
+def test_hostile_node_reports_on_a_held_job(target: Target, route: str) -> None:
+    """A node's report on a job it really holds, with a hostile value anywhere: refused, it
+    leaves the job as it was; accepted, the job reads back."""
+    endpoint = BY_ROUTE[("POST", route)]
+    lease = Lease(target)
+
+    @HYPOTHESIS
+    @given(body=hostile_body(endpoint))
+    def run(body: str) -> None:
+        job_id = lease.hold()
+        before = lease.row()
+        response = target.clients["node"].post(
+            route,
+            content=body.replace('"none"', f'"{job_id}"').encode("utf-8", "surrogatepass"),
+            headers={"Content-Type": "application/json"},
+        )
+        check_answer(response, f"{route} {body[:200]!r}")
+        refused = response.status_code >= 400
+        if route.endswith("/results") and not refused:  # each result's fate of its own
+            refused = not response.json()["results"][0]["ok"]
+        if refused:
+            assert lease.row() == before, f"a refused report changed the job: {body[:300]!r}"
+        status = target.http.get("/v1/queue/status", params={"request_id": job_id, "model": REMOTE})
+        assert status.status_code == 200, status.text
+
+    run()
+    if lease.row()[0][0] in ("queued", "running"):
+        target.http.post("/v1/queue/cancel", json={"model": REMOTE, "request_id": lease.id})
+
+
+def test_hostile_node_file_uploads(target: Target) -> None:
+    """A node's output file upload with a hostile job id, file name, session or attempt."""
+    node = target.clients["node"]
+    good = {"job": "none", "name": "out.png", "session": SESSION, "attempt": "1"}
+    for place in good:
+        for hostile in HOSTILE_IDS:
+            parts = {**good, place: hostile}
+            path = (
+                f"/node/v1/jobs/{parts['job']}/files/{parts['name']}"
+                f"?session={parts['session']}&attempt={parts['attempt']}"
+            )
+            before = target.counts()
+            response = node.put(path, content=b"x")
+            check_answer(response, f"PUT {path[:200]}")
+            assert 400 <= response.status_code < 500, response.text
+            assert target.counts() == before
 
 
 def test_accepted_work_reads_back_and_ends(target: Target) -> None:
@@ -652,13 +1078,13 @@ def test_accepted_work_reads_back_and_ends(target: Target) -> None:
         lambda: (
             not target.query(
                 "SELECT id FROM jobs WHERE state IN ('queued', 'running') AND batch_id IS NULL"
-            )
+            )[0]
         ),
         timeout=120,
         interval=0.5,
         what="accepted hostile jobs to end",
     )
-    jobs = target.query("SELECT id, model, state, error FROM jobs WHERE batch_id IS NULL")
+    jobs = target.query("SELECT id, model, state, error FROM jobs WHERE batch_id IS NULL")[0]
     assert jobs, "the matrix got no job accepted: its valid bodies are wrong"
     lost = [job for job in jobs if job[3] and "worker_lost" in str(job[3])]
     assert not lost, f"jobs that could not be run: {lost[:5]}"
@@ -670,17 +1096,42 @@ def test_accepted_work_reads_back_and_ends(target: Target) -> None:
         assert response.status_code == 200, response.text
 
 
-def test_every_write_route_is_in_the_matrix() -> None:
-    """A new write endpoint must be added to ENDPOINTS, so it gets the hostile inputs."""
+def write_routes() -> set[tuple[str, str]]:
+    """Every (method, path) of the app that writes: included routers flattened (FastAPI
+    keeps an included router as one entry of ``app.routes``, its routes inside it)."""
+    from fastapi.routing import iter_route_contexts
+    from starlette.routing import Mount
+
     from inferq.api.app import create_app
     from inferq.config import Settings
 
     app = create_app(Settings(data_dir=Path("/nonexistent")))
-    writes = {
-        (method, route.path)
-        for route in app.routes
-        for method in getattr(route, "methods", set()) or set()
-        if method in ("POST", "PUT", "PATCH")
+    # a mounted app is static files only: a mount with routes of its own would hide them
+    assert all(not getattr(r.app, "routes", None) for r in app.routes if isinstance(r, Mount))
+    return {
+        (method, str(context.path))
+        for context in iter_route_contexts(app.routes)
+        for method in context.methods or ()
+        if method in ("POST", "PUT", "PATCH", "DELETE")
     }
+
+
+def test_every_write_route_is_in_the_matrix() -> None:
+    """A new write endpoint must be added to ENDPOINTS, so it gets the hostile inputs;
+    an entry of ENDPOINTS that is no route any more is stale."""
+    routes = write_routes()
+    assert ("POST", "/v1/chat/completions") in routes  # the walk reaches included routers
+    writes = {(method, path) for method, path in routes if method != "DELETE"}
     missing = writes - set(BY_ROUTE)
     assert not missing, f"write routes without hostile-input cases: {sorted(missing)}"
+    stale = set(BY_ROUTE) - writes
+    assert not stale, f"hostile-input cases of no write route: {sorted(stale)}"
+    # a DELETE has no body: its id gets the hostile ids (ID_PATHS)
+    deleted = [template.replace("{id}", "x") for _, template in ID_PATHS if "?" not in template]
+    unreached = [
+        path
+        for method, path in routes
+        if method == "DELETE"
+        and not any(re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", path), p) for p in deleted)
+    ]
+    assert not unreached, f"DELETE routes without hostile ids: {unreached}"
