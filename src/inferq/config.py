@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     #: a Bearer token that may read ``GET /metrics`` (a Prometheus scraper's), besides
     #: admin API keys; empty: admin keys only
     metrics_token: str = ""
+    #: ``inferq worker``: serve ``GET /metrics`` on this port (none: no listener)
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: ``inferq worker``: the address of its metrics listener
+    worker_metrics_host: str = "127.0.0.1"
     #: webhooks may go to private, loopback and link-local addresses (a trusted network)
     webhook_allow_private: bool = False
     #: how long an event's delivery is retried before it is given up (hours)

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from inferq.api.deps import ServicesDep, api_key_from
 from inferq.api.dialect import Dialects
 from inferq.core.errors import AuthenticationFailed
+from inferq.core.keys import KeyService
 from inferq.runner.metrics import CONTENT_TYPE, Metrics
 
 router = APIRouter(tags=["metrics"])
@@ -29,13 +30,19 @@ OWN = "inferq"
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, services: ServicesDep) -> Response:
     """The process's metrics, for an admin key or the metrics token."""
-    secret = api_key_from(request)
-    token = services.settings.metrics_token
-    if not (token and secret and hmac.compare_digest(secret.encode(), token.encode())):
-        key = await services.keys.authenticate(secret)
-        if not key.admin:
-            raise AuthenticationFailed("an admin API key or the metrics token is required")
+    await authorize_scrape(request, token=services.settings.metrics_token, keys=services.keys)
     return Response(await services.metrics_text(), media_type=CONTENT_TYPE)
+
+
+async def authorize_scrape(request: Request, *, token: str, keys: KeyService) -> None:
+    """Let an admin key or the metrics token (compared in constant time) through;
+    :class:`AuthenticationFailed` for anything else."""
+    secret = api_key_from(request)
+    if token and secret and hmac.compare_digest(secret.encode(), token.encode()):
+        return
+    key = await keys.authenticate(secret)
+    if not key.admin:
+        raise AuthenticationFailed("an admin API key or the metrics token is required")
 
 
 def dialect_label(dialects: Dialects, path: str) -> str:

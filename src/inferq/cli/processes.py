@@ -114,9 +114,15 @@ def command(*args: str) -> list[str]:
 
 
 def serve_processes(
-    *, sock: socket.socket, workers: int, engine_worker: bool, options: Sequence[str]
+    *,
+    sock: socket.socket,
+    workers: int,
+    engine_worker: bool,
+    options: Sequence[str],
+    worker_options: Sequence[str] = (),
 ) -> int:
-    """Run ``workers`` API processes on ``sock`` and (``engine_worker``) one worker."""
+    """Run ``workers`` API processes on ``sock`` and (``engine_worker``) one worker;
+    ``worker_options`` go to the worker alone (its ``--metrics-port``)."""
     fd = sock.fileno()
     children = [
         Child(
@@ -127,6 +133,6 @@ def serve_processes(
         for i in range(workers)
     ]
     if engine_worker:
-        children.append(Child(name="worker", argv=command("worker", *options)))
+        children.append(Child(name="worker", argv=command("worker", *options, *worker_options)))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return Supervisor(children).run()

@@ -47,6 +47,14 @@ def serve(
             "in one worker process beside them [1].",
         ),
     ] = 1,
+    worker_metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="With --workers N: the worker process serves its job metrics on "
+            "GET /metrics at this port (inferq worker --metrics-port) "
+            "[env INFERQ_WORKER_METRICS_PORT]."
+        ),
+    ] = None,
     fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the API and a worker. Creates and prints an admin key on the first start."""
@@ -78,7 +86,7 @@ def serve(
             "--log-level": log_level,
             "--log-format": log_format,
         }
-        _serve_processes(config, workers=workers, options=options)
+        _serve_processes(config, workers=workers, options=options, metrics_port=worker_metrics_port)
         return
     # signed URLs carry their credential in the path: keep it out of the access log
     # (uvicorn's logging setup keeps the filters of the loggers it configures)
@@ -98,9 +106,16 @@ def serve(
     )
 
 
-def _serve_processes(config: Settings, *, workers: int, options: Mapping[str, object]) -> None:
+def _serve_processes(
+    config: Settings,
+    *,
+    workers: int,
+    options: Mapping[str, object],
+    metrics_port: int | None = None,
+) -> None:
     """The supervisor of ``--workers N`` (:mod:`inferq.cli.processes`); ``options`` are
-    the flags given, passed on to every process it starts."""
+    the flags given, passed on to every process it starts; ``metrics_port`` goes to
+    the worker (its environment's INFERQ_WORKER_METRICS_PORT reaches it anyway)."""
     from inferq.cli.processes import bind, serve_processes
 
     argv = [str(part) for flag, v in options.items() if v is not None for part in (flag, v)]
@@ -111,8 +126,21 @@ def _serve_processes(config: Settings, *, workers: int, options: Mapping[str, ob
     err.print(f"inferq: {workers} API processes on http://{config.host}:{config.port}")
     with sock:
         raise typer.Exit(
-            serve_processes(sock=sock, workers=workers, engine_worker=config.worker, options=argv)
+            serve_processes(
+                sock=sock,
+                workers=workers,
+                engine_worker=config.worker,
+                options=argv,
+                worker_options=[]
+                if metrics_port is None
+                else ["--metrics-port", str(metrics_port)],
+            )
         )
+
+
+def _worker_options(metrics_port: int | None) -> list[str]:
+    """The flags of ``inferq worker`` that only the worker process gets."""
+    return [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
 
 
 def first_start(config: Settings) -> None:
