@@ -10,6 +10,10 @@ stops the relay for that job instead of leaving a hole in the text.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -25,7 +29,7 @@ from inferq.core.states import JobState
 from inferq.store import rows
 from inferq.store.executor import Steps, count, one
 from inferq.store.sqlite import SQLiteStore
-from inferq.store.sqlite_bus import available
+from inferq.store.sqlite_bus import available, same_user
 from tests.contract.test_store_contract import RESULT, T0, claim, lease_of, make_job
 
 pytestmark = pytest.mark.skipif(not available(), reason="the bus needs Linux")
@@ -255,3 +259,54 @@ async def test_after_a_lost_piece_a_waiter_takes_no_more_and_the_stream_ends_who
     assert _rest("one two three", "one ") == "two three"
     assert _rest("one two three", "") == "one two three"
     assert _rest('{"call": 1}', "other") == ""
+
+
+def test_only_this_users_datagrams_are_read() -> None:
+    """Credentials of another user (or none at all) make a datagram ignored."""
+    ours = struct.pack("3i", os.getpid(), os.getuid(), os.getgid())
+    theirs = struct.pack("3i", 1, os.getuid() + 1, 0)
+    creds = (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+    assert same_user([(*creds, ours)])
+    assert not same_user([(*creds, theirs)])
+    assert not same_user([])
+
+
+#: a Python another user may run (this one may live in a directory only its owner enters)
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or SYSTEM_PYTHON is None, reason="sending as another user needs root"
+)
+async def test_another_users_process_can_neither_feed_text_nor_ask_for_it(
+    tmp_path: Path,
+) -> None:
+    """A process of another user that found the abstract names (/proc/net/unix) sends a
+    piece of text for a job this process waits for, and asks for a job's text: the piece
+    is not delivered, and no text is sent to it."""
+    (api, api_events), (worker, _) = [await _relaying(tmp_path / "jobs.db") for _ in range(2)]
+    api_bus, worker_bus = api.db.bus, worker.db.bus
+    assert api_bus is not None and worker_bus is not None
+    try:
+        sub = api_events.subscribe("job-1")
+        script = (
+            "import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+            "s.bind(b'\\0inferq-intruder'); "
+            "s.sendto(b'tjob-1 0 forged', b'\\0' + sys.argv[1].encode()); "
+            "s.sendto(b'wjob-2', b'\\0' + sys.argv[2].encode())"
+        )
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(SYSTEM_PYTHON), "-c", script, api_bus.name, worker_bus.name],
+            preexec_fn=lambda: os.setuid(65534),
+            capture_output=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        await asyncio.sleep(0.3)
+        assert sub.queue.empty()
+        assert "job-2" not in worker_bus._wanted
+        sub.close()
+    finally:
+        await worker.close()
+        await api.close()

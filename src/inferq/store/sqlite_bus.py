@@ -21,6 +21,10 @@ local datagram is enough:
   that was lost shows as a gap; the waiter then stops taking pieces and gets the rest
   from the job's result.
 
+Only datagrams from this user's processes are read (the kernel's SO_PASSCRED
+credentials): another local user could find the abstract names, but can neither wake
+nor feed text to inferq, nor ask it for text.
+
 Wake-ups are hints, exactly as on PostgreSQL: the store is the truth, every waiter
 still polls, so a lost datagram (a full socket buffer, a process starting up) only
 costs the poll interval. A marker whose process is gone is removed by the first sender
@@ -33,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import sqlite3
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -68,6 +74,22 @@ TRIGGERS = (
 
 def available() -> bool:
     return sys.platform.startswith("linux")
+
+
+#: ``struct ucred``: the sender's pid, uid and gid, as SCM_CREDENTIALS carries them
+_UCRED = struct.Struct("3i")
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_UCRED.size) if available() else 0
+
+
+def same_user(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    """Whether a datagram's credentials (SO_PASSCRED) are this process's user's."""
+    for level, kind, payload in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(
+            payload
+        ) >= _UCRED.size:
+            _, uid, _ = _UCRED.unpack(payload[: _UCRED.size])
+            return bool(uid == os.getuid())
+    return False
 
 
 class Bus:
@@ -227,6 +249,9 @@ class Bus:
     def listen(self, on_submitted: Callable[[], None], on_ended: Callable[[str], None]) -> None:
         """Bind this process's socket, announce it, and dispatch what arrives."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # the kernel attaches each sender's credentials: an abstract name can be found
+        # in /proc/net/unix by any local user, so only this user's datagrams are read
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         sock.bind(b"\0" + self.name.encode())
         sock.setblocking(False)
         self.folder.mkdir(mode=0o700, exist_ok=True)
@@ -239,9 +264,11 @@ class Bus:
         def readable() -> None:
             while True:
                 try:
-                    data, sender = sock.recvfrom(65536)
+                    data, ancillary, _, sender = sock.recvmsg(65536, _CREDENTIALS_SPACE)
                 except OSError:  # nothing more to read (BlockingIOError), or closed
                     return
+                if not same_user(ancillary):
+                    continue  # another user's process: neither wake-ups nor text from it
                 kind = data[:1]
                 if kind == SUBMITTED:
                     on_submitted()
