@@ -76,7 +76,9 @@ class Runtime:
     async def metrics_text(self) -> bytes:
         """This process's metrics in Prometheus' text format, the queue gauges read from
         the store now (so every process of a fleet reports the same queue)."""
-        return await self.metrics.scrape(self.store)
+        return await self.metrics.scrape(
+            self.store, nodes=self.store, node_window=2 * self.settings.lease_seconds
+        )
 
     @property
     def ready(self) -> bool:

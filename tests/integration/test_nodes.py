@@ -393,3 +393,63 @@ def check_bad_input(tq: together.Together, node: Manual, other: Manual) -> None:
     assert status.info["k"] == "v"
     # and a finished job takes no second result
     refused(node.post("complete", **lease, result=ok_result), 409, "lease_lost")
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_node_counters_move_by_what_the_nodes_reported(
+    server: Server, tq: together.Together, nodes: list[NodeProc], node_log: Path
+) -> None:
+    from tests.integration.test_metrics import admin_key, bearer, moved, value
+    from tests.integration.test_worker_metrics import WorkerProcess
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        answer = httpx.get(f"{server.url}/metrics", headers=bearer(admin_key(server)), timeout=10)
+        return WorkerProcess.parse(answer)
+
+    before = scrape()
+    proc = start_node(server, nodes, node_log, "metrics")
+    name = proc.name
+    done, failed = submit(tq, {"mode": "echo", "prompt": "x"}), submit(tq, {"mode": "fail"})
+    assert final(tq, done).status == "done"
+    assert final(tq, failed).status == "failed"
+    # a node spoken by hand: a result fenced off (stale attempt), and two through /results
+    manual_name, token = new_node(server, "manual-metrics")
+    manual = Manual(server, token)
+    try:
+        ids = [submit_manual(tq) for _ in range(2)]
+        jobs = [manual.claim(), manual.claim()]
+        assert sorted(j["id"] for j in jobs) == sorted(ids)
+        ok_result = {"outputs": {"ok": True}}
+        stale = manual.post("complete", id=jobs[0]["id"], attempt=9, result=ok_result)
+        assert stale.status_code == 409
+        results = [
+            {"id": jobs[0]["id"], "attempt": jobs[0]["attempt"], "result": ok_result},
+            {
+                "id": jobs[1]["id"],
+                "attempt": jobs[1]["attempt"],
+                "error": {"code": "x", "message": "y"},
+                "retry": False,
+            },
+        ]
+        fates = manual.post("results", results=results).json()["results"]
+        assert [f["ok"] for f in fates] == [True, True]
+        after = scrape()
+    finally:
+        manual.close()
+    assert moved(before, after, "inferq_node_claims_total", node=name) == 2
+    assert moved(before, after, "inferq_node_jobs_total", node=name, outcome="succeeded") == 1
+    assert moved(before, after, "inferq_node_jobs_total", node=name, outcome="failed") == 1
+    assert moved(before, after, "inferq_node_claims_total", node=manual_name) == 2
+    for outcome in ("succeeded", "failed", "lost"):
+        labels = {"node": manual_name, "outcome": outcome}
+        assert moved(before, after, "inferq_node_jobs_total", **labels) == 1, outcome
+    # both were seen just now; a node never seen does not count
+    new_node(server, "never-seen")
+    assert value(after, "inferq_nodes_connected") >= 2
+    assert value(scrape(), "inferq_nodes_connected") == value(after, "inferq_nodes_connected")
+
+
+def submit_manual(tq: together.Together) -> str:
+    return str(tq.beta.jig.queue.submit(model=MANUAL, payload={"a": 1}).request_id)

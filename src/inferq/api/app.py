@@ -69,6 +69,7 @@ def create_app(
                 store_answers=runtime.store.ping,
                 models_loaded=lambda: runtime.ready,
                 metrics_text=runtime.metrics_text,
+                metrics=runtime.metrics,
                 webhooks=runtime.ops.webhooks,
                 nodes=runtime.nodes,
                 node_work=runtime.node_work,

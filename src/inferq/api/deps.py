@@ -23,6 +23,7 @@ from inferq.core.service import JobService
 from inferq.core.webhooks import WebhookService
 from inferq.core.workflows import WorkflowService
 from inferq.engines.registry import ModelRegistry
+from inferq.runner.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Services:
     models_loaded: Callable[[], bool]
     #: ``GET /metrics``: this process's metrics, with the store's queue gauges
     metrics_text: Callable[[], Awaitable[bytes]]
+    #: this process's counters (the node protocol counts its claims and results)
+    metrics: Metrics
     #: tenants' webhook endpoints and their delivery history (the admin API, the console)
     webhooks: WebhookService
     #: node credentials and the node protocol (``/node/v1``)

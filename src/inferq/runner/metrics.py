@@ -17,6 +17,7 @@ library's global one), so two apps in one test process do not mix their numbers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inferq.core.models import ActiveCount, Job
+from inferq.core.nodes import NodeStore
 from inferq.core.ports import JobQueue
 from inferq.core.states import JobState, ServiceClass
 from inferq.runner.tally import TallyCounter, TallyGauge, TallyHistogram
@@ -35,6 +37,15 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("succeeded", "failed", "cancelled", "expired")
 #: the token kinds of ``inferq_tokens_total``
 TOKEN_KINDS = ("prompt", "completion", "cached")
+#: what became of a result a node reported, as ``inferq_node_jobs_total`` says it:
+#: stored (succeeded, failed), fenced off (lost: the lease was no longer the node's, or
+#: the job is gone) or refused (too large, not a result of the job's kind)
+NODE_OUTCOMES = ("succeeded", "failed", "lost", "refused")
+#: the error codes of a result fenced off: the lease is gone, or the job
+FENCED = frozenset({"lease_lost", "not_found"})
+#: a node seen this long ago still counts as connected, at the least (a node waits up
+#: to a minute in one claim, and sends a heartbeat well within a lease)
+NODE_WINDOW = 90.0
 
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 _RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -86,6 +97,24 @@ class _QueueGauges(Collector):
         for state, n in rows.items():
             batch_rows.add_metric([state.value], n)
         yield batch_rows
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
+class _NodeGauge(Collector):
+    """``inferq_nodes_connected``: the nodes seen lately, as last read by
+    :meth:`Metrics.scrape` from the store (so every process reports the same)."""
+
+    def __init__(self) -> None:
+        self.connected = 0
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "inferq_nodes_connected",
+            "Nodes (not revoked) seen within their heartbeat window (read from the store).",
+            value=self.connected,
+        )
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         return []
@@ -170,6 +199,18 @@ class Metrics:
             ["outcome"],
             r,
         )
+        self._nodes = _NodeGauge()
+        r.register(self._nodes)
+        self.node_jobs = TallyCounter(
+            "inferq_node_jobs",
+            "Results nodes reported to this process, by outcome (succeeded, failed, lost: "
+            "fenced off, refused).",
+            ["node", "outcome"],
+            r,
+        )
+        self.node_claims = TallyCounter(
+            "inferq_node_claims", "Jobs this process handed to each node.", ["node"], r
+        )
         self.http_seconds = TallyHistogram(
             "inferq_http_request_seconds",
             "From a request's arrival to the end of its response.",
@@ -189,12 +230,33 @@ class Metrics:
     def job_ended(self, model: str, service_class: ServiceClass, outcome: str) -> None:
         self.jobs.labels(model, class_label(service_class), outcome).inc()
 
+    def node_reported(self, node: str, *, failed: bool, refused: str | None = None) -> None:
+        """A node reported a result (``failed``: an error) that was stored, or refused
+        with the error code ``refused`` (:data:`FENCED` codes count as lost)."""
+        if refused is None:
+            outcome = "failed" if failed else "succeeded"
+        else:
+            outcome = "lost" if refused in FENCED else "refused"
+        self.node_jobs.labels(node, outcome).inc()
+
     def job_ended_unrun(self, job: Job) -> None:
         """A job that ended (cancelled, expired) before a worker ran it."""
         self.job_ended(job.model, job.service_class, job.state.value)
 
-    async def scrape(self, store: JobQueue) -> bytes:
-        """The text format, the queue gauges read from ``store`` now."""
+    async def scrape(
+        self, store: JobQueue, *, nodes: NodeStore | None = None, node_window: float = 0.0
+    ) -> bytes:
+        """The text format, the queue gauges read from ``store`` now, and the nodes seen
+        within ``node_window`` seconds (at least :data:`NODE_WINDOW`) from ``nodes``."""
         self._queue.counts = await store.count_active()
+        if nodes is not None:
+            since = time.time() - max(node_window, NODE_WINDOW)
+            self._nodes.connected = sum(
+                1
+                for node in await nodes.list_nodes()
+                if node.revoked_at is None
+                and node.last_seen is not None
+                and node.last_seen >= since
+            )
         # no await between the read and the rendering: one scrape's numbers stay together
         return generate_latest(self.registry)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import ServicesDep, api_key_from
-from inferq.api.nodes.router import NodeDep, get_node
+from inferq.api.nodes.router import NodeDep, count_claims, counted_result, get_node
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatRequest, JobError
 from inferq.core.node_pull import session_of
@@ -104,6 +104,7 @@ async def get_job(node: NodeDep, services: ServicesDep) -> dict[str, Any]:
     """One chat job for one of the node's models, as Infera's ``JobRequest``; ``job_id``
     null when none waits."""
     job = await services.node_work.pulls.take(node, kind=CHAT)
+    count_claims(services, node, [] if job is None else [job])
     if job is None or not isinstance(job.request, ChatRequest):
         return {"job_id": None}
     request = job.request
@@ -137,10 +138,12 @@ async def update_result(
         raise InvalidRequest(f"job {job.id} is for {job.model}", param="model_name")
     pulls = services.node_work.pulls
     if body.status.lower() in DONE:
-        await pulls.finish(node, job.id, result=chat_result(body.result), error=None)
+        with counted_result(services, node, failed=False):
+            await pulls.finish(node, job.id, result=chat_result(body.result), error=None)
     else:
         message = str(body.result.get("error") or f"the node reported {body.status}")
-        await pulls.finish(node, job.id, result=None, error=JobError("node_error", message))
+        with counted_result(services, node, failed=True):
+            await pulls.finish(node, job.id, result=None, error=JobError("node_error", message))
     return {"status": "updated", "job_id": job.id}
 
 

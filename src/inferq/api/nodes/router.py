@@ -7,7 +7,9 @@ and delegate to :class:`~inferq.core.node_work.NodeWork`.
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,7 +27,7 @@ from inferq.api.nodes.schemas import (
     Release,
     Results,
 )
-from inferq.core.errors import InvalidRequest
+from inferq.core.errors import ClientError, InvalidRequest
 from inferq.core.keys import KEY_PREFIX
 from inferq.core.models import Job, JobError
 from inferq.core.node_work import PROTOCOL, Beat, Held, Outcome
@@ -103,7 +105,24 @@ async def claim(
         still_wanted=still_wanted,
         max_class=ServiceClass[body.max_class.upper()],
     )
+    count_claims(services, node, jobs)
     return {"jobs": [render_job(job) for job in jobs]}
+
+
+def count_claims(services: Services, node: Node, jobs: list[Job]) -> None:
+    if jobs:
+        services.metrics.node_claims.labels(node.name).inc(len(jobs))
+
+
+@contextlib.contextmanager
+def counted_result(services: Services, node: Node, *, failed: bool) -> Iterator[None]:
+    """Count the result the block stores (``inferq_node_jobs_total``), or its refusal."""
+    try:
+        yield
+    except ClientError as exc:
+        services.metrics.node_reported(node.name, failed=failed, refused=exc.code)
+        raise
+    services.metrics.node_reported(node.name, failed=failed)
 
 
 @router.post("/node/v1/heartbeat")
@@ -122,9 +141,10 @@ async def heartbeat(body: Heartbeat, node: NodeDep, services: ServicesDep) -> di
 async def complete(body: Complete, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
     """The job's result (fenced: 409 when the lease is no longer the node's)."""
     held = Held(body.session, body.id, body.attempt)
-    await services.node_work.complete(
-        node, held, result=body.result, text=body.text, info=body.info
-    )
+    with counted_result(services, node, failed=False):
+        await services.node_work.complete(
+            node, held, result=body.result, text=body.text, info=body.info
+        )
     await services.node_work.settle()
     return {"id": body.id, "state": "succeeded"}
 
@@ -134,7 +154,8 @@ async def fail(body: Fail, node: NodeDep, services: ServicesDep) -> dict[str, An
     """A failed attempt (fenced): retried while attempts remain unless ``retry`` is false."""
     error = JobError(body.error.code, body.error.message)
     held = Held(body.session, body.id, body.attempt)
-    await services.node_work.fail(node, held, error=error, retry=body.retry, info=body.info)
+    with counted_result(services, node, failed=True):
+        await services.node_work.fail(node, held, error=error, retry=body.retry, info=body.info)
     await services.node_work.settle()
     return {"id": body.id}
 
@@ -157,11 +178,15 @@ async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[s
     ]
     services.node_work.wanted(body.free)  # refused before any result is stored
     fates = await services.node_work.report(node, outcomes)
+    for outcome, fate in zip(outcomes, fates, strict=True):
+        refused = None if fate["ok"] else str(fate["code"])
+        services.metrics.node_reported(node.name, failed=outcome.error is not None, refused=refused)
     jobs = []
     if body.free:
         jobs = await services.node_work.claim(
             node, session=body.session, free=body.free, wait=0, running=body.running
         )
+        count_claims(services, node, jobs)
     return {"results": fates, "jobs": [render_job(job) for job in jobs]}
 
 
