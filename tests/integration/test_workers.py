@@ -23,7 +23,7 @@ import pytest
 import together
 
 from tests.integration.helpers import MODEL, raw, submit, wait_status
-from tests.support.server import Server, fake_models_file
+from tests.support.server import Server, fake_models_file, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +59,8 @@ def wait_until(check: object, timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("workers") / "data", args=("--workers", "2"))
+    args = ("--workers", "2", "--worker-metrics-port", str(free_port()))
+    server = Server(tmp_path_factory.mktemp("workers") / "data", args=args)
     server.start(timeout=120)
     yield server
     server.stop()
@@ -77,6 +78,26 @@ def test_two_api_processes_and_one_worker_run_under_the_supervisor(
     kids = [command_line(pid) for pid in children(sqlite_server.proc.pid)]
     assert sum(" serve --fd " in c and "--no-worker" in c for c in kids) == 2, kids
     assert sum(" worker" in c and " serve " not in c for c in kids) == 1, kids
+
+
+def test_the_worker_process_serves_its_metrics(sqlite_server: Server, key: str) -> None:
+    from tests.integration.test_metrics import admin_key, bearer, value
+    from tests.integration.test_worker_metrics import WorkerProcess
+
+    port = sqlite_server.args[sqlite_server.args.index("--worker-metrics-port") + 1]
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{url}/healthz"), 60, "the worker's metrics up")
+    assert httpx.get(f"{url}/metrics", headers=bearer(key), timeout=10).status_code == 401
+    answer = httpx.get(f"{url}/metrics", headers=bearer(admin_key(sqlite_server)), timeout=10)
+    samples = WorkerProcess.parse(answer)
+    assert value(samples, "inferq_engine_slots", model=MODEL, state="free") >= 1
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_sync_and_streamed_chat_across_processes(sqlite_server: Server, key: str) -> None:
