@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tests.integration.helpers import MODEL, new_key, start_server, wait_until
 from tests.support.server import Server
@@ -58,8 +58,9 @@ VERDICT = {
 
 
 class Person(BaseModel):
-    name: str
-    age: int
+    # bounded, so that every sampled answer ends well before max_tokens
+    name: str = Field(max_length=30)
+    age: int = Field(ge=0, le=150)
 
 
 @pytest.fixture(scope="module")
