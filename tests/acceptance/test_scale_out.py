@@ -758,6 +758,7 @@ async def test_claim_uses_the_claimable_index_over_a_100k_backlog(
                         "now": now,
                         "lease_until": now + 30,
                         "models": [MODEL],
+                        "queued": True,  # the plain claim; the fair one passes False
                         **case,
                     }
                     nodes = await plan(claim.sql, claim.args(params))

@@ -124,7 +124,7 @@ OPENAI_CHAT = [
     ("max_tokens over context", chat(max_tokens=2048), "max_tokens", 400),
     ("empty messages", chat(messages=[]), "messages", 400),
     ("unknown role", chat(messages=ROLE), "messages.0.role", 400),
-    ("n above 1", chat(n=2), "n", 400),
+    ("n above 8", chat(n=9), "n", 400),
     ("negative timeout", chat(timeout=-1), "timeout", 400),
     ("oversized body", chat(messages=OVERSIZED), None, 413),
 ]
