@@ -265,7 +265,11 @@ def test_cancel_ends_the_batch_with_every_request_answered(claude: anthropic.Ant
 
 def test_a_batch_cancelled_before_its_requests_were_read(app: App) -> None:
     claude = app.claude()
-    created = claude.messages.batches.create(requests=[request(f"r{i}") for i in range(3000)])
+    # the slow model (two words, 0.1 s a row, two slots): the batch cannot end before the
+    # cancel arrives, as 3,000 rows of the fast one sometimes did
+    created = claude.messages.batches.create(
+        requests=[request(f"r{i}", model="slow") for i in range(3000)]
+    )
     claude.messages.batches.cancel(created.id)
     ended = wait_ended(claude, created.id, timeout=60)
     got = results(claude, created.id)

@@ -8,12 +8,13 @@ either never returns (the client stays), returns ``http.disconnect`` (it left), 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 from fastapi import Request
 
-from inferq.api.sync import ClientGone, wait_for_client
+from inferq.api.sync import KEEPALIVE, ClientGone, wait_for_client, with_keepalive
 from inferq.core.models import Job
 from inferq.core.service import JobService
 from tests.contract.test_store_contract import make_job
@@ -74,3 +75,21 @@ async def test_failing_to_watch_the_client_still_answers() -> None:
     jobs = Jobs(delay=0.05)
     answer, job = await wait(jobs, breaks)
     assert answer == f"result of {job.id}" and jobs.cancelled == []
+
+
+async def test_a_quiet_stream_sends_keepalive_comments_and_loses_no_event() -> None:
+    """A stream waiting for its job sends SSE comments meanwhile; the events themselves
+    arrive whole and in order, and the generator is never interrupted by them."""
+    steps: list[str] = []
+
+    async def slow() -> AsyncIterator[str]:
+        for n in range(3):
+            await asyncio.sleep(0.25)
+            steps.append(f"after sleep {n}")
+            yield f"data: {n}\n\n"
+
+    got = [item async for item in with_keepalive(slow(), 0.05)]
+    events = [g for g in got if g != KEEPALIVE]
+    assert events == ["data: 0\n\n", "data: 1\n\n", "data: 2\n\n"]
+    assert got.count(KEEPALIVE) >= 6
+    assert steps == ["after sleep 0", "after sleep 1", "after sleep 2"]

@@ -57,13 +57,54 @@ async def submit_sync(
     )
 
 
-def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
-    """Server-sent events, unbuffered by the server and any proxy in between."""
+#: a stream that has sent nothing for this long sends an SSE comment, so that clients and
+#: proxies with a read timeout (the SDKs': 60 s or more) do not drop a stream that waits
+#: for its job, e.g. a resumed background response queued behind others
+KEEPALIVE_SECONDS = 15.0
+KEEPALIVE = ": keepalive\n\n"
+
+
+def event_stream(
+    events: AsyncIterator[str], *, keepalive: float | None = None
+) -> StreamingResponse:
+    """Server-sent events, unbuffered by the server and any proxy in between; with
+    ``keepalive``, a comment after each that many seconds without an event."""
+    body = events if keepalive is None else with_keepalive(events, keepalive)
     return StreamingResponse(
-        events,
+        body,
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+async def with_keepalive(events: AsyncIterator[str], every: float) -> AsyncIterator[str]:
+    """``events``, with :data:`KEEPALIVE` whenever ``every`` seconds pass without one.
+
+    The next event is awaited in a task of its own that is never cancelled while it
+    waits, so the stream's generator is not interrupted by a keepalive."""
+    source = aiter(events)
+    pending: asyncio.Task[str] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield KEEPALIVE
+                continue
+            try:
+                item = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 def finished_or_raise(job: Job) -> Job:

@@ -24,7 +24,14 @@ from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.openai import responses_schemas as schemas
 from inferq.api.openai.responses_schemas import ORIGIN, Record, ResponseCreate, render_response
 from inferq.api.openai.responses_stream import Transcript, ended_transcript, replay, transcripts
-from inferq.api.sync import ClientGone, abandon, event_stream, finished_or_raise, wait_for_client
+from inferq.api.sync import (
+    KEEPALIVE_SECONDS,
+    ClientGone,
+    abandon,
+    event_stream,
+    finished_or_raise,
+    wait_for_client,
+)
 from inferq.core.errors import Conflict, InferqError, InvalidRequest, NotFound, public
 from inferq.core.models import ApiKey, Job
 from inferq.core.states import ServiceClass
@@ -68,7 +75,10 @@ async def create_response(
         raise
     if sub is not None:
         transcript = follow.follow(job, sub)
-        return event_stream(_sse(services, transcript, after=None, owned=not body.background))
+        return event_stream(
+            _sse(services, transcript, after=None, owned=not body.background),
+            keepalive=KEEPALIVE_SECONDS,
+        )
     if body.background:
         return render_response(job)
     try:
@@ -98,7 +108,10 @@ async def get_response(
     transcript = (
         ended_transcript(job) if job.state.terminal else transcripts(services.jobs).follow(job)
     )
-    return event_stream(_sse(services, transcript, after=starting_after, owned=False))
+    return event_stream(
+        _sse(services, transcript, after=starting_after, owned=False),
+        keepalive=KEEPALIVE_SECONDS,
+    )
 
 
 @router.post("/responses/{response_id}/cancel")
