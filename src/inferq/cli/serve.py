@@ -131,9 +131,7 @@ def _serve_processes(
                 workers=workers,
                 engine_worker=config.worker,
                 options=argv,
-                worker_options=[]
-                if metrics_port is None
-                else ["--metrics-port", str(metrics_port)],
+                worker_options=_worker_options(metrics_port),
             )
         )
 
