@@ -14,6 +14,7 @@ returning a child with ``inc``, ``set`` or ``observe``.
 from __future__ import annotations
 
 import bisect
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Generic, TypeVar
 
@@ -70,8 +71,9 @@ class _Labelled(Collector, Generic[C]):
             child = self.children[values] = self._child()
         return child
 
+    @abstractmethod
     def _child(self) -> C:
-        raise NotImplementedError
+        """A new child for one set of label values."""
 
     def describe(self) -> list[Metric]:
         return []
