@@ -15,7 +15,8 @@ import pytest
 
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult
 from inferq.engines.base import ABORTED, ModelSpec
-from inferq.engines.llama_batch import BatchDecoder, Sampling, SequenceJob
+from inferq.engines.llama_batch import BatchDecoder
+from inferq.engines.llama_sequence import Sampling, SequenceJob
 from inferq.engines.llamacpp import LlamaCppEngine
 
 URGENT = 100

@@ -19,8 +19,9 @@ later prompt that starts the same way is given that sequence id and evaluates
 only what differs (the prefix cache).
 
 Everything that touches the context happens on the decode thread; other
-threads only put :class:`SequenceJob` objects in its inbox and set abort
-signals.
+threads only put :class:`~inferq.engines.llama_sequence.SequenceJob` objects in its
+inbox and set abort signals. What a sequence job holds, and how its sampler is built,
+is in :mod:`inferq.engines.llama_sequence`.
 """
 
 from __future__ import annotations
@@ -32,92 +33,23 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from inferq.core.errors import EngineError, EngineUnavailable
 from inferq.core.models import ChatResult, Usage
 from inferq.core.structured import TokenLogprob
-from inferq.engines.base import ABORTED, AbortSignal
-from inferq.engines.llama_structured import (
-    Constraint,
-    Tokenizer,
-    logits_row,
-    logprobs_of,
-    token_logprob,
-)
+from inferq.engines.base import ABORTED
+from inferq.engines.llama_sequence import DecoderConfig, SequenceJob, new_sampler
+from inferq.engines.llama_sequence import Sampling as Sampling  # re-exported
+from inferq.engines.llama_structured import Tokenizer, logits_row, logprobs_of, token_logprob
 from inferq.engines.llama_text import TextStream, common_prefix
 from inferq.engines.llama_threads import ThreadTuner
 
 log = logging.getLogger("inferq.engines.llamacpp")
 
-#: min_p when sampling at temperature > 0 (llama-cpp-python's default, kept from before)
-MIN_P = 0.05
-#: how many of the latest tokens presence and frequency penalties look at
-PENALTY_LAST_N = 64
-#: the seed llama.cpp reads as "pick one at random"
-RANDOM_SEED = 0xFFFFFFFF
 #: a free slot with a shared prefix up to this many tokens shorter than the longest
 #: may be chosen instead, to keep the running sequence ids consecutive
 PREFIX_MARGIN = 32
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Sampling:
-    """How one sequence picks its tokens. Temperature 0 is greedy."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 40
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DecoderConfig:
-    """The context's shape; see the options in :mod:`inferq.engines.llamacpp`."""
-
-    slots: int
-    #: tokens per sequence: prompt and generated text together
-    context_length: int
-    #: the most tokens evaluated in one step (llama.cpp's n_batch and n_ubatch)
-    batch_size: int
-    #: the most threads a step uses
-    threads: int
-    #: whether to drop to one thread while that is faster (see :class:`ThreadTuner`)
-    tune_threads: bool
-    flash_attention: bool
-    #: one KV buffer shared by all sequences (False: a stream per sequence)
-    unified_kv: bool
-
-
-@dataclass(eq=False, kw_only=True)
-class SequenceJob:
-    """One generation handed to the decode thread."""
-
-    prompt: list[int]
-    #: the most tokens to generate
-    max_new: int
-    sampling: Sampling
-    stop: tuple[str, ...] = ()
-    #: higher is admitted first when sequences wait for a slot
-    priority: int = 0
-    abort: AbortSignal = field(default_factory=AbortSignal)
-    #: called on the decode thread with each new piece of text
-    emit: Callable[[str], None] = lambda piece: None
-    #: called once on the decode thread, with the result or the error
-    done: Callable[[ChatResult | BaseException], None] = lambda outcome: None
-    #: set when the caller stopped waiting (its coroutine was cancelled)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    #: the grammar every token must follow (structured output, tool calls)
-    constraint: Constraint | None = None
-    #: report each token's log probability, with this many alternatives; None: do not
-    top_logprobs: int | None = None
-
-    def stopped(self) -> bool:
-        return self.abort.is_set() or self.cancelled.is_set()
 
 
 class _Cache:
@@ -265,7 +197,7 @@ class BatchDecoder:
         while self._waiting and self._free:
             _, _, job = heapq.heappop(self._waiting)
             try:
-                sampler = self._new_sampler(job.sampling)
+                sampler = new_sampler(self._lib, self._vocab, job.sampling)
             except Exception as exc:  # pragma: no cover - llama.cpp out of memory
                 self._deliver(job, EngineError(f"could not create a sampler: {exc}"))
                 continue
@@ -299,30 +231,6 @@ class BatchDecoder:
         if reuse > 0 and len(prompt) - 1 - reuse == 1:
             reuse -= 1
         return best, reuse
-
-    def _new_sampler(self, s: Sampling) -> Any:
-        lib = self._lib
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if s.presence_penalty or s.frequency_penalty:
-            penalties = lib.llama_sampler_init_penalties(
-                lib.llama_vocab_n_tokens(self._vocab),
-                PENALTY_LAST_N,
-                1.0,
-                s.frequency_penalty,
-                s.presence_penalty,
-            )
-            lib.llama_sampler_chain_add(chain, penalties)
-        if s.temperature <= 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
-            return chain
-        seed = RANDOM_SEED if s.seed is None else s.seed & 0xFFFFFFFF
-        if s.top_k > 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(s.top_k))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(s.top_p, 1))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(MIN_P, 1))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(s.temperature))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
-        return chain
 
     def _step_safely(self) -> None:
         try:

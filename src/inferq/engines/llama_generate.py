@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from inferq.core.models import ChatRequest, ChatResult, Usage
 from inferq.core.tool_text import split_answer
 from inferq.engines.base import Call
-from inferq.engines.llama_batch import BatchDecoder, Sampling, SequenceJob
+from inferq.engines.llama_batch import BatchDecoder
+from inferq.engines.llama_sequence import Sampling, SequenceJob
 from inferq.engines.llama_structured import Constraint, grammar_for
 
 #: the finish reason of an answer that is a function call

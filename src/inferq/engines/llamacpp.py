@@ -94,8 +94,9 @@ from inferq.engines.base import (
     ModelSpec,
     normalise,
 )
-from inferq.engines.llama_batch import BatchDecoder, DecoderConfig, Sampling
+from inferq.engines.llama_batch import BatchDecoder
 from inferq.engines.llama_generate import run_request
+from inferq.engines.llama_sequence import DecoderConfig, Sampling
 from inferq.engines.llama_structured import check as check_structured
 from inferq.engines.llama_structured import prompt_messages
 
