@@ -1,8 +1,10 @@
 """Named SQL queries, one file per SQL dialect, and the migrations beside them.
 
 A query file holds blocks headed ``-- name: <query_name>``; adapters look queries
-up by name, so the Python code never builds SQL. Migrations are files named
-``NNNN_<what>.sql`` in ``<dialect>/migrations/``, applied in order once each.
+up by name, so the Python code never builds SQL. The queries whose SQL is the same
+for every dialect are written once, in ``common.sql``; ``<dialect>/queries.sql``
+holds the rest. Migrations are files named ``NNNN_<what>.sql`` in
+``<dialect>/migrations/``, applied in order once each.
 """
 
 from __future__ import annotations
@@ -24,8 +26,16 @@ class Migration:
 
 
 def load_queries(dialect: str) -> dict[str, str]:
-    """The named queries of ``<dialect>/queries.sql``."""
-    text = resources.files(__package__).joinpath(dialect, "queries.sql").read_text("utf-8")
+    """The named queries of ``common.sql`` and ``<dialect>/queries.sql``."""
+    common = _named_queries("common.sql")
+    own = _named_queries(dialect, "queries.sql")
+    if both := common.keys() & own.keys():
+        raise StoreError(f"queries named both in common.sql and in {dialect}: {sorted(both)}")
+    return common | own
+
+
+def _named_queries(*path: str) -> dict[str, str]:
+    text = resources.files(__package__).joinpath(*path).read_text("utf-8")
     parts = _HEADER.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}

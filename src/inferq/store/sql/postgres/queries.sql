@@ -1,8 +1,5 @@
 -- Named queries of the PostgreSQL store. Parameters are :named (turned into $n).
 
--- name: ping
-SELECT 1 AS ok;
-
 -- name: insert_job
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
                   inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
@@ -154,24 +151,11 @@ WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
 -- name: lock_job
 SELECT * FROM jobs WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant) FOR UPDATE;
 
--- name: requeue
--- preemption: back to the queue, the attempt not counted
-UPDATE jobs
-SET state = 'queued', attempt = attempt - 1, owner = NULL, lease_expires_at = NULL,
-    claimed_at = NULL
-WHERE id = :id AND owner = :owner AND attempt = :attempt AND state = 'running';
-
 -- name: finish
 UPDATE jobs
 SET state = :state, error = COALESCE(:error::jsonb, error), owner = NULL,
     lease_expires_at = NULL, finished_at = :now
 WHERE id = :id AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
-RETURNING *;
-
--- name: cancel_queued
--- A batch's rows are cancelled with their batch, never by model.
-UPDATE jobs SET state = 'cancelled', finished_at = :now
-WHERE tenant = :tenant AND model = :model AND state = 'queued' AND batch_id IS NULL
 RETURNING *;
 
 -- name: expire_overdue
@@ -212,9 +196,6 @@ VALUES (:tenant, :id, :kind, :purpose, :filename, :bytes, :status, :meta::jsonb,
 ON CONFLICT (tenant, id) DO NOTHING
 RETURNING seq;
 
--- name: get_file
-SELECT * FROM files WHERE tenant = :tenant AND id = :id;
-
 -- name: list_files
 -- Newest first, after the record :after (none when that record does not exist).
 SELECT * FROM files
@@ -228,12 +209,6 @@ LIMIT :limit;
 -- name: update_file
 UPDATE files SET filename = :filename, bytes = :bytes, status = :status, meta = :meta::jsonb
 WHERE tenant = :tenant AND id = :id;
-
--- name: delete_file
-DELETE FROM files WHERE tenant = :tenant AND id = :id;
-
--- name: find_batch_by_key
-SELECT * FROM batches WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
 
 -- name: insert_batch
 -- Nothing when the tenant has a batch with this idempotency key (the store then reads
@@ -273,31 +248,12 @@ WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
 ORDER BY seq
 LIMIT :limit;
 
--- name: lease_batch
--- Free, already ours, or expired: then ours until :until.
-UPDATE batches SET owner = :owner, lease_expires_at = :until
-WHERE tenant = :tenant AND id = :id
-  AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
-  AND (owner IS NULL OR owner = :owner OR lease_expires_at IS NULL OR lease_expires_at < :now);
-
 -- name: update_batch
 -- Compare-and-set on state; the lease (owner, lease_expires_at) and seq stay.
 UPDATE batches
 SET dialect = :dialect, state = :state, idempotency_key = :idempotency_key,
     created_at = :created_at, data = :data::jsonb
 WHERE tenant = :tenant AND id = :id AND state = :expect;
-
--- name: count_open_batches
--- Document workflow jobs (dialect 'unstructured') have a limit of their own.
-SELECT COUNT(*) AS n FROM batches
-WHERE tenant = :tenant AND dialect <> 'unstructured'
-  AND state NOT IN ('succeeded', 'failed', 'cancelled', 'expired');
-
--- name: delete_batch
-DELETE FROM batches WHERE tenant = :tenant AND id = :id;
-
--- name: delete_batch_rows
-DELETE FROM jobs WHERE tenant = :tenant AND batch_id = :batch_id;
 
 -- name: release_rows
 -- Released rows are work for every process's workers: one notice wakes them.
@@ -311,29 +267,11 @@ WITH released AS (
 SELECT n, CASE WHEN n > 0 THEN pg_notify('inferq_submitted', '') END AS notified
 FROM counted;
 
--- name: batch_counts
--- One pass over the jobs_batch_state index; the store folds states into BatchCounts.
-SELECT state, COUNT(*) AS n, SUM(prompt_tokens) AS prompt_tokens,
-       SUM(completion_tokens) AS completion_tokens, SUM(cached_tokens) AS cached_tokens
-FROM jobs
-WHERE tenant = :tenant AND batch_id = :batch_id
-GROUP BY state;
-
 -- name: batch_rows
 SELECT * FROM jobs
 WHERE tenant = :tenant AND batch_id = :batch_id AND batch_line > :after_line
   AND (:states::text[] IS NULL OR state = ANY(:states))
 ORDER BY batch_line
-LIMIT :limit;
-
--- name: duplicate_custom_ids
-SELECT COALESCE(custom_id, '') AS custom_id, MIN(batch_line) AS first_line,
-       MAX(batch_line) AS later_line
-FROM jobs
-WHERE tenant = :tenant AND batch_id = :batch_id
-GROUP BY COALESCE(custom_id, '')
-HAVING COUNT(*) > 1
-ORDER BY first_line
 LIMIT :limit;
 
 -- name: finish_rows
@@ -344,25 +282,7 @@ SET state = :state, error = :error::jsonb, owner = NULL, lease_expires_at = NULL
 WHERE tenant = :tenant AND batch_id = :batch_id
   AND state IN ('validating', 'queued', 'running', 'finalizing', 'cancelling');
 
--- name: insert_key
-INSERT INTO api_keys (id, name, tenant, prefix, key_hash, admin, created_at, rpm, tpm)
-VALUES (:id, :name, :tenant, :prefix, :key_hash, :admin, :created_at, :rpm, :tpm);
-
--- name: find_key
-SELECT * FROM api_keys WHERE key_hash = :key_hash;
-
--- name: list_keys
-SELECT * FROM api_keys ORDER BY created_at;
-
--- name: revoke_key
-UPDATE api_keys SET revoked_at = COALESCE(revoked_at, :now)
-WHERE id = :key OR name = :key
-RETURNING *;
-
 -- OpenAI responses (issue 17)
-
--- name: delete_job
-DELETE FROM jobs WHERE id = :id AND tenant = :tenant AND batch_id IS NULL;
 
 -- console (issue 18) ----------------------------------------------------------------
 
@@ -382,21 +302,6 @@ GROUP BY 1
 ORDER BY 1;
 
 -- Nodes (issue 15): node credentials and what the nodes report (inferq.core.nodes).
-
--- name: insert_node
-INSERT INTO nodes (id, name, prefix, token_hash, created_at)
-VALUES (:id, :name, :prefix, :token_hash, :created_at);
-
--- name: find_node
-SELECT * FROM nodes WHERE token_hash = :token_hash;
-
--- name: list_nodes
-SELECT * FROM nodes ORDER BY created_at;
-
--- name: revoke_node
-UPDATE nodes SET revoked_at = COALESCE(revoked_at, :now)
-WHERE id = :node OR name = :node
-RETURNING *;
 
 -- name: touch_node
 UPDATE nodes
@@ -485,14 +390,6 @@ SET vtime = vtime + (:tokens::float8 - (:jobs::int + :refunds::int)
         ELSE avg_cost END
 WHERE tenant = :tenant;
 
--- name: set_tenant_weight
-INSERT INTO tenants (tenant, weight) VALUES (:tenant, :weight)
-ON CONFLICT (tenant) DO UPDATE SET weight = :weight
-RETURNING *;
-
--- name: list_tenants
-SELECT * FROM tenants ORDER BY tenant;
-
 -- request and token limits (core/limits.py, store/sql_limits.py) ------------------------
 
 -- name: ensure_buckets
@@ -507,21 +404,6 @@ SELECT subject, full_at FROM rate_buckets
 WHERE subject = ANY(:subjects::text[])
 ORDER BY subject
 FOR UPDATE;
-
--- name: tenant_limits
-SELECT rpm, tpm FROM tenants WHERE tenant = :tenant;
-
--- name: set_tenant_limits
-INSERT INTO tenants (tenant, rpm, tpm) VALUES (:tenant, :rpm, :tpm)
-ON CONFLICT (tenant) DO UPDATE SET rpm = :rpm, tpm = :tpm;
-
--- name: set_key_limits
-UPDATE api_keys SET rpm = :rpm, tpm = :tpm
-WHERE id = :key OR name = :key
-RETURNING *;
-
--- name: put_bucket
-UPDATE rate_buckets SET full_at = :full_at WHERE subject = :subject;
 
 -- name: count_queued
 -- Queued jobs that are not batch rows (classes before batch), of one tenant or all, at
@@ -546,22 +428,6 @@ ORDER BY created_at, id;
 -- name: delete_webhook_endpoint
 DELETE FROM webhook_endpoints WHERE id = :id AND (:tenant::text IS NULL OR tenant = :tenant);
 
--- name: delete_webhook_deliveries
-DELETE FROM webhook_deliveries WHERE endpoint_id = :id;
-
--- name: webhook_outbox
-SELECT * FROM webhook_outbox ORDER BY seq LIMIT :limit;
-
--- name: insert_webhook_delivery
-INSERT INTO webhook_deliveries
-    (id, endpoint_id, tenant, event_id, event_type, subject_id, event_at, state, next_at)
-VALUES (:id, :endpoint_id, :tenant, :event_id, :event_type, :subject_id, :event_at,
-        'pending', :next_at)
-ON CONFLICT (event_id, endpoint_id) DO NOTHING;
-
--- name: delete_webhook_outbox_entry
-DELETE FROM webhook_outbox WHERE seq = :seq;
-
 -- name: claim_webhook_deliveries
 -- SKIP LOCKED: deliverers of a fleet claiming at once each get their own deliveries.
 UPDATE webhook_deliveries SET owner = :owner, lease_expires_at = :until
@@ -572,12 +438,6 @@ WHERE id IN (
     ORDER BY next_at LIMIT :limit
     FOR UPDATE SKIP LOCKED
 );
-
--- name: claimed_webhook_deliveries
-SELECT d.*, e.url, e.secret
-FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-WHERE d.owner = :owner AND d.lease_expires_at = :until AND d.state = 'pending'
-ORDER BY d.next_at;
 
 -- name: record_webhook_attempt
 UPDATE webhook_deliveries
@@ -605,30 +465,11 @@ WHERE f.expires_at IS NOT NULL AND f.expires_at <= :now
         AND b.data ->> 'input_file_id' = f.id)
 ORDER BY f.expires_at LIMIT :limit;
 
--- name: purge_jobs
--- Jobs (not batch rows) that ended before :cutoff; a workflow's node jobs only while
--- their tenant has no open workflow job.
-DELETE FROM jobs WHERE id IN (
-    SELECT j.id FROM jobs j
-    WHERE j.batch_id IS NULL AND j.finished_at IS NOT NULL AND j.finished_at < :cutoff
-      AND j.state IN ('succeeded', 'failed', 'cancelled', 'expired')
-      AND NOT (j.origin = :workflow_origin AND EXISTS (
-          SELECT 1 FROM batches b
-          WHERE b.tenant = j.tenant AND b.dialect = :workflow_origin
-            AND b.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')))
-    ORDER BY j.finished_at LIMIT :limit
-);
-
 -- name: finished_batches
 SELECT * FROM batches
 WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired')
   AND COALESCE((data ->> 'finished_at')::float8, created_at) < :cutoff
 ORDER BY seq LIMIT :limit;
-
--- name: purge_batch_rows
-DELETE FROM jobs WHERE id IN (
-    SELECT id FROM jobs WHERE tenant = :tenant AND batch_id = :batch_id LIMIT :limit
-);
 
 -- name: known_records
 -- Which of these ids name a file, a dataset or a batch (of any tenant).
