@@ -55,6 +55,28 @@ def test_accepted_values_are_storable_and_refused_ones_are_client_errors(value: 
     storable(parsed)
 
 
+@settings(max_examples=400)
+@given(VALUES)
+def test_the_quick_pass_refuses_exactly_what_the_naming_walk_refuses(value: Any) -> None:
+    """check() skips the walk that names paths when a quick walk finds nothing: it must
+    refuse the same values, with the same message (Python values: ints past 64 bits,
+    NaN and infinities, NUL characters and lone surrogates, deep nesting)."""
+
+    def outcome(fn: Any) -> str | None:
+        try:
+            fn(value, what="the body")
+        except InvalidRequest as exc:
+            return exc.message
+        return None
+
+    assert outcome(inputs.check) == outcome(inputs._check_at)
+    deep: Any = value
+    for _ in range(inputs.MAX_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(InvalidRequest, match="nested more than"):
+        inputs.check(deep)
+
+
 @pytest.mark.parametrize(
     ("text", "names"),
     [

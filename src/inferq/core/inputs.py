@@ -138,6 +138,60 @@ def _check_nesting(text: str, what: str) -> None:
 
 def check(value: Any, *, what: str = "the body") -> None:
     """Check an already-parsed JSON value against the rules above."""
+    if _clean(value):
+        return
+    # something breaks a rule (or is of a type the quick pass does not know): walk
+    # again, naming where, so the error points at the first offending place
+    _check_at(value, what)
+
+
+def _clean(value: Any) -> bool:
+    """Whether ``value`` surely passes :func:`check`: one quick walk that builds no
+    paths, for the common case (every request body passes it)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not _text_ok(item):
+                return False
+        elif kind is dict:
+            if depth >= MAX_DEPTH:
+                return False
+            for key, child in item.items():
+                if type(key) is not str or not _text_ok(key):
+                    return False
+                stack.append((child, depth + 1))
+        elif kind is list:
+            if depth >= MAX_DEPTH:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif kind is int:
+            if not INT_MIN <= item <= INT_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif item is not None and kind is not bool:
+            return False
+    return True
+
+
+def _text_ok(text: str) -> bool:
+    """Whether :func:`check_text` passes ``text``."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_at(value: Any, what: str) -> None:
+    """:func:`check`, naming where the first offending value is."""
     stack: list[tuple[Any, int, str]] = [(value, 0, "")]
     while stack:
         item, depth, path = stack.pop()
