@@ -15,7 +15,6 @@ dialect adds its own classes or overrides one (:attr:`Dialect.statuses`).
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.api.dialect import Dialect, Dialects
+from inferq.api.middleware import HttpMiddleware
 from inferq.api.ranges import RangeNotSatisfiable
 from inferq.core.errors import (
     AuthenticationFailed,
@@ -179,23 +179,13 @@ def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
 _MULTIPART_SLACK = 64 * 1024
 
 
-class DialectMiddleware(ABC):
+class DialectMiddleware(HttpMiddleware):
     """An ASGI middleware that checks HTTP requests and answers a refusal in the shape of
     the path's dialect; other scopes (the lifespan) pass through untouched."""
 
     def __init__(self, app: ASGIApp, *, dialects: Dialects) -> None:
-        self.app = app
+        super().__init__(app)
         self.dialects = dialects
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.handle(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    @abstractmethod
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one HTTP request, or hand it on to ``self.app``."""
 
 
 class BodyLimitMiddleware(DialectMiddleware):

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.api.deps import ServicesDep, api_key_from
 from inferq.api.dialect import Dialects
+from inferq.api.middleware import HttpMiddleware
 from inferq.core.errors import AuthenticationFailed
 from inferq.core.keys import KeyService
 from inferq.runner.metrics import CONTENT_TYPE, Metrics
@@ -52,18 +53,15 @@ def dialect_label(dialects: Dialects, path: str) -> str:
     return dialects.for_path(path).name
 
 
-class HttpMetricsMiddleware:
+class HttpMetricsMiddleware(HttpMiddleware):
     """Counts each HTTP request by dialect and status, and times it to its last byte."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, dialects: Dialects) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
         self.dialects = dialects
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500  # an app that raised before answering
 

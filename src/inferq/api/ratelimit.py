@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.api.dialect import Dialects
 from inferq.api.errors import DialectMiddleware, render, send_response
+from inferq.api.middleware import HttpMiddleware
 from inferq.core import inputs
 from inferq.core.errors import InvalidRequest
 from inferq.core.limits import (
@@ -85,16 +86,10 @@ def headers_of(verdict: Verdict) -> list[tuple[str, str]]:
     return found
 
 
-class RateLimitHeadersMiddleware:
+class RateLimitHeadersMiddleware(HttpMiddleware):
     """Adds the ``x-ratelimit-*`` headers of a limited key's request to its answer."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
 
         async def send_with_headers(message: Message) -> None:
