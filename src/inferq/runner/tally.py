@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -79,28 +79,29 @@ class _Labelled(Collector, Generic[C]):
         return []
 
 
-class TallyCounter(_Labelled[_Value]):
+class _Scalar(_Labelled[_Value]):
+    """One number per set of label values, exposed as a ``family``."""
+
+    family: ClassVar[type[CounterMetricFamily] | type[GaugeMetricFamily]]
+
+    def _child(self) -> _Value:
+        return _Value()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self.family(self.name, self.documentation, labels=self.labelnames)
+        for values, child in list(self.children.items()):
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class TallyCounter(_Scalar):
     """A counter: exposed as ``<name>_total``."""
 
-    def _child(self) -> _Value:
-        return _Value()
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self.children.items()):
-            family.add_metric(list(values), child.value)
-        yield family
+    family = CounterMetricFamily
 
 
-class TallyGauge(_Labelled[_Value]):
-    def _child(self) -> _Value:
-        return _Value()
-
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in list(self.children.items()):
-            family.add_metric(list(values), child.value)
-        yield family
+class TallyGauge(_Scalar):
+    family = GaugeMetricFamily
 
 
 class TallyHistogram(_Labelled[_Distribution]):
