@@ -120,6 +120,32 @@ def row_object(data: Any, *, noun: str) -> tuple[dict[str, Any], str]:
     return data, custom_id
 
 
+def outputs_record(
+    batch: Batch,
+    outputs: tuple[OutputFile, OutputFile],
+    sizes: tuple[int, int],
+    now: float,
+    *,
+    kind: str,
+    purpose: str,
+    meta: dict[str, Any] | None = None,
+) -> FileRecord:
+    """One record of the batch's tenant that holds both output files (their names to
+    their sizes in ``meta["files"]``, then ``meta``), for a format that writes its result
+    and error lines into one record; named after the result file."""
+    (results, errors), (results_size, errors_size) = outputs, sizes
+    return FileRecord(
+        id=results.record_id,
+        tenant=batch.tenant,
+        kind=kind,
+        purpose=purpose,
+        filename=results.name,
+        bytes=results_size + errors_size,
+        created_at=now,
+        meta={"files": {results.name: results_size, errors.name: errors_size}, **(meta or {})},
+    )
+
+
 def row_id(tenant: str, batch_id: str, line: int) -> str:
     """The id of a batch's row: the same for the same line, across crashes."""
     return str(uuid.uuid5(_ROW_IDS, f"{tenant}\n{batch_id}\n{line}"))

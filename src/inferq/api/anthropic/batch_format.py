@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from inferq.api.anthropic.schemas import MessagesRequest
 from inferq.api.anthropic.translate import error_body, render_message
-from inferq.core.batch_format import OutputFile, ParsedRow, row_object
+from inferq.core.batch_format import OutputFile, ParsedRow, outputs_record, row_object
 from inferq.core.errors import ClientError, InferqError, InvalidRequest
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job
 
@@ -100,14 +100,8 @@ class AnthropicBatchFormat:
     def publish(
         self, batch: Batch, counts: BatchCounts, sizes: tuple[int, int], now: float
     ) -> tuple[list[FileRecord], Batch]:
-        record = FileRecord(
-            id=results_id(batch.id),
-            tenant=batch.tenant,
-            kind=KIND,
-            purpose="message_batch_results",
-            filename=RESULTS,
-            bytes=sum(sizes),
-            created_at=now,
-            meta={"files": {RESULTS: sizes[0], OTHERS: sizes[1]}},
+        outputs = self.output_files(batch)
+        record = outputs_record(
+            batch, outputs, sizes, now, kind=KIND, purpose="message_batch_results"
         )
         return [record], batch.evolve(output_file_id=record.id)

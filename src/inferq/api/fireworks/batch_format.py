@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferq.api.chat import parse_chat_body, render_completion
-from inferq.core.batch_format import OutputFile, ParsedRow, row_object
+from inferq.core.batch_format import OutputFile, ParsedRow, outputs_record, row_object
 from inferq.core.errors import InvalidRequest
 from inferq.core.files import DATASET
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job
@@ -56,17 +56,14 @@ class FireworksBatchFormat:
     def publish(
         self, batch: Batch, counts: BatchCounts, sizes: tuple[int, int], now: float
     ) -> tuple[list[FileRecord], Batch]:
-        record = FileRecord(
-            id=batch.meta["outputDatasetId"],
-            tenant=batch.tenant,
+        record = outputs_record(
+            batch,
+            self.output_files(batch),
+            sizes,
+            now,
             kind=DATASET,
             purpose="dataset",
-            filename=RESULTS,
-            bytes=sum(sizes),
-            created_at=now,
-            status="ready",
             meta={
-                "files": {RESULTS: sizes[0], ERRORS: sizes[1]},
                 "displayName": f"{batch.meta.get('displayName') or batch.id} output",
                 "format": "FORMAT_UNSPECIFIED",
                 "exampleCount": str(counts.succeeded),
