@@ -6,7 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from inferq.core.models import ChatMessage, ChatRequest
+from inferq.core.models import (
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    EmbedResult,
+    PayloadResult,
+    Usage,
+    result_from_dict,
+)
 from inferq.core.structured import OutputFormat, Tool, ToolCall, ToolChoice
 
 FULL = ChatRequest(
@@ -46,3 +54,14 @@ def test_the_stored_form_is_what_asdict_gave() -> None:
 
 def test_it_reads_back_whole() -> None:
     assert ChatRequest.from_dict(json.loads(json.dumps(FULL.to_dict()))) == FULL
+
+
+def test_usage_is_stored_as_asdict_gave_and_read_back() -> None:
+    usage = Usage(prompt_tokens=3, completion_tokens=5, cached_tokens=2)
+    assert usage.to_dict() == dataclasses.asdict(usage)
+    for result in (
+        ChatResult(text="x", finish_reason="stop", usage=usage),
+        EmbedResult(vectors=((0.5,),), usage=usage),
+        PayloadResult(outputs={"a": 1}, usage=usage),
+    ):
+        assert result_from_dict(json.loads(json.dumps(result.to_dict()))) == result

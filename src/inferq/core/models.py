@@ -117,6 +117,14 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def to_dict(self) -> dict[str, int]:
+        # not dataclasses.asdict, which deep-copies: this runs for every stored result
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
@@ -142,7 +150,7 @@ class ChatResult:
         data: dict[str, Any] = {
             "text": self.text,
             "finish_reason": self.finish_reason,
-            "usage": dataclasses.asdict(self.usage),
+            "usage": self.usage.to_dict(),
         }
         if self.stop_sequence is not None:
             data["stop_sequence"] = self.stop_sequence
@@ -198,7 +206,7 @@ class EmbedResult:
         return {
             "kind": "embed",
             "vectors": [list(v) for v in self.vectors],
-            "usage": dataclasses.asdict(self.usage),
+            "usage": self.usage.to_dict(),
         }
 
     @classmethod
@@ -233,7 +241,7 @@ class PayloadResult:
     usage: Usage = Usage()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "payload", "outputs": self.outputs, "usage": dataclasses.asdict(self.usage)}
+        return {"kind": "payload", "outputs": self.outputs, "usage": self.usage.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PayloadResult:
