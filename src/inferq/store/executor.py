@@ -1,12 +1,12 @@
 """The Executor port: how :class:`~inferq.store.sql_store.SqlStore` talks to one database.
 
-In the manner of procrastinate's connector: the store names a query of the
-database's ``queries.sql`` and gives its parameters as a mapping; the executor runs
-it and hands back rows (read by column name), one row or a row count. Whatever
-differs between databases stays behind it: connections and threads, turning
-``:name`` parameters into the driver's, encoding list parameters (a JSON array for
-SQLite, an array for PostgreSQL), and mapping driver errors onto the store's
-(a unique violation is :class:`~inferq.core.errors.Conflict`, a lost database
+In the manner of procrastinate's connector: the store names a query (of
+``sql/common.sql`` or the database's ``queries.sql``) and gives its parameters as a
+mapping; the executor runs it and hands back rows (read by column name), one row or a
+row count. Whatever differs between databases stays behind it: connections and
+threads, turning ``:name`` parameters into the driver's, encoding list parameters (a
+JSON array for SQLite, an array for PostgreSQL), and mapping driver errors onto the
+store's (a unique violation is :class:`~inferq.core.errors.Conflict`, a lost database
 :class:`~inferq.core.errors.StoreUnavailable`, anything else
 :class:`~inferq.core.errors.StoreError`).
 

@@ -1,11 +1,12 @@
 """The store written once for every SQL database, over an :class:`Executor`.
 
-Each method builds its parameters, runs named queries (``sql/<database>/queries.sql``
-holds them under the same names for every database) and turns rows into domain
-objects. A database's subclass (:mod:`inferq.store.sqlite`,
-:mod:`inferq.store.postgres`) brings its executor and overrides only what really
-runs differently there: the claim, the bulk insert of a batch's rows, the changes to
-many rows at once, and what PostgreSQL groups into one statement.
+Each method builds its parameters, runs named queries (under the same names for every
+database: ``sql/common.sql`` holds those whose SQL is the same everywhere,
+``sql/<database>/queries.sql`` the rest) and turns rows into domain objects. A
+database's subclass (:mod:`inferq.store.sqlite`, :mod:`inferq.store.postgres`) brings
+its executor and overrides only what really runs differently there: the claim, the
+bulk insert of a batch's rows, the changes to many rows at once, and what PostgreSQL
+groups into one statement.
 """
 
 from __future__ import annotations
