@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -153,6 +154,40 @@ async def test_report_answers_each_outcome_and_release_keeps_the_attempt(world: 
         assert stored is not None and stored.state is state
     again = await world.work.claim(node, session=SESSION, free={HANDLER: 1}, wait=0, running=0)
     assert [j.id for j in again] == [kept.id] and again[0].attempt == 1
+
+
+async def test_an_exchange_sends_its_claim_with_its_results(world: World) -> None:
+    """A node's results and its claim for the slots they freed reach the store together
+    (one commit on SQLite): a result's write waits here until the claim has been asked
+    for, which a claim made only after the results were stored would never do."""
+    node = await world.node()
+    first = [await world.submit(HANDLER, PayloadRequest({})) for _ in range(2)]
+    await world.work.claim(node, session=SESSION, free={HANDLER: 2}, wait=0, running=0)
+    waiting = [await world.submit(HANDLER, PayloadRequest({})) for _ in range(2)]
+    claim_asked = asyncio.Event()
+    claim, complete = world.store.claim, world.store.complete
+
+    async def claim_then_signal(**kwargs: Any) -> list[Job]:
+        claim_asked.set()
+        return await claim(**kwargs)
+
+    async def complete_after_claim(*args: Any, **kwargs: Any) -> bool:
+        await asyncio.wait_for(claim_asked.wait(), 5)
+        return await complete(*args, **kwargs)
+
+    world.store.claim = claim_then_signal  # type: ignore[method-assign]
+    world.store.complete = complete_after_claim  # type: ignore[method-assign]
+    outcomes = [Outcome(Held(SESSION, j.id, 1), result={"outputs": {}}) for j in first]
+    fates, jobs = await world.work.exchange(
+        node, outcomes, session=SESSION, free={HANDLER: 2}, running=0
+    )
+    assert [f["ok"] for f in fates] == [True, True]
+    assert sorted(j.id for j in jobs) == sorted(j.id for j in waiting)
+    for job in first:
+        stored = await world.store.get_job(job.id, tenant=None)
+        assert stored is not None and stored.state is JobState.SUCCEEDED
+    with pytest.raises(InvalidRequest):  # a model nodes do not serve: nothing is stored
+        await world.work.exchange(node, outcomes, session=SESSION, free={"other": 1}, running=0)
 
 
 async def test_a_pull_node_takes_pings_and_finishes(world: World) -> None:

@@ -418,6 +418,37 @@ class NodeWork:
         await self.settle()
         return fates
 
+    async def exchange(
+        self,
+        node: Node,
+        outcomes: Sequence[Outcome],
+        *,
+        session: str,
+        free: Mapping[str, int],
+        running: int,
+    ) -> tuple[list[dict[str, Any]], list[Job]]:
+        """Record ``outcomes`` (as :meth:`report`) and claim jobs for the ``free`` slots
+        without waiting (as :meth:`claim`): each outcome's fate, and the jobs claimed.
+
+        The claim and the results go to the store together, so a store that commits
+        concurrent writes in groups (SQLite's writer) commits them in one transaction:
+        a busy node's round trip costs one commit, not two. The claim cannot take the
+        jobs being reported: they run under the node's live leases until their writes.
+        """
+        wanted = self.wanted(free)  # refused before any result is stored
+        if not wanted:
+            return await self.report(node, outcomes), []
+        fates, jobs = await asyncio.gather(
+            self.report(node, outcomes),
+            self.claim(node, session=session, free=wanted, wait=0, running=running),
+            return_exceptions=True,
+        )
+        for failed in (fates, jobs):
+            if isinstance(failed, BaseException):
+                raise failed
+        assert isinstance(fates, list) and isinstance(jobs, list)
+        return fates, jobs
+
     def _note(self, tenant: str, tokens: int | None) -> None:
         """What an ended attempt cost its tenant (None: it did not succeed, its estimate
         is refunded), for the next :meth:`settle`."""

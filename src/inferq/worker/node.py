@@ -256,10 +256,14 @@ class NodeProcess:
             self._slot_freed.set()
         if outcome is not None and not run.abort.is_set():
             info, _ = run.ctx.take()
-            self._outbox.append(
-                {"id": run.id, "attempt": run.attempt, "text": run.take_text(), "info": info}
-                | outcome
-            )
+            item = {"id": run.id, "attempt": run.attempt} | outcome
+            # what is empty is left out (the protocol's defaults): less for the server to
+            # parse and check for each job
+            if text := run.take_text():
+                item["text"] = text
+            if info:
+                item["info"] = info
+            self._outbox.append(item)
             self._outbox_ready.set()
 
     async def _hand_back(self, run: Running) -> None:

@@ -49,12 +49,13 @@ NodeDep = Annotated[Node, Depends(get_node)]
 
 def render_job(job: Job) -> dict[str, Any]:
     """A claimed job as the node gets it."""
+    request = job.request.to_dict()
     return {
         "id": job.id,
         "attempt": job.attempt,
         "model": job.model,
-        "kind": job.request.to_dict().get("kind", "chat"),
-        "request": job.request.to_dict(),
+        "kind": request.get("kind", "chat"),
+        "request": request,
         "info": job.info,
         "service_class": job.service_class.name.lower(),
         "priority": job.priority,
@@ -176,17 +177,13 @@ async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[s
         )
         for item in body.results
     ]
-    services.node_work.wanted(body.free)  # refused before any result is stored
-    fates = await services.node_work.report(node, outcomes)
+    fates, jobs = await services.node_work.exchange(
+        node, outcomes, session=body.session, free=body.free, running=body.running
+    )
     for outcome, fate in zip(outcomes, fates, strict=True):
         refused = None if fate["ok"] else str(fate["code"])
         services.metrics.node_reported(node.name, failed=outcome.error is not None, refused=refused)
-    jobs = []
-    if body.free:
-        jobs = await services.node_work.claim(
-            node, session=body.session, free=body.free, wait=0, running=body.running
-        )
-        count_claims(services, node, jobs)
+    count_claims(services, node, jobs)
     return {"results": fates, "jobs": [render_job(job) for job in jobs]}
 
 
