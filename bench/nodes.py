@@ -115,11 +115,13 @@ def jobs_of(model: str, request: Request, count: int) -> list[Job]:
 
 async def drain(
     store: SQLiteStore, model: str, request: Request, count: int, pids: list[int]
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Insert ``count`` jobs of ``model`` at once, wait until they all succeeded; jobs/s,
-    and the CPU milliseconds per job that the processes ``pids`` used meanwhile."""
+    and the CPU milliseconds per job that the processes ``pids`` used meanwhile: all of
+    them, and the first (the server) alone."""
     jobs = jobs_of(model, request, count)
     cpu_before = sum(cpu_seconds(pid) for pid in pids)
+    server_before = cpu_seconds(pids[0])
     ids = {job.id for job in jobs}
     await store.insert_rows(jobs)
     deadline = time.monotonic() + 600
@@ -134,10 +136,11 @@ async def drain(
         "list_jobs", {"tenant": "bench", "model": model, "states": None, "limit": 10 * count}
     )
     cpu_ms = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000 / count
+    server_ms = (cpu_seconds(pids[0]) - server_before) * 1000 / count
     mine = [r for r in rows if r["id"] in ids]
     assert len(mine) == count and all(r["state"] == "succeeded" for r in mine)
     first = min(r["claimed_at"] for r in mine)
-    return count / (max(r["finished_at"] for r in mine) - first), cpu_ms
+    return count / (max(r["finished_at"] for r in mine) - first), cpu_ms, server_ms
 
 
 def latencies(server: Server, key: str, requests: int) -> dict[str, list[float]]:
@@ -207,17 +210,19 @@ async def measure(
     store = SQLiteStore(server.data_dir / "inferq.db")
     await store.open()
     chat = ChatRequest(messages=(ChatMessage("user", "x"),), max_tokens=1)
-    found: dict[str, list[float]] = {"in-process": [], "nodes": [], "cpu-in": [], "cpu-nodes": []}
+    keys = ("in-process", "nodes", "cpu-in", "cpu-nodes", "server-in", "server-nodes")
+    found: dict[str, list[float]] = {key: [] for key in keys}
     try:
         for r in range(rounds):
-            local, cpu_local = await drain(store, "noop-local", chat, count, pids)
-            remote, cpu_remote = await drain(store, "noop-remote", PayloadRequest({}), count, pids)
-            found["in-process"].append(local)
-            found["nodes"].append(remote)
-            found["cpu-in"].append(cpu_local)
-            found["cpu-nodes"].append(cpu_remote)
+            local = await drain(store, "noop-local", chat, count, pids)
+            remote = await drain(store, "noop-remote", PayloadRequest({}), count, pids)
+            values = (local[0], remote[0], local[1], remote[1], local[2], remote[2])
+            for key, value in zip(keys, values, strict=True):
+                found[key].append(value)
             print(
-                f"round {r + 1}: in-process {local:.0f} jobs/s, {NODES} nodes {remote:.0f} jobs/s"
+                f"round {r + 1}: in-process {local[0]:.0f} jobs/s, {NODES} nodes "
+                f"{remote[0]:.0f} jobs/s; server CPU ms/job {local[2]:.3f} / {remote[2]:.3f}, "
+                f"all {local[1]:.3f} / {remote[1]:.3f}"
             )
     finally:
         await store.close()
@@ -240,13 +245,18 @@ def report(
         f"{i:.0f} / {n:.0f}"
         for i, n in zip(throughput["in-process"], throughput["nodes"], strict=True)
     )
-    cpu_in, cpu_nodes = (statistics.median(throughput[k]) for k in ("cpu-in", "cpu-nodes"))
+    cpu_in, cpu_nodes, server_in, server_nodes = (
+        statistics.median(throughput[k])
+        for k in ("cpu-in", "cpu-nodes", "server-in", "server-nodes")
+    )
     rows = [
         [f"in-process worker ({NODES * args.capacity} slots)", f"{local:.0f}", "1.00",
-         f"{cpu_in:.2f}", f"{1000 * CORES / cpu_in:.0f}"],
+         f"{cpu_in:.3f}", f"{server_in:.3f}", f"{1000 * CORES / cpu_in:.0f}"],
         [f"{NODES} node processes (capacity {args.capacity} each)", f"{remote:.0f}",
-         f"{remote / local:.2f}", f"{cpu_nodes:.2f}", f"{1000 * CORES / cpu_nodes:.0f}"],
+         f"{remote / local:.2f}", f"{cpu_nodes:.3f}", f"{server_nodes:.3f}",
+         f"{1000 * CORES / cpu_nodes:.0f}"],
     ]  # fmt: skip
+    headers = ["side", "jobs/s", "ratio", "CPU ms/job", "server CPU ms/job", "jobs/s if CPU-bound"]
     p50 = {m: percentile(v, 50) for m, v in lat.items()}
     p90 = {m: percentile(v, 90) for m, v in lat.items()}
     lat_rows = [[m, f"{p50[m]:.2f}", f"{p90[m]:.2f}"] for m in ("chat-local", "chat-remote")]
@@ -264,13 +274,16 @@ def report(
             ),
             f"No-op jobs, {args.jobs} per round, median of {args.rounds} rounds (jobs/s, "
             "first claim to last finish):",
-            table(["side", "jobs/s", "ratio", "CPU ms/job", "jobs/s if CPU-bound"], rows),
+            table(headers, rows),
             "CPU ms/job: the CPU time the server and the node processes used per job (all of "
             f"them, on both sides), which other work on the machine disturbs far less than "
-            f"the wall time; the last column is what {CORES} cores give at that cost.",
+            f"the wall time; the last column is what {CORES} cores give at that cost. Server "
+            "CPU ms/job: the server process's alone (its event loop, SQLite's writer and "
+            "readers), which does not depend on how many cores the machine has.",
             f"Rounds (in-process / nodes): {per_round}. Median of the rounds' ratios: "
             f"**{ratio:.2f}x**; by CPU cost, nodes reach **{cpu_in / cpu_nodes:.2f}x** of "
-            f"in-process; target at least 0.5x.",
+            f"in-process; target at least 0.5x. A job run by a node costs the server "
+            f"**{server_nodes / server_in:.2f}x** the CPU of one run in process.",
             f"Sync chat through the fake engine, {args.requests} requests each, alternating (ms):",
             table(["model", "p50", "p90"], lat_rows),
             f"Added p50 by a node: **{added:.2f} ms** (target < 5 ms: "
