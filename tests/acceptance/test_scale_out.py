@@ -734,7 +734,7 @@ async def test_claim_uses_the_claimable_index_over_a_100k_backlog(
         queued = await conn.fetchval("SELECT count(*) FROM jobs WHERE state = 'queued'")
         assert queued == BACKLOG
 
-        claim, exhausted = Q["claim"], Q["fail_exhausted_leases"]
+        claim, fair, exhausted = Q["claim"], Q["claim_fair"], Q["fail_exhausted_leases"]
         # The worker's two claims: sync work first, then any class; one slot or a few.
         cases = [
             {"max_class": int(ServiceClass.INTERACTIVE), "limit": 1},
@@ -773,6 +773,25 @@ async def test_claim_uses_the_claimable_index_over_a_100k_backlog(
                         assert any(n["Node Type"] == "Index Scan" for n in on_index), (
                             f"jobs_claimable is not walked in order by the {what}"
                         )
+                    # The fair claim (the default) takes what its plan picked from
+                    # jobs by primary key: a probe per job, never a pass over the table.
+                    picks = {
+                        "tenants": ["tenant-1", "tenant-2"],
+                        "classes": [int(ServiceClass.BATCH), int(ServiceClass.INTERACTIVE)],
+                        "quotas": [case["limit"], 1],
+                        "per_job": [1.0, 1.0],
+                        "floor": 0.0,
+                    }
+                    nodes = await plan(fair.sql, fair.args({**params, **picks}))
+                    what = f"claim_fair {case} ({when}, plan_cache_mode={mode}): {describe(nodes)}"
+                    scans = [n for n in nodes if n.get("Relation Name") == "jobs"]
+                    assert not [n for n in scans if n["Node Type"] == "Seq Scan"], (
+                        f"a sequential scan in the {what}"
+                    )
+                    assert any(
+                        n.get("Index Name") == "jobs_pkey" and "ANY" in n.get("Index Cond", "")
+                        for n in nodes
+                    ), f"the claimed jobs are not found by primary key in the {what}"
                 nodes = await plan(exhausted.sql, exhausted.args({"now": now}))
                 assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], (
                     f"a sequential scan in fail_exhausted_leases ({when}, {mode}): "

@@ -346,15 +346,20 @@ WHERE b.service_class IS NOT NULL;
 -- charge of each tenant that got some: its virtual time raised to :floor (bounded
 -- credit), plus what it got times its :per_job charge. The tenants rows are written in
 -- tenant order, the order every statement locks them in; a new row starts from 0, as
--- fair_waiting reads a missing one.
+-- fair_waiting reads a missing one. The jobs come back in the plan's order.
+-- The update finds the picked jobs by seq = ANY(ARRAY(...)): an index probe per job
+-- whatever the planner guesses of LIMIT p.quota (a tenth of the queue). Joined to
+-- picked, it updated them through a hash join over a scan of the whole table (or, as a
+-- generic plan, a merge join along the whole primary key), on every claim.
 WITH plan AS (
     SELECT * FROM unnest(:tenants::text[], :classes::smallint[], :quotas::int[],
-                         :per_job::float8[]) AS p(tenant, service_class, quota, per_job)
+                         :per_job::float8[]) WITH ORDINALITY
+                  AS p(tenant, service_class, quota, per_job, n)
 ), picked AS (
-    SELECT j.seq
+    SELECT j.seq, j.priority, p.n
     FROM plan AS p
     CROSS JOIN LATERAL (
-        SELECT seq FROM jobs
+        SELECT seq, priority FROM jobs
         WHERE state = 'queued' AND tenant = p.tenant AND service_class = p.service_class
           AND (:models::text[] IS NULL OR model = ANY(:models))
           AND (deadline_at IS NULL OR deadline_at > :now)
@@ -365,8 +370,7 @@ WITH plan AS (
     UPDATE jobs
     SET state = 'running', owner = :owner, attempt = jobs.attempt + 1,
         lease_expires_at = :lease_until, claimed_at = :now
-    FROM picked
-    WHERE jobs.seq = picked.seq
+    WHERE jobs.seq = ANY(ARRAY(SELECT seq FROM picked))
     RETURNING jobs.*
 ), charged AS (
     INSERT INTO tenants (tenant, vtime)
@@ -377,7 +381,8 @@ WITH plan AS (
     ON CONFLICT (tenant) DO UPDATE
     SET vtime = GREATEST(tenants.vtime, :floor) + (EXCLUDED.vtime - GREATEST(0, :floor))
 )
-SELECT * FROM claimed;
+SELECT claimed.* FROM claimed JOIN picked ON picked.seq = claimed.seq
+ORDER BY picked.n, picked.priority DESC, picked.seq;
 
 -- name: settle_share
 -- What ended jobs really cost against what the claims charged (core/fairness.settled).
