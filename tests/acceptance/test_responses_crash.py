@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Late
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,9 @@ pytestmark = pytest.mark.integration
 LEASE_SECONDS = "2"
 ENDED = {"completed", "incomplete", "failed", "cancelled"}
 DELTA = "response.output_text.delta"
+#: how long the resumed stream may take in all (the server sends keepalives meanwhile,
+#: so the client's read timeout never ends a stream that waits for its rerun)
+RESUME_DEADLINE = 180.0
 
 
 def client(server: Server, key: str) -> openai.OpenAI:
@@ -78,6 +83,26 @@ async def sql(statement: str) -> None:
         await conn.close()
 
 
+def resume(server: Server, oai: openai.OpenAI, rid: str, last: int) -> list[Any]:
+    """The events of ``rid``'s stream after ``last``, read within the deadline; past it,
+    the failure says how the response and its job stood (the server's log comes with
+    every failed test)."""
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(
+            lambda: list(oai.responses.retrieve(rid, stream=True, starting_after=last))
+        )
+        try:
+            return reading.result(timeout=RESUME_DEADLINE)
+        except Late:
+            found = oai.responses.retrieve(rid)
+            rows = [r for r in jobs_of(server, "crash") if r[0] == job_id(rid)]
+            server.kill()  # ends the stuck read
+            raise AssertionError(
+                f"the resumed stream did not end in {RESUME_DEADLINE:.0f} s; the response"
+                f" is {found.status}, its job {rows}"
+            ) from None
+
+
 def test_kill_9_during_a_background_response(tmp_path: Path, database: dict[str, str]) -> None:
     server = start_server(tmp_path, env={"INFERQ_LEASE_SECONDS": LEASE_SECONDS, **database})
     try:
@@ -97,7 +122,7 @@ def test_kill_9_during_a_background_response(tmp_path: Path, database: dict[str,
         server.start()
         with client(server, key) as oai:
             last = seen[-1].sequence_number
-            rest = list(oai.responses.retrieve(rid, stream=True, starting_after=last))
+            rest = resume(server, oai, rid, last)
             assert [e.sequence_number for e in rest] == list(range(last + 1, last + 1 + len(rest)))
             assert rest[-1].type in ("response.completed", "response.incomplete")
             streamed = "".join(e.delta for e in [*seen, *rest] if e.type == DELTA)

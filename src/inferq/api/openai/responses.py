@@ -25,6 +25,7 @@ from inferq.api.openai import responses_schemas as schemas
 from inferq.api.openai.responses_schemas import ORIGIN, Record, ResponseCreate, render_response
 from inferq.api.openai.responses_stream import Transcript, ended_transcript, replay, transcripts
 from inferq.api.sync import (
+    KEEPALIVE_SECONDS,
     ClientGone,
     abandon,
     event_stream,
@@ -76,6 +77,7 @@ async def create_response(
         transcript = follow.follow(job, sub)
         return event_stream(
             _sse(services, transcript, after=None, owned=not body.background),
+            keepalive=KEEPALIVE_SECONDS,
         )
     if body.background:
         return render_response(job)
@@ -108,6 +110,7 @@ async def get_response(
     )
     return event_stream(
         _sse(services, transcript, after=starting_after, owned=False),
+        keepalive=KEEPALIVE_SECONDS,
     )
 
 

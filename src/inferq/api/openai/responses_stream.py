@@ -120,6 +120,8 @@ class Transcripts:
             job = await jobs.get(t.job.id, tenant=t.job.tenant)
             # subscribed before submitting: every piece is here; else only from now on
             t.late = not fresh and job.state is JobState.RUNNING
+            if t.late:
+                log.info("response job %s joined while it runs: its text comes at the end", job.id)
             t.started = job.state is not JobState.QUEUED
             #: the claim whose text the transcript holds (None: not seen running yet)
             run = job.claimed_at if job.state is JobState.RUNNING else None
@@ -147,6 +149,10 @@ class Transcripts:
                         t.text, t.late = "", True
                     run = job.claimed_at
             t.ended = job
+            if t.late:
+                log.info(
+                    "response job %s ended %s; its streams send the rest", job.id, job.state.value
+                )
         except InferqError:
             log.warning("lost track of response job %s", t.job.id, exc_info=True)
         finally:
