@@ -220,3 +220,34 @@ async def test_a_node_that_cannot_reach_its_server_exits_3() -> None:
     runner = HandlerRunner(Workbench(), capacity=1)
     process = NodeProcess(NodeClient("http://127.0.0.1:1", "iqn-x"), {HANDLER: runner})
     assert await process.run() == EXIT_UNREACHABLE
+
+
+async def test_a_handler_runs_as_many_jobs_at_once_as_its_capacity() -> None:
+    """Each of 40 jobs waits in predict until all 40 are in it: more than asyncio's shared
+    thread pool holds on any machine up to 32 cores (cores + 4, at most 32)."""
+    import threading
+
+    from inferq.worker.handler import Context, Handler
+    from inferq.worker.runners import HandlerRunner, Running
+
+    capacity = 40
+    together = threading.Barrier(capacity, timeout=10)
+
+    class Crowd(Handler):
+        def predict(self, payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+            return {"waited": together.wait()}
+
+    runner = HandlerRunner(Crowd(), capacity=capacity)
+    await runner.start()
+    jobs = [
+        Running(
+            {"id": f"j{i}", "attempt": 1, "model": HANDLER, "kind": "payload",
+             "request": {"kind": "payload", "payload": {}}, "info": {}}
+        )
+        for i in range(capacity)
+    ]  # fmt: skip
+    try:
+        results = await asyncio.gather(*(runner.run(job) for job in jobs))
+    finally:
+        await runner.close()
+    assert sorted(r["outputs"]["waited"] for r in results) == list(range(capacity))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from inferq.core.errors import EngineError
@@ -89,20 +90,31 @@ class Runner(ABC):
 
 
 class HandlerRunner(Runner):
-    """A user's :class:`Handler`: ``predict`` in a thread per job."""
+    """A user's :class:`Handler`: ``predict`` in a thread per job, on threads of its own
+    (as many as its capacity: asyncio's shared pool has only ``cores + 4``, which would
+    keep a node of higher capacity from running that many jobs at once)."""
 
     def __init__(self, handler: Handler, *, capacity: int) -> None:
         self.handler = handler
         self.capacity = capacity
+        self._threads: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self.handler.setup)
+
+    async def close(self) -> None:
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
 
     async def run(self, job: Running) -> dict[str, Any]:
         payload = job.request.get("payload")
         if job.kind != "payload" or not isinstance(payload, dict):
             raise JobFailed(f"model {job.model} runs a handler: it takes freeform payloads only")
-        outputs = await asyncio.to_thread(self.handler.predict, payload, job.ctx)
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.capacity, thread_name_prefix="inferq-handler")
+        loop = asyncio.get_running_loop()
+        outputs = await loop.run_in_executor(self._threads, self.handler.predict, payload, job.ctx)
         if job.ctx.cancelled:
             raise Stopped
         if not isinstance(outputs, dict):
