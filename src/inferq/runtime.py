@@ -8,6 +8,7 @@ nothing, for the CLI's one-shot commands.
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -286,3 +287,20 @@ def open_services(
     models file is read, so that requests are checked against it, but nothing runs.
     """
     return open_runtime(settings.model_copy(update={"worker": False}), plugins=plugins)
+
+
+#: the cyclic collector's thresholds in a long-running process once it started: a young
+#: collection after 50,000 new container objects instead of 700, and the older ones a
+#: fiftieth as often (bench/queue_submit.py: a third less CPU per submit, with the freeze)
+GC_THRESHOLDS = (50_000, 50, 50)
+
+
+def freeze_startup_heap() -> None:
+    """Tune the garbage collector of a server or worker process that has started: what
+    startup built (modules, the app, the models' metadata) is frozen out of the cyclic
+    collector's reach (:func:`gc.freeze`), and its collections come less often. Each
+    request allocates thousands of short-lived objects; with the defaults, collections
+    came every few requests and walked the whole heap."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -27,7 +27,7 @@ from inferq.blobs import BlobStore
 from inferq.config import Settings
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.metrics import Metrics
-from inferq.runtime import open_runtime
+from inferq.runtime import freeze_startup_heap, open_runtime
 from inferq.store.base import JobStore
 
 
@@ -37,12 +37,15 @@ def create_app(
     store: JobStore | None = None,
     registry: ModelRegistry | None = None,
     blobs: BlobStore | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the API. The store, the engines and the worker start with the app
     (see :func:`inferq.runtime.open_runtime`).
 
     ``store``, ``registry`` and ``blobs`` replace the ones the settings describe
     (tests pass the in-memory store, the fake engine and in-memory blobs).
+    ``freeze_heap``: a server process tunes its garbage collector once started
+    (:func:`inferq.runtime.freeze_startup_heap`).
     """
     process_metrics = Metrics()
 
@@ -74,6 +77,8 @@ def create_app(
                 nodes=runtime.nodes,
                 node_work=runtime.node_work,
             )
+            if freeze_heap:
+                freeze_startup_heap()
             yield
 
     app = FastAPI(

@@ -95,7 +95,7 @@ def serve(
         {"fd": fd} if fd is not None else {"host": config.host, "port": config.port}
     )
     uvicorn.run(
-        create_app(config),
+        create_app(config, freeze_heap=True),
         **where,
         log_level=config.log_level.lower(),
         # JSON: uvicorn's loggers propagate to the one handler configure_logging set

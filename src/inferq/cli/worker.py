@@ -48,7 +48,7 @@ def worker(
     job counters on GET /metrics (and GET /healthz) for Prometheus.
     """
     from inferq.api.dialects import DIALECTS
-    from inferq.runtime import open_runtime
+    from inferq.runtime import freeze_startup_heap, open_runtime
 
     config = settings(
         data_dir=data_dir,
@@ -84,6 +84,7 @@ def worker(
                 from inferq.api.worker_metrics import serving_metrics
 
                 await stack.enter_async_context(serving_metrics(runtime, sock))
+            freeze_startup_heap()
             await stop.wait()
 
     run(main())
