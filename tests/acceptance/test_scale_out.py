@@ -792,6 +792,17 @@ async def test_claim_uses_the_claimable_index_over_a_100k_backlog(
                         n.get("Index Name") == "jobs_pkey" and "ANY" in n.get("Index Cond", "")
                         for n in nodes
                     ), f"the claimed jobs are not found by primary key in the {what}"
+                    # Both fair statements walk jobs_fair in order; never the tenant's
+                    # whole queue found by tenant, model and state (which a planner
+                    # without statistics takes for one row) and sorted.
+                    waiting = Q["fair_waiting"]
+                    for name, found in (
+                        ("claim_fair", nodes),
+                        ("fair_waiting", await plan(waiting.sql, waiting.args(params))),
+                    ):
+                        assert any(n.get("Index Name") == "jobs_fair" for n in found) and not [
+                            n for n in found if "model" in n.get("Index Cond", "")
+                        ], f"{name} {case} ({when}, {mode}): {describe(found)}"
                 nodes = await plan(exhausted.sql, exhausted.args({"now": now}))
                 assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], (
                     f"a sequential scan in fail_exhausted_leases ({when}, {mode}): "
