@@ -16,14 +16,23 @@ import re
 REDACTED = "[redacted]"
 _SIGNED_PATH = re.compile(r"(/v1/(?:downloads|uploads)/)[^/?#\s\"']+")
 _SECRET_QUERY = re.compile(r"([?&](?:token|signature|sig)=)[^&#\s\"']*", re.IGNORECASE)
+_KEEP_PREFIX = rf"\g<1>{REDACTED}"
 #: the loggers that write request paths: uvicorn's access log and inferq's API errors
 LOGGERS = ("uvicorn.access", "uvicorn.error", "inferq.api")
 
 
 def redact(text: str) -> str:
-    """``text`` with the secrets of signed URLs in it replaced."""
-    text = _SIGNED_PATH.sub(rf"\g<1>{REDACTED}", text)
-    return _SECRET_QUERY.sub(rf"\g<1>{REDACTED}", text)
+    """``text`` with the secrets of signed URLs in it replaced.
+
+    Each pattern runs only on text that holds what it cannot match without (a signed
+    path's prefix; an ``=``): an access line without a secret costs two or three
+    substring searches per argument instead of two substitutions.
+    """
+    if "/v1/downloads/" in text or "/v1/uploads/" in text:
+        text = _SIGNED_PATH.sub(_KEEP_PREFIX, text)
+    if "=" in text:
+        text = _SECRET_QUERY.sub(_KEEP_PREFIX, text)
+    return text
 
 
 class RedactSecrets(logging.Filter):
