@@ -66,6 +66,22 @@ class Dialect:
     workflows: Catalogue | None = None
 
 
+#: how many paths' :class:`PathRules` a :class:`Dialects` keeps (ids make paths many)
+PATHS_REMEMBERED = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PathRules:
+    """What the dialects say of one request path."""
+
+    #: the dialect whose errors the path gets (the longest matching prefix)
+    dialect: Dialect
+    #: whether the path takes file bytes (the file limit, not the body limit)
+    is_upload: bool
+    #: a dialect's own body limit for the path, if one sets it
+    body_limit: int | None
+
+
 class Dialects:
     """The dialects one app serves, looked up by path."""
 
@@ -84,18 +100,37 @@ class Dialects:
             raise ValueError("no dialect claims the paths the others leave (prefix '')")
         #: longest first, so the first match is the most specific one
         self._by_prefix = sorted(owners.items(), key=lambda item: len(item[0]), reverse=True)
+        self._rules: dict[str, PathRules] = {}
+
+    def rules(self, path: str) -> PathRules:
+        """What the dialects say of ``path``. Every request asks (its body limit, its
+        metrics label, its errors' shape) and the answers depend on the path alone, so
+        they are kept, for up to :data:`PATHS_REMEMBERED` paths (then forgotten at once)."""
+        found = self._rules.get(path)
+        if found is None:
+            found = PathRules(
+                dialect=next(d for prefix, d in self._by_prefix if path.startswith(prefix)),
+                is_upload=any(dialect.is_upload(path) for dialect in self.all),
+                body_limit=next(
+                    (n for d in self.all if (n := d.body_limit(path)) is not None), None
+                ),
+            )
+            if len(self._rules) >= PATHS_REMEMBERED:
+                self._rules.clear()
+            self._rules[path] = found
+        return found
 
     def for_path(self, path: str) -> Dialect:
         """The dialect whose errors ``path`` gets: the one with the longest matching prefix."""
-        return next(dialect for prefix, dialect in self._by_prefix if path.startswith(prefix))
+        return self.rules(path).dialect
 
     def is_upload(self, path: str) -> bool:
         """Whether ``path`` takes file bytes (and so the file limit, not the body limit)."""
-        return any(dialect.is_upload(path) for dialect in self.all)
+        return self.rules(path).is_upload
 
     def body_limit(self, path: str) -> int | None:
         """The body limit a dialect sets for ``path`` itself, if one does."""
-        return next((n for d in self.all if (n := d.body_limit(path)) is not None), None)
+        return self.rules(path).body_limit
 
     def plugins(self) -> Plugins:
         """What these dialects add to a runtime: their batch formats, by dialect name, and

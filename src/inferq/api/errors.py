@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inferq.api.dialect import Dialect, Dialects
+from inferq.api.dialect import Dialect, Dialects, PathRules
 from inferq.api.middleware import HttpMiddleware
 from inferq.api.ranges import RangeNotSatisfiable
 from inferq.core.errors import (
@@ -210,24 +210,16 @@ class BodyLimitMiddleware(DialectMiddleware):
         self.max_file_bytes = max_file_bytes or max_bytes
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        own = self.dialects.body_limit(scope["path"])
-        if own is not None:
-            limit = own
-            too_large = PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        elif self.dialects.is_upload(scope["path"]):
+        rules = self.dialects.rules(scope["path"])
+        if rules.body_limit is not None:
+            limit = rules.body_limit
+        elif rules.is_upload:
             limit = self.max_file_bytes + _MULTIPART_SLACK
-            too_large = PayloadTooLarge(
-                f"the file is larger than the limit of {self.max_file_bytes} bytes"
-            )
         else:
             limit = self.max_bytes
-            too_large = PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_response(
-                scope, send, render(self.dialects.for_path(scope["path"]), too_large)
-            )
+            await send_response(scope, send, render(rules.dialect, self._too_large(rules)))
             return
         seen = 0
 
@@ -237,10 +229,29 @@ class BodyLimitMiddleware(DialectMiddleware):
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise too_large
+                    raise self._too_large(rules)
             return message
 
         await self.app(scope, counting_receive, send)
+
+    def _too_large(self, rules: PathRules) -> PayloadTooLarge:
+        if rules.body_limit is not None:
+            return PayloadTooLarge(f"the request body is larger than {rules.body_limit} bytes")
+        if rules.is_upload:
+            return PayloadTooLarge(
+                f"the file is larger than the limit of {self.max_file_bytes} bytes"
+            )
+        return PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The request header ``name`` (lowercase, as ASGI gives names); its last value
+    when it came more than once, as ``dict(scope["headers"])`` has it."""
+    found: bytes | None = None
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            found = value
+    return found
 
 
 async def send_response(scope: Scope, send: Send, response: Response) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Receive, Scope, Send
 
-from inferq.api.errors import DialectMiddleware, render, send_response
+from inferq.api.errors import DialectMiddleware, header, render, send_response
 from inferq.core import inputs
 from inferq.core.errors import InferqError, InvalidRequest
 
@@ -43,8 +43,7 @@ class InputGuardMiddleware(DialectMiddleware):
         if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        if not _is_json(headers.get(b"content-type")):
+        if not _is_json(header(scope, b"content-type")):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
