@@ -19,8 +19,10 @@ from inferq.engines.remote import takes_payload
 router = APIRouter(prefix="/v1/queue", tags=["together"])
 
 
-@router.post("/submit")
-async def submit(body: QueueJobRequest, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+# the answer is built here, not by FastAPI's serialisation (a validation and an encoding
+# of one string per submit); the schema still says what it holds
+@router.post("/submit", response_model=dict[str, Any])
+async def submit(body: QueueJobRequest, caller: CallerDep, services: ServicesDep) -> JSONResponse:
     request: Request
     if takes_payload(services.registry, body.model):
         request = PayloadRequest(body.payload)  # a node's handler: passed unchanged
@@ -36,7 +38,7 @@ async def submit(body: QueueJobRequest, caller: CallerDep, services: ServicesDep
         info=body.info,
         inputs=body.payload,
     )
-    return {"requestId": job.id}
+    return JSONResponse({"requestId": job.id})
 
 
 async def _job(services: ServicesDep, caller: CallerDep, request_id: str, model: str) -> Job:
