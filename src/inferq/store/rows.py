@@ -27,8 +27,13 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+#: one encoder for every stored value: json.dumps with these options builds a new one
+#: per call (about 0.8 µs of each; a submit stores three values)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def job_params(job: Job) -> dict[str, Any]:
