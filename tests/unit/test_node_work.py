@@ -251,3 +251,84 @@ async def test_a_handler_runs_as_many_jobs_at_once_as_its_capacity() -> None:
     finally:
         await runner.close()
     assert sorted(r["outputs"]["waited"] for r in results) == list(range(capacity))
+
+
+async def test_a_report_does_not_wait_behind_the_claim_loops_long_poll() -> None:
+    """Job A's report (with a claim for its freed slot) is on its way when the claim loop
+    also wants to claim; job B ends meanwhile. B's report must go at once, not queue for
+    the claim lock behind the claim loop, whose long poll waits CLAIM_WAIT (10 s) on a
+    server with no work left."""
+    import threading
+
+    from inferq.worker.handler import Context, Handler
+    from inferq.worker.node import NodeProcess
+    from inferq.worker.runners import HandlerRunner
+
+    release_b = threading.Event()
+
+    class TwoJobs(Handler):
+        def predict(self, payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+            if ctx.job_id == "b":
+                release_b.wait(10)
+            return {}
+
+    def job(job_id: str) -> dict[str, Any]:
+        return {"id": job_id, "attempt": 1, "model": HANDLER, "kind": "payload",
+                "request": {"kind": "payload", "payload": {}}, "info": {},
+                "service_class": "interactive"}  # fmt: skip
+
+    class Server:
+        session = "fake-session"
+
+        def __init__(self) -> None:
+            self.handed = False
+            self.gate = asyncio.Event()
+            self.reported: dict[str, float] = {}
+
+        async def hello(self, models: dict[str, int]) -> dict[str, Any]:
+            return {"heartbeat_seconds": 0.5, "node": "n"}
+
+        async def claim(self, free: dict[str, int], **kw: Any) -> list[dict[str, Any]]:
+            if not self.handed:
+                self.handed = True
+                return [job("a"), job("b")]
+            await asyncio.sleep(kw["wait"])  # no work left: the long poll waits it out
+            return []
+
+        async def results(self, items: list[dict[str, Any]], **kw: Any) -> Any:
+            if kw.get("free"):
+                await self.gate.wait()
+            for item in items:
+                self.reported[item["id"]] = time.monotonic()
+            return [{"id": i["id"], "ok": True} for i in items], []
+
+        async def heartbeat(self, jobs: list[dict[str, Any]]) -> Any:
+            return {j["id"] for j in jobs}, set()
+
+        async def release(self, leases: list[tuple[str, int]]) -> list[str]:
+            return []
+
+        async def close(self) -> None:
+            return None
+
+    server = Server()
+    process = NodeProcess(server, {HANDLER: HandlerRunner(TwoJobs(), capacity=2)})  # type: ignore[arg-type]
+    running = asyncio.create_task(process.run())
+    try:
+        await asyncio.sleep(0.3)  # A's report holds the claim lock; the claim loop waits
+        release_b.set()
+        for _ in range(100):
+            if process._outbox:
+                break
+            await asyncio.sleep(0.01)
+        opened = time.monotonic()
+        server.gate.set()
+        for _ in range(300):
+            if "b" in server.reported:
+                break
+            await asyncio.sleep(0.01)
+        assert "b" in server.reported and server.reported["b"] - opened < 2
+    finally:
+        release_b.set()
+        process.stop()
+        await asyncio.wait_for(running, 15)
