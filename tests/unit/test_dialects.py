@@ -8,7 +8,7 @@ import pytest
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from inferq.api.dialect import Dialect, Dialects
+from inferq.api.dialect import PATHS_REMEMBERED, Dialect, Dialects
 from inferq.api.dialects import DIALECTS
 from inferq.api.errors import RequestTimeout, status_of
 from inferq.api.fireworks.translate import AlreadyExists, Forbidden
@@ -72,6 +72,22 @@ def test_own_body_limits() -> None:
     assert DIALECTS.body_limit("/v1/messages") is None
     assert DIALECTS.body_limit("/v1/messages/batches/x/cancel") is None
     assert DIALECTS.body_limit("/v1/files") is None
+
+
+def test_kept_answers_are_the_same_and_bounded() -> None:
+    """A path's rules are kept: asked again, the same; past PATHS_REMEMBERED paths the
+    kept ones are dropped and worked out anew."""
+    dialects = Dialects(DIALECTS.all)
+    for _ in range(2):
+        for path, name in PATHS.items():
+            rules = dialects.rules(path)
+            assert rules.dialect.name == name
+            assert rules.is_upload is DIALECTS.is_upload(path)
+            assert rules.body_limit == DIALECTS.body_limit(path)
+    for n in range(PATHS_REMEMBERED + 10):
+        dialects.rules(f"/v1/files/file-{n}")
+    assert len(dialects._rules) <= PATHS_REMEMBERED
+    assert dialects.rules("/v1/messages/batches").body_limit == 256_000_000
 
 
 def test_the_runtime_gets_the_batch_formats_and_the_catalogue() -> None:
