@@ -74,9 +74,6 @@ class NodeProcess:
         self._send = asyncio.Lock()
         #: held while a claim is on its way: the slots it asks for are not asked twice
         self._claiming = asyncio.Lock()
-        #: the claim loop is taking (or waits to take) ``_claiming``: it claims for the
-        #: free slots itself, so a report does not wait behind it (its long poll)
-        self._loop_claims = False
 
     def stop(self) -> None:
         """Stop claiming and drain (what SIGTERM does)."""
@@ -145,7 +142,13 @@ class NodeProcess:
             if not any(n > 0 for n in self._free().values()):
                 await self._preempt()
                 continue
-            self._loop_claims = True
+            if self._claiming.locked():
+                # a report claims for the free slots with its results: let it, then look
+                # again (queued for the lock, the loop's long poll would hold up the
+                # next report's results for as long as it waits for work)
+                async with self._claiming:
+                    pass
+                continue
             try:
                 async with self._claiming:
                     free = {m: n for m, n in self._free().items() if n > 0}
@@ -158,8 +161,6 @@ class NodeProcess:
             except httpx.HTTPError as exc:
                 log.warning("claim failed (%s); retrying in %.1f s", exc, backoff)
                 jobs = None
-            finally:
-                self._loop_claims = False
             if jobs is None:
                 await self._until(None, backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -316,11 +317,9 @@ class NodeProcess:
                     log.warning("job %s: %s (%s)", fate["id"], fate["message"], fate["code"])
 
     async def _report(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Report ``items``; unless a claim is on its way (or the claim loop is about to
-        send one), claim for the free slots in the same request (their jobs start at
-        once). A report never waits for a claim: one behind the claim loop's long poll
-        would hold its results for as long as the poll waits for work."""
-        if self._claiming.locked() or self._loop_claims or self._stopping.is_set():
+        """Report ``items``; unless a claim is on its way, claim for the free slots in the
+        same request (their jobs start at once)."""
+        if self._claiming.locked() or self._stopping.is_set():
             fates, _ = await self.client.results(items)
             return fates
         async with self._claiming:
