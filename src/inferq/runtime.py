@@ -19,7 +19,8 @@ from inferq.core.events import JobEvents
 from inferq.core.files import FileLimits, FileService
 from inferq.core.keys import KeyService
 from inferq.core.limits import Limits, QueueBounds, RateLimiter
-from inferq.core.node_work import NodeLimits, NodeWork
+from inferq.core.node_messages import NodeLimits
+from inferq.core.node_work import NodeWork
 from inferq.core.nodes import NodeService
 from inferq.core.service import JobService, ServiceLimits
 from inferq.core.workflow_run import WorkflowExecutor

@@ -16,8 +16,9 @@ from inferq.blobs.memory import MemoryBlobs
 from inferq.core.errors import ConfigError
 from inferq.core.events import JobEvents
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Lease, Usage
+from inferq.core.node_messages import Held, NodeLimits
 from inferq.core.node_replicas import Replication, child_ids
-from inferq.core.node_work import Held, NodeLimits, NodeWork
+from inferq.core.node_work import NodeWork
 from inferq.core.nodes import Node, NodeService
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.registry import ModelRegistry, load_specs

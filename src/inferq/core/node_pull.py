@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from inferq.core.models import Job, JobError
+from inferq.core.node_messages import Beat, Held, Outcome, raise_refused
 
 if TYPE_CHECKING:
     from inferq.core.node_work import NodeWork
@@ -51,8 +52,6 @@ class PullNodes:
 
     async def ping(self, node: Node) -> list[str]:
         """Renew the leases of the jobs the node runs; return their ids."""
-        from inferq.core.node_work import Beat
-
         mine = self._mine(node)
         beats = [Beat(job_id, attempt) for job_id, attempt in mine.items()]
         held, lost = await self.work.heartbeat(node, session=session_of(node), beats=beats)
@@ -64,8 +63,6 @@ class PullNodes:
         self, node: Node, job_id: str, *, result: dict[str, Any] | None, error: JobError | None
     ) -> None:
         """Record the job's result, or a failed attempt (retried while attempts remain)."""
-        from inferq.core.node_work import Held, Outcome, raise_refused
-
         attempt = self._mine(node).pop(job_id, None)
         if attempt is None:
             job = await self.work.store.get_job(job_id, tenant=None)

@@ -29,12 +29,10 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from inferq.core.errors import (
     ClientError,
-    Conflict,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -54,6 +52,13 @@ from inferq.core.node_checks import (
     output_key,
     parse_result,
 )
+from inferq.core.node_messages import (
+    Beat,
+    Held,
+    LeaseLost,
+    NodeLimits,
+    Outcome,
+)
 from inferq.core.node_pull import PullNodes
 from inferq.core.node_replicas import Ask, Embedder, Replicas, Replication
 from inferq.core.nodes import Node, NodeService
@@ -62,8 +67,6 @@ from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.nodes")
 
-#: the protocol's version; a node names the one it speaks in its hello
-PROTOCOL = 1
 #: how long a waiting claim re-reads the store when no wake-up arrives (another
 #: process's submissions on a store without notifications)
 POLL_INTERVAL = 0.5
@@ -74,70 +77,6 @@ MAX_HANDED = 100_000
 
 #: a model served by nodes runs one kind of request: "chat", "embed" or "payload"
 KindOf = Callable[[str], str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class NodeLimits:
-    lease_seconds: float = 30.0
-    #: how often a node sends heartbeats while it runs jobs (cancels reach it this fast)
-    heartbeat_seconds: float = 0.5
-    #: the longest a claim waits for work
-    max_wait: float = 30.0
-    #: the largest result (its JSON), and the largest output file
-    max_output_bytes: int = 1024 * 1024
-    max_file_bytes: int = 100 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Beat:
-    """One running job in a heartbeat."""
-
-    job_id: str
-    attempt: int
-    #: merged into the job's info
-    info: dict[str, Any] = field(default_factory=dict)
-    progress: float | None = None
-    #: pieces of streamed text since the last heartbeat, in order
-    text: tuple[str, ...] = ()
-
-
-class Held(NamedTuple):
-    """A lease as a node names it: its session (the owner is
-    ``node:<node id>:<session>``), the job, and the attempt it claimed."""
-
-    session: str
-    job_id: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt ended, as a node reports it: its ``result``, or its ``error``
-    (retried while attempts remain when ``retry``), with the last text and info."""
-
-    held: Held
-    result: dict[str, Any] | None = None
-    error: JobError | None = None
-    retry: bool = True
-    text: tuple[str, ...] = ()
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def raise_refused(fate: dict[str, Any]) -> None:
-    """Raise the error a :meth:`NodeWork.report` fate names, unless it is ``ok``."""
-    if not fate["ok"]:
-        cls = next(
-            (c for c in (LeaseLost, NotFound, PayloadTooLarge) if c.code == fate["code"]),
-            InvalidRequest,
-        )
-        raise cls(fate["message"], param="job_id")
-
-
-class LeaseLost(Conflict):
-    """The job is no longer running under this lease (cancelled, expired, re-claimed or
-    finished); nothing was changed."""
-
-    code = "lease_lost"
 
 
 class NodeWork:

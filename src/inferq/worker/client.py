@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from inferq import __version__
-from inferq.core.node_work import PROTOCOL
+from inferq.core.node_messages import PROTOCOL
 
 #: bytes per piece of an uploaded file
 UPLOAD_CHUNK = 1 << 20

@@ -30,7 +30,7 @@ from inferq.api.nodes.schemas import (
 from inferq.core.errors import ClientError, InvalidRequest
 from inferq.core.keys import KEY_PREFIX
 from inferq.core.models import Job, JobError
-from inferq.core.node_work import PROTOCOL, Beat, Held, Outcome
+from inferq.core.node_messages import PROTOCOL, Beat, Held, Outcome
 from inferq.core.nodes import TOKEN_PREFIX, Node, NodeAuthFailed
 from inferq.core.states import ServiceClass
 

@@ -1,0 +1,81 @@
+"""What nodes and the server say to each other in the node protocol: its version, the
+server's limits, a heartbeat's running jobs, a lease as a node names it, how an attempt
+ended, and the refusal of a write whose lease is gone. The server's side of the protocol
+is :mod:`inferq.core.node_work` (and :mod:`inferq.core.node_pull` for nodes that pull one
+job at a time); the node's is :mod:`inferq.worker`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from inferq.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from inferq.core.models import JobError
+
+#: the protocol's version; a node names the one it speaks in its hello
+PROTOCOL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLimits:
+    lease_seconds: float = 30.0
+    #: how often a node sends heartbeats while it runs jobs (cancels reach it this fast)
+    heartbeat_seconds: float = 0.5
+    #: the longest a claim waits for work
+    max_wait: float = 30.0
+    #: the largest result (its JSON), and the largest output file
+    max_output_bytes: int = 1024 * 1024
+    max_file_bytes: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One running job in a heartbeat."""
+
+    job_id: str
+    attempt: int
+    #: merged into the job's info
+    info: dict[str, Any] = field(default_factory=dict)
+    progress: float | None = None
+    #: pieces of streamed text since the last heartbeat, in order
+    text: tuple[str, ...] = ()
+
+
+class Held(NamedTuple):
+    """A lease as a node names it: its session (the owner is
+    ``node:<node id>:<session>``), the job, and the attempt it claimed."""
+
+    session: str
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as a node reports it: its ``result``, or its ``error``
+    (retried while attempts remain when ``retry``), with the last text and info."""
+
+    held: Held
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    retry: bool = True
+    text: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def raise_refused(fate: dict[str, Any]) -> None:
+    """Raise the error a :meth:`NodeWork.report` fate names, unless it is ``ok``."""
+    if not fate["ok"]:
+        cls = next(
+            (c for c in (LeaseLost, NotFound, PayloadTooLarge) if c.code == fate["code"]),
+            InvalidRequest,
+        )
+        raise cls(fate["message"], param="job_id")
+
+
+class LeaseLost(Conflict):
+    """The job is no longer running under this lease (cancelled, expired, re-claimed or
+    finished); nothing was changed."""
+
+    code = "lease_lost"
