@@ -16,6 +16,7 @@ from inferq.cli.common import (
     DataDir,
     Limit,
     ModelsFile,
+    database_command,
     err,
     fail,
     out,
@@ -24,6 +25,7 @@ from inferq.cli.common import (
     timestamp,
     with_services,
 )
+from inferq.config import Settings
 from inferq.core.batch_format import describe
 from inferq.core.models import Batch, BatchCounts
 from inferq.core.states import JobState
@@ -102,16 +104,14 @@ def batch_run_command(
         raise typer.Exit(1)
 
 
-@batch_app.command("list")
+@database_command(batch_app, "list")
 def batch_list(
+    config: Settings,
     tenant: Tenant = None,
     state: Annotated[str | None, typer.Option(help="Only batches in this state.")] = None,
     limit: Limit = 50,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
 ) -> None:
     """List batches of every API, newest first."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     states = state_filter(state)
 
     async def listing(runtime: Runtime) -> list[tuple[Batch, BatchCounts]]:
@@ -137,15 +137,9 @@ def batch_list(
     out.print(table)
 
 
-@batch_app.command("show")
-def batch_show(
-    batch_id: BatchId,
-    tenant: Tenant = None,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
+@database_command(batch_app, "show")
+def batch_show(config: Settings, batch_id: BatchId, tenant: Tenant = None) -> None:
     """Show one batch with its live row counts."""
-    config = settings(data_dir=data_dir, database_url=database_url)
 
     async def show(runtime: Runtime) -> tuple[Batch, BatchCounts]:
         batch = await runtime.batches.get(batch_id, tenant=tenant)
@@ -178,32 +172,24 @@ def batch_show(
         out.print(describe(error), highlight=False)
 
 
-@batch_app.command("cancel")
-def batch_cancel(
-    batch_id: BatchId,
-    tenant: Tenant = None,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
+@database_command(batch_app, "cancel")
+def batch_cancel(config: Settings, batch_id: BatchId, tenant: Tenant = None) -> None:
     """Cancel a batch: rows not yet run are dropped, finished ones stay in its outputs."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     batch = with_services(config, lambda rt: rt.batches.cancel(batch_id, tenant=tenant))
     out.print(f"batch {batch_id}: {batch.state.value}")
 
 
-@batch_app.command("download")
+@database_command(batch_app, "download")
 def batch_download(
+    config: Settings,
     batch_id: BatchId,
     output: Annotated[Path | None, typer.Option(help="Where results go [ID.output.jsonl].")] = None,
     errors: Annotated[
         Path | None, typer.Option(help="Where per-row errors go [ID.errors.jsonl].")
     ] = None,
     tenant: Tenant = None,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
 ) -> None:
     """Write an ended batch's result and error files."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     batch = with_services(config, lambda rt: rt.batches.get(batch_id, tenant=tenant))
     if not batch.state.terminal:
         fail(f"batch {batch_id} is still {batch.state.value}")

@@ -9,7 +9,8 @@ import typer
 
 from inferq.blobs import BlobStore, create_blobs
 from inferq.blobs.migrate import MigrateReport, migrate
-from inferq.cli.common import DatabaseUrl, DataDir, out, run, settings
+from inferq.cli.common import database_command, out, run
+from inferq.config import Settings
 
 blobs_app = typer.Typer(help="The blob store: files, datasets and outputs.", no_args_is_help=True)
 
@@ -21,20 +22,13 @@ To = Annotated[str, typer.Option("--to", help="The store to copy to (the same fo
 Prefix = Annotated[str, typer.Option(help="Only the blobs whose names start with this.")]
 
 
-@blobs_app.command("migrate")
-def blobs_migrate(
-    source: From,
-    target: To,
-    prefix: Prefix = "",
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
+@database_command(blobs_app, "migrate")
+def blobs_migrate(config: Settings, source: From, target: To, prefix: Prefix = "") -> None:
     """Copy every blob from one store to another, each verified by its SHA-256.
 
     Blobs the target already holds with the same bytes are skipped, so an interrupted
     migration resumes where it stopped when run again. The source is left as it is.
     """
-    config = settings(data_dir=data_dir, database_url=database_url)
 
     def opened(url: str) -> BlobStore:
         return create_blobs(url, database_url=config.database_url, default_dir=Path("."))

@@ -5,8 +5,10 @@ The options are declared once, as ``Annotated`` aliases (``DataDir``, ``Database
 ``ModelsFile``, ``LogLevel``, ``Limit``), and a command takes the ones it uses. An
 :class:`~inferq.core.errors.InferqError` that escapes a command is reported by
 :func:`reporting` as ``error: MESSAGE`` on stderr with exit code 1 (2 for bad
-configuration). A command opens the store alone (:func:`with_store`) when plain store
-reads are all it needs, or the services (:func:`with_services`, through
+configuration). A command that works on the database takes ``--data-dir`` and
+``--database-url`` through :func:`database_command`, which hands it the ``config`` they
+make. It opens the store alone (:func:`with_store`) when plain store reads are all it
+needs, or the services (:func:`with_services`, through
 :func:`inferq.runtime.open_services`) when it runs domain operations.
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +72,37 @@ def settings(**given: Any) -> Settings:
     except ValueError as exc:
         err.print(f"[red]invalid settings:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+def database_command(
+    app: typer.Typer, name: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register the decorated function as ``app``'s command ``name``, with the
+    ``--data-dir`` and ``--database-url`` options after its own.
+
+    The function takes ``config: Settings`` in their place: the settings they make.
+    """
+
+    def register(command: Callable[..., None]) -> Callable[..., None]:
+        own = inspect.signature(command, eval_str=True)
+        params = [p for p in own.parameters.values() if p.name != "config"]
+        params += [
+            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
+            for key, option in (("data_dir", DataDir), ("database_url", DatabaseUrl))
+        ]
+
+        @functools.wraps(command)
+        def with_config(
+            *args: Any, data_dir: Path | None, database_url: str | None, **kwargs: Any
+        ) -> None:
+            command(*args, config=settings(data_dir=data_dir, database_url=database_url), **kwargs)
+
+        # what Typer reads the options from
+        with_config.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        with_config.__annotations__ = {p.name: p.annotation for p in params}
+        return app.command(name)(with_config)
+
+    return register
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

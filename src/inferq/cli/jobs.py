@@ -9,17 +9,16 @@ import typer
 from rich.table import Table
 
 from inferq.cli.common import (
-    DatabaseUrl,
-    DataDir,
     Limit,
+    database_command,
     fail,
     out,
-    settings,
     state_filter,
     timestamp,
     with_services,
     with_store,
 )
+from inferq.config import Settings
 from inferq.core.models import ChatResult, EmbedResult, Job, JobFilter
 
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
@@ -27,17 +26,15 @@ jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
 JobId = Annotated[str, typer.Argument(help="The job id.")]
 
 
-@jobs_app.command("list")
+@database_command(jobs_app, "list")
 def jobs_list(
+    config: Settings,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     model: Annotated[str | None, typer.Option(help="Only jobs of this model.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only jobs of this tenant.")] = None,
     limit: Limit = 50,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
 ) -> None:
     """List jobs, newest first."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     states = state_filter(state)
     flt = JobFilter(tenant=tenant, model=model, states=states, limit=limit)
     jobs = with_store(config, lambda store: store.list_jobs(flt))
@@ -61,10 +58,9 @@ def jobs_list(
     out.print(table)
 
 
-@jobs_app.command("show")
-def jobs_show(job_id: JobId, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+@database_command(jobs_app, "show")
+def jobs_show(config: Settings, job_id: JobId) -> None:
     """Show one job in full."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     job = with_store(config, lambda store: store.get_job(job_id, tenant=None))
     if job is None:
         fail(f"job {job_id} not found")
@@ -92,10 +88,9 @@ def jobs_show(job_id: JobId, data_dir: DataDir = None, database_url: DatabaseUrl
     out.print(table)
 
 
-@jobs_app.command("cancel")
-def jobs_cancel(job_id: JobId, data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+@database_command(jobs_app, "cancel")
+def jobs_cancel(config: Settings, job_id: JobId) -> None:
     """Cancel a queued or running job (a running one stops within a second)."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     job = with_services(config, lambda runtime: runtime.jobs.cancel(job_id, tenant=None))
     out.print(f"job {job_id}: {job.state.value}")
 

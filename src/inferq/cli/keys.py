@@ -7,8 +7,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inferq.cli.common import DatabaseUrl, DataDir, err, out, settings, timestamp, with_store
+from inferq.cli.common import database_command, err, out, timestamp, with_store
 from inferq.cli.limits import Rpm, Tpm, limits_text, set_key_limits
+from inferq.config import Settings
 from inferq.core.errors import Conflict
 from inferq.core.keys import KeyService, TenantExists
 from inferq.core.limits import Limits
@@ -17,9 +18,12 @@ from inferq.store.base import JobStore
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
+KeyRef = Annotated[str, typer.Argument(help="The key's id or name.")]
 
-@keys_app.command("create")
+
+@database_command(keys_app, "create")
 def keys_create(
+    config: Settings,
     name: Annotated[str, typer.Option(help="A name for the key (unique).")],
     tenant: Annotated[
         str | None,
@@ -31,8 +35,6 @@ def keys_create(
     ] = None,
     rpm: Rpm = None,
     tpm: Tpm = None,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
 ) -> None:
     """Create a key and print it alone on stdout (it is not shown again)."""
 
@@ -46,15 +48,14 @@ def keys_create(
                 "tenant (and read its jobs), or pick another --name."
             ) from exc
 
-    key, secret = with_store(settings(data_dir=data_dir, database_url=database_url), create)
+    key, secret = with_store(config, create)
     err.print(f"created key {key.id} ({key.name}) for tenant {key.tenant}")
     print(secret)
 
 
-@keys_app.command("list")
-def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+@database_command(keys_app, "list")
+def keys_list(config: Settings) -> None:
     """List keys (their secrets are never stored)."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     keys = with_store(config, lambda store: KeyService(store).list())
     table = Table("id", "name", "tenant", "admin", "prefix", "rpm", "tpm", "created", "revoked")
     for key in keys:
@@ -72,29 +73,17 @@ def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     out.print(table)
 
 
-@keys_app.command("revoke")
-def keys_revoke(
-    key: Annotated[str, typer.Argument(help="The key's id or name.")],
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
+@database_command(keys_app, "revoke")
+def keys_revoke(config: Settings, key: KeyRef) -> None:
     """Revoke a key; requests with it get 401 within seconds."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     revoked = with_store(config, lambda store: KeyService(store).revoke(key))
     out.print(f"revoked {revoked.id} ({revoked.name})")
 
 
-@keys_app.command("limit")
-def keys_limit(
-    key: Annotated[str, typer.Argument(help="The key's id or name.")],
-    rpm: Rpm = None,
-    tpm: Tpm = None,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
+@database_command(keys_app, "limit")
+def keys_limit(config: Settings, key: KeyRef, rpm: Rpm = None, tpm: Tpm = None) -> None:
     """Set a key's requests and tokens per minute (0 removes one; an option left out
     keeps its value). A key without its own limit has the server's default
     (INFERQ_DEFAULT_RPM, INFERQ_DEFAULT_TPM). Live within seconds on every server."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     changed = with_store(config, lambda store: set_key_limits(store, key, rpm, tpm))
     out.print(f"{changed.name}: {limits_text(Limits(changed.rpm, changed.tpm))}")

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from inferq.cli.common import DatabaseUrl, DataDir, err, out, settings, timestamp, with_store
+from inferq.cli.common import database_command, err, out, timestamp, with_store
+from inferq.config import Settings
 from inferq.core.nodes import Node, NodeService
 
 nodes_app = typer.Typer(
@@ -17,25 +18,21 @@ nodes_app = typer.Typer(
 )
 
 
-@nodes_app.command("create")
+@database_command(nodes_app, "create")
 def nodes_create(
-    name: Annotated[str, typer.Option(help="A name for the node (unique).")],
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
+    config: Settings, name: Annotated[str, typer.Option(help="A name for the node (unique).")]
 ) -> None:
     """Create a node; its token is printed alone on the last line of stdout (it is not
     shown again). Start `inferq node --token TOKEN` (or INFERQ_NODE_TOKEN) with it."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     node, token = with_store(config, lambda store: NodeService(store).create(name=name))
     err.print(f"created node {node.id} ({node.name})")
     print(token)
 
 
-@nodes_app.command("list")
-def nodes_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+@database_command(nodes_app, "list")
+def nodes_list(config: Settings) -> None:
     """List nodes: their models, jobs in flight, when they were last seen, their version,
     and how many of the replicated jobs they ran their answer disagreed on."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     nodes = with_store(config, lambda store: NodeService(store).list())
     table = Table(
         "name", "models", "in flight", "last seen", "version", "disagreed", "prefix", "revoked"
@@ -60,15 +57,10 @@ def _row(node: Node, now: float) -> list[str]:
     ]
 
 
-@nodes_app.command("revoke")
+@database_command(nodes_app, "revoke")
 def nodes_revoke(
-    node: Annotated[str, typer.Argument(help="The node's id or name.")],
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
+    config: Settings, node: Annotated[str, typer.Argument(help="The node's id or name.")]
 ) -> None:
     """Revoke a node's token: its processes are refused within seconds and exit (2)."""
-    gone = with_store(
-        settings(data_dir=data_dir, database_url=database_url),
-        lambda store: NodeService(store).revoke(node),
-    )
+    gone = with_store(config, lambda store: NodeService(store).revoke(node))
     out.print(f"revoked node {gone.name} ({gone.id}): its processes stop within seconds")

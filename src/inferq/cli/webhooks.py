@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from inferq.cli.common import DatabaseUrl, DataDir, err, out, settings, timestamp, with_store
+from inferq.cli.common import database_command, err, out, timestamp, with_store
+from inferq.config import Settings
 from inferq.core.webhooks import WebhookService
 
 webhooks_app = typer.Typer(
@@ -15,9 +16,12 @@ webhooks_app = typer.Typer(
     no_args_is_help=True,
 )
 
+EndpointId = Annotated[str, typer.Argument(help="The endpoint's id (we_…).")]
 
-@webhooks_app.command("create")
+
+@database_command(webhooks_app, "create")
 def webhooks_create(
+    config: Settings,
     tenant: Annotated[str, typer.Option(help="The tenant whose events the endpoint gets.")],
     url: Annotated[str, typer.Option(help="Where events are POSTed (http:// or https://).")],
     events: Annotated[
@@ -27,13 +31,10 @@ def webhooks_create(
             "empty: every event."
         ),
     ] = "",
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
 ) -> None:
     """Register an endpoint; its signing secret (whsec_…) is the last line of stdout, and
     is not shown again."""
     wanted = [e.strip() for e in events.split(",") if e.strip()]
-    config = settings(data_dir=data_dir, database_url=database_url)
     endpoint = with_store(
         config,
         lambda store: WebhookService(store=store).create(tenant=tenant, url=url, events=wanted),
@@ -43,14 +44,12 @@ def webhooks_create(
     print(endpoint.secret)
 
 
-@webhooks_app.command("list")
+@database_command(webhooks_app, "list")
 def webhooks_list(
+    config: Settings,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's endpoints.")] = None,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
 ) -> None:
     """List endpoints (their secrets are not shown)."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     found = with_store(config, lambda store: WebhookService(store=store).endpoints(tenant=tenant))
     table = Table(Column("id", no_wrap=True, min_width=35), "tenant", "url", "events", "created")
     for e in found:
@@ -58,27 +57,20 @@ def webhooks_list(
     out.print(table)
 
 
-@webhooks_app.command("delete")
-def webhooks_delete(
-    endpoint_id: Annotated[str, typer.Argument(help="The endpoint's id (we_…).")],
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
+@database_command(webhooks_app, "delete")
+def webhooks_delete(config: Settings, endpoint_id: EndpointId) -> None:
     """Delete an endpoint and its pending deliveries."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     with_store(config, lambda store: WebhookService(store=store).delete(endpoint_id, tenant=None))
     out.print(f"deleted {endpoint_id}")
 
 
-@webhooks_app.command("deliveries")
+@database_command(webhooks_app, "deliveries")
 def webhooks_deliveries(
-    endpoint_id: Annotated[str, typer.Argument(help="The endpoint's id (we_…).")],
+    config: Settings,
+    endpoint_id: EndpointId,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
 ) -> None:
     """An endpoint's delivery history, newest event first."""
-    config = settings(data_dir=data_dir, database_url=database_url)
     found = with_store(
         config,
         lambda store: WebhookService(store=store).deliveries(endpoint_id, tenant=None, limit=limit),
