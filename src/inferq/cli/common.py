@@ -167,6 +167,28 @@ def configure_logging(settings: Settings) -> None:
     logs.configure(level=settings.log_level, fmt=settings.log_format)
 
 
+def service_settings(
+    data_dir: Path | None,
+    models: Path | None,
+    database_url: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    **more: Any,
+) -> Settings:
+    """The settings of a process that runs the service (``serve``, ``worker``) from the
+    options both take, and ``more``; its logging configured as they say."""
+    config = settings(
+        data_dir=data_dir,
+        models_file=models,
+        database_url=database_url,
+        log_level=log_level,
+        log_format=log_format,
+        **more,
+    )
+    configure_logging(config)
+    return config
+
+
 def state_filter(name: str | None) -> frozenset[JobState] | None:
     """The states a ``--state`` option keeps (None: every state); an unknown name ends the
     command (exit 2)."""

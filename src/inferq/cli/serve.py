@@ -14,11 +14,10 @@ from inferq.cli.common import (
     LogFormat,
     LogLevel,
     ModelsFile,
-    configure_logging,
     err,
     fail,
     load_models,
-    settings,
+    service_settings,
     with_store,
 )
 from inferq.config import Settings
@@ -65,17 +64,9 @@ def serve(
     from inferq.api.app import create_app
     from inferq.api.timeouts import http_protocol
 
-    config = settings(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        models_file=models,
-        database_url=database_url,
-        worker=worker,
-        log_level=log_level,
-        log_format=log_format,
+    config = service_settings(
+        data_dir, models, database_url, log_level, log_format, host=host, port=port, worker=worker
     )
-    configure_logging(config)
     load_models(config)
     first_start(config)
     if workers > 1:

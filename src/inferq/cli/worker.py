@@ -15,10 +15,9 @@ from inferq.cli.common import (
     LogFormat,
     LogLevel,
     ModelsFile,
-    configure_logging,
     fail,
     run,
-    settings,
+    service_settings,
 )
 
 
@@ -50,17 +49,16 @@ def worker(
     from inferq.api.dialects import DIALECTS
     from inferq.runtime import freeze_startup_heap, open_runtime
 
-    config = settings(
-        data_dir=data_dir,
-        models_file=models,
-        database_url=database_url,
-        log_level=log_level,
-        log_format=log_format,
+    config = service_settings(
+        data_dir,
+        models,
+        database_url,
+        log_level,
+        log_format,
         worker=True,
         worker_metrics_port=metrics_port,
         worker_metrics_host=metrics_host,
     )
-    configure_logging(config)
     sock = None
     if config.worker_metrics_port is not None:
         from inferq.cli.processes import bind
