@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -144,19 +145,9 @@ async def create_dataset(
 async def list_datasets(
     account_id: str, caller: CallerDep, services: ServicesDep, query: PageDep
 ) -> dict[str, Any]:
-    keep = dataset_filter(query.filter)
-
-    async def fetch(limit: int, after: str | None) -> list[FileRecord]:
-        return await services.files.list(
-            tenant=caller.tenant, kind=DATASET, limit=limit, after=after
-        )
-
-    found, next_token, total = await list_page(fetch, keep, query)
-    return {
-        "datasets": [render_dataset(r, account_id) for r in found],
-        "nextPageToken": next_token,
-        "totalSize": total,
-    }
+    fetch = partial(services.files.list, tenant=caller.tenant, kind=DATASET)
+    page = await list_page(fetch, query, dataset_filter(query.filter))
+    return page.body("datasets", [render_dataset(r, account_id) for r in page.items])
 
 
 _DATASET_FILTER = re.compile(r'\s*(state|format|displayName|sourceJobName)\s*=\s*"?([^"]*)"?\s*')

@@ -11,6 +11,7 @@ call: deleting a running job stops it, then removes it.
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -184,18 +185,11 @@ async def list_jobs(
     account_id: str, caller: CallerDep, services: ServicesDep, query: PageDep
 ) -> dict[str, Any]:
     states = state_filter(query.filter)
-
-    async def fetch(limit: int, after: str | None) -> list[Batch]:
-        return await services.batches.list(
-            tenant=caller.tenant, dialect=DIALECT, limit=limit, after=after, states=states
-        )
-
-    found, next_token, total = await list_page(fetch, lambda batch: True, query)
-    return {
-        "batchInferenceJobs": [await _render(services, b, account_id) for b in found],
-        "nextPageToken": next_token,
-        "totalSize": total,
-    }
+    fetch = partial(services.batches.list, tenant=caller.tenant, dialect=DIALECT, states=states)
+    page = await list_page(fetch, query)
+    return page.body(
+        "batchInferenceJobs", [await _render(services, b, account_id) for b in page.items]
+    )
 
 
 @router.get(JOBS + "/{job_id}")

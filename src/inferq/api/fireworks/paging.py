@@ -2,8 +2,8 @@
 
 A token is the id of the last item of the previous page; the stores list newest
 first and continue after an id. Filters the store cannot apply are applied here,
-reading on until a page is full. A list endpoint takes a :data:`PageDep` and
-answers with :func:`list_page`.
+reading on until a page is full. A list endpoint takes a :data:`PageDep`, reads its
+page with :func:`list_page` and answers with :meth:`Page.body`.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Query
 
 from inferq.core.errors import InvalidRequest
 
-Fetch = Callable[[int, str | None], Awaitable[list[Any]]]
+
+class Fetch(Protocol):
+    """A store's listing, newest first: up to ``limit`` items after the item ``after``."""
+
+    def __call__(self, *, limit: int, after: str | None) -> Awaitable[list[Any]]: ...
+
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 
@@ -77,7 +82,7 @@ async def page_of(
     """Up to ``size`` items ``keep`` accepts, after the item ``after``; whether more follow."""
     found: list[Any] = []
     while len(found) <= size:
-        chunk = await fetch(200, after)
+        chunk = await fetch(limit=200, after=after)
         found += [item for item in chunk if keep(item)]
         if len(chunk) < 200:
             break
@@ -85,18 +90,31 @@ async def page_of(
     return found[:size], len(found) > size
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of a list: its items, the token of the next page ("" after the last) and
+    how many items there are in all."""
+
+    items: list[Any]
+    next_token: str
+    total: int
+
+    def body(self, name: str, rendered: list[dict[str, Any]]) -> dict[str, Any]:
+        """The list's answer: the page's items as ``rendered``, under ``name``."""
+        return {name: rendered, "nextPageToken": self.next_token, "totalSize": self.total}
+
+
 async def list_page(
-    fetch: Fetch, keep: Callable[[Any], bool], query: PageQuery
-) -> tuple[list[Any], str, int]:
-    """The page ``query`` asks for: its items, the token of the next page ("" after the
-    last) and how many items there are in all."""
+    fetch: Fetch, query: PageQuery, keep: Callable[[Any], bool] = lambda item: True
+) -> Page:
+    """The page ``query`` asks for, of the items ``keep`` accepts."""
     found, more = await page_of(fetch, keep, page_size(query.size), page_after(query.token))
-    return found, page_token(found[-1].id) if more else "", await count_of(fetch, keep)
+    return Page(found, page_token(found[-1].id) if more else "", await count_of(fetch, keep))
 
 
 async def count_of(fetch: Fetch, keep: Callable[[Any], bool]) -> int:
     total, after = 0, None
-    while chunk := await fetch(1000, after):
+    while chunk := await fetch(limit=1000, after=after):
         total += sum(1 for item in chunk if keep(item))
         if len(chunk) < 1000:
             break
