@@ -9,6 +9,8 @@ translates it to the core :class:`~inferq.core.models.ChatRequest`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -50,6 +52,35 @@ class TextPart(BaseModel):
     text: str | None = None
 
 
+class Part(Protocol):
+    """A part of a message's content as a dialect's model reads it (a text part has text)."""
+
+    type: str
+    text: str | None
+
+
+def text_of(
+    content: str | Sequence[Part] | None, refuse: Callable[[int, str], InvalidRequest]
+) -> str:
+    """The text of a message's content: a string, or its text parts joined ("" for None).
+    A part of another type is refused: ``refuse(n, type)`` is the error for part ``n``."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    pieces = []
+    for n, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise refuse(n, part.type)
+        pieces.append(part.text)
+    return "".join(pieces)
+
+
+def _part_refused(index: int, n: int, kind: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"content part of type {kind!r} needs a model that takes it; only text parts are supported",
+        param=f"messages.{index}.content.{n}.type",
+    )
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Role
@@ -74,20 +105,7 @@ class MessageIn(BaseModel):
         )
 
     def text(self, index: int) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        pieces = []
-        for n, part in enumerate(self.content):
-            if part.type != "text" or part.text is None:
-                raise InvalidRequest(
-                    f"content part of type {part.type!r} needs a model that takes it; "
-                    "only text parts are supported",
-                    param=f"messages.{index}.content.{n}.type",
-                )
-            pieces.append(part.text)
-        return "".join(pieces)
+        return text_of(self.content, partial(_part_refused, index))
 
 
 class ChatBody(BaseModel):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.anthropic.tools import to_tool_choice, to_tools, turn_messages
+from inferq.api.chat import text_of
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatMessage, ChatRequest
 
@@ -34,18 +35,14 @@ class MessageParam(BaseModel):
 
 def blocks_text(content: str | list[ContentBlock], param: str) -> str:
     """The text of a string or of text blocks; InvalidRequest naming any other block."""
-    if isinstance(content, str):
-        return content
-    pieces = []
-    for n, block in enumerate(content):
-        if block.type != "text" or block.text is None:
-            raise InvalidRequest(
-                f"{param}.{n}: content blocks of type {block.type!r} are not supported; "
-                "only text blocks are",
-                param=f"{param}.{n}.type",
-            )
-        pieces.append(block.text)
-    return "".join(pieces)
+
+    def refused(n: int, kind: str) -> InvalidRequest:
+        return InvalidRequest(
+            f"{param}.{n}: content blocks of type {kind!r} are not supported; only text blocks are",
+            param=f"{param}.{n}.type",
+        )
+
+    return text_of(content, refused)
 
 
 class CountTokensRequest(BaseModel):
