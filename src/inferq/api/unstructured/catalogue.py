@@ -9,7 +9,7 @@ run on the configured local chat model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from inferq.core.workflow_meta import (
@@ -38,56 +38,57 @@ class Template:
     last_updated: str = "2026-11-22T00:00:00Z"
 
 
-def _node(id: str, name: str, type: str, subtype: str, **settings: Any) -> Node:
-    return Node(id=id, name=name, type=type, subtype=subtype, settings=settings)
+def _node(key: str, name: str, type: str, subtype: str, **settings: Any) -> Node:
+    """A node of a template, by its key in the template (:func:`_template` names it)."""
+    return Node(id=key, name=name, type=type, subtype=subtype, settings=settings)
+
+
+def _partitioner(strategy: str, **settings: Any) -> Node:
+    """The first node of every template: Unstructured's partitioner, with ``strategy``."""
+    return _node(
+        "partition", "Partitioner", PARTITION, "unstructured_api", strategy=strategy, **settings
+    )
+
+
+def _template(id: str, name: str, description: str, *nodes: Node) -> Template:
+    """A template of ``nodes``, each named ``ID-KEY`` after its key."""
+    named = tuple(replace(node, id=f"{id}-{node.id}") for node in nodes)
+    return Template(id=id, name=name, description=description, nodes=named)
 
 
 TEMPLATES: dict[str, Template] = {
     t.id: t
     for t in (
-        Template(
-            id="hi_res_partition",
-            name="High-resolution partition",
-            description="Partition with the hi_res strategy (needs the local layout model).",
-            nodes=(
-                _node("hi_res_partition-partition", "Partitioner", PARTITION, "unstructured_api",
-                      strategy="hi_res", include_page_breaks=False),
-            ),
+        _template(
+            "hi_res_partition",
+            "High-resolution partition",
+            "Partition with the hi_res strategy (needs the local layout model).",
+            _partitioner("hi_res", include_page_breaks=False),
         ),
-        Template(
-            id="hi_res_and_enrichment",
-            name="High-resolution partition and enrichment",
-            description="Partition with hi_res, then describe tables and tag named entities "
+        _template(
+            "hi_res_and_enrichment",
+            "High-resolution partition and enrichment",
+            "Partition with hi_res, then describe tables and tag named entities "
             "with the chat model.",
-            nodes=(
-                _node("hi_res_and_enrichment-partition", "Partitioner", PARTITION,
-                      "unstructured_api", strategy="hi_res", infer_table_structure=True),
-                _node("hi_res_and_enrichment-table", "Table description", PROMPTER,
-                      "openai_table_description"),
-                _node("hi_res_and_enrichment-ner", "Named entities", PROMPTER, "openai_ner"),
-            ),
+            _partitioner("hi_res", infer_table_structure=True),
+            _node("table", "Table description", PROMPTER, "openai_table_description"),
+            _node("ner", "Named entities", PROMPTER, "openai_ner"),
         ),
-        Template(
-            id="fast_partition",
-            name="Fast partition",
-            description="Partition with the fast strategy: text extraction, no layout model.",
-            nodes=(
-                _node("fast_partition-partition", "Partitioner", PARTITION, "unstructured_api",
-                      strategy="fast"),
-            ),
+        _template(
+            "fast_partition",
+            "Fast partition",
+            "Partition with the fast strategy: text extraction, no layout model.",
+            _partitioner("fast"),
         ),
-        Template(
-            id="fast_chunk_embed",
-            name="Fast partition, chunk by title, embed",
-            description="Partition with the fast strategy, chunk by title, and embed each "
+        _template(
+            "fast_chunk_embed",
+            "Fast partition, chunk by title, embed",
+            "Partition with the fast strategy, chunk by title, and embed each "
             "chunk with the local embedding model.",
-            nodes=(
-                _node("fast_chunk_embed-partition", "Partitioner", PARTITION, "unstructured_api",
-                      strategy="fast"),
-                _node("fast_chunk_embed-chunk", "Chunker", CHUNK, "chunk_by_title",
-                      max_characters=1000, new_after_n_chars=800, overlap=0),
-                _node("fast_chunk_embed-embed", "Embedder", EMBED, "togetherai"),
-            ),
+            _partitioner("fast"),
+            _node("chunk", "Chunker", CHUNK, "chunk_by_title",
+                  max_characters=1000, new_after_n_chars=800, overlap=0),
+            _node("embed", "Embedder", EMBED, "togetherai"),
         ),
     )
 }  # fmt: skip
