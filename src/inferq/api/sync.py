@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol, TypeVar
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.deps import Services
 from inferq.core.errors import (
@@ -26,6 +26,7 @@ from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.api")
+T = TypeVar("T")
 _background: set[asyncio.Task[None]] = set()
 
 
@@ -149,6 +150,18 @@ async def wait_for_client(request: Request, jobs: JobService, job: Job) -> Job:
     if not waiter.done() or waiter.cancelled():  # cancelled above: it ends on its own
         raise ClientGone
     return waiter.result()
+
+
+async def answer_when_finished(
+    request: Request, jobs: JobService, job: Job, render: Callable[[Job], T]
+) -> T | Response:
+    """The answer to a sync request: ``render`` of its job once that succeeded (the error
+    its client should see otherwise), or 499 when the client leaves first."""
+    try:
+        done = await wait_for_client(request, jobs, job)
+    except ClientGone:
+        return Response(status_code=499)
+    return render(finished_or_raise(done))
 
 
 async def _disconnected(request: Request) -> None:

@@ -14,12 +14,11 @@ from inferq.api.anthropic.schemas import CountTokensRequest, MessagesRequest
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
 from inferq.api.sync import (
-    ClientGone,
     abandon,
+    answer_when_finished,
     event_stream,
     finished_or_raise,
     submit_sync,
-    wait_for_client,
 )
 from inferq.core.errors import InferqError, public
 from inferq.core.models import ChatRequest, Job
@@ -36,11 +35,7 @@ async def create_message(
     job = await submit_sync(services, caller, body, body.to_request(), origin="anthropic")
     if body.stream:
         return event_stream(_stream(services.jobs, job))
-    try:
-        done = await wait_for_client(request, services.jobs, job)
-    except ClientGone:
-        return Response(status_code=499)
-    return t.render_message(finished_or_raise(done))
+    return await answer_when_finished(request, services.jobs, job, t.render_message)
 
 
 @router.post("/count_tokens")

@@ -12,7 +12,7 @@ from inferq.api.chat import render_completion
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
 from inferq.api.infera.translate import render_completion_time, render_result
-from inferq.api.sync import ClientGone, finished_or_raise, wait_for_client
+from inferq.api.sync import answer_when_finished
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ApiKey, ChatRequest, Job
 from inferq.core.states import ServiceClass
@@ -94,11 +94,7 @@ async def chat_completions(
         service_class=ServiceClass.INTERACTIVE,
         timeout=timeout,
     )
-    try:
-        done = await wait_for_client(request, services.jobs, job)
-    except ClientGone:
-        return Response(status_code=499)
-    return render_completion(finished_or_raise(done))
+    return await answer_when_finished(request, services.jobs, job, render_completion)
 
 
 @router.get("/available_models")

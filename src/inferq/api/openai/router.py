@@ -16,11 +16,9 @@ from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.streaming import ended, framed
 from inferq.api.openai.translate import sse
 from inferq.api.sync import (
-    ClientGone,
+    answer_when_finished,
     event_stream,
-    finished_or_raise,
     submit_sync,
-    wait_for_client,
 )
 from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
@@ -41,11 +39,7 @@ async def chat_completions(
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         events = _stream(services.jobs, job, include_usage=include_usage)
         return event_stream(framed(services.jobs, job, events))
-    try:
-        done = await wait_for_client(request, services.jobs, job)
-    except ClientGone:
-        return Response(status_code=499)
-    return render_completion(finished_or_raise(done))
+    return await answer_when_finished(request, services.jobs, job, render_completion)
 
 
 async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIterator[str]:
