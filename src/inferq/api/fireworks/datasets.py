@@ -31,6 +31,7 @@ from inferq.api.fireworks.translate import (
     check_id,
     render_dataset,
     render_error,
+    unsupported_filter,
 )
 from inferq.api.multipart import MultipartReader
 from inferq.api.ranges import download
@@ -159,10 +160,8 @@ def dataset_filter(text: str | None) -> Callable[[FileRecord], bool]:
         return lambda record: True
     match = _DATASET_FILTER.fullmatch(text)
     if match is None:
-        raise InvalidRequest(
-            f"filter: {text!r} is not supported; use one field=value comparison "
-            "on state, format, displayName or sourceJobName",
-            param="filter",
+        raise unsupported_filter(
+            text, "one field=value comparison on state, format, displayName or sourceJobName"
         )
     field, value = match.groups()
     return lambda record: str(render_dataset(record, "-").get(field, "")) == value

@@ -195,6 +195,11 @@ _NO_PROGRESS = frozenset({JobState.VALIDATING, JobState.QUEUED, JobState.FAILED}
 _FILTER = re.compile(r'\s*state\s*=\s*(?:"([A-Z_]+)"|([A-Z_]+))\s*')
 
 
+def unsupported_filter(text: str, use: str) -> InvalidRequest:
+    """The error for a list filter this API does not take; ``use`` says what it takes."""
+    return InvalidRequest(f"filter: {text!r} is not supported; use {use}", param="filter")
+
+
 def state_filter(text: str | None) -> frozenset[JobState] | None:
     """The states an AIP-160 filter ``state=JOB_STATE_X`` (or ``"JOB_STATE_X"``) selects."""
     if not text or not text.strip():
@@ -204,10 +209,8 @@ def state_filter(text: str | None) -> frozenset[JobState] | None:
         match = _FILTER.fullmatch(clause)
         wire = match and (match.group(1) or match.group(2))
         if not wire or wire not in CORE_STATES:
-            raise InvalidRequest(
-                f"filter: {text!r} is not supported; use state=JOB_STATE_<STATE> "
-                "(clauses may be joined with OR)",
-                param="filter",
+            raise unsupported_filter(
+                text, "state=JOB_STATE_<STATE> (clauses may be joined with OR)"
             )
         states.add(CORE_STATES[wire])
     return frozenset(states)
