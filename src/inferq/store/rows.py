@@ -138,20 +138,12 @@ def row_to_file(row: Row) -> FileRecord:
 
 # -- batches -------------------------------------------------------------------------
 
+#: Batch fields stored as they are, in columns of their own
+_BATCH_PLAIN = (
+    "tenant", "id", "dialect", "idempotency_key", "owner", "lease_expires_at", "created_at",
+)  # fmt: skip
 #: Batch fields stored in columns of their own; every other field goes in ``data``
-_BATCH_COLUMNS = frozenset(
-    {
-        "id",
-        "tenant",
-        "seq",
-        "dialect",
-        "state",
-        "idempotency_key",
-        "owner",
-        "lease_expires_at",
-        "created_at",
-    }
-)
+_BATCH_COLUMNS = frozenset({*_BATCH_PLAIN, "state", "seq"})
 
 
 def batch_params(batch: Batch) -> dict[str, Any]:
@@ -166,17 +158,8 @@ def batch_params(batch: Batch) -> dict[str, Any]:
         elif isinstance(value, JobError | BatchCounts):
             value = value.to_dict()
         data[f.name] = value
-    return {
-        "tenant": batch.tenant,
-        "id": batch.id,
-        "dialect": batch.dialect,
-        "state": batch.state.value,
-        "idempotency_key": batch.idempotency_key,
-        "owner": batch.owner,
-        "lease_expires_at": batch.lease_expires_at,
-        "created_at": batch.created_at,
-        "data": dumps(data),
-    }
+    plain = _fields(batch, *_BATCH_PLAIN)
+    return {**plain, "state": batch.state.value, "data": dumps(data)}
 
 
 def row_to_batch(row: Row) -> Batch:
@@ -185,14 +168,8 @@ def row_to_batch(row: Row) -> Batch:
     error = data.pop("error", None)
     counts = data.pop("counts", None)
     return Batch(
-        id=row["id"],
-        tenant=row["tenant"],
-        dialect=row["dialect"],
+        **_columns(row, *_BATCH_PLAIN),
         state=JobState(row["state"]),
-        idempotency_key=row["idempotency_key"],
-        owner=row["owner"],
-        lease_expires_at=row["lease_expires_at"],
-        created_at=row["created_at"],
         seq=row["seq"],
         final_state=JobState(final_state) if final_state is not None else None,
         error=JobError(**error) if error is not None else None,
