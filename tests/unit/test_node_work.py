@@ -254,6 +254,53 @@ async def test_a_handler_runs_as_many_jobs_at_once_as_its_capacity() -> None:
     assert sorted(r["outputs"]["waited"] for r in results) == list(range(capacity))
 
 
+async def test_quick_jobs_share_a_thread_and_a_blocking_one_holds_none_back() -> None:
+    """Jobs that come together queue for the handler's threads: quick ones run on one
+    after another (a thread each would cost a node more CPU than the job's whole share
+    of the server), while a job that blocks gets the others more threads within a few
+    milliseconds."""
+    import threading
+
+    from inferq.worker.handler import Context, Handler
+    from inferq.worker.runners import HandlerRunner, Running
+
+    capacity = 16
+    release = threading.Event()
+    threads: set[int] = set()
+
+    class Mixed(Handler):
+        def predict(self, payload: dict[str, Any], ctx: Context) -> dict[str, Any]:
+            threads.add(threading.get_ident())
+            if payload.get("block"):
+                release.wait(10)
+            return {"at": time.monotonic()}
+
+    def job(i: int, payload: dict[str, Any]) -> Running:
+        return Running(
+            {"id": f"j{i}", "attempt": 1, "model": HANDLER, "kind": "payload",
+             "request": {"kind": "payload", "payload": payload}, "info": {}}
+        )  # fmt: skip
+
+    runner = HandlerRunner(Mixed(), capacity=capacity)
+    await runner.start()
+    try:
+        quick = await asyncio.gather(*(runner.run(job(i, {})) for i in range(capacity)))
+        assert len(quick) == capacity and len(threads) < capacity
+        threads.clear()
+        started = time.monotonic()
+        blocked = asyncio.ensure_future(runner.run(job(100, {"block": True})))
+        await asyncio.sleep(0.05)  # the blocking job holds its thread
+        behind = [job(i, {}) for i in range(capacity - 1)]
+        ended = await asyncio.wait_for(asyncio.gather(*(runner.run(j) for j in behind)), 5)
+        assert not blocked.done()
+        assert max(r["outputs"]["at"] for r in ended) - started < 2
+        release.set()
+        assert (await blocked)["outputs"]["at"] >= started
+    finally:
+        release.set()
+        await runner.close()
+
+
 async def test_a_report_does_not_wait_behind_the_claim_loops_long_poll() -> None:
     """Job A's report (with a claim for its freed slot) is on its way when the claim loop
     also wants to claim; job B ends meanwhile. B's report must go at once, not queue for

@@ -15,9 +15,12 @@
                 ...
             return {"video": FileOutput("/tmp/out.mp4"), "frames": 48}
 
-``predict`` runs in a thread of its own, one per job (a node with capacity 2 runs two
-at once), so it may block. Raising :class:`JobFailed` fails the job for good; any
-other exception fails this attempt, and the job runs again while attempts remain.
+``predict`` runs on threads of the node's own, as many as its capacity (a node with
+capacity 2 runs two jobs at once), so it may block: jobs that arrive together run one
+after another on one thread while each ends quickly, and a job that blocks or takes
+longer than a millisecond gets the others threads of their own. Raising
+:class:`JobFailed` fails the job for good; any other exception fails this attempt, and
+the job runs again while attempts remain.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ class Context:
         self._lock = threading.Lock()
         self._pending: dict[str, Any] = {}
         self._progress: float | None = None
-        self._cancelled = threading.Event()
+        self._cancelled = False
+        #: made for the first wait_cancelled (most handlers never wait)
+        self._cancel_event: threading.Event | None = None
 
     def progress(self, value: float) -> None:
         """Report how far the job is, from 0 to 1 (``info.progress``)."""
@@ -82,16 +87,25 @@ class Context:
     def cancelled(self) -> bool:
         """Whether the job was cancelled (or this node lost it): stop, the result is not
         wanted. True within a second of the cancel."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def wait_cancelled(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` seconds, returning early (True) once cancelled."""
-        return self._cancelled.wait(timeout)
+        with self._lock:
+            if self._cancel_event is None:
+                self._cancel_event = threading.Event()
+                if self._cancelled:
+                    self._cancel_event.set()
+            event = self._cancel_event
+        return event.wait(timeout)
 
     # -- the node's side ------------------------------------------------------------
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        with self._lock:
+            self._cancelled = True
+            if self._cancel_event is not None:
+                self._cancel_event.set()
 
     def take(self) -> tuple[dict[str, Any], float | None]:
         """What was reported since the last call: info to merge and progress."""

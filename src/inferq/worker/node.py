@@ -247,7 +247,7 @@ class NodeProcess:
             json.dumps(result)  # anything that is not JSON fails here, not on the server
             outcome = {"result": result}
         except Stopped:
-            log.info("job %s stopped: %s", run.id, run.abort.reason or "cancelled")
+            log.info("job %s stopped: %s", run.id, run.stopped or "cancelled")
             outcome = None
             if run.preempted:
                 await self._hand_back(run)
@@ -261,7 +261,7 @@ class NodeProcess:
         finally:
             self.running.pop(run.id, None)
             self._slot_freed.set()
-        if outcome is not None and not run.abort.is_set():
+        if outcome is not None and run.stopped is None:
             info, _ = run.ctx.take()
             item = {"id": run.id, "attempt": run.attempt} | outcome
             # what is empty is left out (the protocol's defaults): less for the server to
@@ -373,7 +373,7 @@ class NodeProcess:
             log.warning("heartbeat failed (%s)", exc)
             return
         for run in runs:
-            if run.id in lost and not run.abort.is_set():
+            if run.id in lost and run.stopped is None:
                 log.info("job %s is no longer this node's (cancelled or re-claimed)", run.id)
                 run.stop("cancelled")
 
