@@ -1,7 +1,9 @@
-"""The node protocol's client: one HTTP connection pool to the server, node token auth."""
+"""The node protocol's client: its JSON calls on connections of its own
+(:mod:`inferq.worker.wire`), file uploads through httpx; the node token on each."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +13,7 @@ import httpx
 
 from inferq import __version__
 from inferq.core.node_messages import PROTOCOL
+from inferq.worker.wire import Wire, wire_for
 
 #: bytes per piece of an uploaded file
 UPLOAD_CHUNK = 1 << 20
@@ -35,26 +38,39 @@ class NodeClient:
 
     def __init__(self, server: str, token: str, *, timeout: float = 30.0) -> None:
         self.session = uuid.uuid4().hex
+        self.timeout = timeout
+        headers = {"authorization": f"Bearer {token}", "user-agent": f"inferq-node/{__version__}"}
         self.http = httpx.AsyncClient(
             base_url=server.rstrip("/"),
-            headers={
-                "authorization": f"Bearer {token}",
-                "user-agent": f"inferq-node/{__version__}",
-            },
+            headers=headers,
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_keepalive_connections=64, max_connections=128),
         )
+        #: the JSON calls' own connections (None: through httpx, for a proxy)
+        self.wire = (
+            Wire(self.http.base_url, headers | {"accept": "application/json"}, connect_timeout=10.0)
+            if wire_for(self.http.base_url)
+            else None
+        )
 
     async def close(self) -> None:
+        if self.wire is not None:
+            await self.wire.close()
         await self.http.aclose()
 
     async def _post(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
-        response = await self.http.post(
-            path,
-            json={"session": self.session, **body},
-            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+        if self.wire is None:
+            response = await self.http.post(
+                path,
+                json={"session": self.session, **body},
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+            return _answer(response)
+        data = json.dumps({"session": self.session, **body}, separators=(",", ":")).encode()
+        status, answer = await self.wire.post(
+            path, data, timeout=self.timeout if timeout is None else timeout
         )
-        return _answer(response)
+        return _decode(status, answer)
 
     async def hello(self, models: dict[str, int]) -> dict[str, Any]:
         body = {"protocol": PROTOCOL, "version": __version__, "models": models}
@@ -106,11 +122,19 @@ async def _read(path: Path) -> AsyncIterator[bytes]:
 
 
 def _answer(response: httpx.Response) -> Any:
-    if response.is_success:
-        return response.json()
+    return _decode(response.status_code, response.content)
+
+
+def _decode(status: int, body: bytes) -> Any:
+    """The JSON of a successful answer; :class:`ServerRefused` for any other."""
+    if 200 <= status < 300:
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise httpx.DecodingError(f"the server's answer is not JSON: {exc}") from exc
     try:
-        error = response.json()["error"]
+        error = json.loads(body)["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "http_error", response.text[:500]
-    raise ServerRefused(response.status_code, code, message)
+        code, message = "http_error", body[:500].decode("utf-8", "replace")
+    raise ServerRefused(status, code, message)
