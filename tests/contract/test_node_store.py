@@ -82,3 +82,55 @@ async def test_what_nodes_report_is_listed(store: JobStore) -> None:
     assert b.models == {} and b.version == "" and b.last_seen == clock.now
     assert (a.compared, a.disagreed) == (2, 0)
     assert (b.compared, b.disagreed) == (2, 1)
+
+
+async def test_a_batch_of_results_is_fenced_lease_by_lease(store: JobStore) -> None:
+    """complete_leases (a node's report, one write): each lease's fence holds or fails on
+    its own, as complete's does."""
+    import time
+    import uuid
+
+    from inferq.core.models import Job, Lease, PayloadRequest, PayloadResult
+    from inferq.core.node_messages import LeaseCompletes
+    from inferq.core.states import JobState, ServiceClass
+
+    assert isinstance(store, LeaseCompletes)
+    now = time.time()
+    for _ in range(4):
+        await store.insert_job(
+            Job(
+                id=str(uuid.uuid4()),
+                tenant="t",
+                model="m",
+                origin="together",
+                service_class=ServiceClass.ASYNC,
+                priority=0,
+                state=JobState.QUEUED,
+                request=PayloadRequest({}),
+                created_at=now,
+            )
+        )
+    jobs = await store.claim(owner="node:a:s", limit=4, now=now, lease_seconds=30)
+    assert len(jobs) == 4
+    done = PayloadResult(outputs={"ok": True})
+    leases = [Lease(j.id, "node:a:s", j.attempt) for j in jobs]
+    # the second with an attempt that is not the job's, the fourth under another owner
+    sent = [
+        leases[0],
+        Lease(jobs[1].id, "node:a:s", jobs[1].attempt + 1),
+        leases[2],
+        Lease(jobs[3].id, "node:b:s", jobs[3].attempt),
+    ]
+    assert await store.complete_leases([], now=now) == []
+    held = await store.complete_leases([(lease, done) for lease in sent], now=now + 1)
+    assert held == [True, False, True, False]
+    stored = [await store.get_job(j.id, tenant=None) for j in jobs]
+    assert [s.state if s else None for s in stored] == [
+        JobState.SUCCEEDED,
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+        JobState.RUNNING,
+    ]
+    assert stored[0] is not None and stored[0].result == done
+    # the same leases again: the jobs no longer run under them
+    assert await store.complete_leases([(leases[0], done)], now=now + 2) == [False]

@@ -157,6 +157,39 @@ async def test_report_answers_each_outcome_and_release_keeps_the_attempt(world: 
     assert [j.id for j in again] == [kept.id] and again[0].attempt == 1
 
 
+async def test_a_report_takes_one_result_per_job_and_fences_each(world: World) -> None:
+    """A report's plain results go to the store in one write: a job named twice gets one
+    result (the second is refused as a lost lease), a stale attempt and an oversized or
+    malformed result are refused, and each answer stays in its place."""
+    node = await world.node()
+    jobs = [await world.submit(HANDLER, PayloadRequest({})) for _ in range(4)]
+    await world.work.claim(node, session=SESSION, free={HANDLER: 4}, wait=0, running=0)
+    a, b, c, d = (j.id for j in jobs)
+    fates = await world.work.report(
+        node,
+        [
+            Outcome(Held(SESSION, a, 1), result={"outputs": {"n": 1}}),
+            Outcome(Held(SESSION, a, 1), result={"outputs": {"n": 2}}),
+            Outcome(Held(SESSION, b, 2), result={"outputs": {}}),
+            Outcome(Held(SESSION, c, 1), result={"outputs": {"big": "x" * 2000}}),
+            Outcome(Held(SESSION, d, 1), result={"no": "outputs"}),
+        ],
+    )
+    assert [(f["id"], f["ok"], f.get("code")) for f in fates] == [
+        (a, True, None),
+        (a, False, "lease_lost"),
+        (b, False, "lease_lost"),
+        (c, False, "payload_too_large"),
+        (d, False, "invalid_request"),
+    ]
+    stored = await world.store.get_job(a, tenant=None)
+    assert stored is not None and stored.state is JobState.SUCCEEDED
+    assert stored.result is not None and stored.result.to_dict()["outputs"] == {"n": 1}
+    for job_id in (b, c, d):
+        stored = await world.store.get_job(job_id, tenant=None)
+        assert stored is not None and stored.state is JobState.RUNNING
+
+
 async def test_an_exchange_sends_its_claim_with_its_results(world: World) -> None:
     """A node's results and its claim for the slots they freed reach the store together
     (one commit on SQLite): a result's write waits here until the claim has been asked

@@ -7,11 +7,12 @@ job at a time); the node's is :mod:`inferq.worker`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from inferq.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from inferq.core.models import JobError
+from inferq.core.models import JobError, Lease, Result
 
 #: the protocol's version; a node names the one it speaks in its hello
 PROTOCOL = 1
@@ -72,6 +73,18 @@ def raise_refused(fate: dict[str, Any]) -> None:
             InvalidRequest,
         )
         raise cls(fate["message"], param="job_id")
+
+
+@runtime_checkable
+class LeaseCompletes(Protocol):
+    """A store that records several results in one write (a node reports a batch)."""
+
+    async def complete_leases(
+        self, done: Sequence[tuple[Lease, Result]], *, now: float
+    ) -> list[bool]:
+        """Complete the job of each lease (distinct jobs) with its result, each fenced as
+        :meth:`~inferq.core.ports.JobQueue.complete` is; whether each one held."""
+        ...
 
 
 class LeaseLost(Conflict):

@@ -44,6 +44,7 @@ from inferq.core.models import (
     Job,
     JobError,
     Lease,
+    Result,
 )
 from inferq.core.node_checks import (
     FILE_NAME,
@@ -55,6 +56,7 @@ from inferq.core.node_checks import (
 from inferq.core.node_messages import (
     Beat,
     Held,
+    LeaseCompletes,
     LeaseLost,
     NodeLimits,
     Outcome,
@@ -97,6 +99,8 @@ class NodeWork:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        #: a store that records a report's plain results in one write
+        self._bulk = store if isinstance(store, LeaseCompletes) else None
         self.blobs = blobs
         self.events = events
         self.nodes = nodes
@@ -257,25 +261,36 @@ class NodeWork:
         The job as this process handed it out serves, unless ``fresh``: the write that
         follows is fenced in the store anyway (and refused when the lease is gone).
         """
+        if not fresh and (found := self._handed_to(node, held)) is not None:
+            return found
         job_id, attempt = held.job_id, held.attempt
         lease = Lease(job_id, self.owner(node, held.session), attempt)
-        handed = self._handed.get(job_id)
-        if (
-            not fresh
-            and handed is not None
-            and (handed.owner, handed.attempt)
-            == (
-                lease.owner,
-                attempt,
-            )
-        ):
-            return handed, lease
         job = await self.store.get_job(job_id, tenant=None)
         if job is None:
             raise NotFound(f"job {job_id} not found", param="id")
         if job.state is not JobState.RUNNING or job.owner != lease.owner or job.attempt != attempt:
             raise LeaseLost(f"job {job_id} is not running under this lease", param="id")
         return job, lease
+
+    def _handed_to(self, node: Node, held: Held) -> tuple[Job, Lease] | None:
+        """The job as this process handed it out under this lease, if it did."""
+        handed = self._handed.get(held.job_id)
+        if handed is None or handed.attempt != held.attempt:
+            return None
+        lease = Lease(held.job_id, self.owner(node, held.session), held.attempt)
+        return (handed, lease) if handed.owner == lease.owner else None
+
+    def _parse(self, job: Job, result: dict[str, Any]) -> Result:
+        """The result a node sent for ``job``: 413 above the size limit, 400 when it is
+        not the kind of result the job needs."""
+        size = len(json.dumps(result, separators=(",", ":")).encode())
+        if size > self.limits.max_output_bytes:
+            raise PayloadTooLarge(
+                f"the result is {size} bytes, more than the limit of "
+                f"{self.limits.max_output_bytes}",
+                param="result",
+            )
+        return parse_result(job, result)
 
     async def complete(
         self,
@@ -290,14 +305,7 @@ class NodeWork:
         and merging its last ``info``."""
         job, lease = await self._held(node, held)
         job_id = held.job_id
-        size = len(json.dumps(result, separators=(",", ":")).encode())
-        if size > self.limits.max_output_bytes:
-            raise PayloadTooLarge(
-                f"the result is {size} bytes, more than the limit of "
-                f"{self.limits.max_output_bytes}",
-                param="result",
-            )
-        parsed = parse_result(job, result)
+        parsed = self._parse(job, result)
         if info:
             await self.store.set_progress(lease, dict(info))
         for piece in text:
@@ -350,11 +358,74 @@ class NodeWork:
                 else:
                     raise InvalidRequest("an outcome has a result or an error", param="results")
             except ClientError as exc:
-                return {"id": held.job_id, "ok": False, "code": exc.code, "message": exc.message}
+                return _refused(held.job_id, exc)
             return {"id": held.job_id, "ok": True}
 
-        fates = list(await asyncio.gather(*(one(outcome) for outcome in outcomes)))
+        # the plain results of jobs handed out here go to the store in one write; the
+        # rest (failures, info to merge, leases this process does not know) one by one
+        fates: list[dict[str, Any] | None] = [None] * len(outcomes)
+        quick: list[tuple[int, Job, Lease, Result, Sequence[str]]] = []
+        rest: list[int] = []
+        ids: set[str] = set()
+        bulk = self._bulk is not None
+        for i, outcome in enumerate(outcomes):
+            held, result = outcome.held, outcome.result
+            found = None
+            if bulk and result is not None and outcome.error is None and not outcome.info:
+                found = self._handed_to(node, held) if held.job_id not in ids else None
+            if found is None:
+                rest.append(i)
+                continue
+            ids.add(held.job_id)
+            job, lease = found
+            try:
+                assert result is not None
+                quick.append((i, job, lease, self._parse(job, result), outcome.text))
+            except ClientError as exc:
+                fates[i] = _refused(held.job_id, exc)
+
+        async def rest_one(i: int) -> None:
+            fates[i] = await one(outcomes[i])
+
+        async def quick_all() -> None:
+            ended = await self._complete_quick(quick)
+            for (i, *_), fate in zip(quick, ended, strict=True):
+                fates[i] = fate
+
+        await asyncio.gather(quick_all(), *(rest_one(i) for i in rest))
         await self.settle()
+        answered = [fate for fate in fates if fate is not None]
+        assert len(answered) == len(outcomes)
+        return answered
+
+    async def _complete_quick(
+        self, quick: Sequence[tuple[int, Job, Lease, Result, Sequence[str]]]
+    ) -> list[dict[str, Any]]:
+        """Record plain results in one write (as :meth:`complete` does each); each fate."""
+        if not quick:
+            return []
+        assert self._bulk is not None
+        for _, job, _, _, text in quick:
+            for piece in text:
+                self.events.text(job.id, piece)
+            self._handed.pop(job.id, None)
+        done = [(lease, result) for _, _, lease, result, _ in quick]
+        now = self.clock()
+        try:
+            held = await self._bulk.complete_leases(done, now=now)
+        except StoreError:
+            # one failing write takes the others with it: each one alone, as complete does
+            held = list(await asyncio.gather(*(self.store.complete(*one, now=now) for one in done)))
+        fates = []
+        for (_, job, _, result, _), ok in zip(quick, held, strict=True):
+            if not ok:
+                lost = LeaseLost(f"job {job.id} is not running under this lease", param="id")
+                fates.append(_refused(job.id, lost))
+                continue
+            self.events.job_ended(job.id)
+            self._note(job.tenant, result.usage.prompt_tokens + result.usage.completion_tokens)
+            await self.replicas.ended(job)
+            fates.append({"id": job.id, "ok": True})
         return fates
 
     async def exchange(
@@ -452,3 +523,8 @@ class NodeWork:
         if size is None:
             raise NotFound("no such output file")
         return size, self.blobs.read(key)
+
+
+def _refused(job_id: str, exc: ClientError) -> dict[str, Any]:
+    """The fate of a result that was not taken: the error's code and message."""
+    return {"id": job_id, "ok": False, "code": exc.code, "message": exc.message}

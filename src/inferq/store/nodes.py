@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from inferq.core.errors import Conflict
+from inferq.core.models import Lease, Result
 from inferq.core.nodes import Node, Seen
-from inferq.store.executor import Executor
+from inferq.core.ports import JobQueue
+from inferq.store.executor import Executor, Params, Steps, count
 from inferq.store.rows import Row, dumps
 
 
@@ -67,6 +70,33 @@ class SqlNodes(Generic[E]):
         params = {"ids": list(node_ids), "disagreed": list(disagreed)}
         await self.db.execute("count_agreement", params)
 
+    async def complete_leases(
+        self, done: Sequence[tuple[Lease, Result]], *, now: float
+    ) -> list[bool]:
+        """:class:`~inferq.core.node_messages.LeaseCompletes`: one write for a node's batch
+        of results (on SQLite one item of the writer's group, not one per job)."""
+        # sql_store imports this module: its complete parameters are looked up here
+        from inferq.store.sql_store import complete_params
+
+        if not done:
+            return []
+        return await self._complete_many(
+            [complete_params(lease, result, now) for lease, result in done]
+        )
+
+    async def _complete_many(self, batch: list[Params]) -> list[bool]:
+        """Whether each complete (of distinct jobs) held its fence: the statements of one
+        transaction (a database with one statement for them all overrides this)."""
+        return await self.db.atomic(_each("complete", batch))
+
+
+def _each(query: str, batch: list[Params]) -> Steps[list[bool]]:
+    """Run ``query`` once for each parameter set; whether each changed a row."""
+    changed = []
+    for params in batch:
+        changed.append((yield count(query, params)) > 0)
+    return changed
+
 
 class MemoryNodes:
     """The nodes in a dictionary (the memory store's fake)."""
@@ -103,6 +133,12 @@ class MemoryNodes:
                 version=node.version if seen.version is None else seen.version,
                 models=node.models if seen.models is None else dict(seen.models),
             )
+
+    async def complete_leases(
+        self, done: Sequence[tuple[Lease, Result]], *, now: float
+    ) -> list[bool]:
+        complete = cast(JobQueue, self).complete
+        return [await complete(lease, result, now=now) for lease, result in done]
 
     async def count_agreement(self, node_ids: list[str], *, disagreed: list[str]) -> None:
         for node_id in node_ids:

@@ -8,12 +8,13 @@ and delegate to :class:`~inferq.core.node_work.NodeWork`.
 from __future__ import annotations
 
 import contextlib
+import json
 import mimetypes
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from inferq import __version__
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from, get_services
@@ -45,6 +46,14 @@ async def get_node(request: Request, services: Annotated[Services, Depends(get_s
 
 
 NodeDep = Annotated[Node, Depends(get_node)]
+
+
+def answer(content: dict[str, Any]) -> Response:
+    """A JSON answer, encoded at once: what the protocol's busiest routes answer is JSON
+    already (the jobs' own fields), so FastAPI's walk of it (``jsonable_encoder``, per
+    value of every job handed out) would only cost time."""
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode(), media_type="application/json")
 
 
 def render_job(job: Job) -> dict[str, Any]:
@@ -86,10 +95,8 @@ async def hello(body: Hello, node: NodeDep, services: ServicesDep) -> dict[str, 
     }
 
 
-@router.post("/node/v1/claim")
-async def claim(
-    body: Claim, node: NodeDep, services: ServicesDep, request: Request
-) -> dict[str, Any]:
+@router.post("/node/v1/claim", response_class=Response)
+async def claim(body: Claim, node: NodeDep, services: ServicesDep, request: Request) -> Response:
     """Lease jobs for the node's free slots; waits up to ``wait`` seconds for some."""
 
     async def still_wanted() -> bool:
@@ -107,7 +114,7 @@ async def claim(
         max_class=ServiceClass[body.max_class.upper()],
     )
     count_claims(services, node, jobs)
-    return {"jobs": [render_job(job) for job in jobs]}
+    return answer({"jobs": [render_job(job) for job in jobs]})
 
 
 def count_claims(services: Services, node: Node, jobs: list[Job]) -> None:
@@ -126,8 +133,8 @@ def counted_result(services: Services, node: Node, *, failed: bool) -> Iterator[
     services.metrics.node_reported(node.name, failed=failed)
 
 
-@router.post("/node/v1/heartbeat")
-async def heartbeat(body: Heartbeat, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+@router.post("/node/v1/heartbeat", response_class=Response)
+async def heartbeat(body: Heartbeat, node: NodeDep, services: ServicesDep) -> Response:
     """Renew the leases of running jobs, with their info, progress and text; answers
     which are no longer the node's (cancelled, expired or re-claimed: stop them)."""
     beats = [
@@ -135,7 +142,7 @@ async def heartbeat(body: Heartbeat, node: NodeDep, services: ServicesDep) -> di
         for b in body.jobs
     ]
     held, lost = await services.node_work.heartbeat(node, session=body.session, beats=beats)
-    return {"held": held, "cancelled": lost}
+    return answer({"held": held, "cancelled": lost})
 
 
 @router.post("/node/v1/complete")
@@ -161,8 +168,8 @@ async def fail(body: Fail, node: NodeDep, services: ServicesDep) -> dict[str, An
     return {"id": body.id}
 
 
-@router.post("/node/v1/results")
-async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+@router.post("/node/v1/results", response_class=Response)
+async def results(body: Results, node: NodeDep, services: ServicesDep) -> Response:
     """Several ended attempts at once, each fenced like complete and fail; answers each
     one's fate (``ok``, or the code and message that refused it), and the jobs claimed for
     ``free`` slots in the same request (without waiting)."""
@@ -184,7 +191,7 @@ async def results(body: Results, node: NodeDep, services: ServicesDep) -> dict[s
         refused = None if fate["ok"] else str(fate["code"])
         services.metrics.node_reported(node.name, failed=outcome.error is not None, refused=refused)
     count_claims(services, node, jobs)
-    return {"results": fates, "jobs": [render_job(job) for job in jobs]}
+    return answer({"results": fates, "jobs": [render_job(job) for job in jobs]})
 
 
 @router.post("/node/v1/release")
