@@ -14,7 +14,15 @@ here): a Python process that keeps objects in its own memory, so the S3 column i
 speed, not a real bucket's; what it shows of inferq is the client side (the growth).
 PostgreSQL is the local server at 127.0.0.1:5432, each run in a fresh schema.
 
-    .venv/bin/python bench/blobs.py [--sizes 20,200] [--stores local,postgres,s3] [--no-doc]
+    .venv/bin/python bench/blobs.py [--sizes 20,200] [--stores local,postgres,s3]
+                                    [--rounds N] [--no-doc]
+
+On a small shared machine one run's throughput moves by half or more (the directory's
+downloads come from the page cache, its uploads wait on the disk's writeback of what ran
+before). ``--rounds N`` measures every store and size N times, the stores in turn (their
+order reversed every other round, so that none always runs first), and reports each
+figure's median over the rounds, the largest peak RSS, and the ratios to the local
+directory of every round, each taken from stores measured a few seconds apart.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,6 +228,48 @@ def report(results: list[Result]) -> str:
     return table(header, rows)
 
 
+def median(rounds: list[list[Result]]) -> list[Result]:
+    """One result per store and size: the medians of the rounds' throughputs and base RSS,
+    the largest of their peaks."""
+    by: dict[tuple[str, int], list[Result]] = {}
+    for one in rounds:
+        for r in one:
+            by.setdefault((r.store, r.mb), []).append(r)
+    return [
+        Result(
+            store,
+            mb,
+            statistics.median(r.up_mbs for r in rs),
+            statistics.median(r.down_mbs for r in rs),
+            statistics.median(r.base_mb for r in rs),
+            max(r.up_peak_mb for r in rs),
+            max(r.down_peak_mb for r in rs),
+        )
+        for (store, mb), rs in by.items()
+    ]
+
+
+def round_ratios(rounds: list[list[Result]]) -> str:
+    """Each store's throughput against the local directory's of the same round, at the
+    largest size, round by round."""
+    parts = []
+    for store in ("postgres", "s3"):
+        ups, downs = [], []
+        for one in rounds:
+            largest = max(r.mb for r in one)
+            by = {(r.store, r.mb): r for r in one}
+            local, r = by.get(("local", largest)), by.get((store, largest))
+            if local is not None and r is not None:
+                ups.append(f"{r.up_mbs / local.up_mbs:.2f}")
+                downs.append(f"{r.down_mbs / local.down_mbs:.2f}")
+        if ups:
+            parts.append(
+                f"{store} against the local directory, round by round: upload "
+                f"{', '.join(ups)}x; download {', '.join(downs)}x"
+            )
+    return "; ".join(parts) + "." if parts else ""
+
+
 def ratios(results: list[Result]) -> str:
     """PostgreSQL's and the bucket's throughput against the local directory's, at the
     largest size; and each store's growth at the largest size against the smallest."""
@@ -244,6 +295,15 @@ def ratios(results: list[Result]) -> str:
     return "; ".join(parts) + "."
 
 
+def _rounds_line(rounds: int) -> str:
+    if rounds == 1:
+        return ""
+    return (
+        f"{rounds} rounds, the stores in turn (reversed every other round): medians of "
+        f"the throughputs, the largest peaks; "
+    )
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--one":
         print(json.dumps(asyncio.run(_one(sys.argv[2], int(sys.argv[3])))))
@@ -251,6 +311,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="20,200", help="MB, comma-separated")
     parser.add_argument("--stores", default="local,postgres,s3")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every store N times; report medians"
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--section", default="blobs", help="the docs section to write")
     args = parser.parse_args()
@@ -258,15 +321,22 @@ def main() -> None:
     info = machine()
     print(machine_line(info))
     busy0, wall0 = busy_cpu_seconds(), time.monotonic()
-    results: list[Result] = []
+    stores = args.stores.split(",")
+    rounds: list[list[Result]] = []
     with tempfile.TemporaryDirectory(prefix="inferq-bench-") as tmp:
-        for store in args.stores.split(","):
-            results += measure(store, sizes, Path(tmp))
+        for n in range(args.rounds):
+            one: list[Result] = []
+            for store in stores if n % 2 == 0 else stores[::-1]:
+                one += measure(store, sizes, Path(tmp))
+            rounds.append(one)
+    results = rounds[0] if args.rounds == 1 else median(rounds)
     wall = time.monotonic() - wall0
     # cores busy on average, this benchmark's processes included (one core's worth
     # of them at most, as they take turns)
     busy = (busy_cpu_seconds() - busy0) / wall
     result_table, notes = report(results), ratios(results)
+    if args.rounds > 1:
+        notes += " " + round_ratios(rounds)
     print()
     print(result_table)
     print()
@@ -278,9 +348,10 @@ def main() -> None:
     doc = "\n".join([
         machine_line(info),
         "",
-        f"One process per store and size; 1 MiB writes; reads in 64 KiB chunks; the "
-        f"whole run took {wall:.0f} s, cores busy on average {busy:.2f} (this benchmark "
-        f"and moto or PostgreSQL use up to about 1.5).{quiet}",
+        f"One process per store and size; 1 MiB writes; reads in 64 KiB chunks; "
+        f"{_rounds_line(args.rounds)}the whole run took {wall:.0f} s, cores busy on "
+        f"average {busy:.2f} (this benchmark and moto or PostgreSQL use up to about "
+        f"1.5).{quiet}",
         "",
         result_table,
         "",
