@@ -170,6 +170,17 @@ async def test_a_slow_answer_times_out(server: FakeServer) -> None:
         await wire.close()
 
 
+async def test_an_answer_that_is_not_http_is_a_protocol_error(server: FakeServer) -> None:
+    wire = Wire(httpx.URL(server.url), {}, connect_timeout=5)
+    server.answer = lambda body: b"SSH-2.0-OpenSSH_9.2\r\n\r\n"
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await wire.post("/x", b"{}", timeout=5)
+        assert wire._idle == []  # the connection is not kept
+    finally:
+        await wire.close()
+
+
 def test_a_proxy_in_the_environment_sends_the_calls_through_httpx(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -3,8 +3,9 @@
 httpx costs a node about 0.7 ms of CPU a request (its request and response models, its
 connection pool's locks, h11's parser): as much as the rest of the node's work for the
 thirty no-op jobs one report carries. The protocol's calls are all alike (POST a JSON
-body to one server, read a JSON answer), so they go over asyncio streams here, with
-httpx's own TLS settings, and fail with httpx's exceptions, so that the node handles
+body to one server, read a JSON answer), so they go over asyncio streams here, answers
+parsed by httptools (the C parser uvicorn serves with), with httpx's own TLS settings,
+and fail with httpx's exceptions, so that the node handles
 a lost server the same either way. Uploads still go through httpx, and so does
 everything when the environment names a proxy for the server (httpx honours it).
 """
@@ -16,12 +17,13 @@ import ssl
 import urllib.request
 from dataclasses import dataclass
 
+import httptools
 import httpx
 
 #: idle connections kept for the next calls
 KEEP_IDLE = 8
-#: the longest status line and headers read
-MAX_HEAD = 64 * 1024
+#: bytes read from the socket at a time
+READ_SIZE = 64 * 1024
 
 
 class _Stale(Exception):
@@ -98,7 +100,7 @@ class Wire:
             except TimeoutError:
                 conn.close()
                 raise httpx.ReadTimeout(f"no answer from the server in {timeout:.0f} s") from None
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            except (OSError, asyncio.IncompleteReadError) as exc:
                 conn.close()
                 raise httpx.ReadError(f"the connection to the server failed: {exc!r}") from exc
             except ValueError as exc:
@@ -126,7 +128,6 @@ class Wire:
                     self.port,
                     ssl=self.ssl_context,
                     server_hostname=self.host if self.tls else None,
-                    limit=MAX_HEAD,
                 )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"cannot connect to {self.host}:{self.port}") from None
@@ -138,40 +139,48 @@ class Wire:
     async def _exchange(conn: _Conn, request: bytes) -> tuple[int, bytes, bool]:
         conn.writer.write(request)
         await conn.writer.drain()
-        reader = conn.reader
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
-                raise _Stale from None
-            raise
-        lines = head[:-4].decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        status = int(rest.split(" ", 1)[0])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ValueError(f"a header line without a colon: {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            data = await _chunked(reader)
-        elif "content-length" in headers:
-            data = await reader.readexactly(int(headers["content-length"]))
-        elif status in (204, 304) or 100 <= status < 200:
-            data = b""
-        else:
-            data, keep = await reader.read(), False
-        return status, data, keep
+        answer = _Answer()
+        parser = answer.parser = httptools.HttpResponseParser(answer)
+        received = 0
+        while not answer.complete:
+            data = await conn.reader.read(READ_SIZE)
+            if not data:
+                if received == 0:
+                    raise _Stale
+                if answer.head_done and answer.until_close:
+                    break  # a body that the connection's end delimits
+                raise asyncio.IncompleteReadError(b"", None)
+            received += len(data)
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                raise ValueError(str(exc)) from None
+        return parser.get_status_code(), b"".join(answer.body), answer.complete and answer.keep
 
 
-async def _chunked(reader: asyncio.StreamReader) -> bytes:
-    parts: list[bytes] = []
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the end
-                pass
-            return b"".join(parts)
-        parts.append((await reader.readexactly(size + 2))[:-2])
+class _Answer:
+    """What httptools' parser reports of one answer."""
+
+    parser: httptools.HttpResponseParser
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.head_done = False
+        #: whether the connection may carry the next call (known once the head is read)
+        self.keep = False
+        self.until_close = True
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self.until_close = False
+
+    def on_headers_complete(self) -> None:
+        self.head_done = True
+        self.keep = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
