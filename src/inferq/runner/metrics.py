@@ -230,14 +230,16 @@ class Metrics:
     def job_ended(self, model: str, service_class: ServiceClass, outcome: str) -> None:
         self.jobs.labels(model, class_label(service_class), outcome).inc()
 
-    def node_reported(self, node: str, *, failed: bool, refused: str | None = None) -> None:
-        """A node reported a result (``failed``: an error) that was stored, or refused
-        with the error code ``refused`` (:data:`FENCED` codes count as lost)."""
+    def node_reported(
+        self, node: str, *, failed: bool, refused: str | None = None, count: int = 1
+    ) -> None:
+        """A node reported ``count`` results (``failed``: an error) that were stored, or
+        refused with the error code ``refused`` (:data:`FENCED` codes count as lost)."""
         if refused is None:
             outcome = "failed" if failed else "succeeded"
         else:
             outcome = "lost" if refused in FENCED else "refused"
-        self.node_jobs.labels(node, outcome).inc()
+        self.node_jobs.labels(node, outcome).inc(count)
 
     def job_ended_unrun(self, job: Job) -> None:
         """A job that ended (cancelled, expired) before a worker ran it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import mimetypes
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -187,9 +188,12 @@ async def results(body: Results, node: NodeDep, services: ServicesDep) -> Respon
     fates, jobs = await services.node_work.exchange(
         node, outcomes, session=body.session, free=body.free, running=body.running
     )
-    for outcome, fate in zip(outcomes, fates, strict=True):
-        refused = None if fate["ok"] else str(fate["code"])
-        services.metrics.node_reported(node.name, failed=outcome.error is not None, refused=refused)
+    kinds = Counter(
+        (outcome.error is not None, None if fate["ok"] else str(fate["code"]))
+        for outcome, fate in zip(outcomes, fates, strict=True)
+    )
+    for (failed, refused), count in kinds.items():
+        services.metrics.node_reported(node.name, failed=failed, refused=refused, count=count)
     count_claims(services, node, jobs)
     return answer({"results": fates, "jobs": [render_job(job) for job in jobs]})
 
