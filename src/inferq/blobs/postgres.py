@@ -38,6 +38,7 @@ from typing import Any
 
 from inferq.blobs.base import CHUNK, BlobStore, BlobWriter, check_key, span
 from inferq.core.errors import ConfigError, NotFound, StoreError, StoreUnavailable
+from inferq.drivers.postgres import import_asyncpg, unavailable_errors
 
 #: the size of every stored chunk but a blob's last
 CHUNK_BYTES = 1 << 20
@@ -65,14 +66,6 @@ def _load_queries() -> dict[str, str]:
 
 log = logging.getLogger("inferq.blobs")
 Q = _load_queries()
-
-
-def _import_asyncpg() -> Any:
-    try:
-        import asyncpg
-    except ImportError as exc:
-        raise ConfigError("the PostgreSQL blob store needs asyncpg: pip install asyncpg") from exc
-    return asyncpg
 
 
 class _PostgresWriter(BlobWriter):
@@ -180,7 +173,8 @@ class PostgresBlobs(BlobStore):
         self.grace = grace
         self.sweep_every = sweep_every
         self.clock = clock
-        self._asyncpg = _import_asyncpg()
+        self._asyncpg = import_asyncpg("the PostgreSQL blob store")
+        self._unavailable = unavailable_errors(self._asyncpg)
         self._pool: Any = None
         #: the connections chunk inserts go through: commits that do not wait for their
         #: WAL flush (``add_chunk``)
@@ -392,14 +386,7 @@ class PostgresBlobs(BlobStore):
         asyncpg = self._asyncpg
         try:
             yield
-        except (
-            OSError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.AdminShutdownError,
-            asyncpg.InternalClientError,
-        ) as exc:
+        except self._unavailable as exc:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise StoreError(f"PostgreSQL failed: {exc}") from exc

@@ -25,8 +25,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from inferq.core import fairness
-from inferq.core.errors import ConfigError, Conflict, StoreError, StoreUnavailable
+from inferq.core.errors import Conflict, StoreError, StoreUnavailable
 from inferq.core.models import Batch, Job, Lease, Result
+from inferq.drivers.postgres import import_asyncpg, unavailable_errors
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, drive_async
 from inferq.store.fair import waiting_of
@@ -45,14 +46,6 @@ RESCUE_EVERY = 1.0
 
 #: serialises schema migrations across processes (any constant shared by all)
 MIGRATION_LOCK = 0x1F0E7A
-
-
-def _import_asyncpg() -> Any:
-    try:
-        import asyncpg
-    except ImportError as exc:
-        raise ConfigError("the PostgreSQL store needs asyncpg: pip install asyncpg") from exc
-    return asyncpg
 
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -98,7 +91,8 @@ class PostgresExecutor:
         self.max_connections = max_connections
         self.server_settings = server_settings
         self._pool: Any = None
-        self._asyncpg = _import_asyncpg()
+        self._asyncpg = import_asyncpg("the PostgreSQL store")
+        self._unavailable = unavailable_errors(self._asyncpg)
         self._listener: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
@@ -132,16 +126,7 @@ class PostgresExecutor:
             return await fn(*args)
         except asyncpg.UniqueViolationError as exc:
             raise Conflict(f"already exists: {exc.detail or exc}") from exc
-        except (
-            OSError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.AdminShutdownError,
-            # what asyncpg raises on a connection the server cut while it sat idle in
-            # the pool (MagicStack/asyncpg#1069): the next request gets a fresh one
-            asyncpg.InternalClientError,
-        ) as exc:
+        except self._unavailable as exc:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
         except asyncpg.PostgresError as exc:
             raise StoreError(f"PostgreSQL failed: {exc}") from exc
