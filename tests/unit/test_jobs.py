@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from inferq.engines.fake import FAIL_TRIGGER, FakeEngine
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.worker import Worker, WorkerSettings
 from inferq.store.memory import MemoryStore
+from inferq.store.sqlite import SQLiteStore
 
 
 @dataclass
@@ -277,3 +279,60 @@ async def test_a_finished_job_makes_the_worker_claim_the_next_at_once(rig: Rig) 
     await rig.worker.start()
     done = [await wait(rig, job, timeout=5.0) for job in jobs]
     assert all(j.state is JobState.SUCCEEDED for j in done)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_watched_wait_takes_the_job_as_committed_without_reading_it_back(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscribed before the insert, a sync wait reads nothing back: this process's worker
+    hands over the finished job, equal to what the store holds once it committed it."""
+    store: MemoryStore | SQLiteStore = (
+        MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "jobs.db")
+    )
+    await store.open()
+    spec = ModelSpec(name="fake", engine="fake", context_length=64, slots=1)
+    registry = ModelRegistry({"fake": spec})
+    await registry.start()
+    events = JobEvents()
+    jobs = JobService(store=store, models=registry, events=events)
+    worker = Worker(
+        store=store,
+        registry=registry,
+        events=events,
+        settings=WorkerSettings(lease_seconds=3, poll_interval=0.05, tick=0.05),
+    )
+    await worker.start()
+    try:
+        reads: list[str] = []
+        real_get = store.get_job
+
+        async def counted(job_id: str, *, tenant: str | None) -> Job | None:
+            reads.append(job_id)
+            return await real_get(job_id, tenant=tenant)
+
+        for text in ("one two three", "four five"):
+            reads.clear()
+            job_id, sub = jobs.watch()
+            job = await jobs.submit(
+                tenant="t",
+                model="fake",
+                request=request(text),
+                origin="test",
+                info={"mine": 1},
+                job_id=job_id,
+                timeout=5,
+            )
+            monkeypatch.setattr(store, "get_job", counted)
+            done = await jobs.wait(
+                job.id, tenant="t", deadline=job.deadline_at or 0, watching=(sub, job)
+            )
+            assert reads == []
+            monkeypatch.undo()
+            assert done.state is JobState.SUCCEEDED
+            assert done == await store.get_job(job.id, tenant="t")
+            assert not events._subs  # the wait closed its subscription
+    finally:
+        await worker.stop()
+        await registry.close()
+        await store.close()

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from inferq.api.deps import Services
 from inferq.core.errors import (
@@ -20,6 +21,7 @@ from inferq.core.errors import (
     NotFound,
     PromptTooLong,
 )
+from inferq.core.events import Subscription
 from inferq.core.models import ApiKey, Job
 from inferq.core.models import Request as CoreRequest
 from inferq.core.service import JobService
@@ -44,7 +46,13 @@ class SyncBody(Protocol):
 
 
 async def submit_sync(
-    services: Services, caller: ApiKey, body: SyncBody, request: CoreRequest, *, origin: str
+    services: Services,
+    caller: ApiKey,
+    body: SyncBody,
+    request: CoreRequest,
+    *,
+    origin: str,
+    job_id: str | None = None,
 ) -> Job:
     """Queue a sync request (most urgent class), due by its timeout or the server's."""
     return await services.jobs.submit(
@@ -55,7 +63,27 @@ async def submit_sync(
         service_class=ServiceClass.INTERACTIVE,
         priority=body.priority,
         timeout=body.timeout or services.settings.sync_timeout,
+        job_id=job_id,
     )
+
+
+#: a job submitted by :func:`submit_watched`, with the subscription to its events
+Watched = tuple[Job, Subscription]
+
+
+async def submit_watched(
+    services: Services, caller: ApiKey, body: SyncBody, request: CoreRequest, *, origin: str
+) -> Watched:
+    """:func:`submit_sync`, subscribed to the job's events before it is inserted, so the
+    wait for it (:func:`wait_for_client` with ``watching``) starts without reading the
+    store back. The wait closes the subscription; so does a failed submit."""
+    job_id, sub = services.jobs.watch()
+    try:
+        job = await submit_sync(services, caller, body, request, origin=origin, job_id=job_id)
+    except BaseException:
+        sub.close()
+        raise
+    return job, sub
 
 
 #: a stream that has sent nothing for this long sends an SSE comment, so that clients and
@@ -126,14 +154,20 @@ class ClientGone(Exception):
     """The client closed the connection before its sync request finished."""
 
 
-async def wait_for_client(request: Request, jobs: JobService, job: Job) -> Job:
+async def wait_for_client(
+    request: Request, jobs: JobService, job: Job, *, sub: Subscription | None = None
+) -> Job:
     """Wait for a sync job; cancel it if the client disconnects first.
 
     Nothing cancels a plain handler when its client leaves, so a second task listens
     for ``http.disconnect`` (the body is already read, so nothing else arrives).
+    ``sub``: the job's subscription from :func:`submit_watched`, closed here.
     """
+    deadline = job.deadline_at or 0
     waiter = asyncio.ensure_future(
-        jobs.wait(job.id, tenant=job.tenant, deadline=job.deadline_at or 0)
+        jobs.wait(job.id, tenant=job.tenant, deadline=deadline)
+        if sub is None
+        else jobs.wait(job.id, tenant=job.tenant, deadline=deadline, watching=(sub, job))
     )
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
@@ -147,21 +181,44 @@ async def wait_for_client(request: Request, jobs: JobService, job: Job) -> Job:
         if not waiter.done():
             waiter.cancel()
             abandon(jobs, job)
+        if sub is not None:
+            # the wait closes it too, unless it was cancelled before it began
+            sub.close()
     if not waiter.done() or waiter.cancelled():  # cancelled above: it ends on its own
         raise ClientGone
     return waiter.result()
 
 
 async def answer_when_finished(
-    request: Request, jobs: JobService, job: Job, render: Callable[[Job], T]
+    request: Request,
+    jobs: JobService,
+    job: Job | Watched,
+    render: Callable[[Job], T],
 ) -> T | Response:
     """The answer to a sync request: ``render`` of its job once that succeeded (the error
-    its client should see otherwise), or 499 when the client leaves first."""
+    its client should see otherwise), or 499 when the client leaves first. ``job`` may
+    come from :func:`submit_sync` or :func:`submit_watched`. A rendered dict is sent
+    as JSON at once (:func:`json_answer`)."""
+    sub = None
+    if isinstance(job, tuple):
+        job, sub = job
     try:
-        done = await wait_for_client(request, jobs, job)
+        done = await wait_for_client(request, jobs, job, sub=sub)
     except ClientGone:
         return Response(status_code=499)
-    return render(finished_or_raise(done))
+    answer = render(finished_or_raise(done))
+    if isinstance(answer, dict):
+        return json_answer(answer)
+    return answer
+
+
+def json_answer(content: dict[str, Any]) -> Response:
+    """``content`` as the JSON response FastAPI would send for it, without FastAPI's walk
+    of the whole answer (``jsonable_encoder``) when it holds only JSON's own types."""
+    try:
+        return JSONResponse(content)
+    except TypeError:  # something only FastAPI's encoder knows how to write
+        return JSONResponse(jsonable_encoder(content))
 
 
 async def _disconnected(request: Request) -> None:

@@ -15,8 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-#: a text piece of a streamed generation; None marks the end of the job's run
-Event = str | None
+from inferq.core.models import Job
+
+#: a text piece of a streamed generation; None marks the end of the job's run, and so
+#: does the job as committed at its end, for a subscription that asked for it
+#: (``subscribe(..., finished=True)``) when this process's worker recorded the outcome
+Event = str | Job | None
 
 
 async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
@@ -49,6 +53,8 @@ class Subscription:
     job_id: str
     queue: asyncio.Queue[Event]
     _hub: JobEvents
+    #: take the job as committed at its end instead of None, where the worker has it
+    finished: bool = False
 
     async def next(self, timeout: float) -> Event | TimeoutError:
         """The next event, or a TimeoutError *value* when none came in time."""
@@ -100,8 +106,10 @@ class JobEvents:
 
     # -- API side ---------------------------------------------------------------
 
-    def subscribe(self, job_id: str) -> Subscription:
-        sub = Subscription(job_id, asyncio.Queue(), self)
+    def subscribe(self, job_id: str, *, finished: bool = False) -> Subscription:
+        """Events of ``job_id``; with ``finished``, its end comes as the job as committed
+        when this process's worker recorded it (None otherwise)."""
+        sub = Subscription(job_id, asyncio.Queue(), self, finished)
         if not self._subs.get(job_id) and self.relay is not None:
             self.relay.want(job_id)
         self._subs[job_id].append(sub)
@@ -159,11 +167,12 @@ class JobEvents:
             listener(job_id)
         self.job_ended(job_id)
 
-    def job_ended(self, job_id: str) -> None:
-        """The job's run ended (any outcome): waiters should read the store."""
+    def job_ended(self, job_id: str, finished: Job | None = None) -> None:
+        """The job's run ended (any outcome): waiters should read the store, or take
+        ``finished``, the job exactly as the worker committed it, when they asked for it."""
         if self.relay is not None:
             self.relay.ended(job_id)
         for sub in self._subs.get(job_id, ()):
-            sub.queue.put_nowait(None)
+            sub.queue.put_nowait(finished if sub.finished else None)
         for listener in self._ended_listeners:
             listener(job_id)

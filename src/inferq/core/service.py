@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
-from inferq.core.events import JobEvents
+from inferq.core.events import JobEvents, Subscription
 from inferq.core.inputs import check_priority
 from inferq.core.limits import QueueBounds, check_queue
 from inferq.core.models import (
@@ -183,11 +183,28 @@ class JobService:
         )
         return series(counts, since=since, until=until, bucket=bucket, now=now)
 
-    async def wait(self, job_id: str, *, tenant: str | None, deadline: float) -> Job:
-        """Wait until the job ends; on ``deadline`` expire it and raise."""
-        sub = self.events.subscribe(job_id)
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None,
+        deadline: float,
+        watching: tuple[Subscription, Job] | None = None,
+    ) -> Job:
+        """Wait until the job ends; on ``deadline`` expire it and raise.
+
+        ``watching``: a subscription to the job's events opened before the job could
+        end (before it was inserted, see :meth:`watch`) and the job as inserted; the
+        wait then starts from that job instead of reading the store, and closes the
+        subscription when it returns.
+        """
+        if watching is None:
+            sub = self.events.subscribe(job_id)
+            known: Job | None = None
+        else:
+            sub, known = watching
         try:
-            job = await self.get(job_id, tenant=tenant)
+            job = known if known is not None else await self.get(job_id, tenant=tenant)
             while not job.state.terminal:
                 remaining = deadline - self.clock()
                 if remaining <= 0:
@@ -197,10 +214,22 @@ class JobService:
                     # A piece of generated text: the job still runs. Reading the
                     # store for each token would only compete with the engine.
                     continue
+                if isinstance(event, Job):
+                    # this process's worker committed its end and handed the job over
+                    job = event
+                    continue
                 job = await self.get(job_id, tenant=tenant)
             return job
         finally:
             sub.close()
+
+    def watch(self) -> tuple[str, Subscription]:
+        """A new job id and a subscription to its events, for a caller that waits for the
+        job it is about to submit under that id: no event of the job can be missed, so
+        the wait needs no first read of the store (:meth:`wait`'s ``watching``). The
+        caller closes the subscription if the job is not submitted."""
+        job_id = str(uuid.uuid4())
+        return job_id, self.events.subscribe(job_id, finished=True)
 
     async def stream(
         self, job_id: str, *, tenant: str | None, deadline: float

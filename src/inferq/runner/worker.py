@@ -37,9 +37,10 @@ from inferq.core.models import (
     Lease,
     PayloadRequest,
     Result,
+    Usage,
 )
 from inferq.core.ports import JobQueue
-from inferq.core.states import ServiceClass
+from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.metrics import Metrics, class_label
@@ -79,7 +80,27 @@ class _Running:
     preempted: bool = False
     #: the tokens it processed, once its result is recorded (None: it did not succeed)
     processed: int | None = None
+    #: the job as its success was committed (for this process's waiters)
+    succeeded: Job | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def succeeded(job: Job, result: Result, now: float) -> Job:
+    """``job`` (as claimed) as the store's ``complete`` leaves it: what a waiter in this
+    process would read back."""
+    return job.evolve(
+        state=JobState.SUCCEEDED,
+        result=result,
+        info={**job.info, "progress": 1},
+        usage=Usage(
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+            cached_tokens=result.usage.cached_tokens,
+        ),
+        owner=None,
+        lease_expires_at=None,
+        finished_at=now,
+    )
 
 
 def new_owner_id() -> str:
@@ -261,7 +282,7 @@ class Worker:
             self.running.pop(job.id, None)
             self._count_slots(engine)
             self._slot_freed[job.model].set()
-            self.events.job_ended(job.id)
+            self.events.job_ended(job.id, run.succeeded)
 
     async def _hand_back(self, run: _Running) -> None:
         """A preempted job goes back to the queue, its partial output dropped."""
@@ -279,7 +300,9 @@ class Worker:
             log.info("job %s stopped: %s", run.job.id, run.abort.reason)
             self._count_stopped(run)
             return
-        if await self.store.complete(run.lease, result, now=self.clock()):
+        now = self.clock()
+        if await self.store.complete(run.lease, result, now=now):
+            run.succeeded = succeeded(run.job, result, now)
             self._count_end(run, "succeeded")
             model = run.job.model
             usage = result.usage

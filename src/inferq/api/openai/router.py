@@ -19,6 +19,7 @@ from inferq.api.sync import (
     answer_when_finished,
     event_stream,
     submit_sync,
+    submit_watched,
 )
 from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
@@ -34,12 +35,13 @@ async def chat_completions(
     chat = body.to_request()
     if body.stream:
         refuse_stream(chat)
-    job = await submit_sync(services, caller, body, chat, origin="openai")
     if body.stream:
+        job = await submit_sync(services, caller, body, chat, origin="openai")
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         events = _stream(services.jobs, job, include_usage=include_usage)
         return event_stream(framed(services.jobs, job, events))
-    return await answer_when_finished(request, services.jobs, job, render_completion)
+    watched = await submit_watched(services, caller, body, chat, origin="openai")
+    return await answer_when_finished(request, services.jobs, watched, render_completion)
 
 
 async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIterator[str]:
