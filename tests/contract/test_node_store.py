@@ -3,13 +3,18 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
+from inferq.core.models import Job, Lease, PayloadRequest, PayloadResult
+from inferq.core.node_messages import LeaseCompletes
 from inferq.core.nodes import NodeService, Seen, hash_token
+from inferq.core.states import JobState, ServiceClass
 from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
 from inferq.store.sqlite import SQLiteStore
@@ -87,13 +92,6 @@ async def test_what_nodes_report_is_listed(store: JobStore) -> None:
 async def test_a_batch_of_results_is_fenced_lease_by_lease(store: JobStore) -> None:
     """complete_leases (a node's report, one write): each lease's fence holds or fails on
     its own, as complete's does."""
-    import time
-    import uuid
-
-    from inferq.core.models import Job, Lease, PayloadRequest, PayloadResult
-    from inferq.core.node_messages import LeaseCompletes
-    from inferq.core.states import JobState, ServiceClass
-
     assert isinstance(store, LeaseCompletes)
     now = time.time()
     for _ in range(4):
