@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
 from inferq.core.events import TextRelay
 from inferq.core.fairness import Charge, Pick
+from inferq.core.futures import settle
 from inferq.core.models import Job
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive, many
@@ -164,16 +165,7 @@ _UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     # RuntimeError: the caller's loop has closed, so nobody is waiting.
     with contextlib.suppress(RuntimeError):
-        fut.get_loop().call_soon_threadsafe(_settle, fut, ok, value)
-
-
-def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+        fut.get_loop().call_soon_threadsafe(settle, fut, ok, value)
 
 
 class SQLiteExecutor:

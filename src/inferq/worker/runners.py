@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from inferq.core.errors import EngineError
+from inferq.core.futures import settle
 from inferq.core.models import ChatRequest, EmbedRequest, request_from_dict
 from inferq.engines.base import ABORTED, AbortSignal, Engine
 from inferq.worker.handler import Context, Handler, JobFailed
@@ -261,12 +262,7 @@ class HandlerThreads:
             done, self._done = self._done, []
             self._delivering = False
         for future, ok, outcome in done:
-            if future.done():
-                continue
-            if ok:
-                future.set_result(outcome)
-            else:
-                future.set_exception(outcome)
+            settle(future, ok, outcome)
 
     def close(self) -> None:
         """End the threads as their jobs end (daemons: a stuck one holds up no exit)."""
