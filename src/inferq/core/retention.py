@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from inferq.core.batch_format import BatchFormat
 from inferq.core.errors import InvalidRequest
@@ -33,6 +33,7 @@ from inferq.core.ports import BlobStore, RetentionStore, tenant_prefix
 from inferq.core.workflow_meta import DIALECT as WORKFLOWS
 
 log = logging.getLogger("inferq.retention")
+T = TypeVar("T")
 
 DAY = 86400.0
 #: the folders of blob keys that belong to one record (``<tenant>/<folder>/<id>/…``)
@@ -123,9 +124,7 @@ class RetentionService:
 
     async def expired_files(self, now: float) -> int:
         records = await self.store.expired_files(now=now, limit=self.limits.chunk)
-        for record in records:
-            await self.delete_file(record)
-        return len(records)
+        return await _delete_each(records, self.delete_file)
 
     async def delete_file(self, record: FileRecord) -> None:
         """The record, then its bytes (a crash between leaves an orphan, swept later)."""
@@ -135,9 +134,7 @@ class RetentionService:
 
     async def old_batches(self, cutoff: float) -> int:
         batches = await self.store.finished_batches(cutoff=cutoff, limit=self.limits.chunk)
-        for batch in batches:
-            await self.delete_batch(batch)
-        return len(batches)
+        return await _delete_each(batches, self.delete_batch)
 
     async def delete_batch(self, batch: Batch) -> None:
         """Its output files, its rows (in chunks), the record, then its workflow blobs."""
@@ -181,6 +178,13 @@ class RetentionService:
                 if created is not None and created < now - self.limits.orphan_age:
                     deleted += await self.blobs.delete(key)
         return deleted
+
+
+async def _delete_each(found: Sequence[T], delete: Callable[[T], Awaitable[None]]) -> int:
+    """Delete each of ``found`` in turn; how many that was."""
+    for item in found:
+        await delete(item)
+    return len(found)
 
 
 def record_of(key: str) -> str | None:
