@@ -42,24 +42,12 @@ WHERE (:tenant::text IS NULL OR tenant = :tenant)
 ORDER BY seq DESC
 LIMIT :limit;
 
--- name: fail_exhausted_leases
--- Running jobs whose worker vanished after their last allowed attempt. The store runs
--- this as the first part of claim (the exhausted CTE there); the statement alone is
--- kept for tests/acceptance/test_scale_out.py, which checks its plan.
-UPDATE jobs
-SET state = 'failed',
-    error = jsonb_build_object('code', 'worker_lost', 'message',
-        format('the worker running attempt %s of %s stopped renewing its lease',
-               attempt, max_attempts)),
-    owner = NULL, lease_expires_at = NULL, finished_at = :now
-WHERE state = 'running' AND lease_expires_at < :now AND attempt >= max_attempts;
-
 -- name: claim
 -- One statement: fail the running jobs whose worker vanished after their last allowed
--- attempt (fail_exhausted_leases), and claim the best queued jobs and the expired
--- leases with attempts left, merged in scheduling order and locked with SKIP LOCKED,
--- so concurrent workers never take the same row. A re-claimed job keeps its priority
--- and records why it was re-run.
+-- attempt (the exhausted CTE: SQLite's fail_exhausted_leases; test_scale_out.py checks
+-- its plan), and claim the best queued jobs and the expired leases with attempts left,
+-- merged in scheduling order and locked with SKIP LOCKED, so concurrent workers never
+-- take the same row. A re-claimed job keeps its priority and records why it was re-run.
 -- The fair claim (store/fair.py) runs it with :queued false, for the expired leases alone.
 WITH exhausted AS (
     UPDATE jobs
