@@ -23,7 +23,6 @@ from inferq.core.node_messages import NodeLimits
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import NodeService
 from inferq.core.service import JobService, ServiceLimits
-from inferq.core.workflow_run import WorkflowExecutor
 from inferq.core.workflows import Catalogue, WorkflowLimits, WorkflowService
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.engines.remote import embedder, kinds_of, replications_of
@@ -31,7 +30,7 @@ from inferq.runner.batches import BatchRunner
 from inferq.runner.metrics import Metrics
 from inferq.runner.operations import Operations, build_operations
 from inferq.runner.worker import Worker, WorkerSettings
-from inferq.runner.workflows import WorkflowRunner
+from inferq.runner.workflows import WorkflowRunner, executor_of
 from inferq.store import JobStore, create_store
 
 
@@ -223,13 +222,7 @@ async def open_runtime(
             batches.on_created(batch_runner.wake)
             workflow_runner = WorkflowRunner(
                 store=the_store,
-                executor=WorkflowExecutor(
-                    store=the_store,
-                    blobs=the_blobs,
-                    jobs=jobs,
-                    documents=documents,
-                    catalogue=plugins.workflows,
-                ),
+                executor=executor_of(workflows, jobs),
                 owner=worker.owner,
                 max_running=settings.workflow_max_running,
                 lease_seconds=settings.lease_seconds,

@@ -25,12 +25,11 @@ from inferq.core.events import JobEvents
 from inferq.core.models import Batch
 from inferq.core.service import JobService
 from inferq.core.states import JobState
-from inferq.core.workflow_run import WorkflowExecutor
 from inferq.core.workflows import InputFile, WorkflowService
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.retry import RetryPolicy
-from inferq.runner.workflows import WorkflowRunner
+from inferq.runner.workflows import WorkflowRunner, executor_of
 from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
 from inferq.store.sqlite import SQLiteStore
@@ -165,14 +164,7 @@ class Rig:
             clock=self.clock,
         )
         jobs = JobService(store=store, models=registry, events=JobEvents(), clock=self.clock)
-        self.executor = WorkflowExecutor(
-            store=store,
-            blobs=self.blobs,
-            jobs=jobs,
-            documents=docs,
-            catalogue=CATALOGUE,
-            clock=self.clock,
-        )
+        self.executor = executor_of(self.service, jobs)
         self.runner = WorkflowRunner(
             store=store,
             executor=self.executor,

@@ -25,12 +25,27 @@ from typing import Unpack
 
 from inferq.core.models import Batch
 from inferq.core.ports import BatchStore
+from inferq.core.service import JobService
 from inferq.core.states import JobState
 from inferq.core.workflow_meta import DIALECT
 from inferq.core.workflow_run import JobLost, WorkflowExecutor
+from inferq.core.workflows import WorkflowService
 from inferq.runner.periodic import RecordRunner, RunnerOptions
 
 log = logging.getLogger("inferq.workflows")
+
+
+def executor_of(service: WorkflowService, jobs: JobService) -> WorkflowExecutor:
+    """What runs the jobs ``service`` creates: on its store, blobs, documents, catalogue
+    and clock, their work on the engines submitted through ``jobs``."""
+    return WorkflowExecutor(
+        store=service.store,
+        blobs=service.blobs,
+        jobs=jobs,
+        documents=service.documents,
+        catalogue=service.catalogue,
+        clock=service.clock,
+    )
 
 
 class WorkflowRunner(RecordRunner):
