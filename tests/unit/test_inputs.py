@@ -77,6 +77,62 @@ def test_the_quick_pass_refuses_exactly_what_the_naming_walk_refuses(value: Any)
         inputs.check(deep)
 
 
+def reference_loads(data: bytes | str) -> Any:
+    """:func:`inputs.loads` as first written: ``json.loads`` with the hooks, then a full
+    :func:`inputs.check` of every value."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    inputs._check_nesting(text, "the body")
+    try:
+        value = json.loads(
+            text,
+            parse_constant=inputs._refuse_constant,
+            parse_float=inputs._finite_float,
+            parse_int=inputs._bounded_int,
+        )
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"the body: {exc.message}") from None
+    except json.JSONDecodeError as exc:
+        raise inputs.MalformedJson(
+            f"the body is not valid JSON ({exc.msg} at column {exc.colno})"
+        ) from None
+    inputs.check(value, what="the body")
+    return value
+
+
+@settings(max_examples=400)
+@given(VALUES, st.booleans(), st.booleans())
+def test_loads_answers_as_the_full_check_does(value: Any, ascii: bool, as_bytes: bool) -> None:
+    """loads() skips the walk over values when the text has no \\u escape (and is bytes or
+    ASCII): it must return and refuse exactly what json.loads and a full check would."""
+    try:
+        text = json.dumps(value, allow_nan=True, ensure_ascii=ascii)
+    except ValueError:  # an int too long for Python to write
+        return
+    try:
+        data: bytes | str = text.encode("utf-8") if as_bytes else text
+    except UnicodeEncodeError:  # a lone surrogate: only a str can carry it
+        data = text
+
+    def outcome(fn: Any) -> Any:
+        try:
+            return ("value", fn(data))
+        except InvalidRequest as exc:
+            return (type(exc), exc.message, exc.param)
+
+    assert repr(outcome(inputs.loads)) == repr(outcome(reference_loads))
+
+
+@pytest.mark.parametrize(
+    "data", ['\ufeff{"a": 1}', '\ufeff{"a": 1}'.encode(), '{"a": "\ud800"}', '["\x00"]']
+)
+def test_loads_refuses_what_json_loads_refuses_in_the_same_words(data: bytes | str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        inputs.loads(data)
+    with pytest.raises(InvalidRequest) as expected:
+        reference_loads(data)
+    assert caught.value.message == expected.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "names"),
     [
