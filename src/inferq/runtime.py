@@ -215,6 +215,7 @@ async def open_runtime(
                 metrics=the_metrics,
             )
             await worker.start()
+            jobs.offers = worker  # sync jobs claimed as they are stored (JobService.offers)
             batch_runner = BatchRunner(
                 batches=batches, owner=worker.owner, lease_seconds=settings.lease_seconds
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from inferq.core.models import (
     Lease,
     Usage,
 )
+from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
 from inferq.store import sqlite as sqlite_store
 from inferq.store.base import JobStore
@@ -140,6 +142,48 @@ async def test_claim_respects_limit_class_and_models(store: JobStore) -> None:
     assert await claim(store, max_class=ServiceClass.INTERACTIVE) == []
     got = await claim(store, limit=1, models=["m"])
     assert [j.id for j in got] == [a.id]
+
+
+@pytest.mark.parametrize("fair", [False, True])
+async def test_insert_and_claim_takes_the_new_job_when_its_turn_has_come(
+    store: JobStore, fair: bool
+) -> None:
+    order = ClaimOrder(owner="w1", limit=2, lease_seconds=LEASE, models=["m"], fair=fair)
+    new = make_job(service_class=ServiceClass.INTERACTIVE)
+    stored, claimed = await store.insert_and_claim(new, order, now=T0)
+    assert stored.id == new.id and stored.seq > 0 and stored.state is JobState.QUEUED
+    assert [(j.id, j.state, j.owner, j.attempt) for j in claimed] == [
+        (new.id, JobState.RUNNING, "w1", 1)
+    ]
+    assert claimed[0].lease_expires_at == T0 + LEASE
+    assert (await store.get_job(new.id, tenant=None)) == claimed[0]
+    assert await claim(store) == []
+
+
+@pytest.mark.parametrize("fair", [False, True])
+async def test_insert_and_claim_claims_in_scheduling_order(store: JobStore, fair: bool) -> None:
+    # the claim is the worker's usual one: more urgent work already queued goes first,
+    # and other models' jobs are left alone
+    await store.insert_job(make_job(model="other", service_class=ServiceClass.INTERACTIVE))
+    waiting = await store.insert_job(make_job(service_class=ServiceClass.INTERACTIVE))
+    order = ClaimOrder(owner="w1", limit=1, lease_seconds=LEASE, models=["m"], fair=fair)
+    stored, claimed = await store.insert_and_claim(
+        make_job(service_class=ServiceClass.INTERACTIVE), order, now=T0
+    )
+    assert [j.id for j in claimed] == [waiting.id]
+    left = await store.get_job(stored.id, tenant=None)
+    assert left is not None and left.state is JobState.QUEUED and left.owner is None
+
+
+async def test_insert_and_claim_of_a_taken_id_stores_and_claims_nothing(store: JobStore) -> None:
+    first = await store.insert_job(make_job())
+    order = ClaimOrder(owner="w1", limit=4, lease_seconds=LEASE)
+    twin = make_job(text="another")
+    with pytest.raises(Conflict):
+        await store.insert_and_claim(dataclasses.replace(twin, id=first.id), order, now=T0)
+    kept = await store.get_job(first.id, tenant=None)
+    assert kept == first
+    assert [j.id for j in await claim(store)] == [first.id]
 
 
 async def test_claim_skips_jobs_past_their_deadline(store: JobStore) -> None:

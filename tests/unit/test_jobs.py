@@ -72,6 +72,7 @@ async def rig(slots: int, token_delay: float) -> AsyncIterator[Rig]:
         events=events,
         settings=WorkerSettings(lease_seconds=3, poll_interval=0.05, tick=0.05),
     )
+    jobs.offers = worker  # as the runtime wires them
     yield Rig(store, registry, jobs, worker)
     await worker.stop()
     await registry.close()

@@ -54,7 +54,10 @@ async def submit_sync(
     origin: str,
     job_id: str | None = None,
 ) -> Job:
-    """Queue a sync request (most urgent class), due by its timeout or the server's."""
+    """Queue a sync request (most urgent class), due by its timeout or the server's.
+
+    With ``job_id`` (from :meth:`JobService.watch`: its events are watched already), it
+    starts at once where this process's worker has a free slot for it."""
     return await services.jobs.submit(
         tenant=caller.tenant,
         model=body.model,
@@ -64,6 +67,7 @@ async def submit_sync(
         priority=body.priority,
         timeout=body.timeout or services.settings.sync_timeout,
         job_id=job_id,
+        start_now=job_id is not None,
     )
 
 

@@ -23,6 +23,7 @@ Semantics every store keeps:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferq.core.blob_port import CHUNK as CHUNK
@@ -66,6 +67,18 @@ class JobLookup(Protocol):
         """Jobs matching ``flt``, newest first."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimOrder:
+    """A worker's claim, made in the transaction of a job's insert
+    (:meth:`JobQueue.insert_and_claim`): :meth:`JobQueue.claim`'s arguments but the time."""
+
+    owner: str
+    limit: int
+    lease_seconds: float
+    models: Collection[str] | None = None
+    fair: bool = False
+
+
 class JobQueue(JobLookup, FairShares, Protocol):
     """The durable priority queue: what clients submit, what workers lease."""
 
@@ -91,6 +104,15 @@ class JobQueue(JobLookup, FairShares, Protocol):
         With ``fair``, tenants share each class by weight (:mod:`inferq.core.fairness`):
         the expired leases first, then the waiting tenants' jobs, each tenant's in
         scheduling order, and the claiming tenants are charged for them.
+        """
+
+    async def insert_and_claim(
+        self, job: Job, order: ClaimOrder, *, now: float
+    ) -> tuple[Job, list[Job]]:
+        """:meth:`insert_job`, then :meth:`claim` as ``order`` says: the job as stored and
+        the jobs claimed (the new one among them only when its turn has come). Both in one
+        transaction where the store can (SQLite: one commit for the two); otherwise one
+        after the other. Nothing is stored when the insert fails.
         """
 
     async def renew_leases(self, leases: Sequence[Lease], *, until: float) -> set[str]:
@@ -372,3 +394,20 @@ class Store(
 
     async def ping(self) -> bool:
         """Whether the store answers a trivial query."""
+
+
+async def insert_then_claim(
+    store: JobQueue, job: Job, order: ClaimOrder, *, now: float
+) -> tuple[Job, list[Job]]:
+    """:meth:`JobQueue.insert_and_claim` for a store that cannot do both in one
+    transaction: the insert, then the claim."""
+    stored = await store.insert_job(job)
+    claimed = await store.claim(
+        owner=order.owner,
+        limit=order.limit,
+        now=now,
+        lease_seconds=order.lease_seconds,
+        models=order.models,
+        fair=order.fair,
+    )
+    return stored, claimed

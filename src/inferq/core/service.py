@@ -8,6 +8,7 @@ store (durably, before answering) and wakes workers through the event hub.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -29,7 +30,7 @@ from inferq.core.models import (
     QueueMetrics,
     Request,
 )
-from inferq.core.ports import JobQueue
+from inferq.core.ports import ClaimOrder, JobQueue
 from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
 from inferq.core.throughput import Series, series, window
 
@@ -49,6 +50,25 @@ class ModelCatalog(Protocol):
         """The configured model names."""
 
 
+class Offer(Protocol):
+    """A worker's next claim, handed to a submit to make with its insert."""
+
+    @property
+    def order(self) -> ClaimOrder: ...
+
+    def done(self, claimed: Sequence[Job]) -> None:
+        """Start the jobs the claim took (none when the insert failed); the offer ends."""
+
+
+class SlotOffers(Protocol):
+    """A worker in this process that can claim in the transaction of a new job's insert
+    (:class:`inferq.runner.worker.Worker`)."""
+
+    def offer(self, model: str) -> Offer | None:
+        """The claim to make now for ``model``, or None (no free slot of it here, or a
+        claim of it under way)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     max_attempts: int = 4
@@ -66,6 +86,9 @@ class JobService:
     #: told of each job that ended before any worker ran it (cancelled or expired while
     #: queued): a worker counts the ends of what it runs, this counts the others
     ended_unrun: Callable[[Job], None] | None = None
+    #: this process's worker: a sync job it has a free slot for is claimed in the
+    #: transaction that stores it (one commit, no wait for the claim loop)
+    offers: SlotOffers | None = None
 
     async def submit(
         self,
@@ -80,11 +103,15 @@ class JobService:
         inputs: dict[str, Any] | None = None,
         timeout: float | None = None,
         job_id: str | None = None,
+        start_now: bool = False,
     ) -> Job:
         """Validate and durably queue a job; return it once committed.
 
         ``job_id`` (a new UUID when None) lets a caller subscribe to the job's events
-        before any worker can claim it.
+        before any worker can claim it. ``start_now``: a sync job whose caller has done
+        so (:meth:`watch`) is claimed in its insert's transaction when this process's
+        worker has a free slot for it (:attr:`offers`), so it may start, and send its
+        first events, before this returns.
         """
         check_priority(priority)
         self.models.validate(model, request)
@@ -105,17 +132,35 @@ class JobService:
             max_attempts=self.limits.max_attempts,
             deadline_at=now + timeout if timeout is not None else None,
         )
+        offer = None
+        if start_now and self.offers is not None and service_class is ServiceClass.INTERACTIVE:
+            offer = self.offers.offer(model)
+        if offer is not None:
+            return await self._insert_claiming(job, offer, now)
         stored = await self.store.insert_job(job)
-        log.info(
-            "job %s queued (tenant=%s model=%s class=%s priority=%d)",
-            job.id,
-            tenant,
-            model,
-            service_class.name.lower(),
-            priority,
-        )
+        _log_queued(stored)
         self.events.job_submitted()
         return stored
+
+    async def _insert_claiming(self, job: Job, offer: Offer, now: float) -> Job:
+        """Store ``job`` with the claim ``offer`` makes (one transaction where the store
+        can). The claimed jobs start once it commits, even when this caller is cancelled
+        meanwhile; the workers of other processes are woken only if the new job waits."""
+        stored = asyncio.ensure_future(self.store.insert_and_claim(job, offer.order, now=now))
+
+        def committed(task: asyncio.Future[tuple[Job, list[Job]]]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                offer.done(())
+                return
+            inserted, claimed = task.result()
+            _log_queued(inserted)
+            offer.done(claimed)
+            if all(j.id != job.id for j in claimed):
+                self.events.job_submitted()
+
+        stored.add_done_callback(committed)
+        inserted, _ = await asyncio.shield(stored)
+        return inserted
 
     async def get(self, job_id: str, *, tenant: str | None) -> Job:
         job = await self.store.get_job(job_id, tenant=tenant)
@@ -286,6 +331,17 @@ class JobService:
         log.info("job %s expired at its deadline", job.id)
         self.events.job_cancelled(job.id)
         raise DeadlineExceeded(f"the request did not finish within its deadline (job {job.id})")
+
+
+def _log_queued(job: Job) -> None:
+    log.info(
+        "job %s queued (tenant=%s model=%s class=%s priority=%d)",
+        job.id,
+        job.tenant,
+        job.model,
+        job.service_class.name.lower(),
+        job.priority,
+    )
 
 
 def _rest(text: str, streamed: str) -> str:

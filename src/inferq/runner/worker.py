@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from inferq.core import log_context
@@ -39,7 +39,7 @@ from inferq.core.models import (
     Result,
     Usage,
 )
-from inferq.core.ports import JobQueue
+from inferq.core.ports import ClaimOrder, JobQueue
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
 from inferq.engines.registry import ModelRegistry
@@ -85,6 +85,19 @@ class _Running:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A worker's claim handed to a submit (:meth:`Worker.offer`)."""
+
+    worker: Worker
+    engine: Engine
+    order: ClaimOrder
+
+    def done(self, claimed: Sequence[Job]) -> None:
+        """Start the jobs the claim took (none when the insert failed); the offer ends."""
+        self.worker._offer_ended(self.engine, claimed)
+
+
 def succeeded(job: Job, result: Result, now: float) -> Job:
     """``job`` (as claimed) as the store's ``complete`` leaves it: what a waiter in this
     process would read back."""
@@ -128,6 +141,12 @@ class Worker:
         self.running: dict[str, _Running] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._slot_freed: dict[str, asyncio.Event] = {}
+        self._engines: dict[str, Engine] = {}
+        #: engines with a claim under way (the claim loop's or an offer's): one at a time,
+        #: so that together they never claim more jobs than the engine has free slots
+        self._claiming: set[str] = set()
+        #: engines whose claim loop waits for an offer to end
+        self._deferred: set[str] = set()
         #: what ended jobs cost, by tenant, not yet settled in the store
         self._unsettled: dict[str, Settlement] = {}
 
@@ -139,6 +158,7 @@ class Worker:
             # Set when work is submitted *and* when a slot of this engine frees: a loop
             # idle because only its reserved slot was free must look again at once.
             self._slot_freed[engine.spec.name] = self.events.waker()
+            self._engines[engine.spec.name] = engine
             self.metrics.slots(engine.spec.name, busy=0, total=engine.slots)
             self._loops.append(asyncio.create_task(self._claim_loop(engine)))
         self._loops.append(asyncio.create_task(self._monitor_loop()))
@@ -148,6 +168,7 @@ class Worker:
         """Stop claiming, abort what runs, and hand those jobs back at once."""
         await cancel_and_wait(*self._loops)
         self._loops.clear()
+        self._engines.clear()  # no more offers
         running = list(self.running.values())
         for run in running:
             run.abort.set("worker stopping")
@@ -164,30 +185,83 @@ class Worker:
         name = engine.spec.name
         waker = self._slot_freed[name]
         while True:
-            mine = [r for r in self.running.values() if r.job.model == name and not r.preempted]
+            mine = self._mine(name)
             free = engine.slots - len(mine)
             waker.clear()
+            if name in self._claiming:  # a submit claims for this engine (see offer)
+                self._deferred.add(name)
+                await waker.wait()
+                continue
+            self._claiming.add(name)
+            jobs: list[Job] | None
             try:
                 if free <= 0:
-                    if not await self._preempt(engine, mine):
-                        await waker.wait()
-                    continue
-                jobs = await self.store.claim(
-                    owner=self.owner,
-                    limit=free,
-                    now=self.clock(),
-                    lease_seconds=self.settings.lease_seconds,
-                    models=[name],
-                    fair=self.settings.fair,
-                )
+                    jobs = None if await self._preempt(engine, mine) else []
+                else:
+                    jobs = await self.store.claim(
+                        owner=self.owner,
+                        limit=free,
+                        now=self.clock(),
+                        lease_seconds=self.settings.lease_seconds,
+                        models=[name],
+                        fair=self.settings.fair,
+                    )
             except Exception:
                 log.exception("claim failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
                 continue
+            finally:
+                self._claiming.discard(name)
+            if jobs is None:  # a preemption started a more urgent job: look again
+                continue
             for job in jobs:
                 self._start(engine, job)
             if not jobs:
-                await wait_event(waker, self.settings.poll_interval)
+                # every slot busy: until one frees (or work comes); else a poll's wait
+                await (
+                    waker.wait() if free <= 0 else wait_event(waker, self.settings.poll_interval)
+                )
+
+    def _mine(self, model: str) -> list[_Running]:
+        """The jobs running on ``model``'s engine, those already stopped for others aside."""
+        return [r for r in self.running.values() if r.job.model == model and not r.preempted]
+
+    def offer(self, model: str) -> _Offer | None:
+        """The claim this worker would make next for ``model``, to be made in the
+        transaction that stores a new job (:meth:`inferq.core.service.JobService.submit`):
+        the new job starts without waiting for the claim loop and its commit. None when
+        the model does not run here, no slot of it is free, or a claim of it is under way.
+        Until the offer ends, the claim loop of that engine does not claim."""
+        engine = self._engines.get(model)
+        if engine is None or model in self._claiming:
+            return None
+        free = engine.slots - len(self._mine(model))
+        if free <= 0:
+            return None
+        self._claiming.add(model)
+        order = ClaimOrder(
+            owner=self.owner,
+            limit=free,
+            lease_seconds=self.settings.lease_seconds,
+            models=[model],
+            fair=self.settings.fair,
+        )
+        return _Offer(self, engine, order)
+
+    def _offer_ended(self, engine: Engine, claimed: Sequence[Job]) -> None:
+        name = engine.spec.name
+        self._claiming.discard(name)
+        if claimed and name not in self._engines:
+            # the worker stopped meanwhile: their leases run out and another worker runs them
+            log.info(
+                "worker stopped: %d jobs it had just claimed wait for their leases", len(claimed)
+            )
+            return
+        for job in claimed:
+            self._start(engine, job)
+        if name in self._deferred:  # the claim loop waited for this offer: it goes on
+            self._deferred.discard(name)
+            self._slot_freed[name].set()
 
     async def _preempt(self, engine: Engine, mine: list[_Running]) -> bool:
         """With every slot busy, make room for more urgent work if there is any.

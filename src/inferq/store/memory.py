@@ -24,7 +24,7 @@ from inferq.core.models import (
     QueueMetrics,
     Result,
 )
-from inferq.core.ports import Store
+from inferq.core.ports import ClaimOrder, Store, insert_then_claim
 from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
@@ -139,6 +139,11 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
                 self.jobs[job.id] = leased
                 claimed.append(leased)
             return claimed
+
+    async def insert_and_claim(
+        self, job: Job, order: ClaimOrder, *, now: float
+    ) -> tuple[Job, list[Job]]:
+        return await insert_then_claim(self, job, order, now=now)
 
     def _held(self, lease: Lease) -> Job | None:
         job = self.jobs.get(lease.job_id)

@@ -30,7 +30,7 @@ from inferq.core.models import (
     QueueMetrics,
     Result,
 )
-from inferq.core.ports import Store
+from inferq.core.ports import ClaimOrder, Store, insert_then_claim
 from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 from inferq.store import rows
@@ -104,20 +104,17 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         models: Collection[str] | None = None,
         fair: bool = False,
     ) -> list[Job]:
-        params = {
-            "owner": owner,
-            "limit": limit,
-            "now": now,
-            "lease_until": now + lease_seconds,
-            "max_class": int(max_class),
-            "models": sorted(models) if models is not None else None,
-            "queued": True,
-        }
+        order = ClaimOrder(
+            owner=owner, limit=limit, lease_seconds=lease_seconds, models=models, fair=fair
+        )
+        params = claim_params(order, now=now, max_class=max_class)
         found = await (self._claim_fair(params) if fair else self._claim(params))
-        claimed = [rows.row_to_job(r) for r in found]
-        if not fair:
-            claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
-        return claimed
+        return claimed_jobs(found, fair=fair)
+
+    async def insert_and_claim(
+        self, job: Job, order: ClaimOrder, *, now: float
+    ) -> tuple[Job, list[Job]]:
+        return await insert_then_claim(self, job, order, now=now)
 
     async def _claim(self, params: Params) -> list[Row]:
         """The claimed rows: the ``claim`` query fails the exhausted leases and claims."""
@@ -431,6 +428,27 @@ def _delete_batch(params: Params) -> Steps[bool]:
 
 
 # -- parameters ---------------------------------------------------------------------------
+
+
+def claim_params(order: ClaimOrder, *, now: float, max_class: ServiceClass) -> Params:
+    """The parameters of the claim queries."""
+    return {
+        "owner": order.owner,
+        "limit": order.limit,
+        "now": now,
+        "lease_until": now + order.lease_seconds,
+        "max_class": int(max_class),
+        "models": sorted(order.models) if order.models is not None else None,
+        "queued": True,
+    }
+
+
+def claimed_jobs(found: Sequence[Row], *, fair: bool) -> list[Job]:
+    """The claimed rows as jobs, in scheduling order (the fair claim's order as it is)."""
+    claimed = [rows.row_to_job(r) for r in found]
+    if not fair:
+        claimed.sort(key=lambda j: (int(j.service_class), -j.priority, j.seq))
+    return claimed
 
 
 def job_exists(job: Job) -> Conflict:

@@ -32,12 +32,14 @@ from inferq.core.events import TextRelay
 from inferq.core.fairness import Charge, Pick
 from inferq.core.futures import settle
 from inferq.core.models import Job
+from inferq.core.ports import ClaimOrder
+from inferq.core.states import ServiceClass
 from inferq.store import rows
-from inferq.store.executor import Params, Step, Steps, count, drive, many
+from inferq.store.executor import Params, Step, Steps, count, drive, many, one
 from inferq.store.fair import fair_claim
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
-from inferq.store.sql_store import SqlStore
+from inferq.store.sql_store import SqlStore, claim_params, claimed_jobs, job_exists
 from inferq.store.sqlite_bus import Bus, available
 
 T = TypeVar("T")
@@ -315,6 +317,15 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
     async def _claim(self, params: Params) -> list[Row]:
         return await self.db.atomic(_claim(params))
 
+    async def insert_and_claim(
+        self, job: Job, order: ClaimOrder, *, now: float
+    ) -> tuple[Job, list[Job]]:
+        """The insert and the claim in one transaction: one commit for both."""
+        params = claim_params(order, now=now, max_class=ServiceClass.BATCH)
+        claim = _claim_fair(params) if order.fair else _claim(params)
+        seq, found = await self.db.atomic(_insert_then(job, claim))
+        return job.evolve(seq=seq), claimed_jobs(found, fair=order.fair)
+
     async def _claim_fair(self, params: Params) -> list[Row]:
         return await self.db.atomic(_claim_fair(params))
 
@@ -333,6 +344,15 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
             total += changed
             if changed < ROW_CHUNK:
                 return total
+
+
+def _insert_then(job: Job, claim: Steps[list[Row]]) -> Steps[tuple[int, list[Row]]]:
+    """Insert ``job`` (its seq), then the claim's steps (their rows)."""
+    row = yield one("insert_job", rows.job_params(job))
+    if row is None:  # ON CONFLICT (id) DO NOTHING
+        raise job_exists(job)
+    found: list[Row] = yield from claim
+    return int(row["seq"]), found
 
 
 def _claim(params: Params) -> Steps[list[Row]]:

@@ -1,0 +1,163 @@
+"""A sync job that this process's worker has a free slot for is claimed in the
+transaction that stores it (JobService.offers, Worker.offer): one commit, no wait for the
+claim loop, and never more jobs running than the engine has slots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inferq.core.events import JobEvents
+from inferq.core.models import ChatMessage, ChatRequest, Job, JobFilter
+from inferq.core.service import JobService
+from inferq.core.states import JobState, ServiceClass
+from inferq.engines.base import ModelSpec
+from inferq.engines.fake import FakeEngine
+from inferq.engines.registry import ModelRegistry
+from inferq.runner.worker import Worker, WorkerSettings
+from inferq.store.sqlite import SQLiteStore
+
+
+@dataclass
+class Rig:
+    store: SQLiteStore
+    jobs: JobService
+    worker: Worker
+    engine: FakeEngine
+    calls: list[str]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    slots, token_delay = getattr(request, "param", (1, 0.0))
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    calls: list[str] = []
+    for name in ("insert_job", "claim", "insert_and_claim"):
+        real = getattr(store, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kw)
+
+        setattr(store, name, counted)
+    spec = ModelSpec(
+        name="fake",
+        engine="fake",
+        context_length=64,
+        slots=slots,
+        options={"token_delay": token_delay},
+    )
+    registry = ModelRegistry({"fake": spec})
+    await registry.start()
+    events = JobEvents()
+    jobs = JobService(store=store, models=registry, events=events)
+    # no poll for 30 s: every claim below is one an event or a submit asked for
+    settings = WorkerSettings(lease_seconds=30, poll_interval=30, tick=0.05)
+    worker = Worker(store=store, registry=registry, events=events, settings=settings)
+    await worker.start()
+    jobs.offers = worker
+    engine = registry.get("fake")
+    assert isinstance(engine, FakeEngine)
+    await asyncio.sleep(0.05)  # the claim loop's first (empty) claim
+    calls.clear()
+    yield Rig(store, jobs, worker, engine, calls)
+    await worker.stop()
+    await registry.close()
+    await store.close()
+
+
+async def submit(
+    rig: Rig, text: str, service_class: ServiceClass, *, start_now: bool = True
+) -> Job:
+    return await rig.jobs.submit(
+        tenant="t",
+        model="fake",
+        request=ChatRequest(messages=(ChatMessage("user", text),), max_tokens=8),
+        origin="test",
+        service_class=service_class,
+        timeout=10,
+        start_now=start_now,
+    )
+
+
+async def wait(rig: Rig, job: Job) -> Job:
+    return await rig.jobs.wait(job.id, tenant="t", deadline=time.time() + 10)
+
+
+async def test_a_sync_job_is_claimed_as_it_is_stored(rig: Rig) -> None:
+    job = await submit(rig, "one two", ServiceClass.INTERACTIVE)
+    assert job.state is JobState.QUEUED and job.seq > 0  # as inserted
+    done = await wait(rig, job)
+    assert done.state is JobState.SUCCEEDED and done.attempt == 1
+    assert done.result is not None and done.result.text == "echo: one two"
+    # the claim went with the insert; the claim loop only looks for more work once the
+    # slot is free again
+    assert rig.calls[0] == "insert_and_claim"
+    assert rig.calls[1:] in ([], ["claim"])
+    assert done.claimed_at == done.created_at
+    assert rig.engine.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("service_class", "start_now"),
+    [(ServiceClass.ASYNC, True), (ServiceClass.INTERACTIVE, False)],
+)
+async def test_queued_work_and_unwatched_jobs_are_not_claimed_with_the_insert(
+    rig: Rig, service_class: ServiceClass, start_now: bool
+) -> None:
+    # a stream subscribes once its submit returned: its job must not start before
+    job = await submit(rig, "one two", service_class, start_now=start_now)
+    done = await wait(rig, job)
+    assert done.state is JobState.SUCCEEDED
+    assert rig.calls[:2] == ["insert_job", "claim"]  # the claim loop, woken by the submit
+    assert "insert_and_claim" not in rig.calls
+
+
+@pytest.mark.parametrize("rig", [(1, 0.01)], indirect=True)
+async def test_concurrent_sync_jobs_never_run_more_than_the_slots(rig: Rig) -> None:
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, len(rig.worker.running))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        jobs = await asyncio.gather(
+            *(submit(rig, f"job {n} a b", ServiceClass.INTERACTIVE) for n in range(6))
+        )
+        done = [await wait(rig, job) for job in jobs]
+    finally:
+        watcher.cancel()
+    assert all(j.state is JobState.SUCCEEDED and j.attempt == 1 for j in done)
+    assert [j.result.text for j in done if j.result is not None] == [
+        f"echo: job {n} a b" for n in range(6)
+    ]
+    assert most == 1
+    assert rig.engine.calls == 6  # each ran once
+    assert rig.calls.count("insert_and_claim") >= 1
+
+
+async def test_a_claimed_job_runs_even_when_its_submitter_is_cancelled(rig: Rig) -> None:
+    submitting = asyncio.create_task(submit(rig, "left alone", ServiceClass.INTERACTIVE))
+    await asyncio.sleep(0)  # the insert is on its way to the store
+    submitting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await submitting
+    for _ in range(500):
+        stored = await rig.store.list_jobs(JobFilter(tenant="t"))
+        if stored and stored[0].state.terminal:
+            break
+        await asyncio.sleep(0.01)
+    assert [(j.state, j.attempt) for j in stored] == [(JobState.SUCCEEDED, 1)]
+    assert rig.engine.calls == 1
+    assert rig.calls[0] == "insert_and_claim"  # started by the offer, not by a claim
