@@ -105,6 +105,18 @@ async def test_a_sync_job_is_claimed_as_it_is_stored(rig: Rig) -> None:
     assert rig.engine.calls == 1
 
 
+async def test_back_to_back_sync_jobs_wait_for_the_loops_claim_and_go_with_their_insert(
+    rig: Rig,
+) -> None:
+    # each job's end makes the claim loop look for more work; the next submit, arriving
+    # while that claim is under way, waits for it instead of taking the slow path
+    for n in range(20):
+        done = await wait(rig, await submit(rig, f"job {n}", ServiceClass.INTERACTIVE))
+        assert done.state is JobState.SUCCEEDED
+    assert rig.calls.count("insert_and_claim") == 20
+    assert "insert_job" not in rig.calls
+
+
 @pytest.mark.parametrize(
     ("service_class", "start_now"),
     [(ServiceClass.ASYNC, True), (ServiceClass.INTERACTIVE, False)],

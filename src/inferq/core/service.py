@@ -64,9 +64,9 @@ class SlotOffers(Protocol):
     """A worker in this process that can claim in the transaction of a new job's insert
     (:class:`inferq.runner.worker.Worker`)."""
 
-    def offer(self, model: str) -> Offer | None:
-        """The claim to make now for ``model``, or None (no free slot of it here, or a
-        claim of it under way)."""
+    async def offer(self, model: str) -> Offer | None:
+        """The claim to make now for ``model``, or None (it does not run here, no slot of
+        it is free, or another claim of it is under way for long)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +134,7 @@ class JobService:
         )
         offer = None
         if start_now and self.offers is not None and service_class is ServiceClass.INTERACTIVE:
-            offer = self.offers.offer(model)
+            offer = await self.offers.offer(model)
         if offer is not None:
             return await self._insert_claiming(job, offer, now)
         stored = await self.store.insert_job(job)

@@ -47,6 +47,9 @@ from inferq.runner.metrics import Metrics, class_label
 
 log = logging.getLogger("inferq.worker")
 
+#: the longest a submit's offer waits for a claim of the engine under way (seconds)
+OFFER_WAIT = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -145,6 +148,8 @@ class Worker:
         #: engines with a claim under way (the claim loop's or an offer's): one at a time,
         #: so that together they never claim more jobs than the engine has free slots
         self._claiming: set[str] = set()
+        #: set whenever a claim of that engine ends
+        self._claim_ended: dict[str, asyncio.Event] = {}
         #: engines whose claim loop waits for an offer to end
         self._deferred: set[str] = set()
         #: what ended jobs cost, by tenant, not yet settled in the store
@@ -159,6 +164,7 @@ class Worker:
             # idle because only its reserved slot was free must look again at once.
             self._slot_freed[engine.spec.name] = self.events.waker()
             self._engines[engine.spec.name] = engine
+            self._claim_ended[engine.spec.name] = asyncio.Event()
             self.metrics.slots(engine.spec.name, busy=0, total=engine.slots)
             self._loops.append(asyncio.create_task(self._claim_loop(engine)))
         self._loops.append(asyncio.create_task(self._monitor_loop()))
@@ -211,7 +217,7 @@ class Worker:
                 await asyncio.sleep(self.settings.poll_interval)
                 continue
             finally:
-                self._claiming.discard(name)
+                self._claim_over(name)
             if jobs is None:  # a preemption started a more urgent job: look again
                 continue
             for job in jobs:
@@ -226,14 +232,29 @@ class Worker:
         """The jobs running on ``model``'s engine, those already stopped for others aside."""
         return [r for r in self.running.values() if r.job.model == model and not r.preempted]
 
-    def offer(self, model: str) -> _Offer | None:
+    def _claim_over(self, name: str) -> None:
+        self._claiming.discard(name)
+        self._claim_ended[name].set()
+
+    async def offer(self, model: str) -> _Offer | None:
         """The claim this worker would make next for ``model``, to be made in the
         transaction that stores a new job (:meth:`inferq.core.service.JobService.submit`):
-        the new job starts without waiting for the claim loop and its commit. None when
-        the model does not run here, no slot of it is free, or a claim of it is under way.
-        Until the offer ends, the claim loop of that engine does not claim."""
+        the new job starts without waiting for the claim loop and its commit. A claim of
+        the engine under way (such as the loop's look for more work when a job ended)
+        is waited for, briefly. None when the model does not run here, no slot of it is
+        free, or that claim takes longer. Until the offer ends, the claim loop of that
+        engine does not claim."""
         engine = self._engines.get(model)
-        if engine is None or model in self._claiming:
+        if engine is None:
+            return None
+        while model in self._claiming:
+            ended = self._claim_ended[model]
+            ended.clear()
+            try:
+                await asyncio.wait_for(ended.wait(), OFFER_WAIT)
+            except TimeoutError:
+                return None
+        if model not in self._engines:  # stopped meanwhile
             return None
         free = engine.slots - len(self._mine(model))
         if free <= 0:
@@ -250,7 +271,7 @@ class Worker:
 
     def _offer_ended(self, engine: Engine, claimed: Sequence[Job]) -> None:
         name = engine.spec.name
-        self._claiming.discard(name)
+        self._claim_over(name)
         if claimed and name not in self._engines:
             # the worker stopped meanwhile: their leases run out and another worker runs them
             log.info(
