@@ -84,7 +84,9 @@ class ChatRequest:
             dataclasses.asdict(self.response_format) if self.response_format else None
         )
         data["tools"] = [dataclasses.asdict(t) for t in self.tools]
-        data["tool_choice"] = dataclasses.asdict(self.tool_choice)
+        # its fields are text: asdict's deep copy of them would only cost time
+        choice = self.tool_choice
+        data["tool_choice"] = {name: getattr(choice, name) for name in _TOOL_CHOICE_FIELDS}
         return data
 
     @classmethod
@@ -99,6 +101,8 @@ class ChatRequest:
         return cls(**values)
 
 
+#: the fields of a ToolChoice, as a request stores them
+_TOOL_CHOICE_FIELDS = tuple(f.name for f in dataclasses.fields(ToolChoice))
 #: the fields of a ChatRequest that are stored as they are
 _REQUEST_SCALARS = tuple(
     f.name
