@@ -117,9 +117,9 @@ async def get_job(node: NodeDep, services: ServicesDep) -> dict[str, Any]:
     }
 
 
-async def header_node(request: Request, services: ServicesDep) -> Node | None:
+async def header_node(request: Request) -> Node | None:
     """The node of the token in the headers; None when they carry none."""
-    return None if api_key_from(request) is None else await get_node(request, services)
+    return None if api_key_from(request) is None else await get_node(request)
 
 
 @router.post("/worker/update_result")
