@@ -86,6 +86,7 @@ from inferq.blobs import MemoryBlobs
 from inferq.config import Settings
 from inferq.core.events import JobEvents
 from inferq.core.models import ChatMessage, ChatRequest, Lease
+from inferq.core.ports import ClaimOrder
 from inferq.core.service import JobService
 from inferq.core.states import ServiceClass
 from inferq.engines.base import AbortSignal, ModelSpec
@@ -507,14 +508,8 @@ async def claim_loop(backend: str, args: Args, jobs: int) -> list[float]:
         samples: list[float] = []
         while True:
             t0 = time.perf_counter()
-            claimed = await store.claim(
-                owner="bench",
-                limit=args.slots,
-                now=time.time(),
-                lease_seconds=30.0,
-                max_class=ServiceClass.BATCH,
-                models=[MODEL],
-            )
+            order = ClaimOrder(owner="bench", limit=args.slots, lease_seconds=30.0, models=[MODEL])
+            claimed = await store.claim(order, now=time.time(), max_class=ServiceClass.BATCH)
             samples.append(time.perf_counter() - t0)
             if not claimed:
                 break

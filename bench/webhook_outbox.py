@@ -32,6 +32,7 @@ from pathlib import Path
 import asyncpg
 
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Lease, Usage
+from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.webhooks import Endpoint
 from inferq.store.base import JobStore
@@ -99,7 +100,9 @@ async def one_run(
             await store.insert_endpoint(endpoint)
         for _ in range(jobs):
             await store.insert_job(job())
-        claimed = await store.claim(owner="w", limit=jobs, now=time.time(), lease_seconds=600)
+        claimed = await store.claim(
+            ClaimOrder(owner="w", limit=jobs, lease_seconds=600), now=time.time()
+        )
         queue: asyncio.Queue[Job] = asyncio.Queue()
         for j in claimed:
             queue.put_nowait(j)

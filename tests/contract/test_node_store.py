@@ -14,6 +14,7 @@ from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, N
 from inferq.core.models import Job, Lease, PayloadRequest, PayloadResult
 from inferq.core.node_messages import LeaseCompletes
 from inferq.core.nodes import NodeService, Seen, hash_token
+from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
 from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
@@ -108,7 +109,7 @@ async def test_a_batch_of_results_is_fenced_lease_by_lease(store: JobStore) -> N
                 created_at=now,
             )
         )
-    jobs = await store.claim(owner="node:a:s", limit=4, now=now, lease_seconds=30)
+    jobs = await store.claim(ClaimOrder(owner="node:a:s", limit=4, lease_seconds=30), now=now)
     assert len(jobs) == 4
     done = PayloadResult(outputs={"ok": True})
     leases = [Lease(j.id, "node:a:s", j.attempt) for j in jobs]

@@ -82,8 +82,16 @@ def make_job(
     )
 
 
-async def claim(store: JobStore, limit: int = 10, now: float = T0, **kw: object) -> list[Job]:
-    return await store.claim(owner="w1", limit=limit, now=now, lease_seconds=LEASE, **kw)  # type: ignore[arg-type]
+async def claim(
+    store: JobStore,
+    limit: int = 10,
+    now: float = T0,
+    max_class: ServiceClass = ServiceClass.BATCH,
+    models: list[str] | None = None,
+    fair: bool = False,
+) -> list[Job]:
+    order = ClaimOrder(owner="w1", limit=limit, lease_seconds=LEASE, models=models, fair=fair)
+    return await store.claim(order, now=now, max_class=max_class)
 
 
 def lease_of(job: Job) -> Lease:
@@ -255,7 +263,7 @@ async def test_expired_lease_is_reclaimed_with_priority_and_error(store: JobStor
     low = await store.insert_job(make_job(priority=0))
     (first,) = await claim(store, limit=1)
     later = T0 + LEASE + 1
-    reclaimed = await store.claim(owner="w2", limit=1, now=later, lease_seconds=LEASE)
+    reclaimed = await store.claim(ClaimOrder(owner="w2", limit=1, lease_seconds=LEASE), now=later)
     assert [j.id for j in reclaimed] == [first.id]  # priority 1 beats the queued priority 0
     job = reclaimed[0]
     assert job.attempt == 2 and job.owner == "w2" and job.retries == 1
@@ -271,17 +279,22 @@ async def test_renewed_lease_is_not_reclaimed(store: JobStore) -> None:
     (job,) = await claim(store)
     held = await store.renew_leases([lease_of(job)], until=T0 + 2 * LEASE)
     assert held == {job.id}
-    assert await store.claim(owner="w2", limit=1, now=T0 + LEASE + 1, lease_seconds=LEASE) == []
+    assert (
+        await store.claim(ClaimOrder(owner="w2", limit=1, lease_seconds=LEASE), now=T0 + LEASE + 1)
+        == []
+    )
 
 
 async def test_attempts_run_out_and_the_last_error_is_kept(store: JobStore) -> None:
     job = await store.insert_job(make_job(max_attempts=2))
     now = T0
     for attempt in (1, 2):
-        (got,) = await store.claim(owner=f"w{attempt}", limit=1, now=now, lease_seconds=LEASE)
+        (got,) = await store.claim(
+            ClaimOrder(owner=f"w{attempt}", limit=1, lease_seconds=LEASE), now=now
+        )
         assert got.attempt == attempt
         now += LEASE + 1
-    assert await store.claim(owner="w3", limit=1, now=now, lease_seconds=LEASE) == []
+    assert await store.claim(ClaimOrder(owner="w3", limit=1, lease_seconds=LEASE), now=now) == []
     failed = await store.get_job(job.id, tenant=None)
     assert failed is not None
     assert failed.state is JobState.FAILED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 from inferq.core.models import FileRecord, JobError
+from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.webhooks import (
     DEFAULT_KINDS,
@@ -47,7 +48,10 @@ async def test_a_job_that_ends_writes_one_outbox_entry_for_a_tenant_with_endpoin
     failed = await store.insert_job(make_job(tenant="t1"))
     other = await store.insert_job(make_job(tenant="t2"))  # no endpoint: no entry
     sync = await store.insert_job(make_job(tenant="t1", service_class=ServiceClass.INTERACTIVE))
-    claimed = {j.id: j for j in await store.claim(owner="w", limit=10, now=T0, lease_seconds=LEASE)}
+    claimed = {
+        j.id: j
+        for j in await store.claim(ClaimOrder(owner="w", limit=10, lease_seconds=LEASE), now=T0)
+    }
     assert await store.complete(lease_of(claimed[done.id]), RESULT, now=T0 + 1)
     assert await store.fail(
         lease_of(claimed[failed.id]), JobError("x", "boom"), now=T0 + 1, retry=False
@@ -76,7 +80,9 @@ async def test_cancels_expiries_and_clears_write_entries_and_a_retry_does_not(
     assert [j.id for j in await store.cancel_queued(tenant="t1", model="m2", now=T0 + 11)] == [
         cleared.id
     ]
-    [job] = await store.claim(owner="w", limit=1, now=T0 + 12, lease_seconds=LEASE, models={"m3"})
+    [job] = await store.claim(
+        ClaimOrder(owner="w", limit=1, lease_seconds=LEASE, models={"m3"}), now=T0 + 12
+    )
     assert await store.fail(lease_of(job), JobError("x", "again"), now=T0 + 13, retry=True)
     # cancelling it again changes nothing and writes nothing
     await store.finish(cancelled.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0 + 14)
@@ -248,7 +254,7 @@ async def test_purge_jobs_deletes_old_finished_jobs_only(store: JobStore) -> Non
     await store.finish(old.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0)
     await store.finish(node.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0)
     await store.finish(young.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0 + 500)
-    await store.claim(owner="w", limit=1, now=T0, lease_seconds=LEASE, models={"busy"})
+    await store.claim(ClaimOrder(owner="w", limit=1, lease_seconds=LEASE, models={"busy"}), now=T0)
     workflow, _ = await store.insert_batch(make_batch(dialect="unstructured"))
     # the node job waits while its tenant has an open workflow job
     assert await store.purge_jobs(cutoff=T0 + 100, limit=10, workflow_origin="unstructured") == 1

@@ -24,6 +24,7 @@ from inferq.core.errors import InvalidRequest
 from inferq.core.events import JobEvents
 from inferq.core.files import FileService, LineCounter, blob_key
 from inferq.core.models import Batch
+from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ModelSpec
 from inferq.engines.fake import FAIL_TRIGGER
@@ -169,7 +170,7 @@ async def test_interrupted_validation_and_finalization_are_redone_exactly(
     partial = await rig.store.batch_counts(tenant=TENANT, batch_id="b1")
     assert partial.total == 3
     assert (await rig.batches.get("b1", tenant=TENANT)).state is JobState.VALIDATING
-    claimable = await rig.store.claim(owner="x", limit=10, now=0.0, lease_seconds=1)
+    claimable = await rig.store.claim(ClaimOrder(owner="x", limit=10, lease_seconds=1), now=0.0)
     assert claimable == []  # unvalidated rows are never handed out
 
     async def held() -> bool:
@@ -282,7 +283,7 @@ async def test_rows_of_two_batches_are_claimed_round_robin(rig: Rig) -> None:
     await rig.create(await rig.upload([row(n) for n in range(1, 6)]), batch_id="first")
     await rig.create(await rig.upload([row(n) for n in range(1, 6)]), batch_id="second")
     await rig.runner.turn()
-    claimed = await rig.store.claim(owner="w", limit=4, now=0.0, lease_seconds=60)
+    claimed = await rig.store.claim(ClaimOrder(owner="w", limit=4, lease_seconds=60), now=0.0)
     assert all(job.service_class is ServiceClass.BATCH for job in claimed)
     order = [(job.batch_id, job.batch_line) for job in claimed]
     assert order == [("first", 1), ("second", 1), ("first", 2), ("second", 2)]

@@ -13,6 +13,7 @@ import pytest
 from inferq.core.errors import Conflict, DeadlineExceeded, InvalidRequest, NotFound
 from inferq.core.events import JobEvents
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job
+from inferq.core.ports import ClaimOrder
 from inferq.core.service import JobService, ServiceLimits
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ModelSpec
@@ -239,7 +240,9 @@ async def test_engine_error_fails_without_retry(rig: Rig) -> None:
 async def test_job_of_a_dead_worker_is_reclaimed_and_done_once(rig: Rig) -> None:
     job = await submit(rig)
     # a worker that claimed the job and died: its lease simply runs out
-    (claimed,) = await rig.store.claim(owner="dead", limit=1, now=time.time() - 10, lease_seconds=1)
+    (claimed,) = await rig.store.claim(
+        ClaimOrder(owner="dead", limit=1, lease_seconds=1), now=time.time() - 10
+    )
     assert claimed.id == job.id
     await rig.worker.start()
     done = await wait(rig, job)

@@ -20,6 +20,7 @@ from inferq.core.node_messages import Held, NodeLimits
 from inferq.core.node_replicas import Replication, child_ids
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import Node, NodeService
+from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.engines.remote import replications_of
@@ -258,9 +259,8 @@ async def test_the_sweep_inserts_the_children_a_crash_left_out(world: World) -> 
     a = await world.node("a")
     job = await world.submit()
     # a server took the job and stopped before inserting its children
-    [taken] = await world.store.claim(
-        owner="replicas:gone", limit=1, now=world.clock.now, lease_seconds=1e6, models=[MODEL]
-    )
+    order = ClaimOrder(owner="replicas:gone", limit=1, lease_seconds=1e6, models=[MODEL])
+    [taken] = await world.store.claim(order, now=world.clock.now)
     assert taken.id == job.id
     [child] = await world.claim(a)
     assert child.id in child_ids(job.id, 3)

@@ -201,9 +201,9 @@ async def test_an_exchange_sends_its_claim_with_its_results(world: World) -> Non
     claim_asked = asyncio.Event()
     claim, complete = world.store.claim, world.store.complete
 
-    async def claim_then_signal(**kwargs: Any) -> list[Job]:
+    async def claim_then_signal(*args: Any, **kwargs: Any) -> list[Job]:
         claim_asked.set()
-        return await claim(**kwargs)
+        return await claim(*args, **kwargs)
 
     async def complete_after_claim(*args: Any, **kwargs: Any) -> bool:
         await asyncio.wait_for(claim_asked.wait(), 5)

@@ -32,6 +32,7 @@ from inferq.config import Settings
 from inferq.core.events import JobEvents
 from inferq.core.keys import KeyService
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Lease, Usage
+from inferq.core.ports import ClaimOrder
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.structured import Tool, ToolCall, ToolChoice
@@ -550,13 +551,15 @@ async def test_a_run_that_ends_in_another_process_restarts_the_text_from_the_end
             got.append(event)
 
     reader = asyncio.create_task(read())
-    [first] = await store.claim(owner="w1", limit=1, now=time.time(), lease_seconds=30)
+    [first] = await store.claim(ClaimOrder(owner="w1", limit=1, lease_seconds=30), now=time.time())
     for piece in ("one ", "two ", "thr"):
         events.relayed_text(job_id, piece)  # from the worker's process; no end of run here
     await asyncio.sleep(0.7)
     assert await store.requeue(Lease(job_id, "w1", first.attempt))
     await asyncio.sleep(0.01)
-    [again] = await store.claim(owner="w2", limit=1, now=time.time() + 1, lease_seconds=30)
+    [again] = await store.claim(
+        ClaimOrder(owner="w2", limit=1, lease_seconds=30), now=time.time() + 1
+    )
     await asyncio.sleep(0.7)  # the follower reads the store meanwhile
     for piece in ("one ", "two ", "three ", "four"):
         events.relayed_text(job_id, piece)

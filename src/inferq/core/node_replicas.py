@@ -113,16 +113,8 @@ class Replicas:
     async def _claim(
         self, owner: str, model: str, limit: int, max_class: ServiceClass
     ) -> list[Job]:
-        store, limits = self.work.store, self.work.limits
-        return await store.claim(
-            owner=owner,
-            limit=limit,
-            now=self.work.clock(),
-            lease_seconds=limits.lease_seconds,
-            max_class=max_class,
-            models=[model],
-            fair=self.work.fair,
-        )
+        order = self.work.order(owner, model, limit)
+        return await self.work.store.claim(order, now=self.work.clock(), max_class=max_class)
 
     async def _children(self, ask: Ask, count: int) -> list[Job]:
         mine: list[Job] = []

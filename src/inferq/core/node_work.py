@@ -64,7 +64,7 @@ from inferq.core.node_messages import (
 from inferq.core.node_pull import PullNodes
 from inferq.core.node_replicas import Ask, Embedder, Replicas, Replication
 from inferq.core.nodes import Node, NodeService
-from inferq.core.ports import BlobStore, JobQueue
+from inferq.core.ports import BlobStore, ClaimOrder, JobQueue
 from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.nodes")
@@ -131,6 +131,16 @@ class NodeWork:
     @staticmethod
     def owner(node: Node, session: str) -> str:
         return f"node:{node.id}:{check_session(session)}"
+
+    def order(self, owner: str, model: str, limit: int) -> ClaimOrder:
+        """A node's claim of up to ``limit`` jobs of ``model`` (or of a replica's)."""
+        return ClaimOrder(
+            owner=owner,
+            limit=limit,
+            lease_seconds=self.limits.lease_seconds,
+            models=[model],
+            fair=self.fair,
+        )
 
     # -- hello and claims ----------------------------------------------------------
 
@@ -199,15 +209,8 @@ class NodeWork:
                     ask = Ask(node, owner, name, max_class, plan)
                     jobs += await self.replicas.claim(ask, count)
                     continue
-                jobs += await self.store.claim(
-                    owner=owner,
-                    limit=count,
-                    now=self.clock(),
-                    lease_seconds=self.limits.lease_seconds,
-                    max_class=max_class,
-                    models=[name],
-                    fair=self.fair,
-                )
+                order = self.order(owner, name, count)
+                jobs += await self.store.claim(order, now=self.clock(), max_class=max_class)
             remaining = deadline - self.clock()
             if jobs or not wanted or remaining <= 0:
                 if len(self._handed) > MAX_HANDED:

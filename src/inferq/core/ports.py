@@ -69,8 +69,8 @@ class JobLookup(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimOrder:
-    """A worker's claim, made in the transaction of a job's insert
-    (:meth:`JobQueue.insert_and_claim`): :meth:`JobQueue.claim`'s arguments but the time."""
+    """What a worker claims (:meth:`JobQueue.claim`): up to ``limit`` jobs of ``models``
+    (None: any), leased to ``owner`` for ``lease_seconds``, in fair order with ``fair``."""
 
     owner: str
     limit: int
@@ -89,19 +89,12 @@ class JobQueue(JobLookup, FairShares, Protocol):
         """
 
     async def claim(
-        self,
-        *,
-        owner: str,
-        limit: int,
-        now: float,
-        lease_seconds: float,
-        max_class: ServiceClass = ServiceClass.BATCH,
-        models: Collection[str] | None = None,
-        fair: bool = False,
+        self, order: ClaimOrder, *, now: float, max_class: ServiceClass = ServiceClass.BATCH
     ) -> list[Job]:
-        """Lease up to ``limit`` claimable jobs to ``owner``, in scheduling order.
+        """Lease up to ``order.limit`` claimable jobs of ``order.models`` (None: any) and of
+        classes up to ``max_class`` to ``order.owner``, in scheduling order.
 
-        With ``fair``, tenants share each class by weight (:mod:`inferq.core.fairness`):
+        With ``order.fair``, tenants share each class by weight (:mod:`inferq.core.fairness`):
         the expired leases first, then the waiting tenants' jobs, each tenant's in
         scheduling order, and the claiming tenants are charged for them.
         """
@@ -402,12 +395,4 @@ async def insert_then_claim(
     """:meth:`JobQueue.insert_and_claim` for a store that cannot do both in one
     transaction: the insert, then the claim."""
     stored = await store.insert_job(job)
-    claimed = await store.claim(
-        owner=order.owner,
-        limit=order.limit,
-        now=now,
-        lease_seconds=order.lease_seconds,
-        models=order.models,
-        fair=order.fair,
-    )
-    return stored, claimed
+    return stored, await store.claim(order, now=now)

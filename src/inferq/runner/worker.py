@@ -47,9 +47,6 @@ from inferq.runner.metrics import Metrics, class_label
 
 log = logging.getLogger("inferq.worker")
 
-#: the longest a submit's offer waits for a claim of the engine under way (seconds)
-OFFER_WAIT = 0.05
-
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -63,6 +60,8 @@ class WorkerSettings:
     #: claim in fair order among tenants (:mod:`inferq.core.fairness`), settling what
     #: each tenant's ended jobs cost at every tick
     fair: bool = False
+    #: the longest a submit's offer (:meth:`Worker.offer`) waits for a claim under way
+    offer_wait: float = 0.05
 
     @property
     def heartbeat_every(self) -> float:
@@ -204,14 +203,7 @@ class Worker:
                 if free <= 0:
                     jobs = None if await self._preempt(engine, mine) else []
                 else:
-                    jobs = await self.store.claim(
-                        owner=self.owner,
-                        limit=free,
-                        now=self.clock(),
-                        lease_seconds=self.settings.lease_seconds,
-                        models=[name],
-                        fair=self.settings.fair,
-                    )
+                    jobs = await self.store.claim(self._order(name, free), now=self.clock())
             except Exception:
                 log.exception("claim failed; retrying")
                 await asyncio.sleep(self.settings.poll_interval)
@@ -251,7 +243,7 @@ class Worker:
             ended = self._claim_ended[model]
             ended.clear()
             try:
-                await asyncio.wait_for(ended.wait(), OFFER_WAIT)
+                await asyncio.wait_for(ended.wait(), self.settings.offer_wait)
             except TimeoutError:
                 return None
         if model not in self._engines:  # stopped meanwhile
@@ -260,14 +252,16 @@ class Worker:
         if free <= 0:
             return None
         self._claiming.add(model)
-        order = ClaimOrder(
+        return _Offer(self, engine, self._order(model, free))
+
+    def _order(self, model: str, limit: int) -> ClaimOrder:
+        return ClaimOrder(
             owner=self.owner,
-            limit=free,
+            limit=limit,
             lease_seconds=self.settings.lease_seconds,
             models=[model],
             fair=self.settings.fair,
         )
-        return _Offer(self, engine, order)
 
     def _offer_ended(self, engine: Engine, claimed: Sequence[Job]) -> None:
         name = engine.spec.name
@@ -298,13 +292,9 @@ class Worker:
             return False
         victim = max(victims, key=lambda r: (r.job.service_class, -r.job.priority, r.job.seq))
         jobs = await self.store.claim(
-            owner=self.owner,
-            limit=1,
+            self._order(engine.spec.name, 1),
             now=self.clock(),
-            lease_seconds=self.settings.lease_seconds,
             max_class=ServiceClass(victim.job.service_class - 1),
-            models=[engine.spec.name],
-            fair=self.settings.fair,
         )
         if not jobs:
             return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from inferq.core.errors import Conflict
@@ -89,16 +89,9 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
         return found[: flt.limit]
 
     async def claim(
-        self,
-        *,
-        owner: str,
-        limit: int,
-        now: float,
-        lease_seconds: float,
-        max_class: ServiceClass = ServiceClass.BATCH,
-        models: Collection[str] | None = None,
-        fair: bool = False,
+        self, order: ClaimOrder, *, now: float, max_class: ServiceClass = ServiceClass.BATCH
     ) -> list[Job]:
+        owner, limit, models = order.owner, order.limit, order.models
         async with self._lock:
             candidates: list[Job] = []
             for job in list(self.jobs.values()):
@@ -123,7 +116,7 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
                             job.evolve(error=lease_expired_error(job.attempt, job.max_attempts))
                         )
             candidates.sort(key=claim_order)
-            if fair:  # the expired leases first, then the tenants' jobs in fair order
+            if order.fair:  # the expired leases first, then the tenants' jobs in fair order
                 rescued = [job for job in candidates if job.state is JobState.RUNNING][:limit]
                 queued = [job for job in candidates if job.state is JobState.QUEUED]
                 candidates = rescued + self.fair_pick(queued, limit - len(rescued))
@@ -133,7 +126,7 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
                     state=JobState.RUNNING,
                     owner=owner,
                     attempt=job.attempt + 1,
-                    lease_expires_at=now + lease_seconds,
+                    lease_expires_at=now + order.lease_seconds,
                     claimed_at=now,
                 )
                 self.jobs[job.id] = leased

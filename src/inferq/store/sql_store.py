@@ -12,7 +12,7 @@ groups into one statement.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from inferq.core.errors import Conflict, StoreError
@@ -94,22 +94,11 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         return [rows.row_to_job(r) for r in await self.db.fetch_all("list_jobs", params)]
 
     async def claim(
-        self,
-        *,
-        owner: str,
-        limit: int,
-        now: float,
-        lease_seconds: float,
-        max_class: ServiceClass = ServiceClass.BATCH,
-        models: Collection[str] | None = None,
-        fair: bool = False,
+        self, order: ClaimOrder, *, now: float, max_class: ServiceClass = ServiceClass.BATCH
     ) -> list[Job]:
-        order = ClaimOrder(
-            owner=owner, limit=limit, lease_seconds=lease_seconds, models=models, fair=fair
-        )
         params = claim_params(order, now=now, max_class=max_class)
-        found = await (self._claim_fair(params) if fair else self._claim(params))
-        return claimed_jobs(found, fair=fair)
+        found = await (self._claim_fair(params) if order.fair else self._claim(params))
+        return claimed_jobs(found, fair=order.fair)
 
     async def insert_and_claim(
         self, job: Job, order: ClaimOrder, *, now: float
