@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
@@ -81,9 +81,18 @@ async def submit_watched(
     """:func:`submit_sync`, subscribed to the job's events before it is inserted, so the
     wait for it (:func:`wait_for_client` with ``watching``) starts without reading the
     store back. The wait closes the subscription; so does a failed submit."""
-    job_id, sub = services.jobs.watch()
+    return await watched(
+        services.jobs,
+        lambda job_id: submit_sync(services, caller, body, request, origin=origin, job_id=job_id),
+    )
+
+
+async def watched(jobs: JobService, submit: Callable[[str], Awaitable[Job]]) -> Watched:
+    """``submit`` of a job under a new id, subscribed to that job's events first (see
+    :func:`submit_watched`); the subscription is closed if the submit fails."""
+    job_id, sub = jobs.watch()
     try:
-        job = await submit_sync(services, caller, body, request, origin=origin, job_id=job_id)
+        job = await submit(job_id)
     except BaseException:
         sub.close()
         raise

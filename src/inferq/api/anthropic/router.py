@@ -19,6 +19,7 @@ from inferq.api.sync import (
     event_stream,
     finished_or_raise,
     submit_sync,
+    submit_watched,
 )
 from inferq.core.errors import InferqError, public
 from inferq.core.models import ChatRequest, Job
@@ -32,10 +33,11 @@ router = APIRouter(prefix="/v1/messages", tags=["anthropic"])
 async def create_message(
     body: MessagesRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    job = await submit_sync(services, caller, body, body.to_request(), origin="anthropic")
     if body.stream:
+        job = await submit_sync(services, caller, body, body.to_request(), origin="anthropic")
         return event_stream(_stream(services.jobs, job))
-    return await answer_when_finished(request, services.jobs, job, t.render_message)
+    watched = await submit_watched(services, caller, body, body.to_request(), origin="anthropic")
+    return await answer_when_finished(request, services.jobs, watched, t.render_message)
 
 
 @router.post("/count_tokens")

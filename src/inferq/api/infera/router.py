@@ -12,7 +12,7 @@ from inferq.api.chat import render_completion
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
 from inferq.api.infera.translate import render_completion_time, render_result
-from inferq.api.sync import answer_when_finished
+from inferq.api.sync import answer_when_finished, watched
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ApiKey, ChatRequest, Job
 from inferq.core.states import ServiceClass
@@ -37,8 +37,10 @@ async def _submit(
     max_tokens: int | None,
     service_class: ServiceClass,
     timeout: float | None = None,
+    job_id: str | None = None,
 ) -> Job:
-    """Queue an Infera chat request as a job."""
+    """Queue an Infera chat request as a job; under ``job_id``, a sync one whose events
+    are watched already (:func:`inferq.api.sync.watched`), which may start at once."""
     chat = ChatRequest(
         messages=tuple(m.to_core() for m in body.messages),
         max_tokens=max_tokens,
@@ -51,6 +53,8 @@ async def _submit(
         origin="infera",
         service_class=service_class,
         timeout=timeout,
+        job_id=job_id,
+        start_now=job_id is not None,
     )
 
 
@@ -86,13 +90,17 @@ async def chat_completions(
     body: ChatCompletionsRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
     timeout = float(body.request_timeout_time or services.settings.sync_timeout)
-    job = await _submit(
-        services,
-        caller,
-        body,
-        max_tokens=body.max_tokens,
-        service_class=ServiceClass.INTERACTIVE,
-        timeout=timeout,
+    job = await watched(
+        services.jobs,
+        lambda job_id: _submit(
+            services,
+            caller,
+            body,
+            max_tokens=body.max_tokens,
+            service_class=ServiceClass.INTERACTIVE,
+            timeout=timeout,
+            job_id=job_id,
+        ),
     )
     return await answer_when_finished(request, services.jobs, job, render_completion)
 

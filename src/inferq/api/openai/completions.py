@@ -122,6 +122,11 @@ async def completions(
 ) -> dict[str, Any] | Response:
     body.check()
     requests = [body.to_request(p) for p in body.prompts()]
+    if len(requests) == 1 and not body.stream:
+        watched = await sync.submit_watched(services, caller, body, requests[0], origin="openai")
+        return await sync.answer_when_finished(
+            request, services.jobs, watched, lambda job: render_text_completion([job], body)
+        )
     jobs = [
         await sync.submit_sync(services, caller, body, core, origin="openai") for core in requests
     ]

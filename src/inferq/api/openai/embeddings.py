@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import CallerDep, ServicesDep
-from inferq.api.sync import ClientGone, finished_or_raise, submit_sync, wait_for_client
+from inferq.api.sync import ClientGone, finished_or_raise, submit_watched, wait_for_client
 from inferq.core.errors import InvalidRequest, PromptTooLong
 from inferq.core.models import EmbedRequest, EmbedResult, Job
 
@@ -88,9 +88,9 @@ async def create_embeddings(
     dimensions = services.registry.get(body.model).dimensions
     if body.dimensions is not None and dimensions is not None and body.dimensions != dimensions:
         raise _wrong_dimensions(body.model, body.dimensions, dimensions)
-    job = await submit_sync(services, caller, body, embed_request, origin="openai")
+    job, sub = await submit_watched(services, caller, body, embed_request, origin="openai")
     try:
-        done = await wait_for_client(request, services.jobs, job)
+        done = await wait_for_client(request, services.jobs, job, sub=sub)
     except ClientGone:
         return Response(status_code=499)
     try:
