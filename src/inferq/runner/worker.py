@@ -16,6 +16,7 @@ lease, so a job re-claimed by another worker cannot be overwritten by this one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -43,6 +44,7 @@ from inferq.core.ports import ClaimOrder, JobQueue
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
 from inferq.engines.registry import ModelRegistry
+from inferq.runner.claims import EngineClaims, Offer
 from inferq.runner.metrics import Metrics, class_label
 
 log = logging.getLogger("inferq.worker")
@@ -87,19 +89,6 @@ class _Running:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class _Offer:
-    """A worker's claim handed to a submit (:meth:`Worker.offer`)."""
-
-    worker: Worker
-    engine: Engine
-    order: ClaimOrder
-
-    def done(self, claimed: Sequence[Job]) -> None:
-        """Start the jobs the claim took (none when the insert failed); the offer ends."""
-        self.worker._offer_ended(self.engine, claimed)
-
-
 def succeeded(job: Job, result: Result, now: float) -> Job:
     """``job`` (as claimed) as the store's ``complete`` leaves it: what a waiter in this
     process would read back."""
@@ -142,15 +131,9 @@ class Worker:
         self.owner = new_owner_id()
         self.running: dict[str, _Running] = {}
         self._loops: list[asyncio.Task[None]] = []
-        self._slot_freed: dict[str, asyncio.Event] = {}
-        self._engines: dict[str, Engine] = {}
-        #: engines with a claim under way (the claim loop's or an offer's): one at a time,
-        #: so that together they never claim more jobs than the engine has free slots
-        self._claiming: set[str] = set()
-        #: set whenever a claim of that engine ends
-        self._claim_ended: dict[str, asyncio.Event] = {}
-        #: engines whose claim loop waits for an offer to end
-        self._deferred: set[str] = set()
+        #: each engine's claims (:mod:`inferq.runner.claims`), by model name
+        self._claims: dict[str, EngineClaims] = {}
+        self._stopped = False
         #: what ended jobs cost, by tenant, not yet settled in the store
         self._unsettled: dict[str, Settlement] = {}
 
@@ -159,13 +142,14 @@ class Worker:
         for engine in self.registry:
             if not engine.runs_here:
                 continue
-            # Set when work is submitted *and* when a slot of this engine frees: a loop
-            # idle because only its reserved slot was free must look again at once.
-            self._slot_freed[engine.spec.name] = self.events.waker()
-            self._engines[engine.spec.name] = engine
-            self._claim_ended[engine.spec.name] = asyncio.Event()
-            self.metrics.slots(engine.spec.name, busy=0, total=engine.slots)
-            self._loops.append(asyncio.create_task(self._claim_loop(engine)))
+            # The waker is set when work is submitted *and* when a slot of this engine
+            # frees: a loop idle because only its reserved slot was free looks again.
+            claims = EngineClaims(
+                engine=engine, waker=self.events.waker(), submitted=self.events.waker()
+            )
+            self._claims[claims.name] = claims
+            self.metrics.slots(claims.name, busy=0, total=engine.slots)
+            self._loops.append(asyncio.create_task(self._claim_loop(claims)))
         self._loops.append(asyncio.create_task(self._monitor_loop()))
         log.info("worker %s started", self.owner)
 
@@ -173,7 +157,7 @@ class Worker:
         """Stop claiming, abort what runs, and hand those jobs back at once."""
         await cancel_and_wait(*self._loops)
         self._loops.clear()
-        self._engines.clear()  # no more offers
+        self._stopped = True  # no more offers
         running = list(self.running.values())
         for run in running:
             run.abort.set("worker stopping")
@@ -186,18 +170,21 @@ class Worker:
 
     # -- claiming ---------------------------------------------------------------
 
-    async def _claim_loop(self, engine: Engine) -> None:
-        name = engine.spec.name
-        waker = self._slot_freed[name]
+    async def _claim_loop(self, claims: EngineClaims) -> None:
+        engine, waker, name = claims.engine, claims.waker, claims.name
         while True:
             mine = self._mine(name)
             free = engine.slots - len(mine)
             waker.clear()
-            if name in self._claiming:  # a submit claims for this engine (see offer)
-                self._deferred.add(name)
+            claims.news()
+            if claims.claiming:  # a submit claims for this engine (see offer)
+                claims.deferred = True
                 await waker.wait()
                 continue
-            self._claiming.add(name)
+            if free > 0 and claims.dry:
+                await self._idle(claims)  # a freed slot alone: nothing to look for
+                continue
+            claims.begin()
             jobs: list[Job] | None
             try:
                 if free <= 0:
@@ -209,26 +196,30 @@ class Worker:
                 await asyncio.sleep(self.settings.poll_interval)
                 continue
             finally:
-                self._claim_over(name)
+                claims.over()
             if jobs is None:  # a preemption started a more urgent job: look again
                 continue
             for job in jobs:
                 self._start(engine, job)
             if not jobs:
-                # every slot busy: until one frees (or work comes); else a poll's wait
-                await (
-                    waker.wait() if free <= 0 else wait_event(waker, self.settings.poll_interval)
-                )
+                # every slot busy: until one frees (or work comes)
+                await (waker.wait() if free <= 0 else self._idle(claims))
+
+    async def _idle(self, claims: EngineClaims) -> None:
+        """Nothing to claim when last looked: wait for work or a freed slot, until a poll's
+        interval has passed since that look, when the loop looks again whatever it heard."""
+        now = time.monotonic()
+        if not claims.dry:
+            claims.dry, claims.looked_at = True, now
+        remaining = claims.looked_at + self.settings.poll_interval - now
+        if remaining <= 0 or not await wait_event(claims.waker, remaining):
+            claims.dry = False
 
     def _mine(self, model: str) -> list[_Running]:
         """The jobs running on ``model``'s engine, those already stopped for others aside."""
         return [r for r in self.running.values() if r.job.model == model and not r.preempted]
 
-    def _claim_over(self, name: str) -> None:
-        self._claiming.discard(name)
-        self._claim_ended[name].set()
-
-    async def offer(self, model: str) -> _Offer | None:
+    async def offer(self, model: str) -> Offer | None:
         """The claim this worker would make next for ``model``, to be made in the
         transaction that stores a new job (:meth:`inferq.core.service.JobService.submit`):
         the new job starts without waiting for the claim loop and its commit. A claim of
@@ -236,23 +227,17 @@ class Worker:
         is waited for, briefly. None when the model does not run here, no slot of it is
         free, or that claim takes longer. Until the offer ends, the claim loop of that
         engine does not claim."""
-        engine = self._engines.get(model)
-        if engine is None:
+        claims = self._claims.get(model)
+        if claims is None or self._stopped:
             return None
-        while model in self._claiming:
-            ended = self._claim_ended[model]
-            ended.clear()
-            try:
-                await asyncio.wait_for(ended.wait(), self.settings.offer_wait)
-            except TimeoutError:
-                return None
-        if model not in self._engines:  # stopped meanwhile
+        if not await claims.turn(self.settings.offer_wait) or self._stopped:
             return None
-        free = engine.slots - len(self._mine(model))
+        free = claims.engine.slots - len(self._mine(model))
         if free <= 0:
             return None
-        self._claiming.add(model)
-        return _Offer(self, engine, self._order(model, free))
+        claims.begin()
+        start = functools.partial(self._start_claimed, claims.engine)
+        return Offer(claims=claims, order=self._order(model, free), start=start)
 
     def _order(self, model: str, limit: int) -> ClaimOrder:
         return ClaimOrder(
@@ -263,20 +248,13 @@ class Worker:
             fair=self.settings.fair,
         )
 
-    def _offer_ended(self, engine: Engine, claimed: Sequence[Job]) -> None:
-        name = engine.spec.name
-        self._claim_over(name)
-        if claimed and name not in self._engines:
+    def _start_claimed(self, engine: Engine, claimed: Sequence[Job]) -> None:
+        if claimed and self._stopped:
             # the worker stopped meanwhile: their leases run out and another worker runs them
-            log.info(
-                "worker stopped: %d jobs it had just claimed wait for their leases", len(claimed)
-            )
+            log.info("worker stopped: %d jobs it had just claimed wait for leases", len(claimed))
             return
         for job in claimed:
             self._start(engine, job)
-        if name in self._deferred:  # the claim loop waited for this offer: it goes on
-            self._deferred.discard(name)
-            self._slot_freed[name].set()
 
     async def _preempt(self, engine: Engine, mine: list[_Running]) -> bool:
         """With every slot busy, make room for more urgent work if there is any.
@@ -366,7 +344,7 @@ class Worker:
             self._ended(run)
             self.running.pop(job.id, None)
             self._count_slots(engine)
-            self._slot_freed[job.model].set()
+            self._claims[job.model].waker.set()
             self.events.job_ended(job.id, run.succeeded)
 
     async def _hand_back(self, run: _Running) -> None:
@@ -416,6 +394,7 @@ class Worker:
             # the store requeues on the same condition
             if retry and run.job.attempt < run.job.max_attempts:
                 self.metrics.retries.labels(run.job.model).inc()
+                self.events.job_submitted()  # queued again: claimable at once
             else:
                 self._count_end(run, "failed")
 
