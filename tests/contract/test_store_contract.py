@@ -28,7 +28,7 @@ from inferq.core.models import (
     Lease,
     Usage,
 )
-from inferq.core.ports import ClaimOrder
+from inferq.core.ports import BatchFilter, ClaimOrder, FileFilter, RowFilter
 from inferq.core.states import JobState, ServiceClass
 from inferq.store import sqlite as sqlite_store
 from inferq.store.base import JobStore
@@ -519,7 +519,7 @@ async def test_files_belong_to_their_tenant(store: JobStore) -> None:
     assert await store.get_file("file-1", tenant="b") is None
     assert not await store.update_file(mine.evolve(tenant="b", filename="x"))
     assert not await store.delete_file("file-1", tenant="b")
-    assert await store.list_files(tenant="b", kind="file", limit=10) == []
+    assert await store.list_files(FileFilter(tenant="b", kind="file", limit=10)) == []
     # the same id in another tenant is another file
     theirs = await store.insert_file(make_file("file-1", tenant="b"))
     assert theirs is not None
@@ -539,23 +539,24 @@ async def test_list_files_newest_first_in_pages(store: JobStore) -> None:
     await store.insert_file(make_file(tenant="t2"))
     newest_first = ids[::-1]
 
-    listed = await store.list_files(tenant="t1", kind="file", limit=10)
-    assert [f.id for f in listed] == newest_first
-    page1 = await store.list_files(tenant="t1", kind="file", limit=2)
-    page2 = await store.list_files(tenant="t1", kind="file", limit=2, after=page1[-1].id)
-    page3 = await store.list_files(tenant="t1", kind="file", limit=2, after=page2[-1].id)
-    assert [f.id for f in page1 + page2 + page3] == newest_first
-    assert await store.list_files(tenant="t1", kind="file", limit=2, after=ids[0]) == []
-    assert await store.list_files(tenant="t1", kind="file", limit=2, after="file-gone") == []
+    async def files(**kw: Any) -> list[FileRecord]:
+        return await store.list_files(FileFilter(tenant="t1", kind="file", **kw))
 
-    outputs = await store.list_files(tenant="t1", kind="file", limit=10, purpose="batch_output")
+    listed = await files(limit=10)
+    assert [f.id for f in listed] == newest_first
+    page1 = await files(limit=2)
+    page2 = await files(limit=2, after=page1[-1].id)
+    page3 = await files(limit=2, after=page2[-1].id)
+    assert [f.id for f in page1 + page2 + page3] == newest_first
+    assert await files(limit=2, after=ids[0]) == []
+    assert await files(limit=2, after="file-gone") == []
+
+    outputs = await files(limit=10, purpose="batch_output")
     assert [f.id for f in outputs] == [ids[3], ids[1]]
-    after = await store.list_files(
-        tenant="t1", kind="file", limit=10, purpose="batch", after=ids[3]
-    )
+    after = await files(limit=10, purpose="batch", after=ids[3])
     assert [f.id for f in after] == [ids[2], ids[0]]
     assert dataset is not None
-    assert await store.list_files(tenant="t1", kind="dataset", limit=10) == [dataset]
+    assert await store.list_files(FileFilter(tenant="t1", kind="dataset", limit=10)) == [dataset]
 
 
 # -- batches ---------------------------------------------------------------------------
@@ -638,14 +639,14 @@ async def test_insert_batch_is_idempotent_per_tenant_key(store: JobStore) -> Non
     # a retry of the very same request (same id and key) finds the batch too
     again, created = await store.insert_batch(first.evolve(seq=0))
     assert not created and again == first
-    assert len(await store.list_batches(tenant="t1", dialect=None, limit=10)) == 1
+    assert len(await store.list_batches(BatchFilter(tenant="t1", dialect=None, limit=10))) == 1
     # another tenant's key is its own; no key never matches
     _, created = await store.insert_batch(make_batch(tenant="t2", idempotency_key="k"))
     assert created
     for _ in range(2):
         _, created = await store.insert_batch(make_batch())
         assert created
-    assert len(await store.list_batches(tenant="t1", dialect=None, limit=10)) == 3
+    assert len(await store.list_batches(BatchFilter(tenant="t1", dialect=None, limit=10))) == 3
 
 
 async def test_insert_batch_with_a_taken_id_is_a_conflict(store: JobStore) -> None:
@@ -692,7 +693,7 @@ async def test_list_batches_newest_first_in_pages_with_filters(store: JobStore) 
 
     async def listed(**kw: object) -> list[str]:
         args: dict[str, object] = {"tenant": "t1", "dialect": None, "limit": 10, **kw}
-        return [b.id for b in await store.list_batches(**args)]  # type: ignore[arg-type]
+        return [b.id for b in await store.list_batches(BatchFilter(**args))]  # type: ignore[arg-type]
 
     assert await listed() == newest_first
     assert await listed(limit=2) == newest_first[:2]
@@ -854,7 +855,7 @@ def make_row(
 
 async def rows_of(store: JobStore, batch: Batch, **kw: object) -> list[Job]:
     args: dict[str, object] = {"after_line": 0, "limit": 1000, **kw}
-    return await store.batch_rows(tenant=batch.tenant, batch_id=batch.id, **args)  # type: ignore[arg-type]
+    return await store.batch_rows(RowFilter(tenant=batch.tenant, batch_id=batch.id, **args))  # type: ignore[arg-type]
 
 
 async def test_insert_job_keeps_batch_fields(store: JobStore) -> None:

@@ -29,6 +29,7 @@ from inferq.core.batches import BatchLimits, BatchService, ParsedRow
 from inferq.core.events import JobEvents
 from inferq.core.files import FileService
 from inferq.core.models import Batch, Job
+from inferq.core.ports import BatchFilter
 from inferq.core.states import JobState
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
@@ -308,6 +309,8 @@ async def test_a_backlog_of_workflow_jobs_never_hides_a_batch(store: JobStore) -
     assert batch.counts is not None and batch.counts.succeeded == 2
     # the workflow jobs are the workflow runner's: untouched
     left = await store.list_batches(
-        tenant="docs", dialect="unstructured", limit=200, states=frozenset({JobState.QUEUED})
+        BatchFilter(
+            tenant="docs", dialect="unstructured", limit=200, states=frozenset({JobState.QUEUED})
+        )
     )
     assert len(left) == 120

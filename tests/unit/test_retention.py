@@ -17,7 +17,7 @@ from inferq.blobs.memory import MemoryBlobs
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.files import FileService, blob_key
 from inferq.core.models import Batch, FileRecord
-from inferq.core.ports import BlobStore, ClaimOrder, tenant_prefix
+from inferq.core.ports import BlobStore, ClaimOrder, RowFilter, tenant_prefix
 from inferq.core.retention import (
     DAY,
     RetentionLimits,
@@ -121,7 +121,9 @@ async def test_retention_with_the_clock_moved_forward(
     assert await store.get_job(old_job.id, tenant=None) is None
     assert await store.get_job(running.id, tenant=None) is not None
     assert await store.get_batch(done.id, tenant=None) is None
-    assert await store.batch_rows(tenant=T, batch_id=done.id, after_line=0, limit=10) == []
+    assert (
+        await store.batch_rows(RowFilter(tenant=T, batch_id=done.id, after_line=0, limit=10)) == []
+    )
     assert done.output_file_id is not None
     assert await store.get_file(done.output_file_id, tenant=T) is None
     assert await blobs.size(blob_key(T, done.output_file_id)) is None

@@ -35,7 +35,7 @@ from inferq.core.events import JobEvents
 from inferq.core.files import DATASET, blob_key, file_names
 from inferq.core.limits import estimate_tokens
 from inferq.core.models import Batch, BatchCounts, Job, JobError
-from inferq.core.ports import BatchFileStore, BlobStore
+from inferq.core.ports import BatchFileStore, BatchFilter, BlobStore, RowFilter
 from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.batches")
@@ -212,7 +212,7 @@ class BatchValidator:
             return []
         held = dict.fromkeys(tokens, 0.0)
         others = await self.parts.store.list_batches(
-            tenant=batch.tenant, dialect=None, limit=10_000, states=_OPEN
+            BatchFilter(tenant=batch.tenant, dialect=None, limit=10_000, states=_OPEN)
         )
         for other in others:
             if other.id == batch.id or not other.total or not held.keys() & other.enqueued_tokens:
@@ -268,7 +268,7 @@ class BatchValidator:
     async def _unsucceeded(self, batch: Batch) -> AsyncIterator[Job]:
         after = 0
         while page := await self.parts.store.batch_rows(
-            tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK
+            RowFilter(tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK)
         ):
             for row in page:
                 if row.state is not JobState.SUCCEEDED:

@@ -52,6 +52,7 @@ from inferq.core.batch_validation import BatchParts, BatchValidator, Renew
 from inferq.core.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from inferq.core.files import blob_key, file_names, line_count
 from inferq.core.models import Batch, BatchCounts, JobError
+from inferq.core.ports import BatchFilter, RowFilter
 from inferq.core.retention import with_output_expiry
 from inferq.core.states import TERMINAL_STATES, JobState, check_transition
 
@@ -181,10 +182,12 @@ class BatchService(BatchParts):
         if batch.idempotency_key is None:
             return None
         open_batches = await self.store.list_batches(
-            tenant=batch.tenant,
-            dialect=None,
-            limit=self.limits.max_open + 1,
-            states=frozenset(JobState) - TERMINAL_STATES,
+            BatchFilter(
+                tenant=batch.tenant,
+                dialect=None,
+                limit=self.limits.max_open + 1,
+                states=frozenset(JobState) - TERMINAL_STATES,
+            )
         )
         return next((b for b in open_batches if b.idempotency_key == batch.idempotency_key), None)
 
@@ -204,7 +207,7 @@ class BatchService(BatchParts):
         states: frozenset[JobState] | None = None,
     ) -> list[Batch]:
         return await self.store.list_batches(
-            tenant=tenant, dialect=dialect, limit=limit, after=after, states=states
+            BatchFilter(tenant=tenant, dialect=dialect, limit=limit, after=after, states=states)
         )
 
     async def counts(self, batch: Batch) -> BatchCounts:
@@ -342,11 +345,13 @@ class BatchService(BatchParts):
     async def _stop_rows(self, batch: Batch, state: JobState, error: JobError) -> None:
         """End the rows that have not run, and abort the running ones."""
         running = await self.store.batch_rows(
-            tenant=batch.tenant,
-            batch_id=batch.id,
-            after_line=0,
-            limit=CHUNK,
-            states=frozenset({JobState.RUNNING}),
+            RowFilter(
+                tenant=batch.tenant,
+                batch_id=batch.id,
+                after_line=0,
+                limit=CHUNK,
+                states=frozenset({JobState.RUNNING}),
+            )
         )
         stopped = await self.store.finish_rows(
             tenant=batch.tenant, batch_id=batch.id, state=state, error=error, now=self.clock()
@@ -370,7 +375,7 @@ class BatchService(BatchParts):
         async with self.blobs.writer(results_key) as out, self.blobs.writer(errors_key) as err:
             after = 0
             while page := await self.store.batch_rows(
-                tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK
+                RowFilter(tenant=batch.tenant, batch_id=batch.id, after_line=after, limit=CHUNK)
             ):
                 for row in page:
                     if row.state is JobState.SUCCEEDED:

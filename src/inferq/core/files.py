@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import FileRecord
-from inferq.core.ports import BlobStore, FileStore, tenant_prefix
+from inferq.core.ports import BlobStore, FileFilter, FileStore, tenant_prefix
 
 log = logging.getLogger("inferq.files")
 
@@ -135,7 +135,7 @@ class FileService:
         purpose: str | None = None,
     ) -> list[FileRecord]:
         found = await self.store.list_files(
-            tenant=tenant, kind=kind, limit=limit, after=after, purpose=purpose
+            FileFilter(tenant=tenant, kind=kind, limit=limit, after=after, purpose=purpose)
         )
         now = self.clock()
         return [record for record in found if not expired(record, now)]

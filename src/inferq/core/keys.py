@@ -22,7 +22,7 @@ from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, N
 from inferq.core.limits import Limits, check_limit
 from inferq.core.lookups import TimedLookups
 from inferq.core.models import ApiKey, JobFilter
-from inferq.core.ports import KeyStore
+from inferq.core.ports import BatchFilter, KeyStore
 
 KEY_PREFIX = "iq-"
 
@@ -122,7 +122,9 @@ class KeyService:
             return True
         if await self.store.list_jobs(JobFilter(tenant=tenant, limit=1)):
             return True
-        return bool(await self.store.list_batches(tenant=tenant, dialect=None, limit=1))
+        return bool(
+            await self.store.list_batches(BatchFilter(tenant=tenant, dialect=None, limit=1))
+        )
 
     @staticmethod
     def require_admin(key: ApiKey) -> ApiKey:

@@ -194,6 +194,19 @@ class JobQueue(JobLookup, FairShares, Protocol):
 # -- files and datasets -------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFilter:
+    """What :meth:`FileStore.list_files` selects: the tenant's records of ``kind``
+    (``"file"`` or ``"dataset"``) and of ``purpose`` (None: any), up to ``limit`` of them,
+    starting after the record with id ``after`` (None: from the newest)."""
+
+    tenant: str
+    kind: str
+    limit: int
+    after: str | None = None
+    purpose: str | None = None
+
+
 class FileStore(Protocol):
     """The records of uploaded files and datasets (their bytes are in a BlobStore)."""
 
@@ -203,16 +216,8 @@ class FileStore(Protocol):
     async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
         """The tenant's file or dataset with this id."""
 
-    async def list_files(
-        self,
-        *,
-        tenant: str,
-        kind: str,
-        limit: int,
-        after: str | None = None,
-        purpose: str | None = None,
-    ) -> list[FileRecord]:
-        """The tenant's records of ``kind``, newest first, starting after the record ``after``."""
+    async def list_files(self, flt: FileFilter) -> list[FileRecord]:
+        """The records ``flt`` selects, newest first, starting after the record ``flt.after``."""
 
     async def update_file(self, record: FileRecord) -> bool:
         """Replace the record's filename, bytes, status and meta; False when it is gone."""
@@ -224,22 +229,40 @@ class FileStore(Protocol):
 # -- batches and their rows ----------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchFilter:
+    """What :meth:`BatchLookup.list_batches` selects: batches of ``tenant``, of ``dialect``
+    and in ``states`` (each None: any), up to ``limit`` of them, starting after the batch
+    with id ``after`` (None: from the newest)."""
+
+    tenant: str | None
+    dialect: str | None
+    limit: int
+    after: str | None = None
+    states: frozenset[JobState] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RowFilter:
+    """What :meth:`BatchStore.batch_rows` selects: the rows of the tenant's batch
+    ``batch_id`` with ``batch_line > after_line`` and in ``states`` (None: any), up to
+    ``limit`` of them."""
+
+    tenant: str
+    batch_id: str
+    after_line: int
+    limit: int
+    states: frozenset[JobState] | None = None
+
+
 class BatchLookup(Protocol):
     """Reading batches (and document workflow jobs, which are batch records)."""
 
     async def get_batch(self, batch_id: str, *, tenant: str | None) -> Batch | None:
         """The batch; ``tenant=None`` reads across tenants."""
 
-    async def list_batches(
-        self,
-        *,
-        tenant: str | None,
-        dialect: str | None,
-        limit: int,
-        after: str | None = None,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Batch]:
-        """Batches newest first, starting after the batch with id ``after``."""
+    async def list_batches(self, flt: BatchFilter) -> list[Batch]:
+        """The batches ``flt`` selects, newest first, starting after the batch ``flt.after``."""
 
 
 class BatchStore(BatchLookup, Protocol):
@@ -285,16 +308,8 @@ class BatchStore(BatchLookup, Protocol):
     async def batch_counts(self, *, tenant: str, batch_id: str) -> BatchCounts:
         """Count the batch's rows by state and sum the tokens of finished ones."""
 
-    async def batch_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        after_line: int,
-        limit: int,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Job]:
-        """The batch's rows with ``batch_line > after_line``, in line order."""
+    async def batch_rows(self, flt: RowFilter) -> list[Job]:
+        """The batch's rows ``flt`` selects (``batch_line > flt.after_line``), in line order."""
 
     async def duplicate_custom_ids(
         self, *, tenant: str, batch_id: str, limit: int

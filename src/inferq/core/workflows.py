@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.limits import LAUNCH_SPACING, RateStore, space_launches
 from inferq.core.models import Batch, ChatMessage, ChatRequest, EmbedRequest, Request
-from inferq.core.ports import BatchStore, BlobStore
+from inferq.core.ports import BatchFilter, BatchStore, BlobStore
 from inferq.core.states import TERMINAL_STATES, JobState
 from inferq.core.workflow_meta import (
     CHUNK,
@@ -446,7 +446,7 @@ class WorkflowService:
         after: str | None = None
         while True:
             page = await self.store.list_batches(
-                tenant=tenant, dialect=DIALECT, limit=200, after=after, states=states
+                BatchFilter(tenant=tenant, dialect=DIALECT, limit=200, after=after, states=states)
             )
             jobs += [
                 j for j in page if workflow_id is None or meta_of(j)["workflow_id"] == workflow_id

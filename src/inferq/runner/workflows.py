@@ -24,7 +24,7 @@ import logging
 from typing import Unpack
 
 from inferq.core.models import Batch
-from inferq.core.ports import BatchStore
+from inferq.core.ports import BatchFilter, BatchStore
 from inferq.core.service import JobService
 from inferq.core.states import JobState
 from inferq.core.workflow_meta import DIALECT
@@ -132,10 +132,12 @@ class WorkflowRunner(RecordRunner):
 
     async def _running_count(self, tenant: str) -> int:
         jobs = await self.store.list_batches(
-            tenant=tenant,
-            dialect=DIALECT,
-            limit=self.max_running + 1,
-            states=frozenset({JobState.RUNNING, JobState.CANCELLING}),
+            BatchFilter(
+                tenant=tenant,
+                dialect=DIALECT,
+                limit=self.max_running + 1,
+                states=frozenset({JobState.RUNNING, JobState.CANCELLING}),
+            )
         )
         return len(jobs)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from inferq.core.errors import Conflict
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job, JobError
+from inferq.core.ports import BatchFilter, FileFilter, RowFilter
 from inferq.core.states import JobState
 from inferq.store.rows import COUNTED
 
@@ -41,27 +42,21 @@ class MemoryBatches:
     async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
         return self.files.get((tenant, file_id))
 
-    async def list_files(
-        self,
-        *,
-        tenant: str,
-        kind: str,
-        limit: int,
-        after: str | None = None,
-        purpose: str | None = None,
-    ) -> list[FileRecord]:
+    async def list_files(self, flt: FileFilter) -> list[FileRecord]:
         found = [
             f
             for f in self.files.values()
-            if f.tenant == tenant and f.kind == kind and (purpose is None or f.purpose == purpose)
+            if f.tenant == flt.tenant
+            and f.kind == flt.kind
+            and (flt.purpose is None or f.purpose == flt.purpose)
         ]
-        if after is not None:
-            anchor = self.files.get((tenant, after))
+        if flt.after is not None:
+            anchor = self.files.get((flt.tenant, flt.after))
             if anchor is None:
                 return []
             found = [f for f in found if f.seq < anchor.seq]
         found.sort(key=lambda f: f.seq, reverse=True)
-        return found[:limit]
+        return found[: flt.limit]
 
     async def update_file(self, record: FileRecord) -> bool:
         async with self._lock:
@@ -99,31 +94,23 @@ class MemoryBatches:
             return self.batches.get((tenant, batch_id))
         return next((b for b in self.batches.values() if b.id == batch_id), None)
 
-    async def list_batches(
-        self,
-        *,
-        tenant: str | None,
-        dialect: str | None,
-        limit: int,
-        after: str | None = None,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Batch]:
+    async def list_batches(self, flt: BatchFilter) -> list[Batch]:
         found = [
             b
             for b in self.batches.values()
-            if (tenant is None or b.tenant == tenant)
-            and (dialect is None or b.dialect == dialect)
-            and (states is None or b.state in states)
+            if (flt.tenant is None or b.tenant == flt.tenant)
+            and (flt.dialect is None or b.dialect == flt.dialect)
+            and (flt.states is None or b.state in flt.states)
         ]
-        if after is not None:
+        if (after := flt.after) is not None:
             anchor = next((b for b in found if b.id == after), None) or await self.get_batch(
-                after, tenant=tenant
+                after, tenant=flt.tenant
             )
             if anchor is None:
                 return []
             found = [b for b in found if b.seq < anchor.seq]
         found.sort(key=lambda b: b.seq, reverse=True)
-        return found[:limit]
+        return found[: flt.limit]
 
     async def active_batches(
         self, *, now: float, limit: int, workflows: bool, after: int = 0
@@ -212,22 +199,15 @@ class MemoryBatches:
                 c["cached_tokens"] += row.usage.cached_tokens
         return BatchCounts(**c)
 
-    async def batch_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        after_line: int,
-        limit: int,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Job]:
+    async def batch_rows(self, flt: RowFilter) -> list[Job]:
         found = [
             r
-            for r in self._rows(tenant, batch_id)
-            if (r.batch_line or 0) > after_line and (states is None or r.state in states)
+            for r in self._rows(flt.tenant, flt.batch_id)
+            if (r.batch_line or 0) > flt.after_line
+            and (flt.states is None or r.state in flt.states)
         ]
         found.sort(key=lambda r: r.batch_line or 0)
-        return found[:limit]
+        return found[: flt.limit]
 
     async def duplicate_custom_ids(
         self, *, tenant: str, batch_id: str, limit: int

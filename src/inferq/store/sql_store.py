@@ -11,6 +11,7 @@ groups into one statement.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -30,7 +31,14 @@ from inferq.core.models import (
     QueueMetrics,
     Result,
 )
-from inferq.core.ports import ClaimOrder, Store, insert_then_claim
+from inferq.core.ports import (
+    BatchFilter,
+    ClaimOrder,
+    FileFilter,
+    RowFilter,
+    Store,
+    insert_then_claim,
+)
 from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 from inferq.store import rows
@@ -233,18 +241,8 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         row = await self.db.fetch_one("get_file", {"id": file_id, "tenant": tenant})
         return rows.row_to_file(row) if row else None
 
-    async def list_files(
-        self,
-        *,
-        tenant: str,
-        kind: str,
-        limit: int,
-        after: str | None = None,
-        purpose: str | None = None,
-    ) -> list[FileRecord]:
-        params = {"tenant": tenant, "kind": kind, "limit": limit, "after": after}
-        found = await self.db.fetch_all("list_files", {**params, "purpose": purpose})
-        return [rows.row_to_file(r) for r in found]
+    async def list_files(self, flt: FileFilter) -> list[FileRecord]:
+        return [rows.row_to_file(r) for r in await self.db.fetch_all("list_files", _params(flt))]
 
     async def update_file(self, record: FileRecord) -> bool:
         return await self.db.execute("update_file", rows.file_params(record)) > 0
@@ -264,17 +262,8 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         row = await self.db.fetch_one("get_batch", {"id": batch_id, "tenant": tenant})
         return rows.row_to_batch(row) if row else None
 
-    async def list_batches(
-        self,
-        *,
-        tenant: str | None,
-        dialect: str | None,
-        limit: int,
-        after: str | None = None,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Batch]:
-        params = {"tenant": tenant, "dialect": dialect, "limit": limit, "after": after}
-        found = await self.db.fetch_all("list_batches", {**params, "states": _states(states)})
+    async def list_batches(self, flt: BatchFilter) -> list[Batch]:
+        found = await self.db.fetch_all("list_batches", _params(flt))
         return [rows.row_to_batch(r) for r in found]
 
     async def active_batches(
@@ -323,20 +312,8 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         params = {"tenant": tenant, "batch_id": batch_id}
         return rows.fold_counts(await self.db.fetch_all("batch_counts", params))
 
-    async def batch_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        after_line: int,
-        limit: int,
-        states: frozenset[JobState] | None = None,
-    ) -> list[Job]:
-        params = {"tenant": tenant, "batch_id": batch_id, "after_line": after_line}
-        found = await self.db.fetch_all(
-            "batch_rows", {**params, "limit": limit, "states": _states(states)}
-        )
-        return [rows.row_to_job(r) for r in found]
+    async def batch_rows(self, flt: RowFilter) -> list[Job]:
+        return [rows.row_to_job(r) for r in await self.db.fetch_all("batch_rows", _params(flt))]
 
     async def duplicate_custom_ids(
         self, *, tenant: str, batch_id: str, limit: int
@@ -461,6 +438,15 @@ def complete_params(lease: Lease, result: Result, now: float) -> dict[str, Any]:
 
 def _fence(lease: Lease) -> dict[str, Any]:
     return {"id": lease.job_id, "owner": lease.owner, "attempt": lease.attempt}
+
+
+def _params(flt: FileFilter | BatchFilter | RowFilter) -> Params:
+    """A listing's filter as the parameters of its query: one a field, under the field's
+    name (``states`` as :func:`_states` writes it)."""
+    params = {f.name: getattr(flt, f.name) for f in dataclasses.fields(flt)}
+    if "states" in params:
+        params["states"] = _states(params["states"])
+    return params
 
 
 def _states(states: frozenset[JobState] | None) -> list[str] | None:
