@@ -4,6 +4,7 @@ tenant's active jobs, and the jobs that ended per interval (the throughput plot)
 from __future__ import annotations
 
 from inferq.core.models import JobError
+from inferq.core.ports import Ending
 from inferq.core.states import JobState, ServiceClass
 from inferq.store.base import JobStore
 from tests.contract import test_store_contract as contract
@@ -46,7 +47,7 @@ async def test_finished_counts_per_interval_and_tenant(store: JobStore) -> None:
     assert await store.fail(lease_of(third), error, now=T0 + 75, retry=False)
     assert await store.complete(lease_of(other), RESULT, now=T0 + 80)
     queued = await store.insert_job(make_job(tenant="t1"))
-    await store.finish(queued.id, tenant=None, state=JobState.CANCELLED, error=None, now=T0 + 500)
+    await store.finish(queued.id, Ending(JobState.CANCELLED), tenant=None, now=T0 + 500)
 
     counts = await store.finished_counts(tenant="t1", since=T0, until=T0 + 180, bucket=60)
     got = [(c.bucket, c.jobs, c.succeeded, c.prompt_tokens, c.completion_tokens) for c in counts]

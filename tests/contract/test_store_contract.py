@@ -28,7 +28,7 @@ from inferq.core.models import (
     Lease,
     Usage,
 )
-from inferq.core.ports import BatchFilter, ClaimOrder, FileFilter, RowFilter
+from inferq.core.ports import BatchFilter, ClaimOrder, Ending, FileFilter, RowFilter
 from inferq.core.states import JobState, ServiceClass
 from inferq.store import sqlite as sqlite_store
 from inferq.store.base import JobStore
@@ -125,9 +125,7 @@ async def test_other_tenant_sees_nothing(store: JobStore) -> None:
     job = await store.insert_job(make_job(tenant="a"))
     assert await store.get_job(job.id, tenant="b") is None
     assert await store.get_job(job.id, tenant=None) is not None
-    assert (
-        await store.finish(job.id, tenant="b", state=JobState.CANCELLED, error=None, now=T0) is None
-    )
+    assert await store.finish(job.id, Ending(JobState.CANCELLED), tenant="b", now=T0) is None
     assert (await store.metrics(tenant="b", model=None)).total == 0
 
 
@@ -348,13 +346,11 @@ async def test_finish_cancels_queued_and_running_but_not_finished(store: JobStor
     running = await store.insert_job(make_job())
     await claim(store, limit=1)
     for job in (queued, running):
-        outcome = await store.finish(
-            job.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0
-        )
+        outcome = await store.finish(job.id, Ending(JobState.CANCELLED), tenant="t1", now=T0)
         assert outcome is not None
         assert outcome[1].state is JobState.CANCELLED
         assert outcome[1].owner is None
-    again = await store.finish(queued.id, tenant="t1", state=JobState.EXPIRED, error=None, now=T0)
+    again = await store.finish(queued.id, Ending(JobState.EXPIRED), tenant="t1", now=T0)
     assert again is not None
     before, after = again
     assert before.state is after.state is JobState.CANCELLED
@@ -363,7 +359,7 @@ async def test_finish_cancels_queued_and_running_but_not_finished(store: JobStor
 async def test_cancelled_running_job_loses_its_lease(store: JobStore) -> None:
     await store.insert_job(make_job())
     (job,) = await claim(store)
-    await store.finish(job.id, tenant=None, state=JobState.CANCELLED, error=None, now=T0)
+    await store.finish(job.id, Ending(JobState.CANCELLED), tenant=None, now=T0)
     assert await store.renew_leases([lease_of(job)], until=T0 + LEASE) == set()
     assert not await store.complete(lease_of(job), RESULT, now=T0)
 
@@ -393,7 +389,7 @@ async def test_count_active_groups_unfinished_jobs_of_every_tenant(store: JobSto
     await store.insert_rows([make_row(batch, 1), make_row(batch, 2)])
     await store.insert_job(make_row(batch, 3, state=JobState.QUEUED))
     done = await store.insert_job(make_job())
-    await store.finish(done.id, tenant=None, state=JobState.CANCELLED, error=None, now=T0)
+    await store.finish(done.id, Ending(JobState.CANCELLED), tenant=None, now=T0)
     (running,) = await claim(store, limit=1, models=["m"])
     assert running.service_class is ServiceClass.INTERACTIVE
 
@@ -927,7 +923,7 @@ async def test_release_and_finish_rows_cover_many_chunks(
     await claim(store, limit=1)
     error = JobError("expired", "the batch expired")
     n = await store.finish_rows(
-        tenant=batch.tenant, batch_id=batch.id, state=JobState.EXPIRED, error=error, now=T0
+        Ending(JobState.EXPIRED, error), tenant=batch.tenant, batch_id=batch.id, now=T0
     )
     assert n == 9
     counts = await store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
@@ -953,8 +949,8 @@ async def test_batch_counts_by_state_with_tokens_of_finished_rows(store: JobStor
     for job in claimed[:2]:
         assert await store.complete(lease_of(job), ChatResult("ok", "stop", usage), now=T0)
     assert await store.fail(lease_of(claimed[2]), JobError("bad", "no"), now=T0, retry=False)
-    await store.finish(rows[3].id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0)
-    await store.finish(rows[6].id, tenant="t1", state=JobState.EXPIRED, error=None, now=T0)
+    await store.finish(rows[3].id, Ending(JobState.CANCELLED), tenant="t1", now=T0)
+    await store.finish(rows[6].id, Ending(JobState.EXPIRED), tenant="t1", now=T0)
     # rows 5 and 6 run; 8 is queued, 9 validating
     counts = await store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
     assert counts == BatchCounts(
@@ -1027,7 +1023,7 @@ async def test_finish_rows_touches_only_unfinished_rows(store: JobStore) -> None
     # lines 3 and 4 queued
     error = JobError("batch_cancelled", "the batch was cancelled")
     n = await store.finish_rows(
-        tenant=batch.tenant, batch_id=batch.id, state=JobState.CANCELLED, error=error, now=T0 + 5
+        Ending(JobState.CANCELLED, error), tenant=batch.tenant, batch_id=batch.id, now=T0 + 5
     )
     assert n == 4
     rows = {r.batch_line: r for r in await rows_of(store, batch)}
@@ -1047,7 +1043,7 @@ async def test_finish_rows_touches_only_unfinished_rows(store: JobStore) -> None
     (untouched,) = await rows_of(store, other)
     assert untouched.state is JobState.VALIDATING
     again = await store.finish_rows(
-        tenant=batch.tenant, batch_id=batch.id, state=JobState.EXPIRED, error=error, now=T0 + 9
+        Ending(JobState.EXPIRED, error), tenant=batch.tenant, batch_id=batch.id, now=T0 + 9
     )
     assert again == 0
 

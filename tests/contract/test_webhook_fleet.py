@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from inferq.core.ports import Ending
 from inferq.core.states import JobState
 from inferq.core.webhooks import WebhookService
 from inferq.runner.webhook_send import Sender
@@ -59,7 +60,7 @@ async def test_each_event_is_delivered_once_by_a_fleet_of_two(store: JobStore) -
     await service.create(tenant="t1", url=f"http://127.0.0.1:{port}/hook")
     for _ in range(EVENTS):
         job = await store.insert_job(make_job().evolve(origin="together"))
-        await store.finish(job.id, tenant="t1", state=JobState.CANCELLED, error=None, now=1.0)
+        await store.finish(job.id, Ending(JobState.CANCELLED), tenant="t1", now=1.0)
     fleet = [Deliverer(store=store, sender=Sender(allow_private=True), owner=name) for name in "ab"]
     try:
         for _ in range(20):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from inferq.core.models import FileRecord, JobError
-from inferq.core.ports import ClaimOrder
+from inferq.core.ports import ClaimOrder, Ending
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.webhooks import (
     DEFAULT_KINDS,
@@ -75,7 +75,7 @@ async def test_cancels_expiries_and_clears_write_entries_and_a_retry_does_not(
     overdue = await store.insert_job(make_job(deadline_at=T0 + 5))
     cleared = await store.insert_job(make_job(model="m2"))
     retried = await store.insert_job(make_job(model="m3"))
-    await store.finish(cancelled.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0 + 1)
+    await store.finish(cancelled.id, Ending(JobState.CANCELLED), tenant="t1", now=T0 + 1)
     assert await store.expire_overdue(now=T0 + 10) == [overdue.id]
     assert [j.id for j in await store.cancel_queued(tenant="t1", model="m2", now=T0 + 11)] == [
         cleared.id
@@ -85,7 +85,7 @@ async def test_cancels_expiries_and_clears_write_entries_and_a_retry_does_not(
     )
     assert await store.fail(lease_of(job), JobError("x", "again"), now=T0 + 13, retry=True)
     # cancelling it again changes nothing and writes nothing
-    await store.finish(cancelled.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0 + 14)
+    await store.finish(cancelled.id, Ending(JobState.CANCELLED), tenant="t1", now=T0 + 14)
     entries = await store.outbox(limit=10)
     assert [(e.subject_id, e.state) for e in entries] == [
         (cancelled.id, JobState.CANCELLED),
@@ -101,10 +101,9 @@ async def test_a_batch_row_writes_no_entry_and_its_batch_one(store: JobStore) ->
     row = make_job().evolve(batch_id=batch.id, custom_id="r1", batch_line=1)
     await store.insert_rows([row])
     await store.finish_rows(
+        Ending(JobState.CANCELLED, JobError("cancelled", "x")),
         tenant="t1",
         batch_id=batch.id,
-        state=JobState.CANCELLED,
-        error=JobError("cancelled", "x"),
         now=T0,
     )
     assert await store.update_batch(batch.evolve(state=JobState.QUEUED), expect=batch.state)
@@ -126,7 +125,7 @@ async def test_fan_out_is_idempotent_and_removes_the_entry(store: JobStore) -> N
     for e in (first, second, endpoint("t2")):
         await store.insert_endpoint(e)
     job = await store.insert_job(make_job())
-    await store.finish(job.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0)
+    await store.finish(job.id, Ending(JobState.CANCELLED), tenant="t1", now=T0)
     [entry] = await store.outbox(limit=10)
     endpoints = await store.list_endpoints(tenant=None)
     made = deliveries_for(entry, DEFAULT_KINDS.event_type(entry) or "job.cancelled", endpoints)
@@ -144,7 +143,7 @@ async def test_fan_out_is_idempotent_and_removes_the_entry(store: JobStore) -> N
 async def delivery_for(store: JobStore, ep: Endpoint) -> str:
     await store.insert_endpoint(ep)
     job = await store.insert_job(make_job(tenant=ep.tenant))
-    await store.finish(job.id, tenant=ep.tenant, state=JobState.CANCELLED, error=None, now=T0)
+    await store.finish(job.id, Ending(JobState.CANCELLED), tenant=ep.tenant, now=T0)
     [entry] = await store.outbox(limit=10)
     [made] = deliveries_for(entry, (ep.events or ("job.cancelled",))[0], [ep])
     await store.fan_out(entry, [made.evolve(next_at=T0)])
@@ -251,9 +250,9 @@ async def test_purge_jobs_deletes_old_finished_jobs_only(store: JobStore) -> Non
     young = await store.insert_job(make_job())
     running = await store.insert_job(make_job(model="busy"))
     node = await store.insert_job(make_job().evolve(origin="unstructured"))
-    await store.finish(old.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0)
-    await store.finish(node.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0)
-    await store.finish(young.id, tenant="t1", state=JobState.CANCELLED, error=None, now=T0 + 500)
+    await store.finish(old.id, Ending(JobState.CANCELLED), tenant="t1", now=T0)
+    await store.finish(node.id, Ending(JobState.CANCELLED), tenant="t1", now=T0)
+    await store.finish(young.id, Ending(JobState.CANCELLED), tenant="t1", now=T0 + 500)
     await store.claim(ClaimOrder(owner="w", limit=1, lease_seconds=LEASE, models={"busy"}), now=T0)
     workflow, _ = await store.insert_batch(make_batch(dialect="unstructured"))
     # the node job waits while its tenant has an open workflow job

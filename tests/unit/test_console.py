@@ -21,6 +21,7 @@ from inferq.api.console.session import COOKIE
 from inferq.blobs import MemoryBlobs
 from inferq.config import Settings
 from inferq.core.keys import KeyService
+from inferq.core.ports import Ending
 from inferq.core.states import JobState
 from inferq.engines.base import ModelSpec
 from inferq.engines.fake import FAIL_TRIGGER
@@ -235,9 +236,7 @@ def test_queues_count_the_tenants_waiting_and_running_jobs(console: Console) -> 
     row = re.search(r'data-model="fake" data-class="async".*?</tr>', page, re.S)
     assert row and '"waiting">2<' in row.group(0) and '"running">1<' in row.group(0)
     for job_id in [blocker, *waiting]:
-        asyncio.run(
-            console.store.finish(job_id, tenant=None, state=JobState.CANCELLED, error=None, now=0)
-        )
+        asyncio.run(console.store.finish(job_id, Ending(JobState.CANCELLED), tenant=None, now=0))
 
 
 def test_throughput_counts_the_jobs_that_ended(console: Console) -> None:

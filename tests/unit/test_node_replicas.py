@@ -20,7 +20,7 @@ from inferq.core.node_messages import Held, NodeLimits
 from inferq.core.node_replicas import Replication, child_ids
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import Node, NodeService
-from inferq.core.ports import ClaimOrder
+from inferq.core.ports import ClaimOrder, Ending
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.engines.remote import replications_of
@@ -246,9 +246,7 @@ async def test_the_children_of_a_cancelled_job_are_not_run(world: World) -> None
     a, b = await world.node("a"), await world.node("b")
     job = await world.submit()
     [from_a] = await world.claim(a)
-    await world.store.finish(
-        job.id, tenant=None, state=JobState.CANCELLED, error=None, now=world.clock.now
-    )
+    await world.store.finish(job.id, Ending(JobState.CANCELLED), tenant=None, now=world.clock.now)
     assert await world.claim(b) == []  # the waiting children end instead
     states = {c: (await world.get(c)).state for c in child_ids(job.id, 3) if c != from_a.id}
     assert set(states.values()) == {JobState.CANCELLED}

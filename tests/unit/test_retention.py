@@ -17,7 +17,7 @@ from inferq.blobs.memory import MemoryBlobs
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.files import FileService, blob_key
 from inferq.core.models import Batch, FileRecord
-from inferq.core.ports import BlobStore, ClaimOrder, RowFilter, tenant_prefix
+from inferq.core.ports import BlobStore, ClaimOrder, Ending, RowFilter, tenant_prefix
 from inferq.core.retention import (
     DAY,
     RetentionLimits,
@@ -87,7 +87,7 @@ async def test_retention_with_the_clock_moved_forward(
         workflow.evolve(state=JobState.FAILED, finished_at=now[0]), expect=workflow.state
     )
     old_job = await store.insert_job(make_job())
-    await store.finish(old_job.id, tenant=T, state=JobState.CANCELLED, error=None, now=now[0])
+    await store.finish(old_job.id, Ending(JobState.CANCELLED), tenant=T, now=now[0])
     running = await store.insert_job(make_job(model="busy"))
     await store.claim(
         ClaimOrder(owner="w", limit=1, lease_seconds=3600, models={"busy"}), now=now[0]

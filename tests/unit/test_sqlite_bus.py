@@ -24,6 +24,7 @@ import pytest
 
 from inferq.core.events import JobEvents, Subscription
 from inferq.core.models import JobError
+from inferq.core.ports import Ending
 from inferq.core.service import _rest
 from inferq.core.states import JobState
 from inferq.store import rows
@@ -92,9 +93,7 @@ async def test_every_final_state_is_heard_and_nothing_else(
     assert await other.complete(lease_of(jobs[done.id]), RESULT, now=T0 + 1)
     error = JobError("boom", "it broke")
     assert await other.fail(lease_of(jobs[failed.id]), error, now=T0 + 1, retry=False)
-    finished = await other.finish(
-        cancelled.id, tenant=None, state=JobState.CANCELLED, error=None, now=T0 + 1
-    )
+    finished = await other.finish(cancelled.id, Ending(JobState.CANCELLED), tenant=None, now=T0 + 1)
     assert finished is not None
     await heard.until(lambda: len(heard.ended) >= 3)
     assert sorted(heard.ended) == sorted([done.id, failed.id, cancelled.id])

@@ -18,6 +18,7 @@ import trustme
 
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.models import ChatResult, Usage
+from inferq.core.ports import Ending
 from inferq.core.states import JobState
 from inferq.core.webhooks import (
     BATCH,
@@ -288,7 +289,7 @@ async def test_https_goes_to_the_checked_address_under_the_urls_name() -> None:
 
 async def end_a_job(store: MemoryStore) -> str:
     job = await store.insert_job(make_job(tenant="t").evolve(origin="together"))
-    await store.finish(job.id, tenant="t", state=JobState.CANCELLED, error=None, now=1.0)
+    await store.finish(job.id, Ending(JobState.CANCELLED), tenant="t", now=1.0)
     return job.id
 
 

@@ -35,7 +35,7 @@ from inferq.core.events import JobEvents
 from inferq.core.files import DATASET, blob_key, file_names
 from inferq.core.limits import estimate_tokens
 from inferq.core.models import Batch, BatchCounts, Job, JobError
-from inferq.core.ports import BatchFileStore, BatchFilter, BlobStore, RowFilter
+from inferq.core.ports import BatchFileStore, BatchFilter, BlobStore, Ending, RowFilter
 from inferq.core.states import JobState, ServiceClass
 
 log = logging.getLogger("inferq.batches")
@@ -177,10 +177,11 @@ class BatchValidator:
         now = self.parts.clock()
         if errors:
             await self.parts.store.finish_rows(
+                Ending(
+                    JobState.CANCELLED, JobError("invalid_batch", "the batch failed validation")
+                ),
                 tenant=batch.tenant,
                 batch_id=batch.id,
-                state=JobState.CANCELLED,
-                error=JobError("invalid_batch", "the batch failed validation"),
                 now=now,
             )
             failed = batch.evolve(

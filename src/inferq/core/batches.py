@@ -52,7 +52,7 @@ from inferq.core.batch_validation import BatchParts, BatchValidator, Renew
 from inferq.core.errors import Conflict, InvalidRequest, NotFound, QueueFull
 from inferq.core.files import blob_key, file_names, line_count
 from inferq.core.models import Batch, BatchCounts, JobError
-from inferq.core.ports import BatchFilter, RowFilter
+from inferq.core.ports import BatchFilter, Ending, RowFilter
 from inferq.core.retention import with_output_expiry
 from inferq.core.states import TERMINAL_STATES, JobState, check_transition
 
@@ -354,7 +354,7 @@ class BatchService(BatchParts):
             )
         )
         stopped = await self.store.finish_rows(
-            tenant=batch.tenant, batch_id=batch.id, state=state, error=error, now=self.clock()
+            Ending(state, error), tenant=batch.tenant, batch_id=batch.id, now=self.clock()
         )
         for row in running:
             self.events.job_cancelled(row.id)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from inferq.core.agreement import similarities, verdict
 from inferq.core.errors import Conflict
 from inferq.core.models import ChatResult, Job, JobError, JobFilter, Lease
+from inferq.core.ports import Ending
 from inferq.core.states import JobState, ServiceClass
 
 if TYPE_CHECKING:
@@ -142,8 +143,9 @@ class Replicas:
         if parent is not None and not parent.state.terminal:
             return False
         error = JobError("replica_not_needed", "the job ended before this replica ran")
-        state, now = JobState.CANCELLED, self.work.clock()
-        await store.finish(child.id, tenant=None, state=state, error=error, now=now)
+        await store.finish(
+            child.id, Ending(JobState.CANCELLED, error), tenant=None, now=self.work.clock()
+        )
         self.work.events.job_ended(child.id)
         return True
 

@@ -79,6 +79,16 @@ class ClaimOrder:
     fair: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How :meth:`JobQueue.finish` and :meth:`BatchStore.finish_rows` end jobs: the
+    terminal ``state`` they move them to and the ``error`` recorded with it (``finish``
+    keeps the job's own error where it is None)."""
+
+    state: JobState
+    error: JobError | None = None
+
+
 class JobQueue(JobLookup, FairShares, Protocol):
     """The durable priority queue: what clients submit, what workers lease."""
 
@@ -128,15 +138,9 @@ class JobQueue(JobLookup, FairShares, Protocol):
         """
 
     async def finish(
-        self,
-        job_id: str,
-        *,
-        tenant: str | None,
-        state: JobState,
-        error: JobError | None,
-        now: float,
+        self, job_id: str, ending: Ending, *, tenant: str | None, now: float
     ) -> tuple[Job, Job] | None:
-        """Move a non-terminal job to the terminal ``state`` (cancelled or expired).
+        """Move a non-terminal job to the terminal ``ending.state`` (cancelled or expired).
 
         Returns ``(before, after)``; ``after`` equals ``before`` when the job was
         already terminal. None when the job does not exist for the tenant.
@@ -316,16 +320,9 @@ class BatchStore(BatchLookup, Protocol):
     ) -> list[tuple[str, int, int]]:
         """custom_ids used by more than one row: (custom_id, first line, a later line)."""
 
-    async def finish_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        state: JobState,
-        error: JobError,
-        now: float,
-    ) -> int:
-        """Move the batch's validating, queued and running rows to ``state``; return how many."""
+    async def finish_rows(self, ending: Ending, *, tenant: str, batch_id: str, now: float) -> int:
+        """Move the batch's validating, queued and running rows to ``ending.state``, with
+        ``ending.error``; return how many."""
 
 
 class BatchFileStore(BatchStore, FileStore, Protocol):

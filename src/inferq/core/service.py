@@ -30,7 +30,7 @@ from inferq.core.models import (
     QueueMetrics,
     Request,
 )
-from inferq.core.ports import ClaimOrder, JobQueue
+from inferq.core.ports import ClaimOrder, Ending, JobQueue
 from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
 from inferq.core.throughput import Series, series, window
 
@@ -175,9 +175,8 @@ class JobService:
         """Cancel a queued or running job; Conflict when it already ended."""
         outcome = await self.store.finish(
             job_id,
+            Ending(JobState.CANCELLED, JobError("cancelled", "the job was cancelled")),
             tenant=tenant,
-            state=JobState.CANCELLED,
-            error=JobError("cancelled", "the job was cancelled"),
             now=self.clock(),
         )
         if outcome is None:
@@ -319,9 +318,8 @@ class JobService:
         """
         outcome = await self.store.finish(
             job.id,
+            Ending(JobState.EXPIRED, JobError("timeout", "the request timed out")),
             tenant=job.tenant,
-            state=JobState.EXPIRED,
-            error=JobError("timeout", "the request timed out"),
             now=self.clock(),
         )
         if outcome is not None and outcome[0].state.terminal:

@@ -24,7 +24,7 @@ from inferq.core.models import (
     QueueMetrics,
     Result,
 )
-from inferq.core.ports import ClaimOrder, Store, insert_then_claim
+from inferq.core.ports import ClaimOrder, Ending, Store, insert_then_claim
 from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
@@ -211,13 +211,7 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
         return await self._change_held(lease, requeued)
 
     async def finish(
-        self,
-        job_id: str,
-        *,
-        tenant: str | None,
-        state: JobState,
-        error: JobError | None,
-        now: float,
+        self, job_id: str, ending: Ending, *, tenant: str | None, now: float
     ) -> tuple[Job, Job] | None:
         async with self._lock:
             before = await self.get_job(job_id, tenant=tenant)
@@ -226,8 +220,8 @@ class MemoryStore(MemoryNodes, MemoryRetention, MemoryWebhooks, MemoryTenants, M
             if before.state.terminal:
                 return before, before
             after = before.evolve(
-                state=state,
-                error=error or before.error,
+                state=ending.state,
+                error=ending.error or before.error,
                 owner=None,
                 lease_expires_at=None,
                 finished_at=now,

@@ -12,8 +12,8 @@ import itertools
 from collections.abc import Sequence
 
 from inferq.core.errors import Conflict
-from inferq.core.models import Batch, BatchCounts, FileRecord, Job, JobError
-from inferq.core.ports import BatchFilter, FileFilter, RowFilter
+from inferq.core.models import Batch, BatchCounts, FileRecord, Job
+from inferq.core.ports import BatchFilter, Ending, FileFilter, RowFilter
 from inferq.core.states import JobState
 from inferq.store.rows import COUNTED
 
@@ -219,22 +219,14 @@ class MemoryBatches:
         dups.sort(key=lambda d: d[1])
         return dups[:limit]
 
-    async def finish_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        state: JobState,
-        error: JobError,
-        now: float,
-    ) -> int:
+    async def finish_rows(self, ending: Ending, *, tenant: str, batch_id: str, now: float) -> int:
         async with self._lock:
             count = 0
             for row in self._rows(tenant, batch_id):
                 if not row.state.terminal:
                     self.jobs[row.id] = row.evolve(
-                        state=state,
-                        error=error,
+                        state=ending.state,
+                        error=ending.error,
                         owner=None,
                         lease_expires_at=None,
                         finished_at=now,

@@ -34,6 +34,7 @@ from inferq.core.models import (
 from inferq.core.ports import (
     BatchFilter,
     ClaimOrder,
+    Ending,
     FileFilter,
     RowFilter,
     Store,
@@ -170,23 +171,9 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         return await self.db.execute("requeue", _fence(lease)) > 0
 
     async def finish(
-        self,
-        job_id: str,
-        *,
-        tenant: str | None,
-        state: JobState,
-        error: JobError | None,
-        now: float,
+        self, job_id: str, ending: Ending, *, tenant: str | None, now: float
     ) -> tuple[Job, Job] | None:
-        if state not in TERMINAL_STATES:
-            raise ValueError(f"finish needs a terminal state, not {state.value}")
-        params = {
-            "id": job_id,
-            "tenant": tenant,
-            "state": state.value,
-            "error": rows.dumps(error.to_dict()) if error else None,
-            "now": now,
-        }
+        params = {"id": job_id, "tenant": tenant, **_ending("finish", ending), "now": now}
         return await self.db.atomic(_finish(params))
 
     async def cancel_queued(self, *, tenant: str, model: str, now: float) -> list[Job]:
@@ -322,21 +309,9 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         found = await self.db.fetch_all("duplicate_custom_ids", params)
         return [(r["custom_id"], r["first_line"], r["later_line"]) for r in found]
 
-    async def finish_rows(
-        self,
-        *,
-        tenant: str,
-        batch_id: str,
-        state: JobState,
-        error: JobError,
-        now: float,
-    ) -> int:
-        if state not in TERMINAL_STATES:
-            raise ValueError(f"finish_rows needs a terminal state, not {state.value}")
-        params = {"tenant": tenant, "batch_id": batch_id, "state": state.value}
-        return await self._change_rows(
-            "finish_rows", {**params, "error": rows.dumps(error.to_dict()), "now": now}
-        )
+    async def finish_rows(self, ending: Ending, *, tenant: str, batch_id: str, now: float) -> int:
+        params = {"tenant": tenant, "batch_id": batch_id, **_ending("finish_rows", ending)}
+        return await self._change_rows("finish_rows", {**params, "now": now})
 
     # -- API keys ---------------------------------------------------------------
 
@@ -438,6 +413,15 @@ def complete_params(lease: Lease, result: Result, now: float) -> dict[str, Any]:
 
 def _fence(lease: Lease) -> dict[str, Any]:
     return {"id": lease.job_id, "owner": lease.owner, "attempt": lease.attempt}
+
+
+def _ending(method: str, ending: Ending) -> dict[str, Any]:
+    """The ``state`` and ``error`` parameters of ``finish`` and ``finish_rows`` (an error of
+    None is NULL); ValueError when the state is not terminal."""
+    if ending.state not in TERMINAL_STATES:
+        raise ValueError(f"{method} needs a terminal state, not {ending.state.value}")
+    error = rows.dumps(ending.error.to_dict()) if ending.error else None
+    return {"state": ending.state.value, "error": error}
 
 
 def _params(flt: FileFilter | BatchFilter | RowFilter) -> Params:
