@@ -119,6 +119,36 @@ class FairShares(Protocol):
         """Correct each tenant's charge by what its ended jobs really cost."""
 
 
+class Unsettled:
+    """What ended jobs cost their tenants, not yet settled in the store: a worker's or a
+    node protocol's, noted as jobs end and settled now and then."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Settlement] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def note(self, tenant: str, tokens: int | None) -> None:
+        """An ended attempt of the tenant's: the tokens it processed, or None when it did
+        not succeed (its estimate is refunded)."""
+        before = self._pending.get(tenant, Settlement())
+        self._pending[tenant] = before.add(tokens=tokens or 0, succeeded=tokens is not None)
+
+    async def settle(self, store: FairShares) -> None:
+        """Correct the tenants' charges in ``store``; what it fails to take is kept for
+        the next call (and the error raised)."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            await store.settle_shares(pending)
+        except Exception:
+            for tenant, settlement in pending.items():
+                self._pending[tenant] = settlement + self._pending.get(tenant, Settlement())
+            raise
+
+
 class TenantStore(Protocol):
     """Tenants' weights, for the operator."""
 

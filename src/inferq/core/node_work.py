@@ -10,8 +10,7 @@ the waiters in this process, and answers which of them are no longer held (cance
 expired, or re-claimed after the lease ran out): the node stops those. Complete and
 fail are fenced writes: a node whose lease is gone changes nothing and hears 409.
 
-Files a handler returns are uploaded before the result, under the job's tenant
-(:func:`output_key`), and read back by that tenant only.
+Files a handler returns are uploaded before the result (:mod:`inferq.core.node_files`).
 """
 
 from __future__ import annotations
@@ -21,46 +20,16 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from inferq.core.errors import (
-    ClientError,
-    InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
-    StoreError,
-)
+from inferq.core.errors import ClientError, InvalidRequest, NotFound, PayloadTooLarge, StoreError
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
-from inferq.core.fairness import Settlement
-from inferq.core.models import (
-    Job,
-    JobError,
-    Lease,
-    Result,
-)
-from inferq.core.node_checks import (
-    FILE_NAME,
-    check_file_name,
-    check_session,
-    output_key,
-    parse_result,
-)
-from inferq.core.node_messages import (
-    Beat,
-    Held,
-    LeaseCompletes,
-    LeaseLost,
-    NodeLimits,
-    Outcome,
-)
+from inferq.core.fairness import Unsettled
+from inferq.core.models import Job, JobError, Lease, Result
+from inferq.core.node_checks import check_file_name, check_session, parse_result
+from inferq.core.node_files import NodeFiles
+from inferq.core.node_messages import Beat, Held, LeaseCompletes, LeaseLost, NodeLimits, Outcome
 from inferq.core.node_pull import PullNodes
 from inferq.core.node_replicas import Ask, Embedder, Replicas, Replication
 from inferq.core.nodes import Node, NodeService
@@ -106,10 +75,12 @@ class NodeWork:
         self.nodes = nodes
         self.kind_of = kind_of
         self.limits = limits or NodeLimits()
+        #: the output files of node jobs
+        self.files = NodeFiles(store, blobs, self.limits.max_file_bytes)
         #: claim in the fair order among tenants, as the in-process workers do, and
         #: settle what each tenant's ended jobs cost
         self.fair = fair
-        self._unsettled: dict[str, Settlement] = {}
+        self._unsettled = Unsettled()
         #: the jobs this process handed to nodes and that have not ended here, by id
         self._handed: dict[str, Job] = {}
         self.clock = clock
@@ -466,21 +437,15 @@ class NodeWork:
         """What an ended attempt cost its tenant (None: it did not succeed, its estimate
         is refunded), for the next :meth:`settle`."""
         if self.fair:
-            before = self._unsettled.get(tenant, Settlement())
-            self._unsettled[tenant] = before.add(tokens=tokens or 0, succeeded=tokens is not None)
+            self._unsettled.note(tenant, tokens)
 
     async def settle(self) -> None:
         """Correct the tenants' charges by what their ended jobs cost (as in-process
         workers do at each tick); kept for the next call when the store fails."""
-        pending, self._unsettled = self._unsettled, {}
-        if not pending:
-            return
         try:
-            await self.store.settle_shares(pending)
+            await self._unsettled.settle(self.store)
         except StoreError:
-            log.warning("settling %d tenants' shares failed; kept for later", len(pending))
-            for tenant, settlement in pending.items():
-                self._unsettled[tenant] = settlement + self._unsettled.get(tenant, Settlement())
+            log.warning("settling tenants' shares failed; kept for later")
 
     async def release(
         self, node: Node, *, session: str, leases: Sequence[tuple[str, int]]
@@ -503,29 +468,13 @@ class NodeWork:
             self.events.job_submitted()
         return released
 
-    # -- output files ---------------------------------------------------------------
-
     async def put_file(
         self, node: Node, held: Held, *, name: str, chunks: AsyncIterable[bytes]
     ) -> None:
         """Store an output file of a job the node holds (413 above the limit)."""
         check_file_name(name)
         job, _ = await self._held(node, held, fresh=True)
-        await self.blobs.put(output_key(job, name), chunks, max_bytes=self.limits.max_file_bytes)
-
-    async def read_file(
-        self, *, tenant: str, job_id: str, name: str
-    ) -> tuple[int, AsyncIterator[bytes]]:
-        """An output file of the tenant's job: its size and bytes (404 for another
-        tenant's job or a file that is not there)."""
-        job = await self.store.get_job(job_id, tenant=tenant)
-        if job is None or not FILE_NAME.match(name):
-            raise NotFound("no such output file")
-        key = output_key(job, name)
-        size = await self.blobs.size(key)
-        if size is None:
-            raise NotFound("no such output file")
-        return size, self.blobs.read(key)
+        await self.files.put(job, name, chunks)
 
 
 def _refused(job_id: str, exc: ClientError) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from inferq.core import log_context
 from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
-from inferq.core.fairness import Settlement
+from inferq.core.fairness import Unsettled
 from inferq.core.models import (
     ChatRequest,
     ChatResult,
@@ -134,8 +134,8 @@ class Worker:
         #: each engine's claims (:mod:`inferq.runner.claims`), by model name
         self._claims: dict[str, EngineClaims] = {}
         self._stopped = False
-        #: what ended jobs cost, by tenant, not yet settled in the store
-        self._unsettled: dict[str, Settlement] = {}
+        #: what ended jobs cost their tenants, not yet settled in the store
+        self._unsettled = Unsettled()
 
     async def start(self) -> None:
         self.events.on_cancel(self._abort_job)
@@ -424,20 +424,7 @@ class Worker:
     def _ended(self, run: _Running) -> None:
         """Note what the job cost its tenant, for the next settlement."""
         if self.settings.fair:
-            tenant = run.job.tenant
-            before = self._unsettled.get(tenant, Settlement())
-            done = run.processed is not None
-            self._unsettled[tenant] = before.add(tokens=run.processed or 0, succeeded=done)
-
-    async def _settle(self) -> None:
-        """Correct the tenants' charges by what their ended jobs really cost."""
-        pending, self._unsettled = self._unsettled, {}
-        try:
-            await self.store.settle_shares(pending)
-        except Exception:
-            for tenant, settlement in pending.items():  # kept for the next tick
-                self._unsettled[tenant] = settlement + self._unsettled.get(tenant, Settlement())
-            raise
+            self._unsettled.note(run.job.tenant, run.processed)
 
     # -- monitoring -------------------------------------------------------------
 
@@ -451,8 +438,8 @@ class Worker:
                     last_beat = now
                     await self._heartbeat(now)
                 await self._report_progress()
-                if self._unsettled:
-                    await self._settle()
+                if self._unsettled:  # kept for the next tick when the store fails
+                    await self._unsettled.settle(self.store)
                 if now - last_expire >= self.settings.expire_every:
                     last_expire = now
                     for job_id in await self.store.expire_overdue(now=now):

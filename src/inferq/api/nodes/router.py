@@ -232,7 +232,7 @@ async def read_output(
     job_id: str, name: str, caller: CallerDep, services: ServicesDep
 ) -> StreamingResponse:
     """An output file a node uploaded for one of the caller's jobs (404 for anyone else)."""
-    size, chunks = await services.node_work.read_file(
+    size, chunks = await services.node_work.files.read(
         tenant=caller.tenant, job_id=job_id, name=name
     )
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
