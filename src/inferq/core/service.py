@@ -145,7 +145,8 @@ class JobService:
     async def _insert_claiming(self, job: Job, offer: Offer, now: float) -> Job:
         """Store ``job`` with the claim ``offer`` makes (one transaction where the store
         can). The claimed jobs start once it commits, even when this caller is cancelled
-        meanwhile; the workers of other processes are woken only if the new job waits."""
+        meanwhile; this process's workers are woken only if the new job still waits (the
+        store tells other processes of the insert as of any other)."""
         stored = asyncio.ensure_future(self.store.insert_and_claim(job, offer.order, now=now))
 
         def committed(task: asyncio.Future[tuple[Job, list[Job]]]) -> None:
