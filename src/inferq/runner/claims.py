@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from inferq.core.events import wait_event
 from inferq.core.models import Job
 from inferq.core.ports import ClaimOrder
 from inferq.engines.base import Engine
@@ -61,9 +62,7 @@ class EngineClaims:
         """Wait until no claim is under way; False after ``patience`` seconds of waiting."""
         while self.claiming:
             self.ended.clear()
-            try:
-                await asyncio.wait_for(self.ended.wait(), patience)
-            except TimeoutError:
+            if not await wait_event(self.ended, patience):
                 return False
         return True
 
