@@ -22,6 +22,7 @@ from inferq.api.guard import InputGuardMiddleware
 from inferq.api.metrics import HttpMetricsMiddleware
 from inferq.api.ratelimit import InflightLimitMiddleware, RateLimitHeadersMiddleware
 from inferq.api.request_id import RequestIdMiddleware
+from inferq.api.routing import install_path_starts
 from inferq.api.timeouts import BodyTimeoutMiddleware
 from inferq.blobs import BlobStore
 from inferq.config import Settings
@@ -116,4 +117,6 @@ def create_app(
     app.include_router(metrics.router)
     for dialect in DIALECTS.all:
         app.include_router(dialect.router)
+    # a request skips the routers none of whose paths it can have (inferq.api.routing)
+    install_path_starts(app.router.routes)
     return app

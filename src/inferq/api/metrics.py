@@ -11,17 +11,18 @@ from __future__ import annotations
 import hmac
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.api.deps import ServicesDep, api_key_from
 from inferq.api.dialect import Dialects
 from inferq.api.middleware import HttpMiddleware
+from inferq.api.routing import Router
 from inferq.core.errors import AuthenticationFailed
 from inferq.core.keys import KeyService
 from inferq.runner.metrics import CONTENT_TYPE, Metrics
 
-router = APIRouter(tags=["metrics"])
+router = Router(tags=["metrics"])
 
 #: paths that belong to inferq itself, not to a dialect: their ``dialect`` label
 OWN_PATHS = ("/metrics", "/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/console")

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import ServicesDep, api_key_from
+from inferq.api.routing import Router
 from inferq.core.errors import AuthenticationFailed, InferqError
 from inferq.core.models import ApiKey
 from inferq.core.webhooks import delivery_view, public
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = Router(prefix="/admin", tags=["admin"])
 
 
 async def get_admin(request: Request, services: ServicesDep) -> ApiKey:

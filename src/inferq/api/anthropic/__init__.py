@@ -6,17 +6,16 @@ Message Batches at ``/v1/messages/batches``.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from inferq.api.anthropic import batches
 from inferq.api.anthropic.batch_format import AnthropicBatchFormat
 from inferq.api.anthropic.batch_schemas import MAX_BODY_BYTES
 from inferq.api.anthropic.router import router as messages_router
 from inferq.api.anthropic.translate import STATUSES, render_error
 from inferq.api.dialect import Dialect
+from inferq.api.routing import Router
 
 #: every Anthropic endpoint
-router = APIRouter()
+router = Router()
 router.include_router(messages_router)
 router.include_router(batches.router)
 

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 
 from inferq.api.anthropic.batch_format import ENDPOINT, KIND, REQUESTS, in_request, parse_params
@@ -25,11 +25,12 @@ from inferq.api.anthropic.batch_format import results_id as results_record
 from inferq.api.anthropic.batch_schemas import MAX_PAGE, REQUESTS_META, BatchCreate, render_batch
 from inferq.api.anthropic.results import results
 from inferq.api.deps import CallerDep, Services, ServicesDep
+from inferq.api.routing import Router
 from inferq.core.batch_format import NewBatch
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch, FileRecord
 
-router = APIRouter(prefix="/v1/messages/batches", tags=["anthropic"])
+router = Router(prefix="/v1/messages/batches", tags=["anthropic"])
 
 DIALECT = "anthropic"
 ID_PREFIX = "msgbatch_"

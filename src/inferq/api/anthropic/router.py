@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from inferq.api.anthropic import translate as t
 from inferq.api.anthropic.schemas import CountTokensRequest, MessagesRequest
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
+from inferq.api.routing import Router
 from inferq.api.sync import (
     abandon,
     answer_when_finished,
@@ -26,7 +27,7 @@ from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
 from inferq.core.tool_text import may_call
 
-router = APIRouter(prefix="/v1/messages", tags=["anthropic"])
+router = Router(prefix="/v1/messages", tags=["anthropic"])
 
 
 @router.post("", response_model=None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from inferq.api.console import admin, batches, pages, webhooks
@@ -24,6 +24,7 @@ from inferq.api.console.auth import ConsoleState
 from inferq.api.console.render import PREFIX, ConsoleRoute, render_error
 from inferq.api.console.session import Forbidden
 from inferq.api.dialect import Dialect
+from inferq.api.routing import Router
 from inferq.config import Settings
 from inferq.core.errors import NotFound
 
@@ -39,7 +40,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 
 #: last: every other path under the prefix
-_unknown = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+_unknown = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 
 @_unknown.api_route("/{rest:path}", methods=["GET", "POST"])
@@ -48,7 +49,7 @@ async def unknown_page(rest: str) -> None:
 
 
 #: its pages (a path under ``/console`` that none of them claims is the console's 404 page)
-router = APIRouter()
+router = Router()
 for _pages in (pages.router, batches.router, webhooks.router, admin.router, _unknown):
     router.include_router(_pages)
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 
 from inferq.api.console.auth import ViewerDep, console_state, form_of
 from inferq.api.console.render import PREFIX, ConsoleRoute, page, secure
 from inferq.api.console.session import Viewer
 from inferq.api.deps import ServicesDep
+from inferq.api.routing import Router
 from inferq.core.errors import Conflict, InvalidRequest
 from inferq.core.inputs import check_text
 from inferq.core.keys import KeyService
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 
 async def _keys_page(

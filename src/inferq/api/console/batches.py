@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from inferq.api.console.auth import ViewerDep, filter_text, form_of, listing_filters
@@ -16,13 +16,14 @@ from inferq.api.console.render import PREFIX, ConsoleRoute, page, secure
 from inferq.api.console.session import Viewer
 from inferq.api.console.views import Progress, batch_progress, is_workflow, workflow_progress
 from inferq.api.deps import Services, ServicesDep
+from inferq.api.routing import Router
 from inferq.core.errors import NotFound
 from inferq.core.files import CONTENT, file_names
 from inferq.core.models import Batch
 from inferq.core.states import TERMINAL_STATES, JobState
 from inferq.core.workflow_meta import SUCCESS, files_of, meta_of, nodes_of
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 #: batches a listing shows
 LISTED = 50

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from inferq.api.console.auth import (
@@ -20,11 +20,12 @@ from inferq.api.console.render import LOGIN, PREFIX, ConsoleRoute, page, secure
 from inferq.api.console.session import COOKIE
 from inferq.api.console.views import job_view, queue_rows, throughput_charts
 from inferq.api.deps import ServicesDep
+from inferq.api.routing import Router
 from inferq.core.errors import AuthenticationFailed
 from inferq.core.models import JobFilter
 from inferq.core.states import JobState
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 #: the throughput plot: the last hour, a point a minute
 SPAN, BUCKET = 3600.0, 60.0

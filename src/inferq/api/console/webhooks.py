@@ -4,13 +4,14 @@ and each endpoint's delivery history. Endpoints are made and deleted with
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
 from inferq.api.console.auth import ViewerDep
 from inferq.api.console.render import PREFIX, ConsoleRoute, page
 from inferq.api.deps import ServicesDep
+from inferq.api.routing import Router
 
-router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+router = Router(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
 
 
 @router.get("/webhooks")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from
@@ -35,6 +35,7 @@ from inferq.api.fireworks.translate import (
 )
 from inferq.api.multipart import MultipartReader
 from inferq.api.ranges import download
+from inferq.api.routing import Router
 from inferq.core.errors import (
     InferqError,
     InvalidRequest,
@@ -46,7 +47,7 @@ from inferq.core.errors import (
 from inferq.core.files import DATASET, check_filename, file_names
 from inferq.core.models import FileRecord
 
-router = APIRouter(tags=["fireworks"])
+router = Router(tags=["fireworks"])
 
 DATASETS = "/v1/accounts/{account_id}/datasets"
 ONE = DATASETS + "/{dataset_id}"

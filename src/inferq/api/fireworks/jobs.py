@@ -14,7 +14,7 @@ import uuid
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.fireworks.paging import PageDep, list_page
@@ -30,13 +30,14 @@ from inferq.api.fireworks.translate import (
     row_defaults,
     state_filter,
 )
+from inferq.api.routing import Router
 from inferq.core.batch_format import NewBatch
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.files import DATASET
 from inferq.core.models import Batch, BatchCounts
 from inferq.core.states import JobState
 
-router = APIRouter(tags=["fireworks"])
+router = Router(tags=["fireworks"])
 
 JOBS = "/v1/accounts/{account_id}/batchInferenceJobs"
 DIALECT = "fireworks"

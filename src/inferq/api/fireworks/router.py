@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from inferq.api.fireworks import datasets, jobs
+from inferq.api.routing import Router
 
-router = APIRouter()
+router = Router()
 router.include_router(datasets.router)
 router.include_router(jobs.router)

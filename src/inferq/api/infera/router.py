@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import UUID4
 
@@ -12,12 +12,13 @@ from inferq.api.chat import render_completion
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
 from inferq.api.infera.translate import render_completion_time, render_result
+from inferq.api.routing import Router
 from inferq.api.sync import answer_when_finished, watched
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ApiKey, ChatRequest, Job
 from inferq.core.states import ServiceClass
 
-router = APIRouter(tags=["infera"])
+router = Router(tags=["infera"])
 
 
 def _renamed(exc: InvalidRequest, names: dict[str, str]) -> InvalidRequest:

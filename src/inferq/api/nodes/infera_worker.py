@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import ServicesDep, api_key_from
 from inferq.api.nodes.router import NodeDep, count_claims, counted_result, get_node
+from inferq.api.routing import Router
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatRequest, JobError
 from inferq.core.node_pull import session_of
@@ -24,7 +25,7 @@ from inferq.core.node_replicas import SUFFIX
 from inferq.core.nodes import Node
 from inferq.engines.remote import CHAT
 
-router = APIRouter(tags=["infera nodes"])
+router = Router(tags=["infera nodes"])
 #: the statuses of a result that succeeded; any other is a failed attempt
 DONE = frozenset({"completed", "complete", "success", "succeeded", "done", "ok"})
 

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from inferq import __version__
@@ -29,6 +29,7 @@ from inferq.api.nodes.schemas import (
     Release,
     Results,
 )
+from inferq.api.routing import Router
 from inferq.core.errors import ClientError, InvalidRequest
 from inferq.core.keys import KEY_PREFIX
 from inferq.core.models import Job, JobError
@@ -36,7 +37,7 @@ from inferq.core.node_messages import PROTOCOL, Beat, Held, Outcome
 from inferq.core.nodes import TOKEN_PREFIX, Node, NodeAuthFailed
 from inferq.core.states import ServiceClass
 
-router = APIRouter(tags=["nodes"])
+router = Router(tags=["nodes"])
 
 
 async def get_node(request: Request) -> Node:

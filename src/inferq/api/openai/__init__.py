@@ -4,16 +4,15 @@ no other one claims."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from inferq.api.dialect import Dialect
 from inferq.api.openai import batches, embeddings, files, responses
 from inferq.api.openai.batch_format import OpenAIBatchFormat
 from inferq.api.openai.router import router as chat_router
 from inferq.api.openai.translate import render_error
+from inferq.api.routing import Router
 
 #: every OpenAI endpoint
-router = APIRouter()
+router = Router()
 router.include_router(chat_router)
 router.include_router(embeddings.router)
 router.include_router(files.router)

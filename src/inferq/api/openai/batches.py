@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.openai.batches_schemas import (
@@ -20,12 +20,13 @@ from inferq.api.openai.batches_schemas import (
     render_batch,
 )
 from inferq.api.openai.files_schemas import list_page
+from inferq.api.routing import Router
 from inferq.core.batch_format import NewBatch
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch
 from inferq.core.retention import output_expiry
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = Router(prefix="/v1", tags=["openai"])
 
 DIALECT = "openai"
 #: the purpose an input file must have been uploaded with

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,11 +23,12 @@ from inferq.api.chat import MAX_CHOICES, render_usage, sampling, validate_body
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.openai.streaming import ended, framed
 from inferq.api.openai.translate import sse
+from inferq.api.routing import Router
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatRequest, ChatResult, Job, Usage
 from inferq.core.service import JobService
 
-router = APIRouter(tags=["openai"])
+router = Router(tags=["openai"])
 
 #: OpenAI's bound on the legacy ``logprobs``
 MAX_LOGPROBS = 5

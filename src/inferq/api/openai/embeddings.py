@@ -13,11 +13,12 @@ import json
 import struct
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.routing import Router
 from inferq.api.sync import ClientGone, finished_or_raise, submit_watched, wait_for_client
 from inferq.core.errors import InvalidRequest, PromptTooLong
 from inferq.core.models import EmbedRequest, EmbedResult, Job
@@ -25,7 +26,7 @@ from inferq.core.models import EmbedRequest, EmbedResult, Job
 #: OpenAI's limit on the number of inputs of one request
 MAX_INPUTS = 2048
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = Router(prefix="/v1", tags=["openai"])
 
 
 class EmbeddingRequest(BaseModel):

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from typing import IO, Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
@@ -25,12 +25,13 @@ from inferq.api.openai.files_schemas import (
     render_file,
 )
 from inferq.api.ranges import download
+from inferq.api.routing import Router
 from inferq.core.errors import InvalidRequest, PayloadTooLarge
 from inferq.core.files import FileService
 from inferq.core.models import FileRecord
 from inferq.core.retention import expires_after
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = Router(prefix="/v1", tags=["openai"])
 
 #: a file sent before its ``purpose`` is kept in memory up to this size, then on disk
 _SPOOL_IN_MEMORY = 1 << 20

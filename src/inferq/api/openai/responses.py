@@ -17,13 +17,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.openai import responses_schemas as schemas
 from inferq.api.openai.responses_schemas import ORIGIN, Record, ResponseCreate, render_response
 from inferq.api.openai.responses_stream import Transcript, ended_transcript, replay, transcripts
+from inferq.api.routing import Router
 from inferq.api.sync import (
     KEEPALIVE_SECONDS,
     ClientGone,
@@ -36,7 +37,7 @@ from inferq.core.errors import Conflict, InferqError, InvalidRequest, NotFound, 
 from inferq.core.models import ApiKey, Job
 from inferq.core.states import ServiceClass
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = Router(prefix="/v1", tags=["openai"])
 
 
 @router.post("/responses", response_model=None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from inferq.api.chat import render_chunk, render_completion, render_usage
@@ -15,6 +15,7 @@ from inferq.api.openai import completions
 from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.streaming import ended, framed
 from inferq.api.openai.translate import sse
+from inferq.api.routing import Router
 from inferq.api.sync import (
     answer_when_finished,
     event_stream,
@@ -24,7 +25,7 @@ from inferq.api.sync import (
 from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = Router(prefix="/v1", tags=["openai"])
 router.include_router(completions.router)
 
 

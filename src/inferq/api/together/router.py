@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse
 
 from inferq.api.chat import parse_chat_body
 from inferq.api.deps import CallerDep, ServicesDep, get_services
+from inferq.api.routing import Router
 from inferq.api.together.schemas import QueueCancelRequest, QueueClearRequest, QueueJobRequest
 from inferq.api.together.translate import STATUS, error_body, render_status
 from inferq.core.errors import Conflict, NotFound
@@ -17,7 +18,7 @@ from inferq.core.models import Job, PayloadRequest, Request
 from inferq.core.states import ServiceClass
 from inferq.engines.remote import takes_payload
 
-router = APIRouter(prefix="/v1/queue", tags=["together"])
+router = Router(prefix="/v1/queue", tags=["together"])
 
 
 # the answer is built here, not by FastAPI's serialisation (a validation and an encoding

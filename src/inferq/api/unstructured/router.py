@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
 
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.multipart import MultipartReader, form_body
+from inferq.api.routing import Router
 from inferq.api.unstructured.catalogue import TEMPLATES
 from inferq.api.unstructured.translate import (
     STATUS_FILTER,
@@ -29,7 +30,7 @@ from inferq.core import inputs
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.workflows import InputFile
 
-router = APIRouter(prefix="/api/v1", tags=["unstructured"])
+router = Router(prefix="/api/v1", tags=["unstructured"])
 
 #: the most bytes of ``request_data``
 MAX_REQUEST_DATA = 256 * 1024
