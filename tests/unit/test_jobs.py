@@ -340,3 +340,27 @@ async def test_a_watched_wait_takes_the_job_as_committed_without_reading_it_back
         await worker.stop()
         await registry.close()
         await store.close()
+
+
+async def test_a_wait_takes_the_events_already_queued_and_keeps_its_deadline(rig: Rig) -> None:
+    job_id, sub = rig.jobs.watch()
+    job = await rig.jobs.submit(
+        tenant="t", model="fake", request=request(), origin="test", job_id=job_id, timeout=5
+    )
+    ended = job.evolve(state=JobState.SUCCEEDED, finished_at=time.time())
+    for event in ("one", " two", ended):  # a run of pieces, then the end, before the wait
+        sub.queue.put_nowait(event)
+    done = await rig.jobs.wait(job.id, tenant="t", deadline=time.time() + 5, watching=(sub, job))
+    assert done is ended
+    assert sub.queue.empty()
+    assert not rig.jobs.events._subs  # the wait closed its subscription
+
+    job_id, sub = rig.jobs.watch()
+    job = await rig.jobs.submit(
+        tenant="t", model="fake", request=request(), origin="test", job_id=job_id, timeout=5
+    )
+    sub.queue.put_nowait("one")
+    with pytest.raises(DeadlineExceeded):  # past its deadline, events queued or not
+        await rig.jobs.wait(job.id, tenant="t", deadline=time.time() - 1, watching=(sub, job))
+    stored = await rig.store.get_job(job.id, tenant="t")
+    assert stored is not None and stored.state is JobState.EXPIRED
