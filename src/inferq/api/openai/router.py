@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from inferq.api.chat import render_chunk, render_completion, render_usage
 from inferq.api.chat_structured import ChatDeltas, refuse_stream
-from inferq.api.deps import CallerDep, ServicesDep
+from inferq.api.deps import CallerDep, ServicesDep, get_services
 from inferq.api.openai import completions
 from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.streaming import ended, framed
@@ -29,10 +29,13 @@ router = Router(prefix="/v1", tags=["openai"])
 router.include_router(completions.router)
 
 
+# the services are fetched here, not as a dependency: each one FastAPI solves costs a
+# request its own pass
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, caller: CallerDep, services: ServicesDep
+    body: ChatCompletionRequest, request: Request, caller: CallerDep
 ) -> dict[str, Any] | Response:
+    services = await get_services(request)
     chat = body.to_request()
     if body.stream:
         refuse_stream(chat)
