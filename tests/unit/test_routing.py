@@ -124,3 +124,18 @@ def test_a_router_with_other_routes_or_two_prefixes_is_not_guarded() -> None:
 )
 def test_literal_start(path: str, start: str) -> None:
     assert literal_start(path) == start
+
+
+def test_a_route_added_later_turns_the_starts_off() -> None:
+    inner = Router()
+    inner.add_api_route("/a", lambda: None)
+    outer = Router()
+    outer.include_router(inner)
+    app = FastAPI()
+    app.include_router(outer)
+    install_path_starts(app.router.routes)
+    assert outer.path_starts == ("/a",)
+    inner.add_api_route("/b", lambda: None)
+    assert outer.path_starts is None and inner.path_starts is None
+    scope = {"type": "http", "method": "GET", "path": "/b", "root_path": ""}
+    assert app.router.routes[-1].matches(scope)[0] is Match.FULL

@@ -11,11 +11,13 @@ included its routers) answers "no match" at once for a path that starts with non
 them: every route's pattern begins with its path's literal text up to its first
 parameter, so no route of that router could have matched, FULL or PARTIAL, and the
 answer is the one FastAPI's walk would have reached. A path that starts with one of them
-is matched by FastAPI as before.
+is matched by FastAPI as before, and so is every path once a route is added anywhere
+after the starts were set.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 
 from fastapi import APIRouter
@@ -46,6 +48,20 @@ class Router(APIRouter):
         match: tuple[Match, Scope] = super().matches(scope)
         return match
 
+    def _mark_routes_changed(self) -> None:
+        # FastAPI's hook for a route added or a router included: a path added after the
+        # starts were set may be one no start covers, here or in a router above, so
+        # every router forgets its starts (FastAPI matches everything again) until the
+        # next install_path_starts
+        super()._mark_routes_changed()
+        for router in list(_GUARDED.values()):
+            router.path_starts = None
+        _GUARDED.clear()
+
+
+#: the routers whose path starts are set, by id (a router is not hashable)
+_GUARDED: weakref.WeakValueDictionary[int, Router] = weakref.WeakValueDictionary()
+
 
 def literal_start(path: str) -> str:
     """``path`` up to its first parameter (all of it when it has none)."""
@@ -61,6 +77,8 @@ def install_path_starts(routes: Iterable[BaseRoute]) -> None:
     _starts_of(routes, "", found)
     for router, starts in found.values():
         router.path_starts = starts
+        if starts is not None:
+            _GUARDED[id(router)] = router
 
 
 def _starts_of(
