@@ -58,6 +58,10 @@ class Subscription:
 
     async def next(self, timeout: float) -> Event | TimeoutError:
         """The next event, or a TimeoutError *value* when none came in time."""
+        if not self.queue.empty():
+            # one already queued (the pieces of a generation come in runs) is taken
+            # without a loop timer, which it would not wait for
+            return self.queue.get_nowait()
         try:
             async with asyncio.timeout(timeout):
                 return await self.queue.get()

@@ -254,14 +254,7 @@ class JobService:
                 remaining = deadline - self.clock()
                 if remaining <= 0:
                     return await self._expire(job)
-                # one already queued (the pieces of a generation come in runs) is taken
-                # without a timer, which it would not wait for
-                queue = sub.queue
-                event = (
-                    queue.get_nowait()
-                    if not queue.empty()
-                    else await sub.next(min(remaining, POLL_INTERVAL))
-                )
+                event = await sub.next(min(remaining, POLL_INTERVAL))
                 if isinstance(event, str):
                     # A piece of generated text: the job still runs. Reading the
                     # store for each token would only compete with the engine.
