@@ -103,6 +103,7 @@ def resume(server: Server, oai: openai.OpenAI, rid: str, last: int) -> list[Any]
             ) from None
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_background_response(tmp_path: Path, database: dict[str, str]) -> None:
     server = start_server(tmp_path, env={"INFERQ_LEASE_SECONDS": LEASE_SECONDS, **database})
     try:

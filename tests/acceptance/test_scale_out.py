@@ -216,6 +216,7 @@ def check_done_once(
 # -- 1. two APIs, three workers, 5,000 jobs ------------------------------------------
 
 
+@pytest.mark.slow
 async def test_two_apis_three_workers_run_5000_jobs_exactly_once(
     tmp_path: Path, schema: str
 ) -> None:
@@ -289,6 +290,7 @@ async def observe(
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.slow
 async def test_kill_9_workers_repeatedly_every_job_done_once(tmp_path: Path, schema: str) -> None:
     jobs, lease, random_kills = 1200, 2, 10
     rng = random.Random()
@@ -526,6 +528,7 @@ async def probe_while_down(
     return problems
 
 
+@pytest.mark.slow
 async def test_postgres_restart_fails_fast_then_resumes(tmp_path: Path, schema: str) -> None:
     lease, upfront = 2, 300
     cluster = Cluster(tmp_path, schema, lease_seconds=lease, token_delay=0.02, slots=4)

@@ -67,6 +67,7 @@ def running_jobs(server: Server) -> list[str]:
     return re.findall(r"job (\S+) running \(attempt", server.log())
 
 
+@pytest.mark.slow
 def test_a_sync_request_cuts_into_a_full_batch_which_still_runs_every_row_once(
     server: Server, oai: openai.OpenAI, tmp_path: Path
 ) -> None:

@@ -206,6 +206,7 @@ def test_bad_requests_get_422_from_the_sdk(uns: UnstructuredClient) -> None:
     assert json.loads(not_found.value.body) == {"detail": "Job not found"}
 
 
+@pytest.mark.slow
 def test_a_crash_mid_job_resumes_keeping_finished_outputs(tmp_path: Path) -> None:
     """kill -9 the server while a job runs; after a restart the job completes, and the
     outputs finished before the crash are the very files written before it."""
