@@ -37,7 +37,7 @@ def dumps(value: Any) -> str:
 
 
 def job_params(job: Job) -> dict[str, Any]:
-    """Parameters of ``insert_job`` and ``insert_row`` (``insert_jobs`` takes them as arrays)."""
+    """Parameters of ``insert_job`` (``insert_rows`` and ``insert_jobs`` take many of them)."""
     return {
         "id": job.id,
         "tenant": job.tenant,

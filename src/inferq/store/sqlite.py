@@ -5,7 +5,9 @@
   and are committed together in one ``BEGIN IMMEDIATE`` transaction (group
   commit): each caller's future resolves only after the COMMIT, so an
   acknowledged job is on disk, and many concurrent submits share one fsync.
-  Each write runs in a SAVEPOINT, so one failing write does not undo its batch.
+  One failing write does not undo the others of its group: a write of one statement
+  fails whole by itself (SQLite's statement rollback), a write of several runs in
+  a SAVEPOINT.
 * Reads (the statements that start with SELECT, outside :meth:`SQLiteExecutor.atomic`)
   use per-thread connections from asyncio's default thread pool.
 * Other processes (the CLI while a server runs) open the same file safely;
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
 from inferq.core.events import TextRelay
@@ -83,6 +85,16 @@ def _private_files(path: Path) -> None:
                 name.chmod(0o600)
 
 
+class _Write(NamedTuple):
+    """A write for the writer thread: ``fn`` run on its connection, its outcome for
+    ``future``. ``single``: ``fn`` runs one statement, which SQLite applies whole or
+    not at all, so it needs no savepoint of its own."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    single: bool
+
+
 class _Writer(threading.Thread):
     """Runs write functions on one connection, committing them in groups."""
 
@@ -92,9 +104,7 @@ class _Writer(threading.Thread):
         self.bus = bus
         if bus is not None:
             bus.install(conn)
-        self.inbox: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
-        ] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
 
     def run(self) -> None:
         while True:
@@ -116,24 +126,17 @@ class _Writer(threading.Thread):
             if stop:
                 return
 
-    def _run_group(
-        self, group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]
-    ) -> None:
+    def _run_group(self, group: list[_Write]) -> None:
+        # Each statement that leaves the GIL (a step, a commit) must take it back
+        # afterwards, and while the event loop is busy that wait is the interpreter's
+        # switch interval (5 ms): so a group runs as few statements as it can.
         outcomes: list[tuple[bool, Any]] = []
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-            for fn, _ in group:
-                self.conn.execute("SAVEPOINT w")
-                mark = self.bus.mark() if self.bus is not None else None
-                try:
-                    outcomes.append((True, fn(self.conn)))
-                    self.conn.execute("RELEASE w")
-                except Exception as exc:  # handed to the caller, who re-raises it
-                    self.conn.execute("ROLLBACK TO w")
-                    if self.bus is not None and mark is not None:
-                        self.bus.rewind(mark)
-                    self.conn.execute("RELEASE w")
-                    outcomes.append((False, _wrap(exc)))
+            for write in group:
+                outcomes.append(self._single(write) if write.single else self._saved(write))
+            if self.bus is not None:
+                self.bus.take(self.conn)
             self.conn.execute("COMMIT")
             if self.bus is not None:
                 self.bus.flush()
@@ -145,8 +148,34 @@ class _Writer(threading.Thread):
             failure = StoreUnavailable(f"SQLite write failed: {exc}")
             failure.__cause__ = exc
             outcomes = [(False, failure)] * len(group)
-        for (_, fut), (ok, value) in zip(group, outcomes, strict=True):
-            _deliver(fut, ok, value)
+        for write, (ok, value) in zip(group, outcomes, strict=True):
+            _deliver(write.future, ok, value)
+
+    def _single(self, write: _Write) -> tuple[bool, Any]:
+        """Run a one-statement write: a statement that fails changes nothing, and the
+        transaction goes on with the others (SQLite's statement rollback)."""
+        before = self.conn.total_changes
+        try:
+            return True, write.fn(self.conn)
+        except Exception as exc:
+            if not self.conn.in_transaction or self.conn.total_changes != before:
+                # the whole transaction was rolled back, or the statement failed after
+                # its changes (reading what it returns): nothing of the group may commit
+                raise sqlite3.OperationalError(f"a write failed past its statement: {exc}") from exc
+            return False, _wrap(exc)
+
+    def _saved(self, write: _Write) -> tuple[bool, Any]:
+        """Run a write of several statements in a savepoint: one that fails is undone
+        whole (the bus notes it wrote included), the others in the group stay."""
+        self.conn.execute("SAVEPOINT w")
+        try:
+            outcome = write.fn(self.conn)
+        except Exception as exc:  # handed to the caller, who re-raises it
+            self.conn.execute("ROLLBACK TO w")
+            self.conn.execute("RELEASE w")
+            return False, _wrap(exc)
+        self.conn.execute("RELEASE w")
+        return True, outcome
 
 
 def _wrap(exc: Exception) -> Exception:
@@ -204,11 +233,13 @@ class SQLiteExecutor:
                 conn.close()
             self._readers.clear()
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
+        """Run ``fn`` on the writer thread; its outcome once its group has committed.
+        ``single``: ``fn`` runs one statement (see :class:`_Write`)."""
         if self._writer is None:
             raise StoreUnavailable("the SQLite store is not open")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.inbox.put((fn, fut))
+        self._writer.inbox.put(_Write(fn, fut, single))
         return await fut
 
     def _reader(self) -> sqlite3.Connection:
@@ -235,23 +266,22 @@ class SQLiteExecutor:
 
     async def fetch_one(self, query: str, params: Params) -> Row | None:
         run = partial(_fetch_one, Q[query], _encode(query, params))
-        row: Row | None = await (self._read(run) if query in READS else self._write(run))
+        row: Row | None = await (
+            self._read(run) if query in READS else self._write(run, single=True)
+        )
         return row
 
     async def fetch_all(self, query: str, params: Params) -> list[Row]:
         run = partial(_fetch_all, Q[query], _encode(query, params))
-        found: list[Row] = await (self._read(run) if query in READS else self._write(run))
+        found: list[Row] = await (
+            self._read(run) if query in READS else self._write(run, single=True)
+        )
         return found
 
     async def execute(self, query: str, params: Params) -> int:
-        changed: int = await self._write(partial(_count, Q[query], _encode(query, params)))
+        run = partial(_count, Q[query], _encode(query, params))
+        changed: int = await self._write(run, single=True)
         return changed
-
-    async def execute_many(self, query: str, params: Sequence[Params]) -> int:
-        """Run a write (one that returns no rows) once for each parameter set, all in one
-        transaction; return how many rows changed."""
-        encoded = [_encode(query, p) for p in params]
-        return await self._write(lambda conn: conn.executemany(Q[query], encoded).rowcount)
 
     async def atomic(self, steps: Steps[T]) -> T:
         return await self._write(lambda conn: drive(steps, lambda step: _run(conn, step)))
@@ -331,7 +361,7 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
 
     async def insert_rows(self, rows: Sequence[Job]) -> None:
         if rows:
-            await self.db.execute_many("insert_row", [_job_params(row) for row in rows])
+            await self.db.execute("insert_rows", {"rows": [_job_params(row) for row in rows]})
 
     async def _change_rows(self, query: str, params: Params) -> int:
         """Run the update ``:chunk`` rows at a time until it runs out; each chunk is a

@@ -8,11 +8,15 @@ local datagram is enough:
 * Each :class:`Bus` binds a Unix datagram socket in Linux's abstract namespace (no
   file, no path-length limit) and leaves an empty marker file named after it in
   ``.<database>.events/`` beside the database, which is how the others find it.
-* TEMP triggers on this process's writer connection call :meth:`Bus.collect` for each
-  inserted job (``submitted``) and each job that reaches a final state (``ended``,
-  with its id), as PostgreSQL's triggers do; after the transaction commits,
-  :meth:`Bus.flush` sends what was collected to every other process's socket, and a
-  rollback drops it (:meth:`Bus.discard`).
+* TEMP triggers on this process's writer connection note, in a TEMP table, that a job
+  was inserted (``submitted``) and the id of each job that reaches a final state
+  (``ended``), as PostgreSQL's triggers do. The notes are rows of the transaction, so
+  a savepoint or transaction that rolls back takes its own away, and the triggers run
+  no Python: a statement that changes 10,000 rows does not call back into the
+  interpreter 10,000 times (each call would wait for the GIL while the event loop is
+  busy). Before the COMMIT the writer takes the notes (:meth:`Bus.take`, one query);
+  after it, :meth:`Bus.flush` sends them to every other process's socket, and a
+  failed COMMIT drops them (:meth:`Bus.discard`).
 * A process that listens reads its socket on the event loop and calls the store's
   ``on_submitted`` / ``on_ended`` callbacks.
 * It also relays generated text (:class:`inferq.core.events.TextRelay`): a process
@@ -62,13 +66,23 @@ IDS_PER_DATAGRAM = 64
 #: how long the peer list is trusted before the marker folder is read again (seconds)
 PEERS_TTL = 1.0
 
+#: the notes (``job_id`` NULL: jobs were submitted; else the id of a job that ended),
+#: and the triggers that write them; SQL only, so a trigger never waits for the GIL
 TRIGGERS = (
+    "CREATE TEMP TABLE IF NOT EXISTS inferq_bus (job_id TEXT)",
+    "CREATE INDEX IF NOT EXISTS temp.inferq_bus_ids ON inferq_bus (job_id)",
     "CREATE TEMP TRIGGER IF NOT EXISTS inferq_bus_submitted AFTER INSERT ON main.jobs "
-    "BEGIN SELECT inferq_bus('s', NULL); END",
+    "WHEN NOT EXISTS (SELECT 1 FROM inferq_bus WHERE job_id IS NULL) "
+    "BEGIN INSERT INTO inferq_bus (job_id) VALUES (NULL); END",
     "CREATE TEMP TRIGGER IF NOT EXISTS inferq_bus_ended AFTER UPDATE OF state ON main.jobs "
     "WHEN NEW.state IN ('succeeded', 'failed', 'cancelled', 'expired') "
     "AND OLD.state IS NOT NEW.state "
-    "BEGIN SELECT inferq_bus('e', NEW.id); END",
+    "BEGIN INSERT INTO inferq_bus (job_id) VALUES (NEW.id); END",
+)
+#: the notes in one row: whether jobs were submitted, the ended ids joined by spaces
+TAKE = (
+    "SELECT EXISTS (SELECT 1 FROM temp.inferq_bus WHERE job_id IS NULL), "
+    "group_concat(job_id, ' ') FROM temp.inferq_bus"
 )
 
 
@@ -101,6 +115,7 @@ class Bus:
         self.folder = database.parent / f".{database.name}.events"
         self.name = f"inferq-{secrets.token_hex(8)}"
         self._sock: socket.socket | None = None
+        # what the transaction being committed took from the notes
         self._submitted = False
         self._ended: list[str] = []
         self._peers: list[str] = []
@@ -114,30 +129,29 @@ class Bus:
         self._expected: dict[str, int] = {}
         self._deliver: Callable[[str, str], None] | None = None
 
-    # -- the writer thread: collect during a transaction, send after it commits ---------
+    # -- the writer thread: take the notes of a transaction, send them once it commits --
 
     def install(self, conn: sqlite3.Connection) -> None:
-        """Add the triggers to the writer connection (TEMP: they are this connection's)."""
-        conn.create_function("inferq_bus", 2, self.collect, deterministic=False)
+        """Add the notes table and its triggers to the writer connection (TEMP: they are
+        this connection's)."""
         for sql in TRIGGERS:
             conn.execute(sql)
 
-    def collect(self, kind: str, job_id: str | None) -> None:
-        if kind == "s":
-            self._submitted = True
-        elif job_id is not None:
-            self._ended.append(job_id)
-
-    def mark(self) -> tuple[bool, int]:
-        """Where the collection stands, for :meth:`rewind` when a savepoint rolls back."""
-        return self._submitted, len(self._ended)
-
-    def rewind(self, mark: tuple[bool, int]) -> None:
-        self._submitted = mark[0]
-        del self._ended[mark[1] :]
+    def take(self, conn: sqlite3.Connection) -> None:
+        """Read and clear the notes of the transaction open on ``conn``: what
+        :meth:`flush` sends once it commits. Every note is a row (one query when there
+        are none)."""
+        submitted, ended = conn.execute(TAKE).fetchone()
+        if not submitted and ended is None:
+            return
+        conn.execute("DELETE FROM temp.inferq_bus")
+        self._submitted = bool(submitted)
+        self._ended = ended.split(" ") if ended else []
 
     def discard(self) -> None:
-        self.rewind((False, 0))
+        """Forget what :meth:`take` read: its transaction did not commit."""
+        self._submitted = False
+        self._ended = []
 
     def flush(self) -> None:
         """Send what the committed transaction collected to every other process."""

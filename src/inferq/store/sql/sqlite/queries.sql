@@ -205,15 +205,24 @@ SET dialect = :dialect, state = :state, idempotency_key = :idempotency_key,
     created_at = :created_at, data = :data
 WHERE tenant = :tenant AND id = :id AND state = :expect;
 
--- name: insert_row
--- insert_job for the rows of a batch, run once per row (executemany): a row whose id
--- exists is skipped.
+-- name: insert_rows
+-- insert_job for many rows of a batch in one statement (:rows, a JSON array of
+-- insert_job's parameters): a row whose id exists is skipped. One statement, not one
+-- per row, so the writer leaves the GIL once for the whole chunk.
 INSERT INTO jobs (id, tenant, model, origin, service_class, priority, state, request, info,
                   inputs, max_attempts, created_at, deadline_at, batch_id, custom_id,
                   batch_line)
-VALUES (:id, :tenant, :model, :origin, :service_class, :priority, :state, :request, :info,
-        :inputs, :max_attempts, :created_at, :deadline_at, :batch_id, :custom_id,
-        :batch_line)
+SELECT json_extract(value, '$.id'), json_extract(value, '$.tenant'),
+       json_extract(value, '$.model'), json_extract(value, '$.origin'),
+       json_extract(value, '$.service_class'), json_extract(value, '$.priority'),
+       json_extract(value, '$.state'), json_extract(value, '$.request'),
+       json_extract(value, '$.info'), json_extract(value, '$.inputs'),
+       json_extract(value, '$.max_attempts'), json_extract(value, '$.created_at'),
+       json_extract(value, '$.deadline_at'), json_extract(value, '$.batch_id'),
+       json_extract(value, '$.custom_id'), json_extract(value, '$.batch_line')
+FROM json_each(:rows)
+WHERE true  -- an upsert after a SELECT needs a WHERE (SQLite's parser)
+ORDER BY key
 ON CONFLICT (id) DO NOTHING;
 
 -- name: release_rows
