@@ -139,8 +139,7 @@ class Bus:
 
     def take(self, conn: sqlite3.Connection) -> None:
         """Read and clear the notes of the transaction open on ``conn``: what
-        :meth:`flush` sends once it commits. Every note is a row (one query when there
-        are none)."""
+        :meth:`flush` sends once it commits. One query, and a DELETE when it found any."""
         submitted, ended = conn.execute(TAKE).fetchone()
         if not submitted and ended is None:
             return
