@@ -24,9 +24,9 @@ import pytest
 
 from inferq.core.errors import Conflict, StoreUnavailable
 from inferq.core.models import ApiKey
-from inferq.core.ports import Ending
+from inferq.core.ports import Ending, RowFilter
 from inferq.core.states import JobState
-from inferq.store import rows
+from inferq.store import rows, sqlite
 from inferq.store.sqlite import SQLiteStore
 from inferq.store.sqlite_bus import available
 from tests.contract.test_store_contract import T0, make_batch, make_job, make_row
@@ -156,6 +156,33 @@ async def test_a_chunk_of_batch_rows_is_inserted_by_one_statement(store: SQLiteS
     assert counting.runs < 10, f"{counting.runs} statements for 1,000 rows"
     counts = await store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
     assert counts.total == 1000
+
+
+async def test_a_chunk_too_big_for_one_statement_is_inserted_whole(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows are carried as JSON arrays, and SQLite caps one value's length (a billion bytes
+    by default): a chunk of large rows (a line may be 8 MiB) goes in several statements."""
+    writer = writer_of(store)
+    writer.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200_000)  # stands for the real cap
+    monkeypatch.setattr(sqlite, "ROWS_BYTES", 100_000)
+    batch = make_batch()
+    made = [
+        make_job(tenant=batch.tenant, text=f"{line} " + "é" * 3_000).evolve(
+            state=JobState.VALIDATING, batch_id=batch.id, custom_id=f"r{line}", batch_line=line
+        )
+        for line in range(1, 61)
+    ]
+    counting = writer.conn = Counting(writer.conn)
+    try:
+        await store.insert_rows(made)
+    finally:
+        writer.conn = counting.conn
+    assert 3 < counting.runs < 30
+    stored = await store.batch_rows(
+        RowFilter(tenant=batch.tenant, batch_id=batch.id, after_line=0, limit=100)
+    )
+    assert [r.evolve(seq=0) for r in stored] == made
 
 
 @pytest.mark.skipif(not available(), reason="the bus needs Linux")

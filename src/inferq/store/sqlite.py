@@ -24,7 +24,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -51,12 +51,16 @@ READS = frozenset(name for name, sql in Q.items() if first_keyword(sql) == "SELE
 #: the queries that read a parameter as JSON (json_each(:ids), …): their list parameters
 #: are sent as JSON arrays; no other query can take a list, so theirs go as they are
 TAKES_LISTS = frozenset(name for name, sql in Q.items() if re.search(r"json_\w+\(\s*:", sql))
-_job_params = rows.job_params  # for insert_rows, whose argument is named rows
+# for insert_rows, whose argument is named rows
+_job_params, _dumps = rows.job_params, rows.dumps
 #: how many queued writes one transaction takes at most
 MAX_GROUP = 512
 BUSY_TIMEOUT_MS = 10_000
 #: how many of a batch's rows release_rows and finish_rows change in one write
 ROW_CHUNK = 5_000
+#: the most UTF-8 bytes of rows one insert_rows statement carries (its JSON array): far
+#: under SQLite's limit on one value (a billion bytes), whatever the rows' sizes
+ROWS_BYTES = 32 * 1024 * 1024
 
 
 def _connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
@@ -360,8 +364,10 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
         return await self.db.atomic(_claim_fair(params))
 
     async def insert_rows(self, rows: Sequence[Job]) -> None:
-        if rows:
-            await self.db.execute("insert_rows", {"rows": [_job_params(row) for row in rows]})
+        # as JSON arrays of at most ROWS_BYTES, one statement each: a chunk of large rows
+        # (a line may be 8 MiB) would be too big for one
+        for array in _arrays(_dumps(_job_params(row)).encode() for row in rows):
+            await self.db.execute("insert_rows", {"rows": array})
 
     async def _change_rows(self, query: str, params: Params) -> int:
         """Run the update ``:chunk`` rows at a time until it runs out; each chunk is a
@@ -374,6 +380,21 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
             total += changed
             if changed < ROW_CHUNK:
                 return total
+
+
+def _arrays(items: Iterable[bytes]) -> Iterator[str]:
+    """JSON arrays of the encoded ``items``, in order, each at most :data:`ROWS_BYTES`
+    long (or one item, when that alone is longer)."""
+    part: list[bytes] = []
+    size = 2
+    for item in items:
+        if part and size + len(item) + 1 > ROWS_BYTES:
+            yield (b"[" + b",".join(part) + b"]").decode()
+            part, size = [], 2
+        part.append(item)
+        size += len(item) + 1
+    if part:
+        yield (b"[" + b",".join(part) + b"]").decode()
 
 
 def _insert_then(job: Job, claim: Steps[list[Row]]) -> Steps[tuple[int, list[Row]]]:
