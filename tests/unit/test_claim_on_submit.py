@@ -23,6 +23,7 @@ from inferq.engines.fake import FakeEngine
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.worker import Worker, WorkerSettings
 from inferq.store.sqlite import SQLiteStore
+from tests.support.calls import record_calls
 
 
 @dataclass
@@ -39,15 +40,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     slots, token_delay = getattr(request, "param", (1, 0.0))
     store = SQLiteStore(tmp_path / "jobs.db")
     await store.open()
-    calls: list[str] = []
-    for name in ("insert_job", "claim", "insert_and_claim"):
-        real = getattr(store, name)
-
-        def counted(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
-            calls.append(_name)
-            return _real(*args, **kw)
-
-        setattr(store, name, counted)
+    calls = record_calls(store, "insert_job", "claim", "insert_and_claim")
     spec = ModelSpec(
         name="fake",
         engine="fake",

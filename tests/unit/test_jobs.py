@@ -223,9 +223,13 @@ async def test_deadline_expires_the_job_and_aborts_it(rig: Rig) -> None:
 async def test_stream_yields_pieces_in_order(rig: Rig) -> None:
     await rig.worker.start()
     job = await submit(rig, "alpha beta gamma", service_class=ServiceClass.INTERACTIVE)
-    pieces = [p async for p in rig.jobs.stream(job.id, tenant="t", deadline=time.time() + 5)]
-    assert "".join(pieces) == "echo: alpha beta gamma"
+    *pieces, last = [p async for p in rig.jobs.stream(job.id, tenant="t", deadline=time.time() + 5)]
+    assert all(isinstance(p, str) for p in pieces)
+    assert "".join(str(p) for p in pieces) == "echo: alpha beta gamma"
     assert len(pieces) == 4
+    assert isinstance(last, Job)
+    assert last.id == job.id
+    assert last.state is JobState.SUCCEEDED
 
 
 async def test_engine_error_fails_without_retry(rig: Rig) -> None:

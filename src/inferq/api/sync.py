@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeVar
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from inferq.api.deps import Services
 from inferq.core.errors import (
@@ -107,16 +108,37 @@ KEEPALIVE = ": keepalive\n\n"
 
 
 def event_stream(
-    events: AsyncIterator[str], *, keepalive: float | None = None
+    events: AsyncIterator[str],
+    *,
+    keepalive: float | None = None,
+    closes: Subscription | None = None,
 ) -> StreamingResponse:
     """Server-sent events, unbuffered by the server and any proxy in between; with
-    ``keepalive``, a comment after each that many seconds without an event."""
+    ``keepalive``, a comment after each that many seconds without an event.
+
+    ``closes``: a subscription that ``events`` reads (opened before its job was
+    submitted), closed once the response is over even if ``events`` never started: a
+    client gone before the first byte leaves a generator that nothing runs, whose own
+    ``finally`` would never close it."""
     body = events if keepalive is None else with_keepalive(events, keepalive)
-    return StreamingResponse(
-        body,
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
+    return _EventStream(body, closes)
+
+
+class _EventStream(StreamingResponse):
+    def __init__(self, body: AsyncIterator[str], closes: Subscription | None) -> None:
+        super().__init__(
+            body,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+        self.closes = closes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.closes is not None:
+                self.closes.close()
 
 
 async def with_keepalive(events: AsyncIterator[str], every: float) -> AsyncIterator[str]:

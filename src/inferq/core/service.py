@@ -277,15 +277,22 @@ class JobService:
         return job_id, self.events.subscribe(job_id, finished=True)
 
     async def stream(
-        self, job_id: str, *, tenant: str | None, deadline: float
-    ) -> AsyncIterator[str]:
-        """Yield the job's text as it is generated; return once it ended.
+        self,
+        job_id: str,
+        *,
+        tenant: str | None,
+        deadline: float,
+        watching: Subscription | None = None,
+    ) -> AsyncIterator[str | Job]:
+        """Yield the job's text as it is generated, then the job as it ended, last.
 
         Pieces come from this process's worker or, relayed, from another process's
         (:class:`~inferq.core.events.TextRelay`). What did not arrive as pieces (all of
         it, where no channel relays them) is yielded from the result at the end.
+        ``watching``: the job's subscription from :meth:`watch` (opened before it was
+        submitted, so no piece is missed), closed here once the stream ends.
         """
-        sub = self.events.subscribe(job_id)
+        sub = watching if watching is not None else self.events.subscribe(job_id)
         streamed: list[str] = []
         try:
             while True:
@@ -298,12 +305,14 @@ class JobService:
                         streamed.append(event)
                         yield event
                         continue
-                    job = await self.get(job_id, tenant=tenant)
+                    # the job as this process's worker committed its end, or a read
+                    job = event if isinstance(event, Job) else await self.get(job_id, tenant=tenant)
                 if job.state.terminal:
                     if isinstance(job.result, ChatResult):
                         rest = _rest(job.result.text, "".join(streamed))
                         if rest:
                             yield rest
+                    yield job
                     return
         finally:
             sub.close()

@@ -15,11 +15,11 @@ from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
 from inferq.api.routing import Router
 from inferq.api.sync import (
+    Watched,
     abandon,
     answer_when_finished,
     event_stream,
     finished_or_raise,
-    submit_sync,
     submit_watched,
 )
 from inferq.core.errors import InferqError, public
@@ -34,10 +34,9 @@ router = Router(prefix="/v1/messages", tags=["anthropic"])
 async def create_message(
     body: MessagesRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    if body.stream:
-        job = await submit_sync(services, caller, body, body.to_request(), origin="anthropic")
-        return event_stream(_stream(services.jobs, job))
     watched = await submit_watched(services, caller, body, body.to_request(), origin="anthropic")
+    if body.stream:
+        return event_stream(_stream(services.jobs, watched), closes=watched[1])
     return await answer_when_finished(request, services.jobs, watched, t.render_message)
 
 
@@ -51,10 +50,11 @@ async def count_tokens(
     return {"input_tokens": tokens}
 
 
-async def _stream(jobs: JobService, job: Job) -> AsyncIterator[str]:
+async def _stream(jobs: JobService, watched: Watched) -> AsyncIterator[str]:
     """Anthropic's event sequence, each text piece as the engine produces it; an answer
     that may call a tool is held until it ends and sent block by block (a call's text is
     not the answer's text)."""
+    job, sub = watched
     finished = False
     request = job.request
     held = isinstance(request, ChatRequest) and may_call(request.tools, request.tool_choice)
@@ -63,10 +63,14 @@ async def _stream(jobs: JobService, job: Job) -> AsyncIterator[str]:
         if not held:
             yield t.sse(t.BLOCK_START)
         yield t.sse(t.PING)
-        async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
-            if not held:
+        deadline = job.deadline_at or 0
+        last: Job = job
+        async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=deadline, watching=sub):
+            if isinstance(piece, Job):
+                last = piece
+            elif not held:
                 yield t.sse(t.text_delta(piece))
-        done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
+        done = finished_or_raise(last)
         finished = True
         for event in t.whole_blocks(done) if held else [t.BLOCK_STOP]:
             yield t.sse(event)

@@ -123,17 +123,17 @@ async def completions(
 ) -> dict[str, Any] | Response:
     body.check()
     requests = [body.to_request(p) for p in body.prompts()]
-    if len(requests) == 1 and not body.stream:
+    if len(requests) == 1:
         watched = await sync.submit_watched(services, caller, body, requests[0], origin="openai")
+        if body.stream:
+            events = _stream(services.jobs, watched, body)
+            return sync.event_stream(framed(services.jobs, watched[0], events), closes=watched[1])
         return await sync.answer_when_finished(
             request, services.jobs, watched, lambda job: render_text_completion([job], body)
         )
     jobs = [
         await sync.submit_sync(services, caller, body, core, origin="openai") for core in requests
     ]
-    if body.stream:
-        events = _stream(services.jobs, jobs[0], body)
-        return sync.event_stream(framed(services.jobs, jobs[0], events))
     done: list[Job] = []
     try:
         for job in jobs:
@@ -207,12 +207,20 @@ def _chunk(job: Job, text: str, finish_reason: str | None = None) -> dict[str, A
     }
 
 
-async def _stream(jobs: JobService, job: Job, body: CompletionBody) -> AsyncIterator[str]:
+async def _stream(
+    jobs: JobService, watched: sync.Watched, body: CompletionBody
+) -> AsyncIterator[str]:
+    job, sub = watched
     if body.echo and isinstance(job.request, ChatRequest) and job.request.prompt:
         yield sse(_chunk(job, job.request.prompt))
-    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
-        yield sse(_chunk(job, piece))
-    done, result = await ended(jobs, job)
+    deadline = job.deadline_at or 0
+    last: Job = job
+    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=deadline, watching=sub):
+        if isinstance(piece, Job):
+            last = piece
+        else:
+            yield sse(_chunk(job, piece))
+    done, result = ended(last)
     yield sse(_chunk(done, "", result.finish_reason))
     if (body.stream_options or {}).get("include_usage"):
         yield sse({**_chunk(done, ""), "choices": [], "usage": render_usage(done)})

@@ -16,12 +16,7 @@ from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.streaming import ended, framed
 from inferq.api.openai.translate import sse
 from inferq.api.routing import Router
-from inferq.api.sync import (
-    answer_when_finished,
-    event_stream,
-    submit_sync,
-    submit_watched,
-)
+from inferq.api.sync import Watched, answer_when_finished, event_stream, submit_watched
 from inferq.core.models import ChatRequest, Job
 from inferq.core.service import JobService
 
@@ -39,23 +34,29 @@ async def chat_completions(
     chat = body.to_request()
     if body.stream:
         refuse_stream(chat)
-    if body.stream:
-        job = await submit_sync(services, caller, body, chat, origin="openai")
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
-        events = _stream(services.jobs, job, include_usage=include_usage)
-        return event_stream(framed(services.jobs, job, events))
     watched = await submit_watched(services, caller, body, chat, origin="openai")
+    if body.stream:
+        job, sub = watched
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        events = _stream(services.jobs, watched, include_usage=include_usage)
+        return event_stream(framed(services.jobs, job, events), closes=sub)
     return await answer_when_finished(request, services.jobs, watched, render_completion)
 
 
-async def _stream(jobs: JobService, job: Job, *, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(jobs: JobService, watched: Watched, *, include_usage: bool) -> AsyncIterator[str]:
+    job, sub = watched
     yield sse(render_chunk(job, delta={"role": "assistant", "content": ""}))
     assert isinstance(job.request, ChatRequest)
     deltas = ChatDeltas(job.request, job.id)
-    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=job.deadline_at or 0):
+    deadline = job.deadline_at or 0
+    last: Job = job
+    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=deadline, watching=sub):
+        if isinstance(piece, Job):
+            last = piece
+            continue
         for delta in deltas.feed(piece):
             yield sse(render_chunk(job, delta=delta))
-    done, result = await ended(jobs, job)
+    done, result = ended(last)
     for delta in deltas.finish(result):
         yield sse(render_chunk(job, delta=delta))
     yield sse(render_chunk(done, finish_reason=result.finish_reason))

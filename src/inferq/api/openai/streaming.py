@@ -29,8 +29,9 @@ async def framed(jobs: JobService, job: Job, events: AsyncIterator[str]) -> Asyn
             abandon(jobs, job)
 
 
-async def ended(jobs: JobService, job: Job) -> tuple[Job, ChatResult]:
-    """``job`` once its stream has ended, succeeded, with its result."""
-    done = finished_or_raise(await jobs.get(job.id, tenant=job.tenant))
+def ended(job: Job) -> tuple[Job, ChatResult]:
+    """``job`` as its stream ended (:meth:`JobService.stream`'s last item), succeeded,
+    with its result."""
+    done = finished_or_raise(job)
     assert isinstance(done.result, ChatResult)
     return done, done.result
