@@ -4,11 +4,12 @@ One ``inferq serve`` process (SQLite, ``synchronous=FULL`` as always: every job 
 committed before its answer) with the fake engine (``token_delay = 0``: the generation
 costs next to nothing, so the request's time is inferq's own), 4 slots, log level info.
 One keep-alive client (``http.client``, lighter than an HTTP library) sends one request
-at a time, in blocks that alternate between ``POST /v1/chat/completions`` and
-``GET /healthz`` (the HTTP floor: uvicorn, the middlewares, no store), so drift hits
-both. Reported: p50 and p90 of each, the sync request's p50 above the floor, the
-server's CPU per request (every thread, from /proc), and how many jobs were claimed in
-the transaction that stored them (``claimed_at == created_at``).
+at a time, in blocks that rotate between ``POST /v1/chat/completions``, the same request
+streamed (``"stream": true``, read to its ``[DONE]``) and ``GET /healthz`` (the HTTP
+floor: uvicorn, the middlewares, no store), so drift hits all three. Reported: p50 and
+p90 of each (and of a stream's first piece of text), the sync request's p50 above the
+floor, the server's CPU per request (every thread, from /proc), and how many jobs were
+claimed in the transaction that stored them (``claimed_at == created_at``).
 
     .venv/bin/python bench/sync_path.py [--requests 2000] [--blocks 8] [--no-doc]
 """
@@ -38,11 +39,14 @@ from _common import (
 )
 
 MODELS = '[models.fake]\nengine = "fake"\ncontext_length = 512\nslots = 4\n'
-BODY = json.dumps({
+CHAT = {
     "model": "fake",
     "messages": [{"role": "user", "content": "What is the capital of France?"}],
     "max_tokens": 8,
-}).encode()  # fmt: skip
+}
+BODY = json.dumps(CHAT).encode()
+STREAM_BODY = json.dumps({**CHAT, "stream": True}).encode()
+KINDS = ("sync", "stream", "healthz")
 
 
 def main() -> None:
@@ -56,8 +60,8 @@ def main() -> None:
     info = machine()
     print(machine_line(info))
     per_block = max(1, args.requests // args.blocks)
-    ms: dict[str, list[float]] = {"sync": [], "healthz": []}
-    cpu: dict[str, float] = {"sync": 0.0, "healthz": 0.0}
+    ms: dict[str, list[float]] = {kind: [] for kind in (*KINDS, "first")}
+    cpu: dict[str, float] = dict.fromkeys(KINDS, 0.0)
     with tempfile.TemporaryDirectory(prefix="inferq-bench-") as tmp:
         models = Path(tmp) / "models.toml"
         models.write_text(MODELS)
@@ -70,11 +74,20 @@ def main() -> None:
 
             def once(kind: str) -> float:
                 t0 = time.perf_counter()
-                if kind == "sync":
-                    conn.request("POST", "/v1/chat/completions", BODY, headers)
-                else:
+                if kind == "healthz":
                     conn.request("GET", "/healthz")
+                else:
+                    body = STREAM_BODY if kind == "stream" else BODY
+                    conn.request("POST", "/v1/chat/completions", body, headers)
                 response = conn.getresponse()
+                if kind == "stream":
+                    first = None
+                    while line := response.readline():
+                        if first is None and b'"content":"' in line and b'"content":""' not in line:
+                            first = time.perf_counter() - t0
+                    if first is None or response.status != 200:
+                        raise RuntimeError(f"stream: HTTP {response.status}, no text")
+                    ms["first"].append(first * 1e3)
                 response.read()
                 elapsed = time.perf_counter() - t0
                 if response.status != 200:
@@ -82,15 +95,16 @@ def main() -> None:
                 return elapsed
 
             for _ in range(args.warmup):
-                once("sync")
-                once("healthz")
+                for kind in KINDS:
+                    once(kind)
+            ms["first"].clear()
             busy0, wall0 = busy_cpu_seconds(), time.monotonic()
             own0 = resource.getrusage(resource.RUSAGE_SELF)
             ours = 0.0
-            for block in range(2 * args.blocks):
-                kind = ("sync", "healthz")[
-                    (block + block // 2) % 2
-                ]  # sync, healthz, healthz, sync…
+            for block in range(len(KINDS) * args.blocks):
+                # sync, stream, healthz, healthz, stream, sync, sync…
+                turn, at = divmod(block, len(KINDS))
+                kind = KINDS[at] if turn % 2 == 0 else KINDS[-1 - at]
                 before = cpu_seconds(server.pid)
                 ms[kind] += [once(kind) * 1e3 for _ in range(per_block)]
                 spent = cpu_seconds(server.pid) - before
@@ -113,10 +127,12 @@ def main() -> None:
             label,
             f"{percentile(ms[kind], 50):.2f}",
             f"{percentile(ms[kind], 90):.2f}",
-            f"{cpu[kind] / len(ms[kind]) * 1e3:.3f}",
+            f"{cpu[kind] / len(ms[kind]) * 1e3:.3f}" if kind in cpu else "",
         ]
         for label, kind in (
             ("POST /v1/chat/completions (fake engine)", "sync"),
+            ("the same, streamed: to [DONE]", "stream"),
+            ("the same, streamed: to the first text", "first"),
             ("GET /healthz (HTTP floor)", "healthz"),
         )
     ]
@@ -124,6 +140,7 @@ def main() -> None:
     result = table(["", "p50 ms", "p90 ms", "server CPU ms/request"], rows)
     summary = (
         f"Sync p50 {percentile(ms['sync'], 50):.2f} ms, {above:.2f} ms above the HTTP floor; "
+        f"streamed {percentile(ms['stream'], 50):.2f} ms to its end; "
         f"{claimed_at_insert or 0} of {jobs} jobs claimed in the transaction that stored them; "
         f"other processes used about {other:.2f} cores meanwhile."
     )
@@ -141,10 +158,11 @@ def main() -> None:
             [
                 machine_line(info),
                 "",
-                f"{n} sync requests and {len(ms['healthz'])} healthz requests, one at a time, in "
-                f"{2 * args.blocks} alternating blocks after {args.warmup} warm-up requests of "
-                "each; fake engine (token_delay 0), 4 slots, SQLite with synchronous=FULL, log "
-                "level info; client: http.client, keep-alive.",
+                f"{n} sync requests, {len(ms['stream'])} streamed and {len(ms['healthz'])} "
+                f"healthz requests, one at a time, in {len(KINDS) * args.blocks} rotating "
+                f"blocks after {args.warmup} warm-up requests of each; fake engine "
+                "(token_delay 0), 4 slots, SQLite with synchronous=FULL, log level info; "
+                "client: http.client, keep-alive.",
                 "",
                 result,
                 "",
