@@ -39,6 +39,7 @@ from inferq.core.errors import EngineError, EngineUnavailable
 from inferq.core.models import ChatResult, Usage
 from inferq.core.structured import TokenLogprob
 from inferq.engines.base import ABORTED
+from inferq.engines.llama_gil import holding_gil
 from inferq.engines.llama_sequence import DecoderConfig, SequenceJob, new_sampler
 from inferq.engines.llama_sequence import Sampling as Sampling  # re-exported
 from inferq.engines.llama_structured import Tokenizer, logits_row, logprobs_of, token_logprob
@@ -85,7 +86,8 @@ class BatchDecoder:
 
     def __init__(self, llama_cpp: Any, model: Any, config: DecoderConfig, *, name: str) -> None:
         self.config = config
-        self._lib = llama_cpp
+        #: the quick calls of a step keep the GIL (see :mod:`inferq.engines.llama_gil`)
+        self._lib = holding_gil(llama_cpp)
         self._model = model
         self._vocab = model.vocab
         self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
