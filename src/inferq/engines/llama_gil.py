@@ -56,7 +56,7 @@ def holding_gil(llama_cpp: Any, names: tuple[str, ...] = QUICK) -> Any:
             twin = getattr(library, name)
             twin.argtypes, twin.restype = own.argtypes, own.restype
             twins[name] = twin
-    except (AttributeError, OSError) as exc:  # pragma: no cover - another llama_cpp build
+    except (AttributeError, OSError) as exc:  # another llama_cpp build, or none to open
         log.warning("llama.cpp's quick calls will let go of the GIL: %s", exc)
         return llama_cpp
     return _Holding(llama_cpp, twins)
