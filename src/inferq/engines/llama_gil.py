@@ -6,14 +6,17 @@ GIL most of the time and lets go of it only for moments (every socket event that
 hands back to Python), which it takes again before a thread woken to wait for it can run;
 the waiting thread can lose that race many times over. Measured beside a flood of
 requests (the loop on one core, the decode thread alone on the other): the decode thread
-spent about 40% of its time waiting for the GIL after its calls, and ran at 0.57x its
-idle tokens/s (docs/benchmarks.md, "The decode thread beside a busy event loop").
+spent about 40% of its time waiting for the GIL after its calls, and ran at 0.6x the
+tokens/s it had with the same flood at another process (docs/benchmarks.md, "the decode
+thread beside a busy event loop").
 
 A decode step calls the library a few times per sequence besides the decode itself: to
 sample its next token, to ask whether that token ends it, and for the token's text. Those
 take microseconds (the sampler about 0.1 ms), far less than one wait for the GIL, so they
 are made through a :class:`ctypes.PyDLL` handle on the same library, which keeps the GIL:
 a step then waits for the GIL once, after its llama_decode, instead of once per call.
+The price: other threads wait for the step's sampling (about 1 ms for 8 sequences) where
+they could slip in between its calls before.
 """
 
 from __future__ import annotations
