@@ -93,7 +93,7 @@ def test_a_stream_is_claimed_with_its_insert_and_sends_the_whole_text(
         events = _events(rig, path, body)
         # (the memory store's insert_and_claim inserts, then claims)
         assert rig.calls[0] == "insert_and_claim"
-        assert "".join(text_of(e) for e in events).endswith("hi there")
+        assert "".join(text_of(e) for e in events) == "echo: hi there"
         assert rig.hub._subs == {}, "the stream's subscription was left open"
 
 

@@ -100,6 +100,33 @@ async def watched(jobs: JobService, submit: Callable[[str], Awaitable[Job]]) -> 
     return job, sub
 
 
+class JobText:
+    """A watched job's text as it is generated (iterate it; :meth:`JobService.stream`),
+    then :meth:`ended`: the job as it ended, once the iteration is over."""
+
+    def __init__(self, jobs: JobService, watched: Watched) -> None:
+        self.jobs = jobs
+        self.job, self._sub = watched
+        self._ended: Job | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        job = self.job
+        pieces = self.jobs.stream(
+            job.id, tenant=job.tenant, deadline=job.deadline_at or 0, watching=self._sub
+        )
+        async for piece in pieces:
+            if isinstance(piece, Job):
+                self._ended = piece
+            else:
+                yield piece
+
+    def ended(self) -> Job:
+        """The job as it ended (its stream's last item)."""
+        if self._ended is None:
+            raise RuntimeError(f"the text of job {self.job.id} has not ended")
+        return self._ended
+
+
 #: a stream that has sent nothing for this long sends an SSE comment, so that clients and
 #: proxies with a read timeout (the SDKs': 60 s or more) do not drop a stream that waits
 #: for its job, e.g. a resumed background response queued behind others

@@ -15,6 +15,7 @@ from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.errors import status_of
 from inferq.api.routing import Router
 from inferq.api.sync import (
+    JobText,
     Watched,
     abandon,
     answer_when_finished,
@@ -23,7 +24,7 @@ from inferq.api.sync import (
     submit_watched,
 )
 from inferq.core.errors import InferqError, public
-from inferq.core.models import ChatRequest, Job
+from inferq.core.models import ChatRequest
 from inferq.core.service import JobService
 from inferq.core.tool_text import may_call
 
@@ -54,7 +55,7 @@ async def _stream(jobs: JobService, watched: Watched) -> AsyncIterator[str]:
     """Anthropic's event sequence, each text piece as the engine produces it; an answer
     that may call a tool is held until it ends and sent block by block (a call's text is
     not the answer's text)."""
-    job, sub = watched
+    job = watched[0]
     finished = False
     request = job.request
     held = isinstance(request, ChatRequest) and may_call(request.tools, request.tool_choice)
@@ -63,14 +64,11 @@ async def _stream(jobs: JobService, watched: Watched) -> AsyncIterator[str]:
         if not held:
             yield t.sse(t.BLOCK_START)
         yield t.sse(t.PING)
-        deadline = job.deadline_at or 0
-        last: Job = job
-        async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=deadline, watching=sub):
-            if isinstance(piece, Job):
-                last = piece
-            elif not held:
+        text = JobText(jobs, watched)
+        async for piece in text:
+            if not held:
                 yield t.sse(t.text_delta(piece))
-        done = finished_or_raise(last)
+        done = finished_or_raise(text.ended())
         finished = True
         for event in t.whole_blocks(done) if held else [t.BLOCK_STOP]:
             yield t.sse(event)

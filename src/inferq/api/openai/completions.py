@@ -210,17 +210,13 @@ def _chunk(job: Job, text: str, finish_reason: str | None = None) -> dict[str, A
 async def _stream(
     jobs: JobService, watched: sync.Watched, body: CompletionBody
 ) -> AsyncIterator[str]:
-    job, sub = watched
+    job = watched[0]
     if body.echo and isinstance(job.request, ChatRequest) and job.request.prompt:
         yield sse(_chunk(job, job.request.prompt))
-    deadline = job.deadline_at or 0
-    last: Job = job
-    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=deadline, watching=sub):
-        if isinstance(piece, Job):
-            last = piece
-        else:
-            yield sse(_chunk(job, piece))
-    done, result = ended(last)
+    text = sync.JobText(jobs, watched)
+    async for piece in text:
+        yield sse(_chunk(job, piece))
+    done, result = ended(text.ended())
     yield sse(_chunk(done, "", result.finish_reason))
     if (body.stream_options or {}).get("include_usage"):
         yield sse({**_chunk(done, ""), "choices": [], "usage": render_usage(done)})

@@ -16,8 +16,14 @@ from inferq.api.openai.schemas import ChatCompletionRequest
 from inferq.api.openai.streaming import ended, framed
 from inferq.api.openai.translate import sse
 from inferq.api.routing import Router
-from inferq.api.sync import Watched, answer_when_finished, event_stream, submit_watched
-from inferq.core.models import ChatRequest, Job
+from inferq.api.sync import (
+    JobText,
+    Watched,
+    answer_when_finished,
+    event_stream,
+    submit_watched,
+)
+from inferq.core.models import ChatRequest
 from inferq.core.service import JobService
 
 router = Router(prefix="/v1", tags=["openai"])
@@ -44,19 +50,15 @@ async def chat_completions(
 
 
 async def _stream(jobs: JobService, watched: Watched, *, include_usage: bool) -> AsyncIterator[str]:
-    job, sub = watched
+    job = watched[0]
     yield sse(render_chunk(job, delta={"role": "assistant", "content": ""}))
     assert isinstance(job.request, ChatRequest)
     deltas = ChatDeltas(job.request, job.id)
-    deadline = job.deadline_at or 0
-    last: Job = job
-    async for piece in jobs.stream(job.id, tenant=job.tenant, deadline=deadline, watching=sub):
-        if isinstance(piece, Job):
-            last = piece
-            continue
+    text = JobText(jobs, watched)
+    async for piece in text:
         for delta in deltas.feed(piece):
             yield sse(render_chunk(job, delta=delta))
-    done, result = ended(last)
+    done, result = ended(text.ended())
     for delta in deltas.finish(result):
         yield sse(render_chunk(job, delta=delta))
     yield sse(render_chunk(done, finish_reason=result.finish_reason))
