@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,10 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     await registry.start()
     events = JobEvents()
     jobs = JobService(store=store, models=registry, events=events)
-    # no poll for 30 s: every claim below is one an event or a submit asked for
-    settings = WorkerSettings(lease_seconds=30, poll_interval=30, tick=0.05)
+    # no poll for 30 s: every claim below is one an event or a submit asked for; an offer
+    # waits as long as it takes for a claim under way (a loaded machine can take longer
+    # than the default's 50 ms), but for the test that sets its own patience
+    settings = WorkerSettings(lease_seconds=30, poll_interval=30, tick=0.05, offer_wait=10)
     worker = Worker(store=store, registry=registry, events=events, settings=settings)
     await worker.start()
     jobs.offers = worker
@@ -109,6 +111,31 @@ async def test_back_to_back_sync_jobs_wait_for_the_loops_claim_and_go_with_their
         assert done.state is JobState.SUCCEEDED
     assert rig.calls.count("insert_and_claim") == 20
     assert "insert_job" not in rig.calls
+
+
+async def test_a_submit_does_not_wait_past_its_patience_for_a_slow_claim(rig: Rig) -> None:
+    # the loop's claim hangs (a store under load); a sync submit waits offer_wait for it,
+    # then stores its job the ordinary way, and the loop runs it once the claim is back
+    rig.worker.settings = replace(rig.worker.settings, offer_wait=0.05)
+    asked, gate = asyncio.Event(), asyncio.Event()
+    real = rig.store.claim
+
+    async def slow_claim(*args: Any, **kw: Any) -> list[Job]:
+        asked.set()
+        await gate.wait()
+        return await real(*args, **kw)
+
+    rig.store.claim = slow_claim  # type: ignore[method-assign]
+    queued = await submit(rig, "queued", ServiceClass.ASYNC)  # wakes the loop: it claims
+    await asyncio.wait_for(asked.wait(), 5)
+    try:
+        sync = await asyncio.wait_for(submit(rig, "sync", ServiceClass.INTERACTIVE), 5)
+        assert rig.calls == ["insert_job", "insert_job"]  # neither insert claimed
+    finally:
+        gate.set()
+    assert (await wait(rig, queued)).state is JobState.SUCCEEDED
+    assert (await wait(rig, sync)).state is JobState.SUCCEEDED
+    assert "insert_and_claim" not in rig.calls
 
 
 async def test_a_job_failed_for_a_retry_runs_again_at_once(rig: Rig) -> None:
