@@ -6,25 +6,55 @@ query strings are refused if they carry a NUL. A request that breaks a rule gets
 a 400 in the dialect's own shape and never reaches a router or the store; one that
 passes is handed on unchanged (the router parses the same bytes again), and so is a
 body that is not JSON at all, which each dialect refuses in its own documented words.
+
+The routers parse as ``json.loads`` does, which reads more than UTF-8 text: a byte
+order mark, UTF-16 and UTF-32 (told apart by the first bytes) and UTF-8 encoded
+surrogates. A body that :func:`~inferq.core.inputs.loads` finds malformed is checked
+again as the routers will read it, so none of those carries a value past the rules.
+Whether a request's body is JSON is decided by every ``Content-Type`` it sends (the
+routers read the first of several; any one of them saying JSON is enough here).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+
 from starlette.types import Message, Receive, Scope, Send
 
-from inferq.api.errors import DialectMiddleware, header, render, send_response
+from inferq.api.errors import DialectMiddleware, render, send_response
 from inferq.core import inputs
 from inferq.core.errors import InferqError, InvalidRequest
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def _is_json(content_type: bytes | None) -> bool:
-    """Whether the router will parse the body as JSON (as FastAPI does without a type)."""
-    if not content_type:
+def _is_json(scope: Scope) -> bool:
+    """Whether the router may parse the body as JSON (as FastAPI does without a type)."""
+    types = [value for key, value in scope.get("headers") or () if key == b"content-type"]
+    return not types or any(_is_json_type(value) for value in types)
+
+
+def _is_json_type(content_type: bytes) -> bool:
+    if not content_type.strip():
         return True
     media = content_type.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or media.endswith(b"+json")
+
+
+def _check(body: bytes) -> None:
+    """Check ``body`` as the routers will read it; InvalidRequest if it breaks a rule."""
+    try:
+        inputs.loads(body)
+    except inputs.MalformedJson:
+        # not UTF-8 JSON, but json.loads may still read it: check the text it would read
+        try:
+            text = body.decode(json.detect_encoding(body), "surrogatepass")
+        except UnicodeDecodeError:
+            return  # the routers cannot read it either
+        # malformed there too: not JSON at all, the dialect refuses it in its own words
+        with contextlib.suppress(inputs.MalformedJson):
+            inputs.loads(text)
 
 
 class InputGuardMiddleware(DialectMiddleware):
@@ -43,7 +73,7 @@ class InputGuardMiddleware(DialectMiddleware):
         if scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        if not _is_json(header(scope, b"content-type")):
+        if not _is_json(scope):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -63,9 +93,7 @@ class InputGuardMiddleware(DialectMiddleware):
         body = b"".join(chunks)
         if body.strip():
             try:
-                inputs.loads(body)
-            except inputs.MalformedJson:
-                pass  # not JSON at all: the dialect refuses it in its own words
+                _check(body)
             except InvalidRequest as exc:
                 await send_response(
                     scope, send, render(dialect, InvalidRequest(exc.message, param="body"))

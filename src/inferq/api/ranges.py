@@ -17,6 +17,10 @@ from fastapi.responses import StreamingResponse
 from inferq.core.errors import ClientError
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+#: what a position longer than this many digits counts as: past the end of any file
+#: (``int()`` refuses text of thousands of digits)
+_MAX_DIGITS = 18
+_BEYOND = 10**_MAX_DIGITS
 
 
 class RangeNotSatisfiable(ClientError):
@@ -33,14 +37,18 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = found.groups()
     if first == "":  # the last N bytes
-        return max(size - int(last), 0), size
-    start = int(first)
-    stop = size if last == "" else min(int(last) + 1, size)
-    if last != "" and int(last) < start:
+        return max(size - _position(last), 0), size
+    start = _position(first)
+    stop = size if last == "" else min(_position(last) + 1, size)
+    if last != "" and _position(last) < start:
         return None  # invalid: ignored
     if start >= size:
         raise RangeNotSatisfiable(f"the range {header} starts past the end ({size} bytes)")
     return start, stop
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND
 
 
 async def download(

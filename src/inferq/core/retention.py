@@ -46,7 +46,9 @@ def expires_after(value: Any, *, param: str) -> int:
     if not isinstance(value, dict) or value.get("anchor") != "created_at":
         raise InvalidRequest(f"{param}: anchor must be 'created_at'", param=f"{param}.anchor")
     seconds = value.get("seconds")
-    if isinstance(seconds, str) and seconds.isdigit():
+    # a form field's text: ASCII digits only ("²" is a digit to isdigit, not to int), and
+    # few of them (int() refuses thousands)
+    if isinstance(seconds, str) and seconds.isascii() and seconds.isdigit() and len(seconds) <= 18:
         seconds = int(seconds)
     if not isinstance(seconds, int) or isinstance(seconds, bool) or not 3600 <= seconds <= 2592000:
         raise InvalidRequest(

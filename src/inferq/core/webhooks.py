@@ -335,6 +335,14 @@ def check_url(url: str) -> str:
         raise InvalidRequest("the URL cannot carry credentials or a fragment", param="url")
     if len(url) > 2000 or (port is not None and port == 0):
         raise InvalidRequest("the URL is too long or names port 0", param="url")
+    try:
+        # as each delivery's resolver will: an empty label, or one over 63 characters
+        # once encoded, names no host
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise InvalidRequest(
+            f"the URL's host {parts.hostname[:100]!r} is not a valid host name", param="url"
+        ) from None
     return url
 
 

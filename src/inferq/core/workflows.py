@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
+from inferq.core.inputs import check_text
 from inferq.core.limits import LAUNCH_SPACING, RateStore, space_launches
 from inferq.core.models import Batch, ChatMessage, ChatRequest, EmbedRequest, Request
 from inferq.core.ports import BatchFilter, BatchStore, BlobStore
@@ -366,6 +367,8 @@ class WorkflowService:
             )
         types = []
         for i, f in enumerate(files):
+            # the name is kept in the job's record: text every store can keep
+            check_text(f.name, param=f"input_files.{i}", what="the file name")
             if len(f.data) > self.limits.max_file_bytes:
                 raise _bad(
                     f"input file {f.name!r} is larger than the limit of "

@@ -40,6 +40,12 @@ _SCAN = 500
 
 def _check(body: BatchCreate, services: Services) -> list[bytes]:
     """Every request checked as ``POST /v1/messages`` checks it; its JSONL lines."""
+    most = services.batches.limits.max_rows
+    if len(body.requests) > most:
+        raise InvalidRequest(
+            f"requests: {len(body.requests)} requests; a batch may hold at most {most}",
+            param="requests",
+        )
     lines: list[bytes] = []
     seen: dict[str, int] = {}
     for n, item in enumerate(body.requests):
@@ -85,17 +91,22 @@ async def create_batch(
             meta={"files": {}},
         )
     )
-    await services.files.add_dataset_file(record, name=REQUESTS, chunks=_chunks(lines))
-    stored, _ = await services.batches.submit(
-        NewBatch(
-            id=batch_id,
-            tenant=caller.tenant,
-            dialect=DIALECT,
-            endpoint=ENDPOINT,
-            input_file_id=batch_id,
-            meta={REQUESTS_META: len(lines)},
+    try:
+        await services.files.add_dataset_file(record, name=REQUESTS, chunks=_chunks(lines))
+        stored, _ = await services.batches.submit(
+            NewBatch(
+                id=batch_id,
+                tenant=caller.tenant,
+                dialect=DIALECT,
+                endpoint=ENDPOINT,
+                input_file_id=batch_id,
+                meta={REQUESTS_META: len(lines)},
+            )
         )
-    )
+    except BaseException:
+        # the batch was refused (too many open batches, say): no requests without it
+        await services.files.delete(batch_id, tenant=caller.tenant, kind=KIND)
+        raise
     return await _render(services, stored, request)
 
 

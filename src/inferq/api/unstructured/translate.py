@@ -122,10 +122,16 @@ def templates() -> list[dict[str, Any]]:
     return [render_template(t, nodes=False) for t in TEMPLATES.values()]
 
 
+def _loc(part: str) -> str | int:
+    """One step of a dotted param as FastAPI's ``loc`` writes it: a list index as a number
+    (only ASCII digits: a client's key such as "²" passes ``isdigit`` but not ``int``)."""
+    return int(part) if part.isascii() and part.isdigit() and len(part) <= 18 else part
+
+
 def render_error(exc: InferqError, status: int) -> JSONResponse:
     if isinstance(exc, InvalidRequest) and exc.param is not None:
         loc: list[str | int] = ["body"]
-        loc += [int(p) if p.isdigit() else p for p in exc.param.split(".")]
+        loc += [_loc(part) for part in exc.param.split(".")]
         detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
     return JSONResponse({"detail": exc.message}, status_code=status)
