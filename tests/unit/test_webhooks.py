@@ -202,6 +202,21 @@ async def test_loopback_is_refused_without_the_setting_and_nothing_is_sent(
         await sender.close()
 
 
+async def test_a_host_name_the_resolver_refuses_is_a_failed_attempt() -> None:
+    # an endpoint stored before its URL's host was checked at registration: each attempt
+    # fails with a reason, as an unknown host does, not with an exception
+    sender = Sender(allow_private=False, timeout=2)
+    try:
+        for host in ("a" * 64 + ".example.com", "a..b.example.com"):
+            got = await sender.post(
+                f"http://{host}/h", secret="whsec_c2VjcmV0", webhook_id="wh_1", body=b"{}"
+            )
+            assert got.status is None and not got.ok
+            assert got.error is not None and "not a valid host name" in got.error
+    finally:
+        await sender.close()
+
+
 async def test_redirects_are_not_followed_and_answers_are_cut(
     loopback: Callable[..., Awaitable[Loopback]],
 ) -> None:

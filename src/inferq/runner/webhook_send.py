@@ -71,6 +71,8 @@ async def resolve(host: str, port: int, *, allow_private: bool) -> Address:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise Refused(f"cannot resolve {host}: {exc.strerror or exc}") from exc
+    except UnicodeError as exc:  # a label the IDNA codec refuses (empty, over 63 characters)
+        raise Refused(f"cannot resolve {host[:100]}: not a valid host name") from exc
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     if not addresses:
         raise Refused(f"{host} resolves to no address")
