@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +94,18 @@ async def wait(rig: Rig, job: Job, timeout: float = 5.0) -> Job:
     return await rig.jobs.wait(job.id, tenant="t", deadline=time.time() + timeout)
 
 
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for ``check`` to hold: a loaded machine may take a while to get there."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting for the condition"
+        await asyncio.sleep(0.01)
+
+
+def state(rig: Rig, job: Job) -> JobState:
+    return rig.store.jobs[job.id].state
+
+
 async def test_submitted_job_runs_to_completion(rig: Rig) -> None:
     await rig.worker.start()
     job = await submit(rig, "one two three", info={"mine": 1})
@@ -137,9 +149,8 @@ async def test_priority_order_then_fifo(rig: Rig) -> None:
 async def test_a_sync_request_preempts_queued_work_which_runs_again_once(rig: Rig) -> None:
     await rig.worker.start()
     queued = [await submit(rig, f"job {n} " + "x " * 20) for n in range(4)]
-    await asyncio.sleep(0.1)
-    running = [j for j in rig.store.jobs.values() if j.state is JobState.RUNNING]
-    assert len(running) == 2  # queued work fills every slot
+    # queued work fills every slot
+    await until(lambda: sum(state(rig, j) is JobState.RUNNING for j in queued) == 2)
     sync = await submit(rig, "quick", service_class=ServiceClass.INTERACTIVE)
     done = await wait(rig, sync)
     assert done.state is JobState.SUCCEEDED
@@ -171,9 +182,15 @@ async def test_queued_work_preempts_batch_rows_but_not_the_same_class(rig: Rig) 
     assert done.claimed_at is not None
     assert all((j.finished_at or float("inf")) > done.claimed_at for j in rows)
     assert [(await wait(rig, j)).attempt for j in rows] == [1, 1, 1]
-    # a higher priority within the same class waits for a free slot
-    blockers = [await submit(rig, "b " * 30) for _ in range(2)]
-    await asyncio.sleep(0.1)
+    # a higher priority within the same class waits for a free slot (the blockers run
+    # for 1.5 s, long enough for a loaded machine to look in the meantime)
+    blockers = [
+        await rig.jobs.submit(
+            tenant="t", model="fake", request=request("b " * 30, max_tokens=30), origin="test"
+        )
+        for _ in range(2)
+    ]
+    await until(lambda: all(state(rig, j) is JobState.RUNNING for j in blockers))
     higher = await submit(rig, "higher", priority=50)
     await asyncio.sleep(0.1)
     assert (await rig.jobs.get(higher.id, tenant="t")).state is JobState.QUEUED
@@ -185,8 +202,7 @@ async def test_queued_work_preempts_batch_rows_but_not_the_same_class(rig: Rig) 
 async def test_cancel_running_job_stops_generation_and_frees_the_slot(rig: Rig) -> None:
     await rig.worker.start()
     long = await submit(rig, "w " * 50)
-    await asyncio.sleep(0.1)
-    assert rig.store.jobs[long.id].state is JobState.RUNNING
+    await until(lambda: state(rig, long) is JobState.RUNNING)
     cancelled = await rig.jobs.cancel(long.id, tenant="t")
     assert cancelled.state is JobState.CANCELLED
     nxt = await submit(rig, "next")
@@ -215,8 +231,7 @@ async def test_deadline_expires_the_job_and_aborts_it(rig: Rig) -> None:
     with pytest.raises(DeadlineExceeded):
         await rig.jobs.wait(job.id, tenant="t", deadline=job.deadline_at or 0)
     assert (await rig.jobs.get(job.id, tenant="t")).state is JobState.EXPIRED
-    await asyncio.sleep(0.1)
-    assert rig.worker.running == {}
+    await until(lambda: rig.worker.running == {})  # the abort reaches the engine
 
 
 @pytest.mark.parametrize("token_delay", [0.01])
@@ -259,7 +274,7 @@ async def test_job_of_a_dead_worker_is_reclaimed_and_done_once(rig: Rig) -> None
 async def test_stopping_the_worker_hands_its_jobs_back(rig: Rig) -> None:
     await rig.worker.start()
     job = await submit(rig, "w " * 40)
-    await asyncio.sleep(0.1)
+    await until(lambda: state(rig, job) is JobState.RUNNING)
     await rig.worker.stop()
     handed_back = rig.store.jobs[job.id]
     assert handed_back.state is JobState.RUNNING
@@ -273,7 +288,8 @@ async def test_progress_is_published_while_generating(rig: Rig) -> None:
     job = await rig.jobs.submit(
         tenant="t", model="fake", request=request("w " * 30, max_tokens=30), origin="test"
     )
-    await asyncio.sleep(0.6)
+    # 30 tokens take 1.5 s: the first progress is published well before the end
+    await until(lambda: "progress" in rig.store.jobs[job.id].info)
     running = await rig.jobs.get(job.id, tenant="t")
     progress = running.info.get("progress")
     assert isinstance(progress, float) and 0 < progress < 1
