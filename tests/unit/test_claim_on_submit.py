@@ -15,7 +15,7 @@ import pytest
 
 from inferq.core.errors import EngineError
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest, Job, JobFilter, Lease
+from inferq.core.models import ChatMessage, ChatRequest, Job, JobFilter
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ModelSpec
@@ -136,44 +136,6 @@ async def test_a_submit_does_not_wait_past_its_patience_for_a_slow_claim(rig: Ri
     assert (await wait(rig, queued)).state is JobState.SUCCEEDED
     assert (await wait(rig, sync)).state is JobState.SUCCEEDED
     assert "insert_and_claim" not in rig.calls
-
-
-async def test_a_freed_slot_takes_the_next_job_while_the_last_outcome_is_written(
-    rig: Rig,
-) -> None:
-    # one slot; the first job's completion hangs in the store: the engine is done with it,
-    # so the second job runs meanwhile, and the first keeps its lease until it is written
-    gate = asyncio.Event()
-    real = rig.store.complete
-    writing: list[str] = []
-
-    async def slow_complete(lease: Lease, *args: Any, **kw: Any) -> bool:
-        if not writing:
-            writing.append(lease.job_id)
-            await gate.wait()
-        return await real(lease, *args, **kw)
-
-    rig.store.complete = slow_complete  # type: ignore[method-assign]
-    first = await submit(rig, "first", ServiceClass.ASYNC)
-    second = await submit(rig, "second", ServiceClass.ASYNC)
-    try:
-        for _ in range(500):  # the second job ran, its own write may still be under way
-            if rig.engine.calls == 2 and list(rig.worker.finishing) == [first.id]:
-                break
-            await asyncio.sleep(0.01)
-        assert rig.engine.calls == 2 and writing == [first.id]
-        assert list(rig.worker.finishing) == [first.id]
-        # the finishing job's lease is renewed too (a beat as if 100 s later)
-        await rig.worker._heartbeat(time.time() + 100)
-        stored = await rig.store.get_job(first.id, tenant="t")
-        assert stored is not None and stored.state is JobState.RUNNING
-        assert stored.lease_expires_at is not None
-        assert stored.lease_expires_at > time.time() + 100
-    finally:
-        gate.set()
-    assert (await wait(rig, first)).state is JobState.SUCCEEDED
-    assert (await wait(rig, second)).state is JobState.SUCCEEDED
-    assert rig.worker.running == {} and rig.worker.finishing == {}
 
 
 async def test_a_job_failed_for_a_retry_runs_again_at_once(rig: Rig) -> None:

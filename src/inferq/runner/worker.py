@@ -129,11 +129,7 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.clock = clock
         self.owner = new_owner_id()
-        #: the jobs on an engine, by id
         self.running: dict[str, _Running] = {}
-        #: the jobs an engine is done with whose outcome is still being written, by id:
-        #: their slots already take other jobs
-        self.finishing: dict[str, _Running] = {}
         self._loops: list[asyncio.Task[None]] = []
         #: each engine's claims (:mod:`inferq.runner.claims`), by model name
         self._claims: dict[str, EngineClaims] = {}
@@ -162,9 +158,9 @@ class Worker:
         await cancel_and_wait(*self._loops)
         self._loops.clear()
         self._stopped = True  # no more offers
-        for run in self.running.values():
+        running = list(self.running.values())
+        for run in running:
             run.abort.set("worker stopping")
-        running = [*self.running.values(), *self.finishing.values()]
         tasks = [run.task for run in running if run.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -340,31 +336,16 @@ class Worker:
                     run, JobError("engine_error", f"{type(exc).__name__}: {exc}"), retry=True
                 )
             else:
-                if not run.preempted:
-                    self._free_slot(engine, run)
                 await self._finish(run, result)
         except StoreError as exc:
             # The outcome could not be saved; the lease runs out and the job runs again.
             log.warning("job %s: could not record its outcome (%s); it will be re-run", job.id, exc)
         finally:
             self._ended(run)
-            self._free_slot(engine, run)
-            self.finishing.pop(job.id, None)
+            self.running.pop(job.id, None)
+            self._count_slots(engine)
+            self._claims[job.model].waker.set()
             self.events.job_ended(job.id, run.succeeded)
-
-    def _free_slot(self, engine: Engine, run: _Running) -> None:
-        """The engine is done with ``run``'s job: its slot may take the next one.
-
-        Called as soon as a job's result is in, so the next claim goes while the result
-        is still being written (a commit that claim can share), instead of after it; the
-        job keeps its lease, renewed, until it is. A job to be queued again (a retry,
-        a preempted one) frees its slot once it is back in the queue, so the claim
-        for the slot sees it, in its order."""
-        if self.running.pop(run.job.id, None) is None:
-            return
-        self.finishing[run.job.id] = run
-        self._count_slots(engine)
-        self._claims[run.job.model].waker.set()
 
     async def _hand_back(self, run: _Running) -> None:
         """A preempted job goes back to the queue, its partial output dropped."""
@@ -467,7 +448,7 @@ class Worker:
                 log.exception("worker monitor failed; retrying")
 
     async def _heartbeat(self, now: float) -> None:
-        runs = [*self.running.values(), *self.finishing.values()]
+        runs = list(self.running.values())
         held = await self.store.renew_leases(
             [r.lease for r in runs], until=now + self.settings.lease_seconds
         )
