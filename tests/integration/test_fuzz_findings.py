@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import new_key, start_server, wait_until
 from tests.support.postgres import database_url
 from tests.support.server import Server
+from tests.support.server_db import server_rows
 
 pytestmark = pytest.mark.integration
 
@@ -52,23 +52,7 @@ class Target:
     http: httpx.Client
 
     def query(self, *statements: str) -> list[list[tuple[Any, ...]]]:
-        if self.schema is None:
-            conn = sqlite3.connect(f"file:{self.server.data_dir / 'inferq.db'}?mode=ro", uri=True)
-            try:
-                return [[tuple(r) for r in conn.execute(sql).fetchall()] for sql in statements]
-            finally:
-                conn.close()
-
-        async def fetch() -> list[list[tuple[Any, ...]]]:
-            conn = await asyncpg.connect(
-                database_url(), server_settings={"search_path": self.schema or ""}
-            )
-            try:
-                return [[tuple(r) for r in await conn.fetch(sql)] for sql in statements]
-            finally:
-                await conn.close()
-
-        return asyncio.run(fetch())
+        return server_rows(self.server.data_dir, self.schema, *statements)
 
     def counts(self) -> list[list[tuple[Any, ...]]]:
         return self.query(*STORED)
@@ -179,6 +163,15 @@ def _form(parts: list[tuple[bytes, bytes]], boundary: str = "fuzzboundary") -> b
     return out + f"--{boundary}--\r\n".encode()
 
 
+def _post_form(target: Target, body: bytes) -> httpx.Response:
+    """A workflow job created from a multipart body written by :func:`_form`."""
+    return target.http.post(
+        "/api/v1/jobs/",
+        content=body,
+        headers={"Content-Type": "multipart/form-data; boundary=fuzzboundary"},
+    )
+
+
 def test_workflow_input_file_name_with_a_nul(target: Target) -> None:
     """Found: ``POST /api/v1/jobs/`` with an input file named ``a\\x00b.txt``: a 500 on
     PostgreSQL (the name went into the job's record) after the file's blob was stored;
@@ -197,11 +190,7 @@ def test_workflow_input_file_name_with_a_nul(target: Target) -> None:
         ]
     )
     before = target.counts()
-    response = target.http.post(
-        "/api/v1/jobs/",
-        content=body,
-        headers={"Content-Type": "multipart/form-data; boundary=fuzzboundary"},
-    )
+    response = _post_form(target, body)
     target.refused(response, before)
     assert response.status_code == 422
     detail = response.json()["detail"][0]
@@ -293,11 +282,7 @@ def test_workflow_request_data_key_that_looks_like_a_digit(target: Target) -> No
         ]
     )
     before = target.counts()
-    response = target.http.post(
-        "/api/v1/jobs/",
-        content=body,
-        headers={"Content-Type": "multipart/form-data; boundary=fuzzboundary"},
-    )
+    response = _post_form(target, body)
     target.refused(response, before)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "request_data", "²"]

@@ -32,7 +32,6 @@ import contextlib
 import json
 import math
 import re
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import start_server, wait_until
 from tests.support.postgres import database_url
 from tests.support.server import Server
+from tests.support.server_db import server_rows
 
 pytestmark = pytest.mark.integration
 
@@ -684,24 +684,7 @@ class Target:
 
     def query(self, *statements: str) -> list[list[tuple[Any, ...]]]:
         """Rows of each statement in the server's own database (read-only on SQLite)."""
-        if self.schema is None:
-            db = self.server.data_dir / "inferq.db"
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            try:
-                return [[tuple(r) for r in conn.execute(sql).fetchall()] for sql in statements]
-            finally:
-                conn.close()
-
-        async def fetch() -> list[list[tuple[Any, ...]]]:
-            conn = await asyncpg.connect(
-                database_url(), server_settings={"search_path": self.schema or ""}
-            )
-            try:
-                return [[tuple(r) for r in await conn.fetch(sql)] for sql in statements]
-            finally:
-                await conn.close()
-
-        return asyncio.run(fetch())
+        return server_rows(self.server.data_dir, self.schema, *statements)
 
     def counts(self) -> list[list[tuple[Any, ...]]]:
         """What a refused request must not change (:data:`STORED`)."""
