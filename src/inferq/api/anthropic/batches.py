@@ -103,8 +103,9 @@ async def create_batch(
                 meta={REQUESTS_META: len(lines)},
             )
         )
-    except BaseException:
-        # the batch was refused (too many open batches, say): no requests without it
+    except ClientError:
+        # refused (too many open batches, say): no requests without their batch. Only a
+        # refusal: after a store error or a cancellation the batch may have been stored
         await services.files.delete(batch_id, tenant=caller.tenant, kind=KIND)
         raise
     return await _render(services, stored, request)
