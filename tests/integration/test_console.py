@@ -28,7 +28,6 @@ from tests.integration.helpers import (
     wait_status,
     wait_until,
 )
-from tests.integration.test_metrics import admin_key
 from tests.integration.test_openai_batches import chat_line, read_lines, start, wait_ended
 from tests.support.server import Server
 
@@ -233,7 +232,7 @@ def test_another_tenants_job_is_not_found_and_an_admin_sees_it(
         model=MODEL, payload={"messages": [{"role": "user", "content": "Hi."}], "max_tokens": 4}
     ).request_id
     wait_status(tq_a, job_id, {"done"})
-    for key, sees in ((tenant_b, False), (admin_key(server), True)):
+    for key, sees in ((tenant_b, False), (server.admin_key(), True)):
         ctx = browser.new_context(viewport={"width": 1366, "height": 768})
         try:
             page = ctx.new_page()

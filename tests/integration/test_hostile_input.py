@@ -643,7 +643,7 @@ class Target:
     def __init__(self, server: Server, *, schema: str | None) -> None:
         self.server = server
         self.schema = schema
-        self.admin_key = admin_key(server)
+        self.admin_key = server.admin_key()
         self.key = server.create_key("hostile-key", TENANT)
         self.node_token = server.cli("nodes", "create", "--name", "hostile-node").split()[-1]
         self.clients = {
@@ -689,13 +689,6 @@ class Target:
     def counts(self) -> list[list[tuple[Any, ...]]]:
         """What a refused request must not change (:data:`STORED`)."""
         return self.query(*STORED)
-
-
-def admin_key(server: Server) -> str:
-    """The admin key the server printed on its first start."""
-    match = re.search(r"^(iq-\S+)$", server.log(), re.MULTILINE)
-    assert match, server.log()
-    return match.group(1)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -44,13 +44,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv.stop()
 
 
-def admin_key(server: Server) -> str:
-    """The admin key the first start printed (once, on stderr: the server's log)."""
-    match = re.search(r"^(iq-\S+)$", server.log(), re.MULTILINE)
-    assert match, server.log()
-    return match.group(1)
-
-
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
@@ -81,7 +74,7 @@ def test_metrics_need_an_admin_key_or_the_token(server: Server) -> None:
         answer = httpx.get(url, headers=headers, timeout=10)
         assert answer.status_code == 401, headers
         assert "inferq_" not in answer.text
-    for secret in (TOKEN, admin_key(server)):
+    for secret in (TOKEN, server.admin_key()):
         answer = httpx.get(url, headers=bearer(secret), timeout=10)
         assert answer.status_code == 200
         assert "inferq_queue_depth" in answer.text

@@ -401,11 +401,11 @@ def check_bad_input(tq: together.Together, node: Manual, other: Manual) -> None:
 def test_node_counters_move_by_what_the_nodes_reported(
     server: Server, tq: together.Together, nodes: list[NodeProc], node_log: Path
 ) -> None:
-    from tests.integration.test_metrics import admin_key, bearer, moved, value
+    from tests.integration.test_metrics import bearer, moved, value
     from tests.integration.test_worker_metrics import WorkerProcess
 
     def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        answer = httpx.get(f"{server.url}/metrics", headers=bearer(admin_key(server)), timeout=10)
+        answer = httpx.get(f"{server.url}/metrics", headers=bearer(server.admin_key()), timeout=10)
         return WorkerProcess.parse(answer)
 
     before = scrape()

@@ -58,12 +58,6 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
         rec.stop()
 
 
-def admin_key(server: Server) -> str:
-    match = re.search(r"^(iq-\S+)$", server.log(), re.MULTILINE)
-    assert match, server.log()
-    return match.group(1)
-
-
 def register(server: Server, tenant: str, url: str, *extra: str) -> tuple[str, str]:
     """``inferq webhooks create``: the endpoint's id and its secret (the last line)."""
     lines = server.cli("webhooks", "create", "--tenant", tenant, "--url", url, *extra)
@@ -126,7 +120,7 @@ def test_a_queue_job_and_a_batch_reach_the_receiver_signed(
 
     history = server.cli("webhooks", "deliveries", endpoint_id)
     assert history.count("delivered") == 2, history
-    admin = {"Authorization": f"Bearer {admin_key(server)}"}
+    admin = {"Authorization": f"Bearer {server.admin_key()}"}
     listed = httpx.get(f"{server.url}/admin/webhooks", params={"tenant": tenant}, headers=admin)
     assert listed.status_code == 200
     [shown] = listed.json()["data"]
@@ -161,7 +155,7 @@ def test_a_receiver_failing_twice_gets_the_same_webhook_id_three_times(
 
 
 def test_the_admin_api_creates_and_deletes_endpoints(server: Server) -> None:
-    admin = {"Authorization": f"Bearer {admin_key(server)}"}
+    admin = {"Authorization": f"Bearer {server.admin_key()}"}
     bad = httpx.post(
         f"{server.url}/admin/webhooks",
         json={"tenant": "hooks-c", "url": "ftp://example.com/x"},

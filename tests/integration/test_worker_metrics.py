@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_metrics import Samples, admin_key, bearer, moved, value
+from tests.integration.test_metrics import Samples, bearer, moved, value
 from tests.support.server import Server, _env, fake_models_file, free_port
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Wor
 
 def test_the_worker_counts_the_jobs_it_ran(pair: tuple[Server, WorkerProcess]) -> None:
     server, worker = pair
-    admin = admin_key(server)
+    admin = server.admin_key()
     before = worker.scrape(admin)
     assert value(before, "inferq_engine_slots", model="fake", state="free") == 2
     key = server.create_key("worker-metrics-client", "metrics")

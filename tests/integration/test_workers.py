@@ -81,14 +81,14 @@ def test_two_api_processes_and_one_worker_run_under_the_supervisor(
 
 
 def test_the_worker_process_serves_its_metrics(sqlite_server: Server, key: str) -> None:
-    from tests.integration.test_metrics import admin_key, bearer, value
+    from tests.integration.test_metrics import bearer, value
     from tests.integration.test_worker_metrics import WorkerProcess
 
     port = sqlite_server.args[sqlite_server.args.index("--worker-metrics-port") + 1]
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _answers(f"{url}/healthz"), 60, "the worker's metrics up")
     assert httpx.get(f"{url}/metrics", headers=bearer(key), timeout=10).status_code == 401
-    answer = httpx.get(f"{url}/metrics", headers=bearer(admin_key(sqlite_server)), timeout=10)
+    answer = httpx.get(f"{url}/metrics", headers=bearer(sqlite_server.admin_key()), timeout=10)
     samples = WorkerProcess.parse(answer)
     assert value(samples, "inferq_engine_slots", model=MODEL, state="free") >= 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -117,6 +118,12 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def admin_key(self) -> str:
+        """The admin key the first start printed (once, on stderr: the server's log)."""
+        match = re.search(r"^(iq-\S+)$", self.log(), re.MULTILINE)
+        assert match, self.log()
+        return match.group(1)
 
     def kill(self) -> None:
         """kill -9: no shutdown code runs."""
