@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
     [
         (
             "/v1/chat/completions",
-            {"max_tokens": BLOCKER_TOKENS},
+            # greedy, as every blocker: a sampled story may end within the client's second
+            {"max_tokens": BLOCKER_TOKENS, "temperature": 0},
             lambda key: {"authorization": f"Bearer {key}"},
         ),
         (
