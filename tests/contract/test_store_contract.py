@@ -272,6 +272,20 @@ async def test_expired_lease_is_reclaimed_with_priority_and_error(store: JobStor
     assert (await claim(store, now=later))[0].id == low.id
 
 
+@pytest.mark.parametrize("fair", [False, True])
+async def test_one_engines_claim_does_not_hide_anothers_expired_lease(
+    store: JobStore, fair: bool
+) -> None:
+    # each engine claims for its own model, at once one after the other (two claim loops
+    # that poll together); the second must still find its own model's expired lease
+    await store.insert_job(make_job(model="chat"))
+    (running,) = await claim(store, models=["chat"], fair=fair)
+    later = T0 + LEASE + 1
+    assert await claim(store, now=later, models=["embed"], fair=fair) == []
+    rescued = await claim(store, now=later + 0.1, models=["chat"], fair=fair)
+    assert [(j.id, j.attempt) for j in rescued] == [(running.id, 2)]
+
+
 async def test_renewed_lease_is_not_reclaimed(store: JobStore) -> None:
     await store.insert_job(make_job())
     (job,) = await claim(store)

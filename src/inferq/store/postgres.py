@@ -259,8 +259,9 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         self._completes: Group[Params, bool] = Group(
             one=self._complete, many=self._complete_many, key=lambda params: params["id"]
         )
-        #: when the fair claim last looked for expired leases
-        self._rescued_at = -math.inf
+        #: when the fair claim last looked for expired leases, by what it looked for (the
+        #: models and the classes): one engine's look must not stand in for another's
+        self._rescued_at: dict[tuple[tuple[str, ...] | None, int], float] = {}
 
     @property
     def url(self) -> str:
@@ -290,8 +291,10 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         exhausted failed) at most once a second: a lease lasts far longer."""
         limit, now = int(params["limit"]), float(params["now"])
         rescued: list[Row] = []
-        if not now - RESCUE_EVERY < self._rescued_at <= now:
-            self._rescued_at = now
+        models = params["models"]
+        looked = (None if models is None else tuple(models), int(params["max_class"]))
+        if not now - RESCUE_EVERY < self._rescued_at.get(looked, -math.inf) <= now:
+            self._rescued_at[looked] = now
             rescued = await self.db.fetch_all("claim", {**params, "queued": False})
             if len(rescued) >= limit:
                 return rescued
