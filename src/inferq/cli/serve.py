@@ -3,6 +3,7 @@ creates the admin key and prints it once, on stderr."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -82,12 +83,10 @@ def serve(
     # signed URLs carry their credential in the path: keep it out of the access log
     # (uvicorn's logging setup keeps the filters of the loggers it configures)
     redact.install()
-    where: dict[str, Any] = (
-        {"fd": fd} if fd is not None else {"host": config.host, "port": config.port}
-    )
-    uvicorn.run(
+    uvicorn_config = uvicorn.Config(
         create_app(config, freeze_heap=True),
-        **where,
+        host=config.host,
+        port=config.port,
         log_level=config.log_level.lower(),
         # JSON: uvicorn's loggers propagate to the one handler configure_logging set
         # (uvicorn's own text handlers would bypass it)
@@ -95,6 +94,23 @@ def serve(
         access_log=True,
         http=http_protocol(header_timeout=config.header_timeout, body_timeout=config.body_timeout),
     )
+    server = uvicorn.Server(uvicorn_config)
+    server.run(sockets=None if fd is None else [inherited_socket(fd)])
+    if not server.started:
+        raise typer.Exit(STARTUP_FAILURE)
+
+
+#: uvicorn's exit status when the server could not start (e.g. the port is taken)
+STARTUP_FAILURE = 3
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The listening socket of ``--workers N`` (:mod:`inferq.cli.processes`), as its own
+    family: uvicorn's ``fd=`` option opens any descriptor as a Unix socket, so the
+    connections it accepted from a TCP socket kept Nagle's algorithm on (the event loop
+    sets TCP_NODELAY only on TCP sockets) and every response that went out in more than
+    one write waited for the client's delayed ACK, about 40 ms."""
+    return socket.socket(fileno=fd)
 
 
 def _text_log_config(uvicorn_config: Mapping[str, Any]) -> dict[str, Any]:
