@@ -305,7 +305,7 @@ def test_structured_output_with_parse(oai: openai.OpenAI) -> None:
     assert isinstance(person, Person) and person.name
     json_object = ask(
         oai,
-        input="Describe a cat in JSON.",
+        input="Return a JSON object describing a cat with its name and color.",
         text={"format": {"type": "json_object"}},
         max_output_tokens=80,
     )

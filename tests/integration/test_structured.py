@@ -109,7 +109,12 @@ def test_beta_parse_samples_valid_objects(oai: openai.OpenAI) -> None:
 def test_json_object_output_parses(oai: openai.OpenAI) -> None:
     completion = oai.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "user", "content": "Describe a cat in JSON."}],
+        messages=[
+            {
+                "role": "user",
+                "content": "Return a JSON object describing a cat with its name and color.",
+            }
+        ],
         response_format={"type": "json_object"},
         max_tokens=80,
         temperature=0,
