@@ -27,6 +27,7 @@ from inferq.api.chat_structured import (
     to_tool_choice,
 )
 from inferq.core.errors import InvalidRequest
+from inferq.core.inputs import INT_MAX, INT_MIN
 from inferq.core.models import ROLES, ChatMessage, ChatRequest, ChatResult, Job
 from inferq.core.tool_text import check_tools
 
@@ -34,6 +35,23 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 
 #: the most answers one request may ask for (``n``)
 MAX_CHOICES = 8
+#: the largest signed 32-bit integer
+INT32_MAX = 2**31 - 1
+
+# Integers a request carries to the engine or the store. Pydantic reads a string of
+# digits ("seed": "99…9") as a number of any size: past these bounds it is refused,
+# naming the field, rather than stored or handed to an engine that cannot take it.
+
+#: a signed 64-bit integer: what a store keeps (OpenAI documents ``seed`` so)
+Int64 = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
+#: a size or count of 0 or more that a provider documents as an int64
+NonNegativeInt64 = Annotated[int, Field(ge=0, le=INT_MAX)]
+#: a count of 0 or more (``top_k``) within 32 bits, as llama.cpp takes it and
+#: Fireworks documents it (int32)
+NonNegativeInt32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+#: a count of 1 or more (``max_tokens``, seconds) within 32 bits, as llama.cpp takes it
+#: and Fireworks documents ``maxTokens`` and ``n`` (int32)
+PositiveInt32 = Annotated[int, Field(gt=0, le=INT32_MAX)]
 
 
 def _known_role(role: str) -> str:
@@ -114,13 +132,13 @@ class ChatBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     messages: list[MessageIn] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: PositiveInt32 | None = None
+    max_completion_tokens: PositiveInt32 | None = None
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: NonNegativeInt32 | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.anthropic.tools import to_tool_choice, to_tools, turn_messages
-from inferq.api.chat import text_of
+from inferq.api.chat import NonNegativeInt32, PositiveInt32, text_of
 from inferq.core.errors import InvalidRequest
 from inferq.core.models import ChatMessage, ChatRequest
 
@@ -85,11 +85,11 @@ def _raw(content: str | list[ContentBlock]) -> str | list[dict[str, Any]]:
 class MessagesRequest(CountTokensRequest):
     """``POST /v1/messages``."""
 
-    max_tokens: int = Field(gt=0)
+    max_tokens: PositiveInt32
     stop_sequences: list[str] | None = None
     temperature: float = Field(default=1.0, ge=0, le=1)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: NonNegativeInt32 | None = None
     metadata: dict[str, Any] | None = None
     stream: bool = False
     #: inferq extension: higher runs first among sync requests

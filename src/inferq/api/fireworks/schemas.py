@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from inferq.api.chat import NonNegativeInt32, NonNegativeInt64, PositiveInt32
+
 
 class Wire(BaseModel):
     model_config = ConfigDict(
@@ -30,7 +32,7 @@ class DatasetIn(Wire):
     display_name: str | None = None
     format: str | None = None
     #: an int64, which proto3 JSON writes as a string
-    example_count: int | None = Field(default=None, ge=0)
+    example_count: NonNegativeInt64 | None = None
     user_uploaded: dict[str, Any] | None = None
     external_url: str | None = None
     source_job_name: str | None = None
@@ -46,7 +48,7 @@ class DatasetCreate(Wire):
 class DatasetUpdate(Wire):
     display_name: str | None = None
     format: str | None = None
-    example_count: int | None = Field(default=None, ge=0)
+    example_count: NonNegativeInt64 | None = None
 
 
 class UploadEndpointRequest(Wire):
@@ -56,11 +58,11 @@ class UploadEndpointRequest(Wire):
 
 
 class InferenceParameters(Wire):
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: PositiveInt32 | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    n: int | None = Field(default=None, ge=1)
+    top_k: NonNegativeInt32 | None = None
+    n: PositiveInt32 | None = None
     #: more chat-body fields, as a JSON object in a string
     extra_body: str | None = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from inferq.api.chat import Role
+from inferq.api.chat import NonNegativeInt32, PositiveInt32, Role
 from inferq.core.models import ChatMessage
 
 
@@ -20,13 +20,13 @@ class JobRequest(BaseModel):
     model: str = Field(min_length=1)
     messages: list[InputMessage] = Field(min_length=1)
     #: 0 means "no limit": generate until the model stops or the context is full
-    max_output: int = Field(ge=0)
+    max_output: NonNegativeInt32
     temperature: float = Field(ge=0, le=2)
 
 
 class ChatCompletionsRequest(BaseModel):
     model: str = Field(min_length=1)
     messages: list[InputMessage] = Field(min_length=1)
-    max_tokens: int = Field(gt=0)
+    max_tokens: PositiveInt32
     temperature: float = Field(ge=0, le=2)
-    request_timeout_time: int | None = Field(default=240, gt=0)
+    request_timeout_time: PositiveInt32 | None = 240

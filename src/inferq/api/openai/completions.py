@@ -19,7 +19,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api import sync
-from inferq.api.chat import MAX_CHOICES, render_usage, sampling, validate_body
+from inferq.api.chat import (
+    MAX_CHOICES,
+    Int64,
+    NonNegativeInt32,
+    PositiveInt32,
+    render_usage,
+    sampling,
+    validate_body,
+)
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.openai.streaming import ended, framed
 from inferq.api.openai.translate import sse
@@ -46,15 +54,15 @@ class CompletionBody(BaseModel):
     suffix: str | None = None
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
-    max_tokens: int | None = Field(default=DEFAULT_MAX_TOKENS, ge=1)
+    max_tokens: PositiveInt32 | None = DEFAULT_MAX_TOKENS
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: NonNegativeInt32 | None = None
     n: int = Field(default=1, ge=1, le=MAX_CHOICES)
-    best_of: int | None = None
+    best_of: Int64 | None = None
     logit_bias: dict[str, float] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     stream: bool = False

@@ -17,6 +17,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferq.api.chat import PositiveInt32
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.routing import Router
 from inferq.api.sync import ClientGone, finished_or_raise, submit_watched, wait_for_client
@@ -37,7 +38,7 @@ class EmbeddingRequest(BaseModel):
     model: str = Field(min_length=1)
     input: Any
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, gt=0)
+    dimensions: PositiveInt32 | None = None
     #: accepted and ignored, as OpenAI uses it only for abuse monitoring
     user: str | None = None
     #: inferq extension: higher runs first among sync requests

@@ -159,15 +159,25 @@ async def _oldest_first(
 ) -> list[FileRecord]:
     """Up to ``limit`` records, oldest first, newer than ``after``.
 
-    The store lists newest first only, so this walks the newest-first listing
-    (down to ``after``) and keeps its last ``limit`` records: memory stays within
-    ``limit`` records, but the time grows with the number of the tenant's files.
+    An ``after`` that names none of the tenant's records gives none, as the store's
+    newest-first listing (and ``GET /v1/batches``) does. The store lists newest first
+    only, so this walks that listing (down to ``after``) and keeps its last ``limit``
+    records: memory stays within ``limit`` records, but the time grows with the number
+    of the tenant's files.
     """
+    floor = 0  # list the records past this seq (the stores number them from 1)
+    if after is not None:
+        # a record of another purpose, or an expired one (which the listing leaves
+        # out), is a place too
+        anchor = await files.find(after, tenant=tenant)
+        if anchor is None:
+            return []
+        floor = anchor.seq
     tail: list[FileRecord] = []
     cursor: str | None = None
     while True:
         page = await files.list(tenant=tenant, limit=_SCAN_PAGE, after=cursor, purpose=purpose)
-        stop = next((i for i, r in enumerate(page) if r.id == after), None)
+        stop = next((i for i, r in enumerate(page) if r.seq <= floor), None)
         tail = (tail + page[:stop])[-limit:]
         if stop is not None or len(page) < _SCAN_PAGE:
             break

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from inferq.api.chat import PositiveInt32
 from inferq.api.openai import responses_tools as structured
 from inferq.api.openai.metadata import check_metadata
 from inferq.core.errors import InvalidRequest, NotFound
@@ -43,7 +44,7 @@ class ResponseCreate(BaseModel):
     model: str = Field(min_length=1)
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
-    max_output_tokens: int | None = Field(default=None, gt=0)
+    max_output_tokens: PositiveInt32 | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stream: bool = False

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator
 
 from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.multipart import MultipartReader, form_body
@@ -95,22 +96,26 @@ async def create_job(request: Request, caller: CallerDep, services: ServicesDep)
     return render_job(job)
 
 
+def _status_filter(status: str) -> str:
+    """A ``status`` query parameter that :data:`STATUS_FILTER` knows, as its key. Checked
+    as the parameter is read, so a 422 locates it in the query."""
+    key = status.strip().lower()
+    if key not in STATUS_FILTER:
+        raise ValueError(
+            f"{status!r} is not a job status; statuses: SCHEDULED, IN_PROGRESS, "
+            "COMPLETED, STOPPED, FAILED (either case)"
+        )
+    return key
+
+
 @router.get("/jobs/")
 async def list_jobs(
     caller: CallerDep,
     services: ServicesDep,
     workflow_id: str | None = None,
-    status: str | None = None,
+    status: Annotated[str, AfterValidator(_status_filter)] | None = None,
 ) -> list[dict[str, Any]]:
-    states = None
-    if status is not None:
-        states = STATUS_FILTER.get(status.strip().lower())
-        if states is None:
-            raise InvalidRequest(
-                f"status: {status!r} is not a job status; statuses: SCHEDULED, IN_PROGRESS, "
-                "COMPLETED, STOPPED, FAILED (either case)",
-                param="status",
-            )
+    states = None if status is None else STATUS_FILTER[status]
     jobs = await services.workflows.list(
         tenant=caller.tenant, states=states, workflow_id=workflow_id
     )
