@@ -140,6 +140,22 @@ async def open_runtime(
             max_enqueued_tokens=settings.max_batch_enqueued_tokens,
         ),
     )
+    nodes = NodeService(the_store, cache_seconds=settings.key_cache_seconds)
+    node_work = NodeWork(
+        store=the_store,
+        blobs=the_blobs,
+        events=events,
+        nodes=nodes,
+        kind_of=kinds_of(the_registry),
+        limits=NodeLimits(
+            lease_seconds=settings.lease_seconds,
+            max_output_bytes=settings.node_max_output_bytes,
+            max_file_bytes=settings.node_max_file_bytes,
+        ),
+        fair=settings.fairness,
+        replication=replications_of(the_registry),
+        embed=embedder(the_registry),
+    )
     jobs = JobService(
         store=the_store,
         models=the_registry,
@@ -149,6 +165,7 @@ async def open_runtime(
             queue=QueueBounds(per_tenant=settings.max_queued_per_tenant, total=settings.max_queued),
         ),
         ended_unrun=the_metrics.job_ended_unrun,
+        nodes=node_work,  # sync requests for models only nodes run need a node connected
     )
     from inferq import documents
 
@@ -167,22 +184,6 @@ async def open_runtime(
             launch_spacing=settings.workflow_launch_spacing,
         ),
         launches=the_store,
-    )
-    nodes = NodeService(the_store, cache_seconds=settings.key_cache_seconds)
-    node_work = NodeWork(
-        store=the_store,
-        blobs=the_blobs,
-        events=events,
-        nodes=nodes,
-        kind_of=kinds_of(the_registry),
-        limits=NodeLimits(
-            lease_seconds=settings.lease_seconds,
-            max_output_bytes=settings.node_max_output_bytes,
-            max_file_bytes=settings.node_max_file_bytes,
-        ),
-        fair=settings.fairness,
-        replication=replications_of(the_registry),
-        embed=embedder(the_registry),
     )
     ops = build_operations(
         settings,

@@ -90,6 +90,28 @@ async def test_what_nodes_report_is_listed(store: JobStore) -> None:
     assert (b.compared, b.disagreed) == (2, 1)
 
 
+async def test_whether_a_node_serves_a_model_is_read_from_the_store(store: JobStore) -> None:
+    """NodeService.serving, as another API process sees it: only through the store (what
+    the nodes announced, when they were last seen, whether they were revoked)."""
+    clock = Clock()
+    here = NodeService(store, clock=clock)  # the process the node talks to
+    elsewhere = NodeService(store, clock=clock)
+    node, _ = await here.create(name="gpu")
+    await here.hello(node, version="1", models={"m1": 1})
+    assert await elsewhere.serving("m1", within=60)
+    assert not await elsewhere.serving("m2", within=60)
+    clock.now += 60.5
+    assert not await elsewhere.serving("m1", within=60)
+    await here.seen(node, in_flight=0)  # a claim: its models stay as announced
+    assert await here.serving("m1", within=60)
+    assert not await elsewhere.serving("m1", within=60)  # its read is a moment old
+    clock.now += elsewhere.roster_seconds
+    assert await elsewhere.serving("m1", within=60)
+    await store.revoke_node("gpu", now=clock.now)
+    clock.now += elsewhere.roster_seconds
+    assert not await elsewhere.serving("m1", within=60)
+
+
 async def test_a_batch_of_results_is_fenced_lease_by_lease(store: JobStore) -> None:
     """complete_leases (a node's report, one write): each lease's fence holds or fails on
     its own, as complete's does."""

@@ -60,6 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     token = srv.cli("nodes", "create", "--name", name).strip().splitlines()[-1]
     node = NodeProc(srv, token, name, "--models", str(node_models), log=root / "events")
     try:
+        node.wait_connected()  # a sync request for its models is refused until then
         yield srv
     finally:
         node.stop()

@@ -57,6 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for i in range(2)
     ]  # fmt: skip
     try:
+        for proc in procs:
+            proc.wait_connected()  # a sync request for their model is refused until then
         yield srv
     finally:
         for proc in procs:

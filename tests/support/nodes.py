@@ -42,6 +42,12 @@ class NodeProc:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_connected(self, timeout: float = 60.0) -> NodeProc:
+        """Wait for the node's hello to be answered: from then on it counts as connected,
+        and sync requests for its models are taken (not refused with 503)."""
+        wait_for(f"node {self.name} to connect", lambda: "connected" in self.log(), timeout)
+        return self
+
     def wait_exit(self, timeout: float) -> int:
         try:
             return self.proc.wait(timeout=timeout)

@@ -45,6 +45,7 @@ from inferq.core.errors import (
     public,
 )
 from inferq.core.limits import Overloaded
+from inferq.core.nodes import NoNodeConnected
 
 log = logging.getLogger("inferq.api")
 
@@ -93,7 +94,8 @@ def render(dialect: Dialect, exc: InferqError) -> Response:
     # retried 408 would only queue the same doomed request again), so tell them not to.
     if isinstance(exc, ClientError | DeadlineExceeded) and not isinstance(exc, QueueFull):
         response.headers["x-should-retry"] = "false"
-    if isinstance(exc, QueueFull):
+    # a refusal that passes (a queue bound, no node connected yet) says when to look again
+    if isinstance(exc, QueueFull | NoNodeConnected):
         response.headers["retry-after"] = f"{exc.retry_after:g}"
     return response
 

@@ -5,10 +5,15 @@ on every request; remembering each answer for ``seconds`` spares the store, and 
 revocation reaches every process within that time. Misses are remembered too (a wrong
 secret is not read again at once), and the count is bounded: random bad secrets cannot
 grow memory without limit.
+
+:class:`TimedValue` is the same for one value read as a whole: the nodes and what they
+serve (:meth:`inferq.core.nodes.NodeService.serving`), which every sync request for a
+model that nodes run asks about.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -39,3 +44,42 @@ class TimedLookups(Generic[T]):
 
     def clear(self) -> None:
         self._found.clear()
+
+
+class TimedValue(Generic[T]):
+    """One value, read with ``load`` at most once every ``seconds``.
+
+    Callers that come while a read is under way share it (many requests at once cost
+    one read), and a read that failed is not remembered: the next caller reads again.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        load: Callable[[], Awaitable[T]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.seconds = seconds
+        self.load = load
+        self.clock = clock
+        self._read: asyncio.Future[T] | None = None
+        self._until = 0.0
+
+    async def get(self) -> T:
+        """The value: remembered, or read now."""
+        now = self.clock()
+        read = self._read
+        if read is None or now >= self._until or _failed(read):
+            read = self._read = asyncio.ensure_future(self.load())
+            self._until = now + self.seconds
+        # a caller that is cancelled leaves the read to the others
+        return await asyncio.shield(read)
+
+    def clear(self) -> None:
+        """Forget the value: the next caller reads it again."""
+        self._read = None
+
+
+def _failed(read: asyncio.Future[T]) -> bool:
+    return read.done() and (read.cancelled() or read.exception() is not None)

@@ -29,6 +29,20 @@ class NodeLimits:
     max_output_bytes: int = 1024 * 1024
     max_file_bytes: int = 100 * 1024 * 1024
 
+    @property
+    def seen_within(self) -> float:
+        """How recently a node must have been seen to count as connected.
+
+        A live node is heard from at least every :attr:`max_wait` seconds: an idle one's
+        claim waits up to that long for work and its next claim notes it, a busy one
+        sends a heartbeat every :attr:`heartbeat_seconds` (each noted at most once a
+        second: :data:`inferq.core.nodes.TOUCH_EVERY`). Twice that leaves a whole wait of
+        margin for that second, the round trips, a node's backoff after a failed claim
+        (up to 10 s) and the clocks of several API servers; the lease plays no part (a
+        short one must not make a waiting node look gone).
+        """
+        return 2 * max(self.max_wait, self.heartbeat_seconds)
+
 
 @dataclass(frozen=True, slots=True)
 class Beat:

@@ -32,7 +32,7 @@ from inferq.core.node_files import NodeFiles
 from inferq.core.node_messages import Beat, Held, LeaseCompletes, LeaseLost, NodeLimits, Outcome
 from inferq.core.node_pull import PullNodes
 from inferq.core.node_replicas import Ask, Embedder, Replicas, Replication
-from inferq.core.nodes import Node, NodeService
+from inferq.core.nodes import Node, NodeService, NoNodeConnected
 from inferq.core.ports import BlobStore, ClaimOrder, JobQueue
 from inferq.core.states import JobState, ServiceClass
 
@@ -137,6 +137,16 @@ class NodeWork:
                 param="models",
             )
         return kind
+
+    async def check_connected(self, model: str) -> None:
+        """Refuse a request its client waits for (:class:`NoNodeConnected`) when only
+        nodes run ``model`` and no node serving it is connected
+        (:attr:`NodeLimits.seen_within`): it would wait out its whole deadline. A model
+        that runs in process is never refused, and costs no read."""
+        if self.kind_of(model) is None:
+            return
+        if not await self.nodes.serving(model, within=self.limits.seen_within):
+            raise NoNodeConnected(model)
 
     def wanted(self, free: Mapping[str, int]) -> dict[str, int]:
         """The free slots a claim looks for (400 for a model nodes do not serve here, or

@@ -10,8 +10,10 @@ not open the protocol.
 
 What a node announces (its models and their capacity, its version) and how busy it
 is are kept on its record, written at most once a second per node, for ``inferq nodes
-list``. The protocol itself (claims, heartbeats, results) is
-:mod:`inferq.core.node_work`.
+list`` and for :meth:`NodeService.serving`: whether a node serving a model is connected
+(a sync request for a model only nodes run is refused at once while none is:
+:meth:`inferq.core.node_work.NodeWork.check_connected`). The protocol itself (claims,
+heartbeats, results) is :mod:`inferq.core.node_work`.
 """
 
 from __future__ import annotations
@@ -27,12 +29,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
-from inferq.core.lookups import LIMIT, TimedLookups
+from inferq.core.errors import (
+    AuthenticationFailed,
+    Conflict,
+    EngineUnavailable,
+    InvalidRequest,
+    NotFound,
+)
+from inferq.core.lookups import LIMIT, TimedLookups, TimedValue
 
 TOKEN_PREFIX = "iqn-"
 #: a node's record (last seen, in flight) is written at most this often
 TOUCH_EVERY = 1.0
+#: the nodes read for :meth:`NodeService.serving` are trusted this long: a node that
+#: connects to another process is seen this much later (to this one: at once)
+ROSTER_SECONDS = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -84,6 +95,22 @@ class NodeAuthFailed(AuthenticationFailed):
     code = "invalid_node_token"
 
 
+class NoNodeConnected(EngineUnavailable):
+    """No node serving the model is connected; retry later."""
+
+    code = "no_node_connected"
+    #: what Retry-After says (seconds): a node that connects is seen within a second
+    #: (:data:`ROSTER_SECONDS`), so a client may look again soon, but not at once
+    RETRY_AFTER = 5.0
+
+    def __init__(self, model: str, *, retry_after: float = RETRY_AFTER) -> None:
+        super().__init__(
+            f"the model {model} runs on nodes and no node serving it is connected; retry later",
+            param="model",
+        )
+        self.retry_after = retry_after
+
+
 class NodeStore(Protocol):
     """Node credentials and what the nodes report."""
 
@@ -118,9 +145,14 @@ class NodeService:
     #: how long a looked-up token is trusted (a revocation takes this long to bite)
     cache_seconds: float = 2.0
     clock: Callable[[], float] = time.time
+    #: how long the nodes read for :meth:`serving` are trusted
+    roster_seconds: float = ROSTER_SECONDS
 
     def __post_init__(self) -> None:
         self._lookups: TimedLookups[Node] = TimedLookups(self.cache_seconds, clock=self.clock)
+        self._roster: TimedValue[list[Node]] = TimedValue(
+            self.roster_seconds, self.store.list_nodes, clock=self.clock
+        )
         #: when each node's record was last written
         self._touched: dict[str, float] = {}
 
@@ -175,6 +207,7 @@ class NodeService:
         await self.store.touch_node(node.id, Seen(now, 0, version, models))
         self._touched[node.id] = now
         self._lookups.clear()
+        self._roster.clear()
         return node.evolve(version=version, models=dict(models), last_seen=now)
 
     async def seen(self, node: Node, *, in_flight: int) -> None:
@@ -186,3 +219,19 @@ class NodeService:
             self._touched.clear()
         self._touched[node.id] = now
         await self.store.touch_node(node.id, Seen(now, in_flight))
+
+    async def serving(self, model: str, *, within: float) -> bool:
+        """Whether a node that is not revoked, announced ``model`` in its last hello and
+        was seen in the last ``within`` seconds exists.
+
+        The store's records are the truth (a node connected to another API process
+        counts); they are read at most once every :attr:`roster_seconds`, and again at
+        once after a hello to this process."""
+        since = self.clock() - within
+        return any(
+            node.revoked_at is None
+            and model in node.models
+            and node.last_seen is not None
+            and node.last_seen >= since
+            for node in await self._roster.get()
+        )

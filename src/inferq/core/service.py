@@ -69,6 +69,14 @@ class SlotOffers(Protocol):
         it is free, or another claim of it is under way for long)."""
 
 
+class NodePresence(Protocol):
+    """Whether the nodes that run a model are there (:class:`~inferq.core.node_work.NodeWork`)."""
+
+    async def check_connected(self, model: str) -> None:
+        """Raise :class:`~inferq.core.nodes.NoNodeConnected` when only nodes run ``model``
+        and no node serving it is connected."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     max_attempts: int = 4
@@ -89,6 +97,10 @@ class JobService:
     #: this process's worker: a sync job it has a free slot for is claimed in the
     #: transaction that stores it (one commit, no wait for the claim loop)
     offers: SlotOffers | None = None
+    #: the nodes of the models only nodes run: a job a client waits for (INTERACTIVE) is
+    #: refused at once while no node serving its model is connected, rather than waiting
+    #: out its deadline; other work queues for a node (None: nothing is refused)
+    nodes: NodePresence | None = None
 
     async def submit(
         self,
@@ -111,10 +123,13 @@ class JobService:
         before any worker can claim it. ``start_now``: a sync job whose caller has done
         so (:meth:`watch`) is claimed in its insert's transaction when this process's
         worker has a free slot for it (:attr:`offers`), so it may start, and send its
-        first events, before this returns.
+        first events, before this returns. A sync job (INTERACTIVE) for a model only
+        nodes run is refused while none serving it is connected (:attr:`nodes`).
         """
         check_priority(priority)
         self.models.validate(model, request)
+        if service_class is ServiceClass.INTERACTIVE and self.nodes is not None:
+            await self.nodes.check_connected(model)
         await check_queue(self.store, self.limits.queue, tenant)
         now = self.clock()
         job = Job(

@@ -1,8 +1,10 @@
 """Models that nodes run: ``engine = "remote"`` in the server's models file.
 
 A remote model is not loaded here. Its jobs are queued (and accepted while no node is
-connected); ``inferq node`` processes elsewhere claim them over HTTP through the node
-protocol (:mod:`inferq.core.node_work`) and the in-process worker leaves them alone
+connected, but for a sync request's: refused at once then, as it could only wait out its
+deadline, :meth:`~inferq.core.node_work.NodeWork.check_connected`); ``inferq node``
+processes elsewhere claim them over HTTP through the node protocol
+(:mod:`inferq.core.node_work`) and the in-process worker leaves them alone
 (:attr:`~inferq.engines.base.Engine.runs_here` is False). It is always ready, so
 ``/readyz`` does not wait for nodes. ::
 
