@@ -78,7 +78,7 @@ class Runtime:
         """This process's metrics in Prometheus' text format, the queue gauges read from
         the store now (so every process of a fleet reports the same queue)."""
         return await self.metrics.scrape(
-            self.store, nodes=self.store, node_window=2 * self.settings.lease_seconds
+            self.store, nodes=self.store, node_window=self.node_work.limits.seen_within
         )
 
     @property

@@ -261,3 +261,31 @@ async def test_a_sync_submit_is_refused_and_stores_nothing_while_queued_work_wai
     await world.node()
     assert (await submit()).state is JobState.QUEUED
     assert len(await world.store.list_jobs(JobFilter())) == 4
+
+
+async def test_the_connected_nodes_gauge_counts_the_nodes_a_sync_request_counts() -> None:
+    """``inferq_nodes_connected`` uses the same window as the rule above."""
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from inferq.runner.metrics import Metrics
+
+    store = MemoryStore()
+    await store.open()
+    try:
+        nodes = NodeService(store)
+        now = time.time()
+        for name, ago in (("inside", WINDOW - 5), ("outside", WINDOW + 5)):
+            node, _ = await nodes.create(name=name)
+            await store.touch_node(node.id, Seen(now - ago, 0, "1", {CHAT: 1}))
+        text = await Metrics().scrape(store, nodes=store, node_window=LIMITS.seen_within)
+    finally:
+        await store.close()
+    gauge = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
+    assert LIMITS.seen_within == WINDOW
+    assert gauge["inferq_nodes_connected"] == 1

@@ -43,10 +43,6 @@ TOKEN_KINDS = ("prompt", "completion", "cached")
 NODE_OUTCOMES = ("succeeded", "failed", "lost", "refused")
 #: the error codes of a result fenced off: the lease is gone, or the job
 FENCED = frozenset({"lease_lost", "not_found"})
-#: a node seen this long ago still counts as connected, at the least (a node waits up
-#: to a minute in one claim, and sends a heartbeat well within a lease)
-NODE_WINDOW = 90.0
-
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 _RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 _FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -246,13 +242,14 @@ class Metrics:
         self.job_ended(job.model, job.service_class, job.state.value)
 
     async def scrape(
-        self, store: JobQueue, *, nodes: NodeStore | None = None, node_window: float = 0.0
+        self, store: JobQueue, *, nodes: NodeStore | None = None, node_window: float = 60.0
     ) -> bytes:
         """The text format, the queue gauges read from ``store`` now, and the nodes seen
-        within ``node_window`` seconds (at least :data:`NODE_WINDOW`) from ``nodes``."""
+        within ``node_window`` seconds from ``nodes`` (the window in which a node counts
+        as connected: :attr:`inferq.core.node_messages.NodeLimits.seen_within`)."""
         self._queue.counts = await store.count_active()
         if nodes is not None:
-            since = time.time() - max(node_window, NODE_WINDOW)
+            since = time.time() - node_window
             self._nodes.connected = sum(
                 1
                 for node in await nodes.list_nodes()
