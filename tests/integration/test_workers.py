@@ -236,3 +236,45 @@ def test_workers_on_postgresql(tmp_path: Path) -> None:
                 await asyncio.to_thread(server.stop)
 
     asyncio.run(run())
+
+
+def test_streams_on_postgresql_arrive_as_generated(tmp_path: Path) -> None:
+    """A stream answered by the worker process on PostgreSQL gets its text as it is
+    generated (NOTIFY relays it to the API process), not whole when the job ends."""
+    import asyncio
+
+    from tests.acceptance.cluster import fresh_schema, schema_url
+
+    words = "one two three four five six seven eight"
+
+    async def stream(url: str, key: str) -> list[str]:
+        # a new client, so a new connection: both API processes take some
+        async with openai.AsyncOpenAI(api_key=key, base_url=url, max_retries=0) as client:
+            chunks = await client.chat.completions.create(
+                model="fake",
+                messages=[{"role": "user", "content": words}],
+                max_tokens=16,
+                stream=True,
+            )
+            return [c.choices[0].delta.content or "" async for c in chunks if c.choices]
+
+    async def run() -> None:
+        async with fresh_schema() as schema:
+            server = Server(
+                tmp_path / "data",
+                models_file=fake_models_file(tmp_path / "models.toml", token_delay=0.05),
+                env={"INFERQ_DATABASE_URL": schema_url(schema)},
+                args=("--workers", "2"),
+            )
+            await asyncio.to_thread(server.start)
+            try:
+                key = await asyncio.to_thread(server.create_key, "pg")
+                for _ in range(3):
+                    pieces = await stream(f"{server.url}/v1", key)
+                    assert "".join(pieces) == f"echo: {words}", pieces
+                    # relayed from the worker process as generated, not sent whole at the end
+                    assert len([p for p in pieces if p]) > 1, pieces
+            finally:
+                await asyncio.to_thread(server.stop)
+
+    asyncio.run(run())

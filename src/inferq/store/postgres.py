@@ -13,6 +13,9 @@
   statement per call would cap a process at one commit per flush.
 * Driver errors are wrapped: a lost connection or a database that is down becomes
   :class:`~inferq.core.errors.StoreUnavailable` (the API answers 503).
+* The notification connection LISTENs for the tables' NOTIFYs (work submitted, jobs
+  ended) and carries the text relay (:mod:`inferq.store.postgres_relay`): generated text
+  sent to the processes whose clients stream it.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from typing import Any, TypeVar
 
 from inferq.core import fairness
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
+from inferq.core.events import TextRelay
 from inferq.core.models import Batch, Job, Lease, Result
 from inferq.drivers.postgres import import_asyncpg, unavailable_errors
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, drive_async
 from inferq.store.fair import waiting_of
 from inferq.store.grouping import Group
+from inferq.store.postgres_relay import PostgresRelay
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, load_migrations, load_queries
 from inferq.store.sql_store import SqlStore, batch_exists, complete_params, job_exists
@@ -94,6 +99,8 @@ class PostgresExecutor:
         self._asyncpg = import_asyncpg("the PostgreSQL store")
         self._unavailable = unavailable_errors(self._asyncpg)
         self._listener: asyncio.Task[None] | None = None
+        #: the text relay, once listening (it rides on the notification connection)
+        self.relay: PostgresRelay | None = None
 
     async def open(self) -> None:
         try:
@@ -113,6 +120,9 @@ class PostgresExecutor:
         if listener is not None:
             listener.cancel()
             await asyncio.wait([listener])
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            await relay.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -179,9 +189,11 @@ class PostgresExecutor:
     async def listen(
         self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
     ) -> bool:
-        """LISTEN on a connection of its own, re-opened whenever it is lost."""
+        """LISTEN on a connection of its own, re-opened whenever it is lost; the text
+        relay rides on it."""
         ready = asyncio.Event()
-        self._listener = asyncio.create_task(self._listen(on_submitted, on_ended, ready))
+        relay = self.relay = PostgresRelay()
+        self._listener = asyncio.create_task(self._listen(on_submitted, on_ended, relay, ready))
         await ready.wait()
         return True
 
@@ -189,6 +201,7 @@ class PostgresExecutor:
         self,
         on_submitted: Callable[[], None],
         on_ended: Callable[[str], None],
+        relay: PostgresRelay,
         ready: asyncio.Event,
     ) -> None:
         asyncpg = self._asyncpg
@@ -200,6 +213,7 @@ class PostgresExecutor:
                 conn.add_termination_listener(lambda _, lost=lost: lost.set())
                 await conn.add_listener("inferq_submitted", lambda *_: on_submitted())
                 await conn.add_listener("inferq_ended", lambda *a: on_ended(a[3]))
+                await relay.attach(conn)
                 ready.set()
                 # Anything that happened while not listening: let everyone look again.
                 on_submitted()
@@ -209,6 +223,7 @@ class PostgresExecutor:
                 ready.set()
                 log.warning("cannot LISTEN on PostgreSQL (%s); retrying", exc)
             finally:
+                relay.detach()  # what was relayed meanwhile is lost: a gap
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             await asyncio.sleep(RELISTEN_DELAY)
@@ -266,6 +281,10 @@ class PostgresStore(SqlStore[PostgresExecutor]):
     @property
     def url(self) -> str:
         return self.db.url
+
+    def text_relay(self) -> TextRelay | None:
+        """LISTEN/NOTIFY's relay (:mod:`inferq.store.postgres_relay`), once listening."""
+        return self.db.relay
 
     async def insert_job(self, job: Job) -> Job:
         return job.evolve(seq=await self._inserts(job))
