@@ -337,7 +337,7 @@ async def test_a_watched_wait_takes_the_job_as_committed_without_reading_it_back
 
         for text in ("one two three", "four five"):
             reads.clear()
-            job_id, sub = jobs.watch()
+            job_id, sub = jobs.watch(text=False)
             job = await jobs.submit(
                 tenant="t",
                 model="fake",
@@ -363,7 +363,7 @@ async def test_a_watched_wait_takes_the_job_as_committed_without_reading_it_back
 
 
 async def test_a_wait_takes_the_events_already_queued_and_keeps_its_deadline(rig: Rig) -> None:
-    job_id, sub = rig.jobs.watch()
+    job_id, sub = rig.jobs.watch(text=False)
     job = await rig.jobs.submit(
         tenant="t", model="fake", request=request(), origin="test", job_id=job_id, timeout=5
     )
@@ -375,7 +375,7 @@ async def test_a_wait_takes_the_events_already_queued_and_keeps_its_deadline(rig
     assert sub.queue.empty()
     assert not rig.jobs.events._subs  # the wait closed its subscription
 
-    job_id, sub = rig.jobs.watch()
+    job_id, sub = rig.jobs.watch(text=False)
     job = await rig.jobs.submit(
         tenant="t", model="fake", request=request(), origin="test", job_id=job_id, timeout=5
     )

@@ -77,21 +77,31 @@ Watched = tuple[Job, Subscription]
 
 
 async def submit_watched(
-    services: Services, caller: ApiKey, body: SyncBody, request: CoreRequest, *, origin: str
+    services: Services,
+    caller: ApiKey,
+    body: SyncBody,
+    request: CoreRequest,
+    *,
+    origin: str,
+    stream: bool,
 ) -> Watched:
     """:func:`submit_sync`, subscribed to the job's events before it is inserted, so the
     wait for it (:func:`wait_for_client` with ``watching``) starts without reading the
-    store back. The wait closes the subscription; so does a failed submit."""
+    store back. The wait closes the subscription; so does a failed submit. ``stream``:
+    the caller streams the job's text (see :meth:`JobService.watch`)."""
     return await watched(
         services.jobs,
         lambda job_id: submit_sync(services, caller, body, request, origin=origin, job_id=job_id),
+        stream=stream,
     )
 
 
-async def watched(jobs: JobService, submit: Callable[[str], Awaitable[Job]]) -> Watched:
+async def watched(
+    jobs: JobService, submit: Callable[[str], Awaitable[Job]], *, stream: bool
+) -> Watched:
     """``submit`` of a job under a new id, subscribed to that job's events first (see
     :func:`submit_watched`); the subscription is closed if the submit fails."""
-    job_id, sub = jobs.watch()
+    job_id, sub = jobs.watch(text=stream)
     try:
         job = await submit(job_id)
     except BaseException:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,6 +55,9 @@ class Subscription:
     _hub: JobEvents
     #: take the job as committed at its end instead of None, where the worker has it
     finished: bool = False
+    #: the job's text is wanted as it is generated (a stream): other processes are asked
+    #: for it (:class:`TextRelay`); a waiter for the end alone costs them nothing
+    text: bool = True
 
     async def next(self, timeout: float) -> Event | TimeoutError:
         """The next event, or a TimeoutError *value* when none came in time."""
@@ -104,18 +107,25 @@ class JobEvents:
         #: the channel to other processes' hubs, when the store has one (set by the runtime)
         self.relay: TextRelay | None = None
         self._subs: defaultdict[str, list[Subscription]] = defaultdict(list)
+        #: how many of each job's subscriptions want its text
+        self._texts: Counter[str] = Counter()
         self._wakers: list[asyncio.Event] = []
         self._cancel_listeners: list[Callable[[str], None]] = []
         self._ended_listeners: list[Callable[[str], None]] = []
 
     # -- API side ---------------------------------------------------------------
 
-    def subscribe(self, job_id: str, *, finished: bool = False) -> Subscription:
+    def subscribe(self, job_id: str, *, finished: bool = False, text: bool = True) -> Subscription:
         """Events of ``job_id``; with ``finished``, its end comes as the job as committed
-        when this process's worker recorded it (None otherwise)."""
-        sub = Subscription(job_id, asyncio.Queue(), self, finished)
-        if not self._subs.get(job_id) and self.relay is not None:
-            self.relay.want(job_id)
+        when this process's worker recorded it (None otherwise). ``text``: the caller
+        takes the job's text as it is generated, from another process's worker too (the
+        relay is asked for it); without it, pieces generated here still come, and are
+        the caller's to skip."""
+        sub = Subscription(job_id, asyncio.Queue(), self, finished, text)
+        if text:
+            if not self._texts[job_id] and self.relay is not None:
+                self.relay.want(job_id)
+            self._texts[job_id] += 1
         self._subs[job_id].append(sub)
         return sub
 
@@ -125,8 +135,12 @@ class JobEvents:
             subs.remove(sub)
             if not subs:
                 del self._subs[sub.job_id]
-                if self.relay is not None:
-                    self.relay.unwant(sub.job_id)
+            if sub.text:
+                self._texts[sub.job_id] -= 1
+                if not self._texts[sub.job_id]:
+                    del self._texts[sub.job_id]
+                    if self.relay is not None:
+                        self.relay.unwant(sub.job_id)
 
     def job_submitted(self) -> None:
         """Wake idle workers."""

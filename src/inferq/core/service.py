@@ -259,7 +259,7 @@ class JobService:
         subscription when it returns.
         """
         if watching is None:
-            sub = self.events.subscribe(job_id)
+            sub = self.events.subscribe(job_id, text=False)
             known: Job | None = None
         else:
             sub, known = watching
@@ -283,13 +283,14 @@ class JobService:
         finally:
             sub.close()
 
-    def watch(self) -> tuple[str, Subscription]:
+    def watch(self, *, text: bool) -> tuple[str, Subscription]:
         """A new job id and a subscription to its events, for a caller that waits for the
         job it is about to submit under that id: no event of the job can be missed, so
         the wait needs no first read of the store (:meth:`wait`'s ``watching``). The
-        caller closes the subscription if the job is not submitted."""
+        caller closes the subscription if the job is not submitted. ``text``: the caller
+        streams the job's text (:meth:`stream`), from whichever process generates it."""
         job_id = str(uuid.uuid4())
-        return job_id, self.events.subscribe(job_id, finished=True)
+        return job_id, self.events.subscribe(job_id, finished=True, text=text)
 
     async def stream(
         self,

@@ -35,7 +35,9 @@ router = Router(prefix="/v1/messages", tags=["anthropic"])
 async def create_message(
     body: MessagesRequest, request: Request, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any] | Response:
-    watched = await submit_watched(services, caller, body, body.to_request(), origin="anthropic")
+    watched = await submit_watched(
+        services, caller, body, body.to_request(), origin="anthropic", stream=body.stream
+    )
     if body.stream:
         return event_stream(_stream(services.jobs, watched), closes=watched[1])
     return await answer_when_finished(request, services.jobs, watched, t.render_message)

@@ -102,6 +102,7 @@ async def chat_completions(
             timeout=timeout,
             job_id=job_id,
         ),
+        stream=False,
     )
     return await answer_when_finished(request, services.jobs, job, render_completion)
 

@@ -132,7 +132,9 @@ async def completions(
     body.check()
     requests = [body.to_request(p) for p in body.prompts()]
     if len(requests) == 1:
-        watched = await sync.submit_watched(services, caller, body, requests[0], origin="openai")
+        watched = await sync.submit_watched(
+            services, caller, body, requests[0], origin="openai", stream=body.stream
+        )
         if body.stream:
             events = _stream(services.jobs, watched, body)
             return sync.event_stream(framed(services.jobs, watched[0], events), closes=watched[1])

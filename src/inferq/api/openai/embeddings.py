@@ -90,7 +90,9 @@ async def create_embeddings(
     dimensions = services.registry.get(body.model).dimensions
     if body.dimensions is not None and dimensions is not None and body.dimensions != dimensions:
         raise _wrong_dimensions(body.model, body.dimensions, dimensions)
-    job, sub = await submit_watched(services, caller, body, embed_request, origin="openai")
+    job, sub = await submit_watched(
+        services, caller, body, embed_request, origin="openai", stream=False
+    )
     try:
         done = await wait_for_client(request, services.jobs, job, sub=sub)
     except ClientGone:

@@ -40,7 +40,9 @@ async def chat_completions(
     chat = body.to_request()
     if body.stream:
         refuse_stream(chat)
-    watched = await submit_watched(services, caller, body, chat, origin="openai")
+    watched = await submit_watched(
+        services, caller, body, chat, origin="openai", stream=body.stream
+    )
     if body.stream:
         job, sub = watched
         include_usage = bool((body.stream_options or {}).get("include_usage"))
