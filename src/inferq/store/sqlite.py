@@ -10,14 +10,17 @@
   a SAVEPOINT.
 * Reads (the statements that start with SELECT, outside :meth:`SQLiteExecutor.atomic`)
   use per-thread connections from asyncio's default thread pool.
-* Other processes (the CLI while a server runs) open the same file safely;
-  ``busy_timeout`` makes them wait for the lock instead of failing.
+* Other processes (the CLI while a server runs, the API processes of ``serve
+  --workers N``) open the same file safely; ``busy_timeout`` makes them wait for the
+  lock instead of failing, and their writers take turns (:class:`WriteTurns`), so
+  that one busy process does not keep the others waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import queue
 import re
@@ -99,13 +102,45 @@ class _Write(NamedTuple):
     single: bool
 
 
+class WriteTurns:
+    """Takes turns at writing with the other processes on the same file.
+
+    SQLite lets one connection write at a time, and one that finds the file locked
+    sleeps and looks again (1, 2, 5, 10 ms and longer: its busy handler). A process
+    whose writer commits group after group takes the lock again within microseconds
+    of each COMMIT, so another process's writer, asleep when it was free, seldom finds
+    it free: with two API processes under load one wrote nearly every submit and the
+    other's requests waited up to half a second. A writer therefore holds an exclusive
+    ``flock`` on a lock file beside the database around each transaction; the kernel
+    wakes a process waiting for it as soon as it is released, before the holder is back
+    with its next group. Advisory only: SQLite's own lock still guards the data, and a
+    process without it (the CLI) only waits for the lock as before.
+    """
+
+    def __init__(self, path: Path) -> None:
+        name = path.with_name(f".{path.name}.write-turns")
+        self.fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def take(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def give(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _Writer(threading.Thread):
     """Runs write functions on one connection, committing them in groups."""
 
-    def __init__(self, conn: sqlite3.Connection, bus: Bus | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, bus: Bus | None = None, turns: WriteTurns | None = None
+    ) -> None:
         super().__init__(name="inferq-sqlite-writer", daemon=True)
         self.conn = conn
         self.bus = bus
+        self.turns = turns
         if bus is not None:
             bus.install(conn)
         self.inbox: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
@@ -135,6 +170,8 @@ class _Writer(threading.Thread):
         # afterwards, and while the event loop is busy that wait is the interpreter's
         # switch interval (5 ms): so a group runs as few statements as it can.
         outcomes: list[tuple[bool, Any]] = []
+        if self.turns is not None:
+            self.turns.take()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             for write in group:
@@ -152,6 +189,9 @@ class _Writer(threading.Thread):
             failure = StoreUnavailable(f"SQLite write failed: {exc}")
             failure.__cause__ = exc
             outcomes = [(False, failure)] * len(group)
+        finally:
+            if self.turns is not None:
+                self.turns.give()
         for write, (ok, value) in zip(group, outcomes, strict=True):
             _deliver(write.future, ok, value)
 
@@ -211,6 +251,7 @@ class SQLiteExecutor:
         self.synchronous = synchronous
         self._writer: _Writer | None = None
         self._bus: Bus | None = None
+        self._turns: WriteTurns | None = None
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -220,7 +261,8 @@ class SQLiteExecutor:
         conn = await asyncio.to_thread(_connect, self.path, synchronous=self.synchronous)
         await asyncio.to_thread(migrate, conn)
         self._bus = Bus(self.path) if available() else None
-        self._writer = _Writer(conn, self._bus)
+        self._turns = WriteTurns(self.path)
+        self._writer = _Writer(conn, self._bus, self._turns)
         self._writer.start()
 
     async def close(self) -> None:
@@ -229,6 +271,9 @@ class SQLiteExecutor:
             await asyncio.to_thread(self._writer.join)
             self._writer.conn.close()
             self._writer = None
+        if self._turns is not None:
+            self._turns.close()
+            self._turns = None
         if self._bus is not None:
             self._bus.close()
             self._bus = None
