@@ -182,8 +182,13 @@ class Server:
         models_file: Path | None = None,
         log_level: str = "info",
         env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+        prefix: Sequence[str] = (),
     ) -> None:
         self.data_dir = data_dir
+        #: more options of ``inferq serve``, and a command it runs under (``taskset ...``)
+        self.args = tuple(args)
+        self.prefix = tuple(prefix)
         #: INFERQ_* settings of the server and of its CLI calls (INFERQ_DATABASE_URL...)
         self.env = env or {}
         self.models_file = models_file
@@ -207,8 +212,8 @@ class Server:
 
     def start(self, timeout: float = 120.0) -> Server:
         args = [
-            PYTHON, "-m", "inferq", "serve", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), "--log-level", self.log_level,
+            *self.prefix, PYTHON, "-m", "inferq", "serve", "--port", str(self.port),
+            "--data-dir", str(self.data_dir), "--log-level", self.log_level, *self.args,
         ]  # fmt: skip
         if self.models_file is not None:
             args += ["--models", str(self.models_file)]
