@@ -232,6 +232,34 @@ async def test_text_generated_in_one_process_reaches_a_waiter_in_another(
         await api.close()
 
 
+async def test_text_generated_before_the_worker_knew_of_a_waiter_keeps_its_offsets(
+    tmp_path: Path,
+) -> None:
+    """The worker reads its list of peers once a second. Text it generated while it knew
+    of none still counts towards the offsets: a waiter whose want arrives meanwhile sees
+    the gap (and takes the text from the result) instead of taking later pieces as the
+    text's start."""
+    from inferq.store.sqlite_bus import PEERS_TTL
+
+    worker, worker_events = await _relaying(tmp_path / "jobs.db")
+    api = None
+    try:
+        worker_events.text("job-1", "one ")  # no peer yet, and the worker remembers that
+        api, api_events = await _relaying(tmp_path / "jobs.db")
+        sub = api_events.subscribe("job-1")
+        await asyncio.sleep(0.1)
+        worker_events.text("job-1", "two ")
+        await asyncio.sleep(PEERS_TTL)  # the worker now knows of the api
+        worker_events.text("job-1", "three")
+        await asyncio.sleep(0.3)
+        assert sub.queue.empty(), sub.queue.get_nowait()
+        sub.close()
+    finally:
+        await worker.close()
+        if api is not None:
+            await api.close()
+
+
 async def test_after_a_lost_piece_a_waiter_takes_no_more_and_the_stream_ends_whole(
     tmp_path: Path,
 ) -> None:

@@ -232,8 +232,10 @@ class Bus:
                 self._send(peer, UNWANT + job_id.encode())
 
     def text(self, job_id: str, piece: str) -> None:
-        if not self._current_peers():
-            return  # the only process on the file: nobody to relay to, nothing to count
+        # counted even while no other process is known: the list of peers is read once a
+        # second, and a want from a process that started meanwhile can come before it
+        # is; its waiter must see the text it missed as a gap, not take the next piece
+        # as the text's start (``ended`` forgets the count)
         offset = self._generated.get(job_id, 0)
         self._generated[job_id] = offset + len(piece)
         for peer in list(self._wanted.get(job_id, ())):
