@@ -190,7 +190,7 @@ class JobQueue(JobLookup, FairShares, Protocol):
 
     def text_relay(self) -> TextRelay | None:
         """The channel that carries generated text between the processes on this store,
-        where it has one (SQLite's datagram bus); None otherwise (streams of jobs run
+        where it has one (SQLite's datagram bus, PostgreSQL's NOTIFY); None otherwise (streams of jobs run
         in another process then get their text when the job ends)."""
         return None
 
