@@ -119,7 +119,7 @@ class WriteTurns:
 
     def __init__(self, path: Path) -> None:
         name = path.with_name(f".{path.name}.write-turns")
-        self.fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
     def take(self) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_EX)
