@@ -190,8 +190,8 @@ class JobQueue(JobLookup, FairShares, Protocol):
 
     def text_relay(self) -> TextRelay | None:
         """The channel that carries generated text between the processes on this store,
-        where it has one (SQLite's datagram bus, PostgreSQL's NOTIFY); None otherwise (streams of jobs run
-        in another process then get their text when the job ends)."""
+        where it has one (SQLite's datagram bus, PostgreSQL's NOTIFY); None otherwise
+        (streams of jobs run in another process then get their text when the job ends)."""
         return None
 
 
