@@ -16,6 +16,7 @@ from inferq.core.events import JobEvents
 from inferq.core.lookups import TimedValue
 from inferq.core.models import ChatMessage, ChatRequest, EmbedRequest, Job, JobFilter
 from inferq.core.node_messages import NodeLimits
+from inferq.core.node_replicas import Replication
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import Node, NodeService, NoNodeConnected, Seen
 from inferq.core.service import JobService
@@ -26,6 +27,8 @@ from inferq.engines.remote import kinds_of
 from inferq.store.memory import MemoryStore
 
 CHAT, OTHER, LOCAL = "remote-chat", "remote-other", "local-chat"
+#: a model whose jobs run on two nodes, the answers compared
+CHECKED = "remote-checked"
 #: a lease far shorter than a claim's wait: it plays no part in the window
 LIMITS = NodeLimits(lease_seconds=3, max_wait=30)
 WINDOW = 60.0
@@ -60,6 +63,7 @@ class World:
             {
                 CHAT: ModelSpec(name=CHAT, engine="remote", context_length=512),
                 OTHER: ModelSpec(name=OTHER, engine="remote", context_length=512),
+                CHECKED: ModelSpec(name=CHECKED, engine="remote", context_length=512),
                 LOCAL: ModelSpec(name=LOCAL, engine="fake", context_length=512),
             }
         )
@@ -71,6 +75,9 @@ class World:
             nodes=self.nodes,
             kind_of=kinds_of(self.registry),
             limits=LIMITS,
+            replication=lambda model: (
+                Replication(replicas=2, agree_model=LOCAL) if model == CHECKED else None
+            ),
             clock=self.clock,
         )
         self.jobs = JobService(
@@ -155,6 +162,23 @@ async def test_a_revoked_node_does_not_count(world: World) -> None:
     await world.store.revoke_node("gpu", now=world.clock())  # revoked by `inferq nodes revoke`
     world.clock.now += world.nodes.roster_seconds
     assert not await world.connected()
+
+
+async def test_a_node_revoked_here_stops_counting_at_once(world: World) -> None:
+    await world.node()
+    assert await world.connected()
+    await world.nodes.revoke("gpu")
+    assert not await world.connected()
+
+
+async def test_a_model_whose_jobs_run_on_two_nodes_needs_two_connected(world: World) -> None:
+    await world.node("gpu-1", models={CHECKED: 1})
+    assert not await world.connected(CHECKED)
+    with pytest.raises(NoNodeConnected) as refused:
+        await world.work.check_connected(CHECKED)
+    assert "run on 2 nodes" in refused.value.message
+    await world.node("gpu-2", models={CHECKED: 1})
+    assert await world.connected(CHECKED)
 
 
 async def test_a_node_that_does_not_announce_the_model_does_not_count(world: World) -> None:

@@ -142,11 +142,14 @@ class NodeWork:
         """Refuse a request its client waits for (:class:`NoNodeConnected`) when only
         nodes run ``model`` and no node serving it is connected
         (:attr:`NodeLimits.seen_within`): it would wait out its whole deadline. A model
-        that runs in process is never refused, and costs no read."""
+        whose jobs run on N nodes (``replicas = N``) needs N of them. A model that runs in
+        process is never refused, and costs no read."""
         if self.kind_of(model) is None:
             return
-        if not await self.nodes.serving(model, within=self.limits.seen_within):
-            raise NoNodeConnected(model)
+        plan = self.replicas.plans(model)
+        needed = plan.replicas if plan is not None else 1
+        if not await self.nodes.serving(model, within=self.limits.seen_within, count=needed):
+            raise NoNodeConnected(model, needed=needed)
 
     def wanted(self, free: Mapping[str, int]) -> dict[str, int]:
         """The free slots a claim looks for (400 for a model nodes do not serve here, or

@@ -103,11 +103,13 @@ class NoNodeConnected(EngineUnavailable):
     #: (:data:`ROSTER_SECONDS`), so a client may look again soon, but not at once
     RETRY_AFTER = 5.0
 
-    def __init__(self, model: str, *, retry_after: float = RETRY_AFTER) -> None:
-        super().__init__(
-            f"the model {model} runs on nodes and no node serving it is connected; retry later",
-            param="model",
+    def __init__(self, model: str, *, needed: int = 1, retry_after: float = RETRY_AFTER) -> None:
+        which = (
+            "no node serving it is connected"
+            if needed == 1
+            else f"its jobs run on {needed} nodes and fewer serving it are connected"
         )
+        super().__init__(f"the model {model} runs on nodes and {which}; retry later", param="model")
         self.retry_after = retry_after
 
 
@@ -199,6 +201,7 @@ class NodeService:
         if node is None:
             raise NotFound(f"no node has the id or name {id_or_name!r}")
         self._lookups.clear()
+        self._roster.clear()
         return node
 
     async def hello(self, node: Node, *, version: str, models: Mapping[str, int]) -> Node:
@@ -220,18 +223,20 @@ class NodeService:
         self._touched[node.id] = now
         await self.store.touch_node(node.id, Seen(now, in_flight))
 
-    async def serving(self, model: str, *, within: float) -> bool:
-        """Whether a node that is not revoked, announced ``model`` in its last hello and
-        was seen in the last ``within`` seconds exists.
+    async def serving(self, model: str, *, within: float, count: int = 1) -> bool:
+        """Whether ``count`` nodes (one by default) that are not revoked, announced
+        ``model`` in their last hello and were seen in the last ``within`` seconds exist.
 
         The store's records are the truth (a node connected to another API process
         counts); they are read at most once every :attr:`roster_seconds`, and again at
         once after a hello to this process."""
         since = self.clock() - within
-        return any(
-            node.revoked_at is None
+        serving = sum(
+            1
+            for node in await self._roster.get()
+            if node.revoked_at is None
             and model in node.models
             and node.last_seen is not None
             and node.last_seen >= since
-            for node in await self._roster.get()
         )
+        return serving >= count
