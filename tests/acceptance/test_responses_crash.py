@@ -50,11 +50,11 @@ def job_id(response_id: str) -> str:
     return str(uuid.UUID(response_id.removeprefix("resp_")))
 
 
-def create(oai: openai.OpenAI, n: int, **extra: Any) -> Any:
+def create(oai: openai.OpenAI, n: int, *, max_output_tokens: int = 40, **extra: Any) -> Any:
     return oai.responses.create(
         model=MODEL,
         input=f"Write a short poem about the number {n}.",
-        max_output_tokens=40,
+        max_output_tokens=max_output_tokens,
         temperature=0,
         background=True,
         **extra,
@@ -109,7 +109,10 @@ def test_kill_9_during_a_background_response(tmp_path: Path, database: dict[str,
     try:
         key = server.create_key("crash", "crash")
         with client(server, key) as oai:
-            stream = create(oai, 0, stream=True)
+            # long enough that it is still generating when the kill comes, after the
+            # three other responses are created (40 tokens took 0.4 s here: on a busy
+            # machine it ended before the kill, and nothing was left to run again)
+            stream = create(oai, 0, stream=True, max_output_tokens=120)
             seen = []
             for event in stream:
                 seen.append(event)
