@@ -8,19 +8,15 @@ still answers.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
-from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import new_key, start_server, wait_until
-from tests.support.postgres import database_url
+from tests.support.hostile_target import served
 from tests.support.server import Server
 from tests.support.server_db import server_rows
 
@@ -64,36 +60,13 @@ class Target:
         assert self.http.get("/healthz").status_code == 200
 
 
-async def _sql(statement: str) -> None:
-    conn = await asyncpg.connect(database_url())
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Target]:
     root = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    schema = None if request.param == "sqlite" else "t_" + uuid.uuid4().hex[:12]
-    env = {} if schema is None else {"INFERQ_DATABASE_URL": schema_url(schema)}
-    if schema is not None:
-        asyncio.run(_sql(f"CREATE SCHEMA {schema}"))
-    try:
-        server = start_server(root, models=MODELS, env=env)
-        try:
-            key = new_key(server, "fuzz")
-            with httpx.Client(
-                base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-            ) as http:
-                yield Target(server, schema, http)
-        finally:
-            server.stop()
-    finally:
-        if schema is not None:
-            asyncio.run(_sql(f"DROP SCHEMA {schema} CASCADE"))
+    with served(root, request.param, models=MODELS, key_name="fuzz") as (server, schema, http):
+        yield Target(server, schema, http)
 
 
 # -- JSON bodies the routers read but the input guard did not check --------------------
