@@ -70,7 +70,12 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
 
 
 async def submit(
-    rig: Rig, text: str, service_class: ServiceClass, *, start_now: bool = True
+    rig: Rig,
+    text: str,
+    service_class: ServiceClass,
+    *,
+    start_now: bool = True,
+    job_id: str | None = None,
 ) -> Job:
     return await rig.jobs.submit(
         tenant="t",
@@ -80,7 +85,17 @@ async def submit(
         service_class=service_class,
         timeout=10,
         start_now=start_now,
+        job_id=job_id,
     )
+
+
+async def run_sync(rig: Rig, text: str) -> Job:
+    """A sync job as the API runs one: subscribed to its events before it is stored, and
+    waited for through them. (A wait that reads the store can see the job's end before
+    the worker has freed its slot, and the next submit then finds no slot to claim.)"""
+    job_id, sub = rig.jobs.watch(text=False)
+    job = await submit(rig, text, ServiceClass.INTERACTIVE, job_id=job_id)
+    return await rig.jobs.wait(job.id, tenant="t", deadline=time.time() + 10, watching=(sub, job))
 
 
 async def wait(rig: Rig, job: Job) -> Job:
@@ -106,8 +121,25 @@ async def test_back_to_back_sync_jobs_wait_for_the_loops_claim_and_go_with_their
 ) -> None:
     # each job's end makes the claim loop look for more work; the next submit, arriving
     # while that claim is under way, waits for it instead of taking the slow path
+    # On a loaded machine a job's end can be committed (a read of the store sees it) a
+    # while before the worker hears back and frees its slot; a wait that read the store
+    # then would return early, and the next submit find no free slot. The API's waits
+    # take the job's end from the worker's event instead (run_sync).
+    complete, get_job = rig.store.complete, rig.store.get_job
+
+    async def slow_to_return(*args: Any, **kw: Any) -> bool:
+        done = await complete(*args, **kw)
+        await asyncio.sleep(0.05)
+        return done
+
+    async def slow_read(*args: Any, **kw: Any) -> Job | None:
+        await asyncio.sleep(0.02)
+        return await get_job(*args, **kw)
+
+    rig.store.complete = slow_to_return  # type: ignore[method-assign]
+    rig.store.get_job = slow_read  # type: ignore[method-assign]
     for n in range(20):
-        done = await wait(rig, await submit(rig, f"job {n}", ServiceClass.INTERACTIVE))
+        done = await run_sync(rig, f"job {n}")
         assert done.state is JobState.SUCCEEDED
     assert rig.calls.count("insert_and_claim") == 20
     assert "insert_job" not in rig.calls
