@@ -455,6 +455,7 @@ ENDPOINTS = [
         {"session": SESSION, "jobs": [{"id": "none", "attempt": 1}]},
         caller="node",
     ),
+    Endpoint("POST", "/node/v1/bye", {"session": SESSION}, caller="node"),
     Endpoint(
         "PUT",
         "/node/v1/jobs/{job_id}/files/{name}",

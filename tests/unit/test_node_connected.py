@@ -193,6 +193,33 @@ async def test_a_node_that_announces_no_model_any_more_does_not_count(world: Wor
     assert not await world.connected()
 
 
+async def test_a_node_process_that_says_bye_stops_counting_at_once(world: World) -> None:
+    node, _ = await world.nodes.create(name="gpu")
+    await world.work.hello(node, session=SESSION, version="1", models={CHAT: 1})
+    await world.jobs.submit(tenant="t", model=CHAT, request=chat(), origin="openai")
+    [held] = await world.work.claim(node, session=SESSION, free={CHAT: 1}, wait=0, running=0)
+    assert await world.connected()  # read now: the bye must not wait for the next read
+    assert await world.work.bye(node, session=SESSION) == [held.id]
+    assert not await world.connected()
+    # the job it still held is queued again, its attempt not used up
+    again = await world.work.claim(node, session="session-2", free={CHAT: 1}, wait=0, running=0)
+    assert [(j.id, j.attempt) for j in again] == [(held.id, 1)]
+
+
+async def test_another_process_of_the_node_counts_it_again_when_heard_from(
+    world: World,
+) -> None:
+    node, _ = await world.nodes.create(name="gpu")
+    await world.work.hello(node, session=SESSION, version="1", models={CHAT: 1})
+    await world.work.hello(node, session="session-2", version="1", models={CHAT: 1})
+    await world.work.bye(node, session=SESSION)  # the older of two processes stops
+    assert not await world.connected()
+    # the other one's next long poll (at least every max_wait) counts the node again
+    await world.work.claim(node, session="session-2", free={CHAT: 1}, wait=0, running=0)
+    world.clock.now += world.nodes.roster_seconds
+    assert await world.connected()
+
+
 async def test_a_model_that_runs_in_process_is_never_refused_and_reads_no_node(
     world: World,
 ) -> None:

@@ -260,6 +260,50 @@ async def test_a_node_that_cannot_reach_its_server_exits_3() -> None:
     assert await process.run() == EXIT_UNREACHABLE
 
 
+@pytest.mark.parametrize("answer", ["bye", "unreachable", "silent"])
+async def test_a_stopping_node_says_bye_last_and_exits_0_whatever_the_answer(
+    answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bye is best effort: a server that cannot be reached, or does not answer within
+    BYE_TIMEOUT, does not keep the process from exiting 0."""
+    import httpx
+
+    from inferq.worker import node
+    from inferq.worker.runners import HandlerRunner
+    from tests.support.node_handlers import Workbench
+
+    monkeypatch.setattr(node, "BYE_TIMEOUT", 0.2)
+    calls: list[str] = []
+
+    class Server:
+        session = "fake-session"
+
+        async def hello(self, models: dict[str, int]) -> dict[str, Any]:
+            return {"heartbeat_seconds": 0.5, "node": "n"}
+
+        async def claim(self, free: dict[str, int], **kw: Any) -> list[dict[str, Any]]:
+            await asyncio.sleep(kw["wait"])
+            return []
+
+        async def bye(self) -> None:
+            calls.append("bye")
+            if answer == "unreachable":
+                raise httpx.ConnectError("cannot connect")
+            if answer == "silent":
+                await asyncio.sleep(60)
+
+        async def close(self) -> None:
+            calls.append("close")
+
+    runner = HandlerRunner(Workbench(), capacity=1)
+    process = node.NodeProcess(Server(), {HANDLER: runner})  # type: ignore[arg-type]
+    running = asyncio.create_task(process.run())
+    await asyncio.sleep(0.05)
+    process.stop()
+    assert await asyncio.wait_for(running, 5) == node.EXIT_OK
+    assert calls == ["bye", "close"]
+
+
 async def test_a_handler_runs_as_many_jobs_at_once_as_its_capacity() -> None:
     """Each of 40 jobs waits in predict until all 40 are in it: more than asyncio's shared
     thread pool holds on any machine up to 32 cores (cores + 4, at most 32)."""
@@ -392,6 +436,9 @@ async def test_a_report_does_not_wait_behind_the_claim_loops_long_poll() -> None
 
         async def release(self, leases: list[tuple[str, int]]) -> list[str]:
             return []
+
+        async def bye(self) -> None:
+            return None
 
         async def close(self) -> None:
             return None

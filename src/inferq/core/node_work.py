@@ -8,7 +8,9 @@ under another's lease) and the attempt is the job's. A heartbeat renews the leas
 the jobs it names, merges their ``info`` and progress, relays their streamed text to
 the waiters in this process, and answers which of them are no longer held (cancelled,
 expired, or re-claimed after the lease ran out): the node stops those. Complete and
-fail are fenced writes: a node whose lease is gone changes nothing and hears 409.
+fail are fenced writes: a node whose lease is gone changes nothing and hears 409. A
+process that stops cleanly says bye last: its node counts as connected no more until it
+is heard from again, so sync requests are refused at once.
 
 Files a handler returns are uploaded before the result (:mod:`inferq.core.node_files`).
 """
@@ -127,6 +129,20 @@ class NodeWork:
             if not 1 <= capacity <= MAX_CLAIM:
                 raise InvalidRequest(f"the capacity of {name} is 1 to {MAX_CLAIM}", param="models")
         return await self.nodes.hello(node, version=version, models=models)
+
+    async def bye(self, node: Node, *, session: str) -> list[str]:
+        """A node process stops cleanly (its last call): the jobs it still holds that
+        this process handed out go back to the queue without using up an attempt (as
+        :meth:`release`), and the node counts as connected no more until it is heard
+        from again, so a sync request for its models is refused at once instead of
+        waiting out the window. Another process of the same node (one beside it, or a
+        restart that overlapped) counts it again with its next claim or heartbeat.
+        Returns the ids handed back."""
+        owner = self.owner(node, session)
+        leases = [(job.id, job.attempt) for job in self._handed.values() if job.owner == owner]
+        released = await self.release(node, session=session, leases=leases)
+        await self.nodes.gone(node)
+        return released
 
     def _check_model(self, name: str) -> str:
         kind = self.kind_of(name)

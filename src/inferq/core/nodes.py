@@ -82,7 +82,8 @@ class Node:
 class Seen:
     """What a node's hello, claim or heartbeat tells about it."""
 
-    now: float
+    #: None: the node said bye (not seen since)
+    now: float | None
     in_flight: int
     #: given by a hello only
     version: str | None = None
@@ -212,6 +213,14 @@ class NodeService:
         self._lookups.clear()
         self._roster.clear()
         return node.evolve(version=version, models=dict(models), last_seen=now)
+
+    async def gone(self, node: Node) -> None:
+        """A process of the node stopped cleanly: the node is not connected until it is
+        heard from again (its models are kept for then)."""
+        await self.store.touch_node(node.id, Seen(None, 0))
+        self._touched.pop(node.id, None)
+        self._lookups.clear()
+        self._roster.clear()
 
     async def seen(self, node: Node, *, in_flight: int) -> None:
         """The node claimed or sent a heartbeat: note it, at most once a second."""

@@ -105,6 +105,10 @@ class NodeClient:
         released: list[str] = answer["released"]
         return released
 
+    async def bye(self) -> None:
+        """The process stops: its node no longer counts as connected for its models."""
+        await self._post("/node/v1/bye", {})
+
     async def upload(self, job_id: str, attempt: int, name: str, path: Path) -> str:
         """Upload an output file; return the URL the job's tenant reads it at."""
         params: dict[str, str | int] = {"session": self.session, "attempt": attempt}

@@ -8,10 +8,11 @@ node's (cancelled, expired, re-claimed), which are stopped at once. A result goe
 with the text not yet sent, after the job's files are uploaded.
 
 SIGTERM (or SIGINT) stops claiming; the running jobs get ``drain_seconds`` to finish,
-then are stopped and handed back to the queue without using up an attempt, and the
-process exits 0. A token the server refuses (wrong or revoked) ends the process at
-once with a message and exit status 2; a server it cannot reach at its start, with
-exit status 3.
+then are stopped and handed back to the queue without using up an attempt, the process
+says bye (so that sync requests for its models are refused at once, not accepted to
+wait for a node that is gone) and exits 0. A token the server refuses (wrong or
+revoked) ends the process at once with a message and exit status 2; a server it cannot
+reach at its start, with exit status 3.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ RESULT_GATHER = 0.002
 PREEMPT_WAIT = 1.0
 #: the shortest time between two heartbeats sent only to carry streamed text
 TEXT_EVERY = 0.02
+#: how long a stopping process tries to say bye (a server it cannot reach then counts
+#: it as connected until it has not been seen for a while)
+BYE_TIMEOUT = 5.0
 #: exit statuses: stopped, the server refused the node, the server cannot be reached
 EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 2, 3
 
@@ -112,11 +116,21 @@ class NodeProcess:
             await asyncio.gather(*tasks, return_exceptions=True)
             for runner in self.runners.values():
                 await runner.close()
+            if self._refused is None:
+                await self._bye()
             await self.client.close()
         if self._refused is not None:
             return self._refused_exit(self._refused)
         log.info("node stopped")
         return EXIT_OK
+
+    async def _bye(self) -> None:
+        """Tell the server this process is gone (best effort: it is stopping anyway)."""
+        try:
+            async with asyncio.timeout(BYE_TIMEOUT):
+                await self.client.bye()
+        except (ServerRefused, httpx.HTTPError, TimeoutError) as exc:
+            log.info("the server did not take the node's bye (%s)", str(exc) or "no answer")
 
     def _refused_exit(self, exc: ServerRefused) -> int:
         what = "refused the node token" if exc.bad_token else "refused the node"

@@ -21,6 +21,7 @@ from inferq import __version__
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from, get_services
 from inferq.api.nodes.schemas import (
     MAX_ATTEMPT,
+    Bye,
     Claim,
     Complete,
     Fail,
@@ -208,6 +209,15 @@ async def release(body: Release, node: NodeDep, services: ServicesDep) -> dict[s
     leases = [(held.id, held.attempt) for held in body.jobs]
     released = await services.node_work.release(node, session=body.session, leases=leases)
     return {"released": released}
+
+
+@router.post("/node/v1/bye")
+async def bye(body: Bye, node: NodeDep, services: ServicesDep) -> dict[str, Any]:
+    """A node process stops cleanly (its last call): the jobs it still holds go back to
+    the queue, and its node is not connected until it is heard from again, so a sync
+    request for its models is refused at once."""
+    released = await services.node_work.bye(node, session=body.session)
+    return {"status": "bye", "released": released}
 
 
 @router.put("/node/v1/jobs/{job_id}/files/{name}")

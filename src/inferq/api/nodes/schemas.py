@@ -108,3 +108,7 @@ class Held(Strict):
 class Release(Strict):
     session: str = Session
     jobs: list[Held] = Field(max_length=10_000)
+
+
+class Bye(Strict):
+    session: str = Session
