@@ -5,7 +5,9 @@ the "api" one subscribes to a job, the "worker" one generates its text. The piec
 reach the api's waiter in order; a job nobody waits for sends nothing; a waiter that
 closes stops the relay; a lost piece (a gap in the offsets) stops the waiter taking
 pieces, so the rest comes whole from the job's result. On PostgreSQL a lost listen
-connection is such a gap too, and the relay works again on the new connection.
+connection is such a gap too, and the relay works again on the new connection; one that
+went half-open (the network dropped it without a word, played by a proxy that stops
+forwarding) is found out and replaced.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -216,3 +219,109 @@ async def test_a_lost_listen_connection_is_a_gap_and_the_relay_comes_back(
 def _reconnected(store: PostgresStore, old_pid: int) -> bool:
     conn: Any = store.text_relay()._conn  # type: ignore[union-attr]
     return conn is not None and not conn.is_closed() and conn.get_server_pid() != old_pid
+
+
+class _FreezingProxy:
+    """A TCP proxy to the test database whose links can be frozen: ``freeze`` makes each
+    link it has drop what either side sends, sockets kept open, as a NAT or firewall
+    that forgot the link would (a half-open connection: no reset, no end). Links made
+    afterwards forward as usual."""
+
+    def __init__(self) -> None:
+        parts = urlsplit(database_url())
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+        self._server: asyncio.Server | None = None
+        self._links: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> str:
+        """Listen on a free port; return the database's URL through the proxy."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        parts = urlsplit(database_url())
+        netloc = parts.netloc.rpartition("@")[0]
+        netloc = f"{netloc}@127.0.0.1:{port}" if netloc else f"127.0.0.1:{port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def freeze(self) -> None:
+        for link in self._links:
+            link["frozen"] = True
+
+    async def close(self) -> None:
+        """Ends every link (the store's close would wait for frozen ones), then itself."""
+        if self._server is not None:
+            self._server.close()
+        for link in self._links:
+            for writer in link["writers"]:
+                writer.close()
+        if self._tasks:  # their pumps end with their sockets
+            await asyncio.wait(self._tasks, timeout=5.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        link = {"frozen": False, "writers": [writer, up_writer]}
+        self._links.append(link)
+        await asyncio.gather(
+            self._pump(link, reader, up_writer),
+            self._pump(link, up_reader, writer),
+            return_exceptions=True,
+        )
+
+    @staticmethod
+    async def _pump(
+        link: dict[str, Any], source: asyncio.StreamReader, sink: asyncio.StreamWriter
+    ) -> None:
+        while data := await source.read(65536):
+            if not link["frozen"]:  # frozen: dropped, and nothing is closed
+                sink.write(data)
+                await sink.drain()
+        if not link["frozen"]:
+            sink.close()
+
+
+async def test_a_half_open_listen_connection_is_found_out_and_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No RST ever comes, so asyncpg never reports the connection lost: the relay's
+    check (SELECT 1 when idle) finds it out, and the store listens on a new one."""
+    monkeypatch.setattr("inferq.store.postgres_relay.PING_EVERY", 0.3)
+    monkeypatch.setattr("inferq.store.postgres_relay.PING_TIMEOUT", 0.3)
+    monkeypatch.setattr("inferq.store.postgres.RELISTEN_DELAY", 0.1)
+    submitted: list[float] = []
+    ended: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        schema = await stack.enter_async_context(fresh_schema())
+        admin = await asyncpg.connect(database_url())  # directly, never through the proxy
+        stack.push_async_callback(admin.close)
+        proxy = _FreezingProxy()
+        url = await proxy.start()
+        store = PostgresStore(url, server_settings={"search_path": schema})
+        stack.push_async_callback(store.close)
+        stack.push_async_callback(proxy.close)  # first: its frozen links would hold close
+        await store.open()
+        loop = asyncio.get_running_loop()
+        await store.listen(
+            on_submitted=lambda: submitted.append(loop.time()), on_ended=ended.append
+        )
+
+        async def heard(timeout: float) -> bool:
+            """Whether a job's end, sent again and again, is heard within ``timeout``."""
+            marker = str(uuid.uuid4())  # channels are the database's, shared by schemas
+            deadline = loop.time() + timeout
+            while loop.time() < deadline:
+                await admin.execute("SELECT pg_notify('inferq_ended', $1)", marker)
+                await asyncio.sleep(0.1)
+                if marker in ended:
+                    return True
+            return False
+
+        assert await heard(5.0), "not heard through the proxy before the freeze"
+        proxy.freeze()
+        frozen_at = loop.time()
+        assert await heard(6.0), "nothing heard after the notification connection froze"
+        assert any(t > frozen_at for t in submitted)  # the new connection: look again

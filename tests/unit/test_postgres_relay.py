@@ -3,8 +3,10 @@
 A job nobody wants costs no statement; pieces that come while a NOTIFY is in flight join
 the next one (one payload per waiter and job), and statements are spaced out but for a
 want; long text is split under the payload limit; a NOTIFY that fails is logged and the
-relay goes on; wants that are not inferq's are ignored; a lost connection is a gap. The
-real database is in tests/contract/test_text_relay.py.
+relay goes on; wants that are not inferq's are ignored; a lost connection is a gap. An
+idle relay checks its connection, and ends it when the check, or a NOTIFY, fails to
+answer in time (a half-open link). The real database is in
+tests/contract/test_text_relay.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ OTHER = "inferq_text_ffeeddccbbaa9988"
 
 
 class FakeConnection:
-    """Records every NOTIFY statement; ``gate`` holds them while it is clear."""
+    """Records every NOTIFY statement; ``gate`` holds them while it is clear. Answers the
+    relay's checks (or fails them: ``ping_fail``, or hangs: ``ping_hang``), and records
+    ``terminate()``."""
 
     def __init__(self) -> None:
         self.listeners: dict[str, Any] = {}
@@ -39,6 +43,10 @@ class FakeConnection:
         self.fail: Exception | None = None
         self.started = asyncio.Event()
         self.settings: list[str] = []
+        self.pings = 0
+        self.ping_fail: Exception | None = None
+        self.ping_hang = False
+        self.terminated = 0
 
     async def add_listener(self, channel: str, callback: Any) -> None:
         self.listeners[channel] = callback
@@ -47,6 +55,13 @@ class FakeConnection:
         if sql.startswith("SET "):
             self.settings.append(sql)
             return "SET"
+        if sql == "SELECT 1":
+            self.pings += 1
+            if self.ping_hang:
+                await asyncio.Event().wait()  # never answered: a half-open link
+            if self.ping_fail is not None:
+                raise self.ping_fail
+            return "SELECT 1"
         assert sql == NOTIFY
         channels, sent = args
         self.started.set()
@@ -55,6 +70,9 @@ class FakeConnection:
             raise self.fail
         self.sent.append(list(zip(channels, sent, strict=True)))
         return "SELECT 1"
+
+    def terminate(self) -> None:
+        self.terminated += 1
 
     def notify(self, channel: str, payload: str) -> None:
         self.listeners[channel](self, 1, channel, payload)
@@ -142,6 +160,7 @@ async def test_a_notify_that_fails_is_logged_and_the_relay_goes_on(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, caplog.records  # rate-limited: the second is at debug
     assert "not sent" in caplog.text
+    assert not conn.terminated  # a refused NOTIFY is no sign of a broken connection
     conn.fail = None
     the_relay.text("job-1", " sent")
     await _settle()
@@ -236,3 +255,75 @@ async def test_statements_are_spaced_out_but_a_want_goes_at_once(
     assert conn.sent[2][0] == (WANT_CHANNEL, f"w {the_relay.channel} job-2")
     [(_, second)], [(_, third)] = conn.sent[1], conn.sent[2][1:]
     assert int(third.split(" ")[1]) == 1 + len(second.split(" ")[2])  # no gap
+
+
+@pytest.fixture
+async def checking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[PostgresRelay, FakeConnection]]:
+    """A relay that checks its idle connection every 0.1 s (set before its sender starts)."""
+    monkeypatch.setattr("inferq.store.postgres_relay.SEND_SPACING", 0.0)
+    monkeypatch.setattr("inferq.store.postgres_relay.PING_EVERY", 0.1)
+    monkeypatch.setattr("inferq.store.postgres_relay.PING_TIMEOUT", 0.1)
+    conn = FakeConnection()
+    the_relay = PostgresRelay()
+    await the_relay.attach(conn)
+    yield the_relay, conn
+    await the_relay.close()
+
+
+async def test_an_idle_relay_checks_its_connection(
+    checking: tuple[PostgresRelay, FakeConnection],
+) -> None:
+    """A half-open connection is never reported lost: only a statement finds it out."""
+    _, conn = checking
+    await asyncio.sleep(0.35)
+    assert conn.pings >= 2, conn.pings
+    assert not conn.terminated
+
+
+async def test_a_relay_that_sends_makes_no_checks(
+    checking: tuple[PostgresRelay, FakeConnection],
+) -> None:
+    the_relay, conn = checking
+    conn.notify(WANT_CHANNEL, f"w {WANTER} job-1")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < 0.35:
+        the_relay.text("job-1", "x")
+        await asyncio.sleep(0.01)
+    assert conn.sent
+    assert conn.pings == 0
+
+
+@pytest.mark.parametrize("broken", ["fails", "hangs"])
+async def test_a_check_that_fails_or_hangs_ends_the_connection(
+    checking: tuple[PostgresRelay, FakeConnection],
+    broken: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ended, asyncpg tells the store's listener, which connects again."""
+    the_relay, conn = checking
+    if broken == "fails":
+        conn.ping_fail = OSError("no route to host")
+    else:
+        conn.ping_hang = True
+    with caplog.at_level(logging.WARNING, "inferq.store"):
+        await asyncio.sleep(0.35)  # a check after 0.1 s, given up 0.1 s later at most
+    assert conn.terminated == 1
+    assert the_relay._conn is None  # nothing more goes to it, checks included
+    assert conn.pings == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, caplog.records
+
+
+async def test_a_notify_that_times_out_ends_the_connection(
+    checking: tuple[PostgresRelay, FakeConnection],
+) -> None:
+    the_relay, conn = checking
+    conn.notify(WANT_CHANNEL, f"w {WANTER} job-1")
+    conn.fail = TimeoutError()  # what asyncpg raises past SEND_TIMEOUT
+    the_relay.text("job-1", "lost")
+    await _settle()
+    assert conn.terminated == 1
+    assert the_relay._conn is None

@@ -27,6 +27,10 @@ the semantics of SQLite's (:mod:`inferq.store.sqlite_bus`):
 * A lost notification connection is a gap for every job waited for here: the
   notifications sent meanwhile are lost. The new connection listens on the same
   channel, and the jobs wanted from then on are relayed again.
+* A connection the network dropped without a word (half-open: no reset ever comes) is
+  never reported lost, so the sender checks it: ``SELECT 1`` whenever nothing was sent
+  for PING_EVERY. A check, or a NOTIFY, with no answer in time ends the connection,
+  and the store listens on a new one (its termination listener sees the end).
 
 Everything is a hint: a notification that is lost, a NOTIFY that fails, a connection
 that is down never fail a job or a stream; the stream gets what it missed from the
@@ -66,8 +70,14 @@ MAX_PAYLOAD = 7900
 MAX_PENDING = 1 << 18
 #: the least time between the starts of two NOTIFY statements but for a want (seconds)
 SEND_SPACING = 0.02
-#: how long one NOTIFY statement may take before it is given up (seconds)
+#: how long one NOTIFY statement may take before it is given up, and the connection
+#: with it (seconds)
 SEND_TIMEOUT = 5.0
+#: the check of an idle notification connection, after this many seconds without a
+#: statement, and how long its answer may take before the connection is ended (seconds)
+PING_EVERY = 10.0
+PING_TIMEOUT = 5.0
+PING = "SELECT 1"
 #: at most one warning in this many seconds about NOTIFYs that failed (the rest: debug)
 WARN_EVERY = 60.0
 
@@ -280,10 +290,15 @@ class PostgresRelay:
         return channels, sent
 
     async def _send_loop(self) -> None:
+        """Sends what is pending, and checks the connection when idle: the one task that
+        runs statements on it (asyncpg refuses two at once)."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = last = loop.time()
         while True:
-            await self._pending.wait()
+            if not await wait_event(self._pending, last + PING_EVERY - loop.time()):
+                await self._check()
+                last = loop.time()
+                continue
             spacing = next_at - loop.time()
             if spacing > 0 and not self._want_pending.is_set():
                 await wait_event(self._want_pending, spacing)
@@ -293,6 +308,7 @@ class PostgresRelay:
             next_at = loop.time() + SEND_SPACING
             if channels:
                 await self._send(channels, sent)
+                last = loop.time()
 
     async def _send(self, channels: list[str], sent: list[str]) -> None:
         conn = self._conn
@@ -301,5 +317,28 @@ class PostgresRelay:
             return
         try:
             await conn.execute(NOTIFY, channels, sent, timeout=SEND_TIMEOUT)
+        except TimeoutError as exc:  # no answer: the connection's end, not the payload's
+            log.debug("%d text notifications not sent: %r", len(sent), exc)
+            self._end(conn, f"a NOTIFY had no answer within {SEND_TIMEOUT}s")
         except Exception as exc:  # a hint that failed: never the job's or the stream's end
             self._complain("%d text notifications not sent: %r", len(sent), exc)
+
+    async def _check(self) -> None:
+        """``SELECT 1`` on the idle connection: the only way to find out that it went
+        half-open, which asyncpg never reports (no reset, no end ever arrives)."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                await conn.execute(PING)
+        except Exception as exc:
+            self._end(conn, f"its check, {PING_TIMEOUT}s at most, got {exc!r}")
+
+    def _end(self, conn: Any, why: str) -> None:
+        """Ends a connection that no longer answers: asyncpg then calls its termination
+        listeners, and the store's (PostgresExecutor._listen) connects again."""
+        log.warning("the PostgreSQL notification connection is ended (%s); reconnecting", why)
+        if self._conn is conn:
+            self._conn = None  # nothing more goes to it meanwhile, checks included
+        conn.terminate()
