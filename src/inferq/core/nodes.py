@@ -80,7 +80,7 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """What a node's hello, claim or heartbeat tells about it."""
+    """What a node's hello, claim, heartbeat or bye tells about it."""
 
     #: None: the node said bye (not seen since)
     now: float | None
