@@ -3,8 +3,8 @@
 Scenario (one test per engine):
 
 1. Start ``inferq serve`` on a data directory with a short worker lease.
-2. Submit jobs through Together's queue API; a background submitter keeps
-   submitting while the server is killed, so some submits race the kill.
+2. Submit jobs through Together's queue API; once jobs run, a background submitter
+   keeps submitting while the server is killed, so some submits race the kill.
    Every ``requestId`` that came back with a 200 is *acknowledged*.
 3. Once jobs are running and many are queued, ``kill -9`` the server.
    A copy of the database, taken while no process has it open, tells exactly
@@ -41,6 +41,9 @@ pytestmark = pytest.mark.integration
 #: worker lease; a job whose server died is re-claimed this long after its last heartbeat
 LEASE_SECONDS = 2
 TERMINAL = frozenset({"done", "failed", "canceled"})
+#: submits the background submitter has answered before the first kill (it goes on
+#: submitting, so later ones race the kill)
+TRICKLE_BEFORE_KILL = 5
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ FAKE = Workload(
 
 LLAMA = Workload(
     model=DEFAULT_MODEL,
-    # The embedded default: 2 slots, one kept for sync requests, so queued jobs run
-    # one at a time; 16 tokens take ~0.3-0.5 s on 2 cores.
+    # The embedded default runs several queued jobs at once (8 on 2 cores), 16 tokens
+    # each; 30 upfront leave more than 10 queued at the first kill.
     models_file=lambda d: None,
     payload=lambda i: {
         "messages": [{"role": "user", "content": f"Count from {i} to 100, separated by commas."}],
@@ -88,7 +91,7 @@ LLAMA = Workload(
         "temperature": 0,
     },
     expected_text=lambda i: None,
-    upfront=14,
+    upfront=30,
     trickle=0.1,
     budget=75,
 )
@@ -225,16 +228,24 @@ class Scenario:
         self.start_server()
         self.key = self.server.create_key("crash-test")
 
-        # Phase 1: a backlog, then a trickle of submits that races the kill.
+        # Phase 1: a backlog, then, once jobs run, a trickle of submits that races the
+        # kill. The trickle starts only then, and the kill comes after a few of its
+        # submits, so the work to finish does not grow with the time the server takes
+        # to start (a slow machine would otherwise queue more than the budget runs).
         with self.client() as client:
             for i in range(self.w.upfront):
                 self.submit(client, i)
+        self.wait_for(
+            "a job done and a job running before the first kill",
+            lambda: self.statuses()["done"] >= 1 and self.statuses()["running"] >= 1,
+            limit=30,
+        )
         stop = threading.Event()
         submitter = threading.Thread(target=self._trickle, args=(stop,), daemon=True)
         submitter.start()
         self.wait_for(
-            "a job done and a job running before the first kill",
-            lambda: self.statuses()["done"] >= 1 and self.statuses()["running"] >= 1,
+            "the background submitter's first submits",
+            lambda: len(self.acked) >= self.w.upfront + TRICKLE_BEFORE_KILL,
             limit=30,
         )
         first = self.kill_and_snapshot()
