@@ -13,7 +13,6 @@ deltas from before and after the kill make the final text, none missing, none tw
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +20,12 @@ from concurrent.futures import TimeoutError as Late
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import openai
 import pytest
 
 from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import MODEL, jobs_of, start_server, wait_until
-from tests.support.postgres import database_url
+from tests.support.postgres import server_schema
 from tests.support.server import Server
 
 pytestmark = pytest.mark.integration
@@ -67,20 +65,8 @@ def database(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if request.param == "sqlite":
         yield {}
         return
-    name = "t_" + uuid.uuid4().hex[:12]
-    asyncio.run(sql(f"CREATE SCHEMA {name}"))
-    try:
+    with server_schema() as name:
         yield {"INFERQ_DATABASE_URL": schema_url(name)}
-    finally:
-        asyncio.run(sql(f"DROP SCHEMA {name} CASCADE"))
-
-
-async def sql(statement: str) -> None:
-    conn = await asyncpg.connect(database_url())
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def resume(server: Server, oai: openai.OpenAI, rid: str, last: int) -> list[Any]:

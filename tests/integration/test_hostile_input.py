@@ -27,19 +27,16 @@ endpoint gets the hostile strategies as soon as it exists.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
 import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
-import asyncpg
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -47,7 +44,7 @@ from hypothesis import strategies as st
 
 from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import start_server, wait_until
-from tests.support.postgres import database_url
+from tests.support.postgres import server_schema
 from tests.support.server import Server
 from tests.support.server_db import server_rows
 
@@ -705,9 +702,7 @@ def target(
         finally:
             server.stop()
         return
-    schema = "t_" + uuid.uuid4().hex[:12]
-    asyncio.run(sql(f"CREATE SCHEMA {schema}"))
-    try:
+    with server_schema() as schema:
         server = start_server(
             root,
             models=MODELS,
@@ -718,16 +713,6 @@ def target(
                 yield postgres_target
         finally:
             server.stop()
-    finally:
-        asyncio.run(sql(f"DROP SCHEMA {schema} CASCADE"))
-
-
-async def sql(statement: str) -> None:
-    conn = await asyncpg.connect(database_url())
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def check_answer(response: httpx.Response, what: str) -> None:

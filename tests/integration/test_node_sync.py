@@ -11,7 +11,7 @@ fails in seconds, not minutes.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import openai
 import pytest
@@ -28,7 +27,7 @@ import together
 from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import new_key, start_server, wait_until
 from tests.support.nodes import NodeProc
-from tests.support.postgres import database_url
+from tests.support.postgres import server_schema
 from tests.support.server import Server
 from tests.support.server_db import server_rows
 
@@ -88,33 +87,22 @@ class Cluster:
         return rows
 
 
-async def _sql(statement: str) -> None:
-    conn = await asyncpg.connect(database_url())
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     env = {"INFERQ_SYNC_TIMEOUT": str(SYNC_TIMEOUT)}
-    schema = None
-    if request.param == "postgres":
-        schema = "t_" + uuid.uuid4().hex[:12]
-        asyncio.run(_sql(f"CREATE SCHEMA {schema}"))
-        env["INFERQ_DATABASE_URL"] = schema_url(schema)
+    schemas = server_schema() if request.param == "postgres" else contextlib.nullcontext(None)
     started: list[Server] = []
-    try:
-        started.append(start_server(tmp_path / "front", models=SERVER_MODELS, env=env))
+    with schemas as schema:
         if schema is not None:
-            started.append(start_server(tmp_path / "back", models=SERVER_MODELS, env=env))
-        yield Cluster(started[0], started[-1], schema)
-    finally:
-        for server in started:
-            server.stop()
-        if schema is not None:
-            asyncio.run(_sql(f"DROP SCHEMA {schema} CASCADE"))
+            env["INFERQ_DATABASE_URL"] = schema_url(schema)
+        try:
+            started.append(start_server(tmp_path / "front", models=SERVER_MODELS, env=env))
+            if schema is not None:
+                started.append(start_server(tmp_path / "back", models=SERVER_MODELS, env=env))
+            yield Cluster(started[0], started[-1], schema)
+        finally:
+            for server in started:
+                server.stop()
 
 
 def start_node(server: Server) -> NodeProc:

@@ -3,27 +3,16 @@ afterwards), with a tenant key and an httpx client that sends it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from tests.acceptance.cluster import schema_url
 from tests.integration.helpers import new_key, start_server
-from tests.support.postgres import database_url
+from tests.support.postgres import server_schema
 from tests.support.server import Server
-
-
-async def _sql(statement: str) -> None:
-    conn = await asyncpg.connect(database_url())
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @contextlib.contextmanager
@@ -32,11 +21,9 @@ def served(
 ) -> Iterator[tuple[Server, str | None, httpx.Client]]:
     """The server (``database``: "sqlite" or "postgres"), its schema (None on SQLite)
     and a client with a key of its own."""
-    schema = None if database == "sqlite" else "t_" + uuid.uuid4().hex[:12]
-    env = {} if schema is None else {"INFERQ_DATABASE_URL": schema_url(schema)}
-    if schema is not None:
-        asyncio.run(_sql(f"CREATE SCHEMA {schema}"))
-    try:
+    schemas = server_schema() if database == "postgres" else contextlib.nullcontext(None)
+    with schemas as schema:
+        env = {} if schema is None else {"INFERQ_DATABASE_URL": schema_url(schema)}
         server = start_server(root, models=models, env=env)
         try:
             key = new_key(server, key_name)
@@ -46,6 +33,3 @@ def served(
                 yield server, schema, http
         finally:
             server.stop()
-    finally:
-        if schema is not None:
-            asyncio.run(_sql(f"DROP SCHEMA {schema} CASCADE"))

@@ -7,10 +7,11 @@ The database comes from ``TEST_DATABASE_URL`` (default: the local server's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 
@@ -33,6 +34,26 @@ async def fresh_schema() -> AsyncIterator[str]:
         yield schema
     finally:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+@contextlib.contextmanager
+def server_schema() -> Iterator[str]:
+    """:func:`fresh_schema` for tests that run no event loop (servers in their own
+    processes): a new empty schema; yields its name."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    asyncio.run(_execute(f"CREATE SCHEMA {schema}"))
+    try:
+        yield schema
+    finally:
+        asyncio.run(_execute(f"DROP SCHEMA {schema} CASCADE"))
+
+
+async def _execute(statement: str) -> None:
+    conn = await asyncpg.connect(database_url())
+    try:
+        await conn.execute(statement)
+    finally:
         await conn.close()
 
 
