@@ -102,6 +102,15 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _generate(relay: PostgresRelay, job_id: str, *, seconds: float, every: float) -> None:
+    """The job's text as a worker makes it: a piece "x" every ``every`` s for ``seconds``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < seconds:
+        relay.text(job_id, "x")
+        await asyncio.sleep(every)
+
+
 async def _until(condition: Any, timeout: float = 5.0) -> None:
     """Wait until ``condition()`` holds (a loaded machine may take its time)."""
     loop = asyncio.get_running_loop()
@@ -256,11 +265,7 @@ async def test_statements_are_spaced_out_but_a_want_goes_at_once(
     monkeypatch.setattr("inferq.store.postgres_relay.SEND_SPACING", 0.2)
     the_relay, conn = relay
     conn.notify(WANT_CHANNEL, f"w {WANTER} job-1")
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while loop.time() - start < 0.3:
-        the_relay.text("job-1", "x")
-        await asyncio.sleep(0.005)
+    await _generate(the_relay, "job-1", seconds=0.3, every=0.005)
     assert len(conn.sent) == 2, conn.sent  # at once, then 0.2 s later
     assert conn.sent[0] == [(WANTER, "job-1 0 x")]
     the_relay.want("job-2")
@@ -302,11 +307,7 @@ async def test_a_relay_checks_only_after_an_idle_spell(
     after the last statement (a loaded machine may leave such a gap between sends)."""
     the_relay, conn = checking
     conn.notify(WANT_CHANNEL, f"w {WANTER} job-1")
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while loop.time() - start < 0.35:
-        the_relay.text("job-1", "x")
-        await asyncio.sleep(0.01)
+    await _generate(the_relay, "job-1", seconds=0.35, every=0.01)
     assert len(conn.sent_times) > 5
     for ping in conn.ping_times:
         before = [t for t in conn.sent_times if t <= ping]
