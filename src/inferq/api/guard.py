@@ -4,8 +4,11 @@ JSON bodies are parsed once here with :func:`inferq.core.inputs.loads` (bounded
 nesting, finite numbers, 64-bit integers, storable text), and request paths and
 query strings are refused if they carry a NUL. A request that breaks a rule gets
 a 400 in the dialect's own shape and never reaches a router or the store; one that
-passes is handed on unchanged (the router parses the same bytes again), and so is a
-body that is not JSON at all, which each dialect refuses in its own documented words.
+passes is handed on unchanged, and so is a body that is not JSON at all, which each
+dialect refuses in its own documented words. The body read and what was parsed of it
+are kept in the scope (:data:`BODY`): a route that reads its own body
+(:mod:`inferq.api.body`) takes them from there; FastAPI's body parameters parse the
+same bytes again.
 
 The routers parse as ``json.loads`` does, which reads more than UTF-8 text: a byte
 order mark, UTF-16 and UTF-32 (told apart by the first bytes) and UTF-8 encoded
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -27,6 +31,12 @@ from inferq.core import inputs
 from inferq.core.errors import InferqError, InvalidRequest
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+#: the scope key of a JSON-typed body the guard read: ``(bytes, parsed value)``, the
+#: value :data:`NOT_PARSED` where the bytes are not UTF-8 JSON (or empty)
+BODY = "inferq.body"
+#: what the guard keeps of a body it did not parse
+NOT_PARSED: Any = object()
 
 
 def _is_json(scope: Scope) -> bool:
@@ -42,19 +52,21 @@ def _is_json_type(content_type: bytes) -> bool:
     return media == b"application/json" or media.endswith(b"+json")
 
 
-def _check(body: bytes) -> None:
-    """Check ``body`` as the routers will read it; InvalidRequest if it breaks a rule."""
+def _check(body: bytes) -> Any:
+    """Check ``body`` as the routers will read it; InvalidRequest if it breaks a rule.
+    The value parsed, or :data:`NOT_PARSED` when it is not UTF-8 JSON."""
     try:
-        inputs.loads(body)
+        return inputs.loads(body)
     except inputs.MalformedJson:
         # not UTF-8 JSON, but json.loads may still read it: check the text it would read
         try:
             text = body.decode(json.detect_encoding(body), "surrogatepass")
         except UnicodeDecodeError:
-            return  # the routers cannot read it either
+            return NOT_PARSED  # the routers cannot read it either
         # malformed there too: not JSON at all, the dialect refuses it in its own words
         with contextlib.suppress(inputs.MalformedJson):
             inputs.loads(text)
+    return NOT_PARSED
 
 
 class InputGuardMiddleware(DialectMiddleware):
@@ -91,14 +103,16 @@ class InputGuardMiddleware(DialectMiddleware):
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        parsed = NOT_PARSED
         if body.strip():
             try:
-                _check(body)
+                parsed = _check(body)
             except InvalidRequest as exc:
                 await send_response(
                     scope, send, render(dialect, InvalidRequest(exc.message, param="body"))
                 )
                 return
+        scope[BODY] = (body, parsed)
         await self.app(
             scope,
             _replay([{"type": "http.request", "body": body, "more_body": False}], receive),

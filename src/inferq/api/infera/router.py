@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import UUID4
 
+from inferq.api.body import caller_and_body, documented
 from inferq.api.chat import render_completion
-from inferq.api.deps import CallerDep, Services, ServicesDep
+from inferq.api.deps import CallerDep, Services, ServicesDep, get_services
 from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
 from inferq.api.infera.translate import render_completion_time, render_result
 from inferq.api.routing import Router
@@ -59,8 +60,12 @@ async def _submit(
     )
 
 
-@router.post("/submit_job")
-async def submit_job(body: JobRequest, caller: CallerDep, services: ServicesDep) -> dict[str, str]:
+# the body and the key are read here (inferq.api.body), and the answer built here, as
+# Together's submit does
+@router.post("/submit_job", response_model=dict[str, str], openapi_extra=documented(JobRequest))
+async def submit_job(http: Request) -> JSONResponse:
+    caller, body = await caller_and_body(http, JobRequest)
+    services = await get_services(http)
     try:
         job = await _submit(
             services,
@@ -71,7 +76,7 @@ async def submit_job(body: JobRequest, caller: CallerDep, services: ServicesDep)
         )
     except InvalidRequest as exc:
         raise _renamed(exc, {"max_tokens": "max_output"}) from exc
-    return {"job_id": job.id}
+    return JSONResponse({"job_id": job.id})
 
 
 @router.get("/get_result/{job_id}")
