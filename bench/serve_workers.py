@@ -189,17 +189,19 @@ def main() -> None:
             done = runs[(store, processes, cores)]
             h = median([x["healthz"] for x in done])
             s = median([x["submit"] for x in done])
+            ratios = sorted(x["submit"]["rps"] / x["healthz"]["rps"] for x in done)
             rows.append([
                 store, str(processes), str(len(cores.split(","))),
-                f"{h['rps']:,.0f}", f"{s['rps']:,.0f}",
+                f"{h['rps']:,.0f}", f"{s['rps']:,.0f}", f"{ratios[(len(ratios) - 1) // 2]:.2f}",
                 ", ".join(f"{x['submit']['rps']:,.0f}" for x in done),
                 f"{s['rps'] / base:.2f}", f"{1000 * s['server_cpu'] / s['rps']:.2f}",
                 " + ".join(f"{c:.2f}" for c in s["busiest"]), f"{s['client_cpu']:.2f}",
             ])  # fmt: skip
     header = [
         "store", "API processes", "cores given", "healthz req/s", "submit req/s (median)",
-        "submit, each round", "submit vs 1 process on 1 core", "server CPU ms/submit",
-        "busiest processes (cores)", "client CPU (cores)",
+        "submit / healthz (median round)", "submit, each round",
+        "submit vs 1 process on 1 core", "server CPU ms/submit", "busiest processes (cores)",
+        "client CPU (cores)",
     ]  # fmt: skip
     result = table(header, rows)
     print()
