@@ -3,9 +3,8 @@
 FastAPI, given a body parameter and a key dependency, reads the body through every
 middleware's ``receive``, parses the JSON a second time (the input guard parsed it
 already), works out the content type with :mod:`email`, and solves the dependency and
-the body through its general machinery. Without that, one process answers a sixth more
-submits for each healthz request it could answer (docs/benchmarks.md, "The submit
-routes read their own body").
+the body through its general machinery: 3-12% of a submit's CPU (docs/benchmarks.md, "The
+submit routes read their own body").
 
 :func:`caller_and_body` takes the same steps, in the same order and with the same
 outcome, from what the guard kept (:data:`inferq.api.guard.BODY`): the JSON is read (a
