@@ -18,6 +18,7 @@ from fastapi import Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+from inferq.api import guard
 from inferq.api.app import create_app
 from inferq.api.body import caller_and_body
 from inferq.api.deps import CallerDep
@@ -113,6 +114,36 @@ def test_every_body_gets_the_answer_fastapi_gave(client: TestClient, prefix: str
     # the cases reach more than one outcome: accepted, and refused in more than one way
     answers = {_answer(client, prefix + "/test-own", b, h) for _, b, h in _cases(prefix)}
     assert 200 in {status for status, _, _ in answers} and len(answers) > 5
+
+
+@pytest.mark.parametrize("prefix", list(ROUTES), ids=["together", "infera"])
+def test_a_body_whose_parsed_value_is_not_kept_gets_the_same_answer(
+    client: TestClient, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the guard keeps the parsed value of small bodies only; a larger one is parsed again
+    monkeypatch.setattr(guard, "KEEP_PARSED", 10)
+    for name, body, headers in _cases(prefix):
+        declared = _answer(client, prefix + "/test-declared", body, headers)
+        own = _answer(client, prefix + "/test-own", body, headers)
+        assert own == declared, name
+
+
+def test_the_guard_keeps_the_parsed_value_of_small_bodies_only(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def kept(http: Request) -> dict[str, Any]:
+        data, parsed = http.scope[guard.BODY]
+        return {"bytes": len(data), "parsed": parsed is not guard.NOT_PARSED}
+
+    app: Any = client.app
+    app.router.add_api_route("/v1/queue/test-kept", kept, methods=["POST"])
+    monkeypatch.setattr(guard, "KEEP_PARSED", 1000)  # under the test server's body limit
+    small = json.dumps({"text": "x" * 100}).encode()
+    large = json.dumps({"text": "x" * 1000}).encode()
+    for body, parsed in ((small, True), (large, False), (b"[1, ", False)):
+        headers = {"content-type": "application/json"}
+        answer = client.post("/v1/queue/test-kept", content=body, headers=headers)
+        assert answer.json() == {"bytes": len(body), "parsed": parsed}
 
 
 @pytest.mark.parametrize("prefix", list(ROUTES), ids=["together", "infera"])

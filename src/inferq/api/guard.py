@@ -33,10 +33,15 @@ from inferq.core.errors import InferqError, InvalidRequest
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 #: the scope key of a JSON-typed body the guard read: ``(bytes, parsed value)``, the
-#: value :data:`NOT_PARSED` where the bytes are not UTF-8 JSON (or empty)
+#: value :data:`NOT_PARSED` where the bytes are not UTF-8 JSON (or empty, or larger
+#: than :data:`KEEP_PARSED`)
 BODY = "inferq.body"
 #: what the guard keeps of a body it did not parse
 NOT_PARSED: Any = object()
+#: the largest body (bytes) whose parsed value is kept: the scope lives as long as the
+#: request, and on a route that parses its body again (FastAPI's parameters) or a long
+#: sync request a large parsed value would be memory held for nothing
+KEEP_PARSED = 64 * 1024
 
 
 def _is_json(scope: Scope) -> bool:
@@ -112,7 +117,7 @@ class InputGuardMiddleware(DialectMiddleware):
                     scope, send, render(dialect, InvalidRequest(exc.message, param="body"))
                 )
                 return
-        scope[BODY] = (body, parsed)
+        scope[BODY] = (body, parsed if len(body) <= KEEP_PARSED else NOT_PARSED)
         await self.app(
             scope,
             _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
