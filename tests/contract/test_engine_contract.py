@@ -135,17 +135,12 @@ PROMPTS = (
 )
 
 
-@pytest.fixture(params=["fake", "llamacpp"])
-async def batched(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+async def _batched(engine: str) -> AsyncIterator[Engine]:
     # one thread: llama.cpp's threads spin-wait on each other, so two threads on a busy
     # two-core machine make every step erratically slow
-    options = {"token_delay": 0.01} if request.param == "fake" else {"threads": 1}
+    options = {"token_delay": 0.01} if engine == "fake" else {"threads": 1}
     spec = ModelSpec(
-        name="b",
-        engine=request.param,
-        context_length=CONTEXT,
-        slots=BATCH_SLOTS,
-        options=options,
+        name="b", engine=engine, context_length=CONTEXT, slots=BATCH_SLOTS, options=options
     )
     the_engine = build_engine(spec)
     await the_engine.start()
@@ -153,10 +148,18 @@ async def batched(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     await the_engine.close()
 
 
-def needs(engine: Engine, feature: str) -> None:
-    """Skip on the fake engine, which does not model ``feature``."""
-    if engine.spec.engine == "fake":
-        pytest.skip(f"the fake engine has no {feature}")
+@pytest.fixture(params=["fake", "llamacpp"])
+async def batched(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    async for the_engine in _batched(request.param):
+        yield the_engine
+
+
+@pytest.fixture
+async def llama_batched() -> AsyncIterator[Engine]:
+    """llama.cpp alone, for what the fake engine does not model (a waiting line: it
+    runs every request at once; stop strings)."""
+    async for the_engine in _batched("llamacpp"):
+        yield the_engine
 
 
 async def run(
@@ -243,8 +246,10 @@ async def test_an_abort_set_before_the_start_generates_nothing(batched: Engine) 
     assert result.usage.completion_tokens == 0
 
 
-async def test_the_most_urgent_waiting_sequence_gets_the_next_slot(batched: Engine) -> None:
-    needs(batched, "waiting line (it runs every request at once)")
+async def test_the_most_urgent_waiting_sequence_gets_the_next_slot(
+    llama_batched: Engine,
+) -> None:
+    batched = llama_batched
     # every slot taken; they free one at a time
     longs = [chat("Write a very long story about the sea.", 40 + 8 * i) for i in range(BATCH_SLOTS)]
     busy = [asyncio.create_task(run(batched, long)) for long in longs]
@@ -273,8 +278,8 @@ async def test_a_cancelled_caller_frees_its_slot(batched: Engine) -> None:
     assert result[0].text
 
 
-async def test_stop_strings_end_the_text_before_them(batched: Engine) -> None:
-    needs(batched, "stop strings")
+async def test_stop_strings_end_the_text_before_them(llama_batched: Engine) -> None:
+    batched = llama_batched
     request = chat("Count from one to twenty, separated by commas.", 40)
     full, _ = await run(batched, request)
     # a stop string from the middle of the text, starting at its first occurrence
