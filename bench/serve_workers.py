@@ -153,6 +153,11 @@ def main() -> None:
     parser.add_argument("--level", default="info", choices=("info", "warning"))
     parser.add_argument("--store", action="append", choices=("sqlite", "postgres"))
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_URL))
+    parser.add_argument(
+        "--config", action="append", metavar="PROCESSES:CORES",
+        help="only these configurations, e.g. 1:0 or 2:0,1 (default: all four); with it, "
+        "the docs are left as they are",
+    )  # fmt: skip
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args()
@@ -161,6 +166,9 @@ def main() -> None:
     info = machine()
     print(machine_line(info))
     stores = args.store or ["sqlite", "postgres"]
+    configs = CONFIGS
+    if args.config:
+        configs = tuple((int(n), cores) for n, _, cores in (c.partition(":") for c in args.config))
     runs: dict[tuple[str, int, str], list[dict[str, dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="inferq-bench-") as tmp:
         work = Path(tmp)
@@ -168,7 +176,7 @@ def main() -> None:
         (work / "body.json").write_text(json.dumps(PAYLOAD))
         for r in range(args.rounds):
             for store in stores:
-                for processes, cores in CONFIGS:
+                for processes, cores in configs:
                     if not args.no_wait:
                         wait_until_quiet()
                     tag = f"{store}-{processes}-{cores.replace(',', '')}-{r}"
@@ -184,8 +192,9 @@ def main() -> None:
                     )
     rows = []
     for store in stores:
-        base = median([x["submit"] for x in runs[(store, 1, "0")]])["rps"]
-        for processes, cores in CONFIGS:
+        first = runs.get((store, 1, "0"), runs[(store, *configs[0])])
+        base = median([x["submit"] for x in first])["rps"]
+        for processes, cores in configs:
             done = runs[(store, processes, cores)]
             h = median([x["healthz"] for x in done])
             s = median([x["submit"] for x in done])
@@ -209,7 +218,7 @@ def main() -> None:
     noisiest = max(
         x[k]["other_cpu"] for done in runs.values() for x in done for k in ("healthz", "submit")
     )
-    if args.no_doc:
+    if args.no_doc or args.config:  # the docs hold the whole table
         return
     if noisiest > NOISY * 2:
         print(f"not updating the docs: other processes used up to {noisiest:.2f} cores")
