@@ -29,6 +29,8 @@ UNKNOWN_MODEL = "no-such-model"
 HELLO = [{"role": "user", "content": "Say hello."}]
 MALFORMED = b'{"model": "smollm2-135m-instruct", "messages": [{"role": "user", '
 OVERSIZED = [{"role": "user", "content": "x" * (MAX_BODY + 1000)}]
+#: JSON that the input guard refuses before any router reads it (a lone surrogate)
+SURROGATE = b'{"model": "smollm2-135m-instruct", "prompt": "\\ud800"}'
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +132,7 @@ OPENAI_CHAT = [
 ]
 INFERA_SUBMIT = [
     ("malformed JSON", MALFORMED, "body", 422),
+    ("a lone surrogate", SURROGATE, "body", 422),
     ("missing temperature", infera_job(temperature=...), "body.temperature", 422),
     ("max_output not an int", infera_job(max_output="x"), "body.max_output", 422),
     ("unknown model", infera_job(model=UNKNOWN_MODEL), UNKNOWN_MODEL, 404),
@@ -194,6 +197,7 @@ def assert_error_shape(case: Case, response: httpx.Response) -> None:
         if case.status == 422:
             assert isinstance(detail, list) and detail
             assert all({"loc", "msg", "type"} <= set(item) for item in detail)
+            assert detail[0]["loc"][:2] != ["body", "body"], detail
             param = ".".join(str(part) for part in detail[0]["loc"])
             message = detail[0]["msg"]
         else:

@@ -62,7 +62,9 @@ def render_completion_time(job: Job) -> dict[str, Any]:
 def render_error(exc: InferqError, status: int) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         # Field problems use FastAPI's validation shape, as Infera documents.
-        loc = ["body", *(exc.param.split(".") if exc.param else [])]
+        # the input guard names the whole body "body": FastAPI's location for it is ["body"]
+        inner = exc.param.split(".") if exc.param and exc.param != "body" else []
+        loc = ["body", *inner]
         detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422)
     return JSONResponse({"detail": exc.message}, status_code=status)
