@@ -1,13 +1,10 @@
 """SQLite: the default store, for one machine (:class:`SQLiteStore` over :class:`SQLiteExecutor`).
 
 * WAL journal, so readers never block the writer and the writer never blocks them.
-* One writer connection on its own thread. Writes from every request queue up
-  and are committed together in one ``BEGIN IMMEDIATE`` transaction (group
-  commit): each caller's future resolves only after the COMMIT, so an
-  acknowledged job is on disk, and many concurrent submits share one fsync.
-  One failing write does not undo the others of its group: a write of one statement
-  fails whole by itself (SQLite's statement rollback), a write of several runs in
-  a SAVEPOINT.
+* One writer connection on its own thread (:mod:`inferq.store.sqlite_writer`). Writes
+  from every request queue up and are committed together in one ``BEGIN IMMEDIATE``
+  transaction (group commit): each caller's future resolves only after the COMMIT, so
+  an acknowledged job is on disk, and many concurrent submits share one fsync.
 * Reads (the statements that start with SELECT, outside :meth:`SQLiteExecutor.atomic`)
   use per-thread connections from asyncio's default thread pool.
 * Other processes (the CLI while a server runs, the API processes of ``serve
@@ -20,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
-import queue
 import re
 import sqlite3
 import threading
@@ -30,12 +25,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-from inferq.core.errors import Conflict, StoreError, StoreUnavailable
+from inferq.core.errors import StoreUnavailable
 from inferq.core.events import TextRelay
 from inferq.core.fairness import Charge, Pick
-from inferq.core.futures import settle
 from inferq.core.models import Job
 from inferq.core.ports import ClaimOrder
 from inferq.core.states import ServiceClass
@@ -46,6 +40,7 @@ from inferq.store.rows import Row
 from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
 from inferq.store.sql_store import SqlStore, claim_params, claimed_jobs, job_exists
 from inferq.store.sqlite_bus import Bus, available
+from inferq.store.sqlite_writer import Write, Writer, WriteTurns
 
 T = TypeVar("T")
 Q = load_queries("sqlite")
@@ -56,8 +51,6 @@ READS = frozenset(name for name, sql in Q.items() if first_keyword(sql) == "SELE
 TAKES_LISTS = frozenset(name for name, sql in Q.items() if re.search(r"json_\w+\(\s*:", sql))
 # for insert_rows, whose argument is named rows
 _job_params, _dumps = rows.job_params, rows.dumps
-#: how many queued writes one transaction takes at most
-MAX_GROUP = 512
 BUSY_TIMEOUT_MS = 10_000
 #: how many of a batch's rows release_rows and finish_rows change in one write
 ROW_CHUNK = 5_000
@@ -92,164 +85,13 @@ def _private_files(path: Path) -> None:
                 name.chmod(0o600)
 
 
-class _Write(NamedTuple):
-    """A write for the writer thread: ``fn`` run on its connection, its outcome for
-    ``future``. ``single``: ``fn`` runs one statement, which SQLite applies whole or
-    not at all, so it needs no savepoint of its own."""
-
-    fn: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
-    single: bool
-
-
-class WriteTurns:
-    """Takes turns at writing with the other processes on the same file.
-
-    SQLite lets one connection write at a time, and one that finds the file locked
-    sleeps and looks again (1, 2, 5, 10 ms and longer: its busy handler). A process
-    whose writer commits group after group takes the lock again within microseconds
-    of each COMMIT, so another process's writer, asleep when it was free, seldom finds
-    it free: with two API processes under load one wrote nearly every submit and the
-    other's requests waited up to half a second. A writer therefore holds an exclusive
-    ``flock`` on a lock file beside the database around each transaction; the kernel
-    wakes a process waiting for it as soon as it is released, before the holder is back
-    with its next group. Advisory only: SQLite's own lock still guards the data, and a
-    process without it (the CLI) only waits for the lock as before.
-    """
-
-    def __init__(self, path: Path) -> None:
-        name = path.with_name(f".{path.name}.write-turns")
-        self.fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-
-    def take(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def give(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-class _Writer(threading.Thread):
-    """Runs write functions on one connection, committing them in groups."""
-
-    def __init__(
-        self, conn: sqlite3.Connection, bus: Bus | None = None, turns: WriteTurns | None = None
-    ) -> None:
-        super().__init__(name="inferq-sqlite-writer", daemon=True)
-        self.conn = conn
-        self.bus = bus
-        self.turns = turns
-        if bus is not None:
-            bus.install(conn)
-        self.inbox: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-
-    def run(self) -> None:
-        while True:
-            first = self.inbox.get()
-            if first is None:
-                return
-            group = [first]
-            stop = False
-            while len(group) < MAX_GROUP:
-                try:
-                    item = self.inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                group.append(item)
-            self._run_group(group)
-            if stop:
-                return
-
-    def _run_group(self, group: list[_Write]) -> None:
-        # Each statement that leaves the GIL (a step, a commit) must take it back
-        # afterwards, and while the event loop is busy that wait is the interpreter's
-        # switch interval (5 ms): so a group runs as few statements as it can.
-        outcomes: list[tuple[bool, Any]] = []
-        if self.turns is not None:
-            self.turns.take()
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            for write in group:
-                outcomes.append(self._single(write) if write.single else self._saved(write))
-            if self.bus is not None:
-                self.bus.take(self.conn)
-            self.conn.execute("COMMIT")
-            if self.bus is not None:
-                self.bus.flush()
-        except sqlite3.Error as exc:
-            if self.bus is not None:
-                self.bus.discard()
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            failure = StoreUnavailable(f"SQLite write failed: {exc}")
-            failure.__cause__ = exc
-            outcomes = [(False, failure)] * len(group)
-        finally:
-            if self.turns is not None:
-                self.turns.give()
-        for write, (ok, value) in zip(group, outcomes, strict=True):
-            _deliver(write.future, ok, value)
-
-    def _single(self, write: _Write) -> tuple[bool, Any]:
-        """Run a one-statement write: a statement that fails changes nothing, and the
-        transaction goes on with the others (SQLite's statement rollback)."""
-        before = self.conn.total_changes
-        try:
-            return True, write.fn(self.conn)
-        except Exception as exc:
-            if not self.conn.in_transaction or self.conn.total_changes != before:
-                # the whole transaction was rolled back, or the statement failed after
-                # its changes (reading what it returns): nothing of the group may commit
-                raise sqlite3.OperationalError(f"a write failed past its statement: {exc}") from exc
-            return False, _wrap(exc)
-
-    def _saved(self, write: _Write) -> tuple[bool, Any]:
-        """Run a write of several statements in a savepoint: one that fails is undone
-        whole (the bus notes it wrote included), the others in the group stay."""
-        self.conn.execute("SAVEPOINT w")
-        try:
-            outcome = write.fn(self.conn)
-        except Exception as exc:  # handed to the caller, who re-raises it
-            self.conn.execute("ROLLBACK TO w")
-            self.conn.execute("RELEASE w")
-            return False, _wrap(exc)
-        self.conn.execute("RELEASE w")
-        return True, outcome
-
-
-def _wrap(exc: Exception) -> Exception:
-    if isinstance(exc, sqlite3.IntegrityError) and exc.sqlite_errorname in _UNIQUE:
-        conflict = Conflict(f"already exists: {exc}")
-        conflict.__cause__ = exc
-        return conflict
-    if isinstance(exc, sqlite3.Error):
-        wrapped = StoreError(f"SQLite write failed: {exc}")
-        wrapped.__cause__ = exc
-        return wrapped
-    return exc
-
-
-_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
-
-
-def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    # RuntimeError: the caller's loop has closed, so nobody is waiting.
-    with contextlib.suppress(RuntimeError):
-        fut.get_loop().call_soon_threadsafe(settle, fut, ok, value)
-
-
 class SQLiteExecutor:
     """Runs the SQLite queries: writes on the writer thread, reads on per-thread readers."""
 
     def __init__(self, path: Path, *, synchronous: str) -> None:
         self.path = path
         self.synchronous = synchronous
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
         self._bus: Bus | None = None
         self._turns: WriteTurns | None = None
         self._local = threading.local()
@@ -262,7 +104,7 @@ class SQLiteExecutor:
         await asyncio.to_thread(migrate, conn)
         self._bus = Bus(self.path) if available() else None
         self._turns = WriteTurns(self.path)
-        self._writer = _Writer(conn, self._bus, self._turns)
+        self._writer = Writer(conn, self._bus, self._turns)
         self._writer.start()
 
     async def close(self) -> None:
@@ -284,11 +126,11 @@ class SQLiteExecutor:
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
         """Run ``fn`` on the writer thread; its outcome once its group has committed.
-        ``single``: ``fn`` runs one statement (see :class:`_Write`)."""
+        ``single``: ``fn`` runs one statement (see :class:`Write`)."""
         if self._writer is None:
             raise StoreUnavailable("the SQLite store is not open")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.inbox.put(_Write(fn, fut, single))
+        self._writer.inbox.put(Write(fn, fut, single))
         return await fut
 
     def _reader(self) -> sqlite3.Connection:
