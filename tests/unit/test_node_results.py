@@ -15,9 +15,12 @@ from inferq.core.models import (
     EmbedRequest,
     EmbedResult,
     Job,
+    JobError,
+    Lease,
     Request,
 )
 from inferq.core.node_checks import parse_result
+from inferq.core.node_messages import Held, Outcome, refused, sort_outcomes
 from inferq.core.states import JobState, ServiceClass
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 1, "cached_tokens": 0}
@@ -90,3 +93,31 @@ def test_a_chat_result_of_the_wrong_types_is_refused(change: dict[str, Any]) -> 
 def test_an_embed_result_of_the_wrong_types_is_refused(change: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequest, match="not a embed result"):
         parse_result(EMBED_JOB, {**EMBED, **change})
+
+
+def test_a_report_sends_only_plain_results_of_jobs_handed_out_here_together() -> None:
+    # a: plain result of a job handed out here; b: the same job named again; c: an error;
+    # d: a result with info to merge; e: a job this process did not hand out; f: a
+    # result that is not a chat result (refused at once)
+    lease = Lease("a", "node:n:s", 1)
+    known = {
+        name: (job(ChatRequest(messages=(ChatMessage("user", "hi"),))), lease) for name in "abcdf"
+    }
+    outcomes = [
+        Outcome(Held("s", "a", 1), result=CHAT, text=("hi",)),
+        Outcome(Held("s", "a", 1), result=CHAT),
+        Outcome(Held("s", "c", 1), error=JobError("engine_error", "boom")),
+        Outcome(Held("s", "d", 1), result=CHAT, info={"progress": 1}),
+        Outcome(Held("s", "e", 1), result=CHAT),
+        Outcome(Held("s", "f", 1), result={"vectors": []}),
+    ]
+    quick, rest, fates = sort_outcomes(outcomes, lambda held: known.get(held.job_id), parse_result)
+    assert [(i, text) for i, _, _, _, text in quick] == [(0, ("hi",))]
+    assert isinstance(quick[0][3], ChatResult) and quick[0][2] == lease
+    assert rest == [1, 2, 3, 4]
+    assert fates[:5] == [None] * 5
+    refusal = fates[5]
+    assert refusal is not None and refusal == refused("f", InvalidRequest(refusal["message"]))
+    # a store that cannot record several results in one write: every outcome one by one
+    quick, rest, fates = sort_outcomes(outcomes, None, parse_result)
+    assert (quick, rest, fates) == ([], list(range(6)), [None] * 6)

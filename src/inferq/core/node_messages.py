@@ -7,12 +7,12 @@ job at a time); the node's is :mod:`inferq.worker`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from inferq.core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from inferq.core.models import JobError, Lease, Result
+from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from inferq.core.models import Job, JobError, Lease, Result
 
 #: the protocol's version; a node names the one it speaks in its hello
 PROTOCOL = 1
@@ -87,6 +87,49 @@ def raise_refused(fate: dict[str, Any]) -> None:
             InvalidRequest,
         )
         raise cls(fate["message"], param="job_id")
+
+
+def refused(job_id: str, exc: ClientError) -> dict[str, Any]:
+    """The fate of a result that was not taken: the error's code and message (what
+    :func:`raise_refused` raises again)."""
+    return {"id": job_id, "ok": False, "code": exc.code, "message": exc.message}
+
+
+#: an outcome recorded with others in one write: its place in the report, the job as
+#: this process handed it out, its lease, its result parsed, and its last text
+Quick = tuple[int, Job, Lease, Result, Sequence[str]]
+
+
+def sort_outcomes(
+    outcomes: Sequence[Outcome],
+    handed_to: Callable[[Held], tuple[Job, Lease] | None] | None,
+    parse: Callable[[Job, dict[str, Any]], Result],
+) -> tuple[list[Quick], list[int], list[dict[str, Any] | None]]:
+    """Sort a node's report: the plain results of jobs this process handed out
+    (``handed_to`` finds them; None when the store cannot record several in one write)
+    go to the store together; the rest (failures, info to merge, leases this process
+    does not know, a job named twice) are recorded one by one, listed by their places.
+    Also each outcome's fate where it is known already: a result ``parse`` refused."""
+    fates: list[dict[str, Any] | None] = [None] * len(outcomes)
+    quick: list[Quick] = []
+    rest: list[int] = []
+    ids: set[str] = set()
+    for i, outcome in enumerate(outcomes):
+        held, result = outcome.held, outcome.result
+        plain = result is not None and outcome.error is None and not outcome.info
+        found = None
+        if handed_to is not None and plain and held.job_id not in ids:
+            found = handed_to(held)
+        if found is None or result is None:
+            rest.append(i)
+            continue
+        ids.add(held.job_id)
+        job, lease = found
+        try:
+            quick.append((i, job, lease, parse(job, result), outcome.text))
+        except ClientError as exc:
+            fates[i] = refused(held.job_id, exc)
+    return quick, rest, fates
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from inferq.core.errors import ClientError, InvalidRequest, NotFound, PayloadTooLarge, StoreError
@@ -31,7 +32,17 @@ from inferq.core.fairness import Unsettled
 from inferq.core.models import Job, JobError, Lease, Result
 from inferq.core.node_checks import check_file_name, check_session, parse_result
 from inferq.core.node_files import NodeFiles
-from inferq.core.node_messages import Beat, Held, LeaseCompletes, LeaseLost, NodeLimits, Outcome
+from inferq.core.node_messages import (
+    Beat,
+    Held,
+    LeaseCompletes,
+    LeaseLost,
+    NodeLimits,
+    Outcome,
+    Quick,
+    refused,
+    sort_outcomes,
+)
 from inferq.core.node_pull import PullNodes
 from inferq.core.node_replicas import Ask, Embedder, Replicas, Replication
 from inferq.core.nodes import Node, NodeService, NoNodeConnected
@@ -361,31 +372,11 @@ class NodeWork:
                 else:
                     raise InvalidRequest("an outcome has a result or an error", param="results")
             except ClientError as exc:
-                return _refused(held.job_id, exc)
+                return refused(held.job_id, exc)
             return {"id": held.job_id, "ok": True}
 
-        # the plain results of jobs handed out here go to the store in one write; the
-        # rest (failures, info to merge, leases this process does not know) one by one
-        fates: list[dict[str, Any] | None] = [None] * len(outcomes)
-        quick: list[tuple[int, Job, Lease, Result, Sequence[str]]] = []
-        rest: list[int] = []
-        ids: set[str] = set()
-        bulk = self._bulk is not None
-        for i, outcome in enumerate(outcomes):
-            held, result = outcome.held, outcome.result
-            found = None
-            if bulk and result is not None and outcome.error is None and not outcome.info:
-                found = self._handed_to(node, held) if held.job_id not in ids else None
-            if found is None:
-                rest.append(i)
-                continue
-            ids.add(held.job_id)
-            job, lease = found
-            try:
-                assert result is not None
-                quick.append((i, job, lease, self._parse(job, result), outcome.text))
-            except ClientError as exc:
-                fates[i] = _refused(held.job_id, exc)
+        handed_to = partial(self._handed_to, node) if self._bulk is not None else None
+        quick, rest, fates = sort_outcomes(outcomes, handed_to, self._parse)
 
         async def rest_one(i: int) -> None:
             fates[i] = await one(outcomes[i])
@@ -401,9 +392,7 @@ class NodeWork:
         assert len(answered) == len(outcomes)
         return answered
 
-    async def _complete_quick(
-        self, quick: Sequence[tuple[int, Job, Lease, Result, Sequence[str]]]
-    ) -> list[dict[str, Any]]:
+    async def _complete_quick(self, quick: Sequence[Quick]) -> list[dict[str, Any]]:
         """Record plain results in one write (as :meth:`complete` does each); each fate."""
         if not quick:
             return []
@@ -423,7 +412,7 @@ class NodeWork:
         for (_, job, _, result, _), ok in zip(quick, held, strict=True):
             if not ok:
                 lost = LeaseLost(f"job {job.id} is not running under this lease", param="id")
-                fates.append(_refused(job.id, lost))
+                fates.append(refused(job.id, lost))
                 continue
             self.events.job_ended(job.id)
             self._note(job.tenant, result.usage.prompt_tokens + result.usage.completion_tokens)
@@ -504,8 +493,3 @@ class NodeWork:
         check_file_name(name)
         job, _ = await self._held(node, held, fresh=True)
         await self.files.put(job, name, chunks)
-
-
-def _refused(job_id: str, exc: ClientError) -> dict[str, Any]:
-    """The fate of a result that was not taken: the error's code and message."""
-    return {"id": job_id, "ok": False, "code": exc.code, "message": exc.message}
