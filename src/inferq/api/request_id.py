@@ -8,13 +8,13 @@ for everything that runs for the request, and sent back on every answer, errors 
 
 from __future__ import annotations
 
-import os
 import re
 
 from starlette.types import Message, Receive, Scope, Send
 
 from inferq.api.middleware import HttpMiddleware
 from inferq.core import log_context
+from inferq.core.ids import new_hex
 
 HEADER = b"x-request-id"
 _ACCEPTED = re.compile(rb"[\x21-\x7e]{1,128}")
@@ -25,7 +25,7 @@ def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == HEADER and _ACCEPTED.fullmatch(value):
             return str(value.decode("ascii"))
-    return os.urandom(16).hex()  # 32 hex digits like uuid4().hex, without building a UUID
+    return new_hex()
 
 
 class RequestIdMiddleware(HttpMiddleware):

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
 from inferq.core.events import JobEvents, Subscription
+from inferq.core.ids import new_uuid
 from inferq.core.inputs import check_priority
 from inferq.core.limits import QueueBounds, check_queue
 from inferq.core.models import (
@@ -133,7 +133,7 @@ class JobService:
         await check_queue(self.store, self.limits.queue, tenant)
         now = self.clock()
         job = Job(
-            id=job_id or str(uuid.uuid4()),
+            id=job_id or new_uuid(),
             tenant=tenant,
             model=model,
             origin=origin,
@@ -289,7 +289,7 @@ class JobService:
         the wait needs no first read of the store (:meth:`wait`'s ``watching``). The
         caller closes the subscription if the job is not submitted. ``text``: the caller
         streams the job's text (:meth:`stream`), from whichever process generates it."""
-        job_id = str(uuid.uuid4())
+        job_id = new_uuid()
         return job_id, self.events.subscribe(job_id, finished=True, text=text)
 
     async def stream(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -34,6 +33,7 @@ from inferq.api.sync import (
     wait_for_client,
 )
 from inferq.core.errors import Conflict, InferqError, InvalidRequest, NotFound, public
+from inferq.core.ids import new_uuid
 from inferq.core.models import ApiKey, Job
 from inferq.core.states import ServiceClass
 
@@ -51,7 +51,7 @@ async def create_response(
             services, caller, body.previous_response_id, "previous_response_id"
         )
         items = schemas.conversation(previous) + items
-    job_id = str(uuid.uuid4())
+    job_id = new_uuid()
     follow = transcripts(services.jobs)
     sub = follow.subscribe(job_id) if body.stream else None
     try:

@@ -19,6 +19,7 @@ from inferq.api.chat import PositiveInt32
 from inferq.api.openai import responses_tools as structured
 from inferq.api.openai.metadata import check_metadata
 from inferq.core.errors import InvalidRequest, NotFound
+from inferq.core.ids import new_hex
 from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job
 from inferq.core.states import JobState
 from inferq.core.structured import TokenLogprob
@@ -113,7 +114,7 @@ class Record:
 
 
 def new_item_id() -> str:
-    return "msg_" + uuid.uuid4().hex
+    return "msg_" + new_hex()
 
 
 def response_id(job: Job) -> str:

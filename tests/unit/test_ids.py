@@ -1,0 +1,60 @@
+"""Random ids drawn from a pool of the kernel's random bytes: each is a version 4 UUID
+(or 32 hex digits), none is handed out twice, in threads or in a forked child."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import uuid
+from multiprocessing.connection import Connection
+
+import pytest
+
+from inferq.core import ids
+
+
+def test_ids_are_random_version_4_uuids_and_hex() -> None:
+    made = [ids.new_uuid() for _ in range(3 * ids.POOL_BYTES // ids.ID_BYTES)]
+    assert len(set(made)) == len(made)  # across refills of the pool
+    for text in made[:50]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    hexes = [ids.new_hex() for _ in range(1000)]
+    assert len(set(hexes)) == len(hexes)
+    assert all(len(h) == 32 and int(h, 16) >= 0 for h in hexes)
+
+
+def test_threads_never_get_the_same_id() -> None:
+    made: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(into: list[str]) -> None:
+        into.extend(ids.new_hex() for _ in range(2000))
+
+    threads = [threading.Thread(target=draw, args=(into,)) for into in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [h for into in made for h in into]
+    assert len(set(every)) == len(every) == 16_000
+
+
+def _child(conn: Connection) -> None:
+    conn.send([ids.new_hex() for _ in range(10)])
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+# Python 3.12+ warns of fork() in a process with threads (the child only draws ids)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    ids.new_hex()  # the pool holds bytes the parent has not handed out yet
+    parent, child = multiprocessing.get_context("fork").Pipe()
+    process = multiprocessing.get_context("fork").Process(target=_child, args=(child,))
+    process.start()
+    theirs = parent.recv()
+    process.join(10)
+    ours = [ids.new_hex() for _ in range(10)]
+    assert not set(ours) & set(theirs)
