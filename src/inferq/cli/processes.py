@@ -1,8 +1,9 @@
 """``inferq serve --workers N``: several API processes on one port, and one engine worker.
 
-The supervisor (the process the user started) binds the listening socket once and
-starts N API processes that inherit it (``inferq serve --fd FD --no-worker``: the
-kernel spreads connections over them) and, unless ``--no-worker``, one ``inferq
+The supervisor (the process the user started) binds a listening socket for each of N
+API processes, all on the one port (SO_REUSEPORT: the kernel spreads connections over
+them, see :func:`bind_each`), and starts the processes, each inheriting its own
+(``inferq serve --fd FD --no-worker``) and, unless ``--no-worker``, one ``inferq
 worker`` process that loads the models once. Every process opens the same store, so a
 request accepted by any API process is run by the worker and answered by the process
 that holds the client's connection: the store's wake-ups between processes
@@ -39,12 +40,49 @@ STOP_GRACE = 30.0
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket every API process shares (inherited by file descriptor)."""
+    """A listening socket on ``host:port`` (an error when the port is taken)."""
+    return _listen(host, port, reuse_port=False)
+
+
+def bind_each(host: str, port: int, count: int) -> list[socket.socket]:
+    """A listening socket for each of ``count`` API processes, all on ``host:port``.
+
+    With SO_REUSEPORT (Linux) each has its own: the kernel hands each new connection to
+    one of them by its addresses, so a burst of connections is spread over the
+    processes. One socket shared by all let whichever process woke first take the whole
+    burst: 64 keep-alive connections opened at once all went to one of two processes in
+    3 of 9 runs, and the other stayed idle. The port is first bound alone, so a port in
+    use, by another ``--workers`` server too, is still an error. Without SO_REUSEPORT:
+    one socket, shared.
+    """
+    first = _listen(host, port, reuse_port=False)
+    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+        return [first]
+    port = first.getsockname()[1]  # the port the system chose, for port 0
+    first.close()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(_listen(host, port, reuse_port=True))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
@@ -115,20 +153,22 @@ def command(*args: str) -> list[str]:
 
 def serve_processes(
     *,
-    sock: socket.socket,
+    socks: Sequence[socket.socket],
     workers: int,
     engine_worker: bool,
     options: Sequence[str],
     worker_options: Sequence[str] = (),
 ) -> int:
-    """Run ``workers`` API processes on ``sock`` and (``engine_worker``) one worker;
-    ``worker_options`` go to the worker alone (its ``--metrics-port``)."""
-    fd = sock.fileno()
+    """Run ``workers`` API processes on ``socks`` (one each, or one shared: see
+    :func:`bind_each`) and (``engine_worker``) one worker; ``worker_options`` go to the
+    worker alone (its ``--metrics-port``). The sockets stay open here, so connections
+    that arrive while an API process is started again wait in its socket's queue."""
+    fds = [sock.fileno() for sock in socks]
     children = [
         Child(
             name=f"api process {i + 1}",
-            argv=command("serve", "--fd", str(fd), "--no-worker", *options),
-            pass_fds=(fd,),
+            argv=command("serve", "--fd", str(fds[i % len(fds)]), "--no-worker", *options),
+            pass_fds=(fds[i % len(fds)],),
         )
         for i in range(workers)
     ]

@@ -3,6 +3,7 @@ creates the admin key and prints it once, on stderr."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -131,18 +132,20 @@ def _serve_processes(
     """The supervisor of ``--workers N`` (:mod:`inferq.cli.processes`); ``options`` are
     the flags given, passed on to every process it starts; ``metrics_port`` goes to
     the worker (its environment's INFERQ_WORKER_METRICS_PORT reaches it anyway)."""
-    from inferq.cli.processes import bind, serve_processes
+    from inferq.cli.processes import bind_each, serve_processes
 
     argv = [str(part) for flag, v in options.items() if v is not None for part in (flag, v)]
     try:
-        sock = bind(config.host, config.port)
+        socks = bind_each(config.host, config.port, workers)
     except OSError as exc:
         fail(f"cannot listen on {config.host}:{config.port}: {exc}")
     err.print(f"inferq: {workers} API processes on http://{config.host}:{config.port}")
-    with sock:
+    with contextlib.ExitStack() as held:
+        for sock in socks:
+            held.enter_context(sock)
         raise typer.Exit(
             serve_processes(
-                sock=sock,
+                socks=socks,
                 workers=workers,
                 engine_worker=config.worker,
                 options=argv,
