@@ -50,10 +50,10 @@ def bind_each(host: str, port: int, count: int) -> list[socket.socket]:
     With SO_REUSEPORT (Linux) each has its own: the kernel hands each new connection to
     one of them by its addresses, so a burst of connections is spread over the
     processes. One socket shared by all let whichever process woke first take the whole
-    burst: 64 keep-alive connections opened at once all went to one of two processes in
-    3 of 9 runs, and the other stayed idle. The port is first bound alone, so a port in
-    use, by another ``--workers`` server too, is still an error. Without SO_REUSEPORT:
-    one socket, shared.
+    burst: 64 keep-alive connections opened at once often all went to one of two
+    processes, and the other stayed idle (docs/benchmarks.md). The port is first bound
+    alone, so a port in use, by another ``--workers`` server too, is still an error.
+    Without SO_REUSEPORT: one socket, shared.
     """
     first = _listen(host, port, reuse_port=False)
     if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
