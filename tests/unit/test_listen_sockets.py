@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from inferq.cli import processes
 from inferq.cli.processes import bind, bind_each
 
 pytestmark = pytest.mark.skipif(
@@ -71,5 +72,16 @@ def test_one_process_gets_one_socket() -> None:
     try:
         assert len(socks) == 1
         assert socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
+    finally:
+        socks[0].close()
+
+
+def test_where_the_kernel_does_not_spread_connections_the_processes_share_one_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(processes, "SPREADS", False)
+    socks = bind_each("127.0.0.1", 0, 3)
+    try:
+        assert len(socks) == 1
     finally:
         socks[0].close()

@@ -37,6 +37,9 @@ RESTART_DELAY = 1.0
 PR_SET_PDEATHSIG = 1
 #: seconds the children get to finish after SIGTERM before they are killed
 STOP_GRACE = 30.0
+#: the kernel spreads connections over sockets bound with SO_REUSEPORT (Linux 3.9 and
+#: later; on macOS one of them would get every connection)
+SPREADS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -53,10 +56,11 @@ def bind_each(host: str, port: int, count: int) -> list[socket.socket]:
     burst: 64 keep-alive connections opened at once often all went to one of two
     processes, and the other stayed idle (docs/benchmarks.md). The port is first bound
     alone, so a port in use, by another ``--workers`` server too, is still an error.
-    Without SO_REUSEPORT: one socket, shared.
+    Elsewhere than on Linux (where SO_REUSEPORT may not spread connections): one socket,
+    shared.
     """
     first = _listen(host, port, reuse_port=False)
-    if count == 1 or not hasattr(socket, "SO_REUSEPORT"):
+    if count == 1 or not SPREADS:
         return [first]
     port = first.getsockname()[1]  # the port the system chose, for port 0
     first.close()
