@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import time
 import uuid
 from multiprocessing.connection import Connection
 
@@ -34,6 +35,25 @@ def test_a_uuid_is_written_as_the_uuid_module_writes_the_same_bytes(
     monkeypatch.setattr(ids._pool, "take", iter(drawn).__next__)
     for raw in drawn:
         assert ids.new_uuid() == str(uuid.UUID(bytes=raw, version=4))
+
+
+def test_time_ordered_ids_carry_the_millisecond_and_sort_by_it() -> None:
+    before = time.time_ns() // 1_000_000
+    made = []
+    for _ in range(5):
+        made += [ids.new_uuid7() for _ in range(100)]
+        time.sleep(0.002)  # a later millisecond
+    after = time.time_ns() // 1_000_000
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after  # the first 48 bits: Unix time in ms
+    stamps = [uuid.UUID(text).int >> 80 for text in made]
+    assert stamps == sorted(stamps)
+    firsts = [made[i] for i in range(0, 500, 100)]  # one of each burst, 2 ms apart
+    assert firsts == sorted(firsts)  # as text too: the store's index orders them so
 
 
 def test_threads_never_get_the_same_id() -> None:

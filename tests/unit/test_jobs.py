@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,22 @@ async def test_submitted_job_runs_to_completion(rig: Rig) -> None:
     assert done.result is not None and done.result.text == "echo: one two three"
     assert done.usage.completion_tokens == 4 and done.usage.prompt_tokens == 4
     assert done.info == {"mine": 1, "progress": 1}
+
+
+async def test_job_ids_are_time_ordered_uuids_unless_the_caller_names_one(rig: Rig) -> None:
+    # the store's index on jobs.id takes ids of one moment on one page (inferq.core.ids)
+    first = await submit(rig, "one")
+    await asyncio.sleep(0.002)
+    second = await submit(rig, "two")
+    assert uuid.UUID(first.id).version == uuid.UUID(second.id).version == 7
+    assert first.id < second.id
+    watched, sub = rig.jobs.watch(text=False)
+    sub.close()
+    assert uuid.UUID(watched).version == 7
+    named = await rig.jobs.submit(
+        tenant="t", model="fake", request=request(), origin="test", job_id=str(uuid.uuid4())
+    )
+    assert uuid.UUID(named.id).version == 4
 
 
 async def test_unknown_model_and_oversized_max_tokens_are_refused(rig: Rig) -> None:

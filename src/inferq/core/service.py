@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from inferq.core.errors import Conflict, DeadlineExceeded, NotFound
 from inferq.core.events import JobEvents, Subscription
-from inferq.core.ids import new_uuid
+from inferq.core.ids import new_uuid7
 from inferq.core.inputs import check_priority
 from inferq.core.limits import QueueBounds, check_queue
 from inferq.core.models import (
@@ -119,12 +119,13 @@ class JobService:
     ) -> Job:
         """Validate and durably queue a job; return it once committed.
 
-        ``job_id`` (a new UUID when None) lets a caller subscribe to the job's events
-        before any worker can claim it. ``start_now``: a sync job whose caller has done
-        so (:meth:`watch`) is claimed in its insert's transaction when this process's
-        worker has a free slot for it (:attr:`offers`), so it may start, and send its
-        first events, before this returns. A sync job (INTERACTIVE) for a model only
-        nodes run is refused while none serving it is connected (:attr:`nodes`).
+        ``job_id`` (a new time-ordered UUID when None, :func:`~inferq.core.ids.new_uuid7`)
+        lets a caller subscribe to the job's events before any worker can claim it.
+        ``start_now``: a sync job whose caller has done so (:meth:`watch`) is claimed in
+        its insert's transaction when this process's worker has a free slot for it
+        (:attr:`offers`), so it may start, and send its first events, before this
+        returns. A sync job (INTERACTIVE) for a model only nodes run is refused while none
+        serving it is connected (:attr:`nodes`).
         """
         check_priority(priority)
         self.models.validate(model, request)
@@ -133,7 +134,7 @@ class JobService:
         await check_queue(self.store, self.limits.queue, tenant)
         now = self.clock()
         job = Job(
-            id=job_id or new_uuid(),
+            id=job_id or new_uuid7(),
             tenant=tenant,
             model=model,
             origin=origin,
@@ -289,7 +290,7 @@ class JobService:
         the wait needs no first read of the store (:meth:`wait`'s ``watching``). The
         caller closes the subscription if the job is not submitted. ``text``: the caller
         streams the job's text (:meth:`stream`), from whichever process generates it."""
-        job_id = new_uuid()
+        job_id = new_uuid7()
         return job_id, self.events.subscribe(job_id, finished=True, text=text)
 
     async def stream(

@@ -16,6 +16,7 @@ from inferq.api.infera.translate import render_completion_time, render_result
 from inferq.api.routing import Router
 from inferq.api.sync import answer_when_finished, watched
 from inferq.core.errors import InvalidRequest
+from inferq.core.ids import new_uuid
 from inferq.core.models import ApiKey, ChatRequest, Job
 from inferq.core.states import ServiceClass
 
@@ -42,7 +43,9 @@ async def _submit(
     job_id: str | None = None,
 ) -> Job:
     """Queue an Infera chat request as a job; under ``job_id``, a sync one whose events
-    are watched already (:func:`inferq.api.sync.watched`), which may start at once."""
+    are watched already (:func:`inferq.api.sync.watched`), which may start at once. A job
+    queued to be fetched later gets a version 4 UUID: Infera's ``get_result`` takes no
+    other kind."""
     chat = ChatRequest(
         messages=tuple(m.to_core() for m in body.messages),
         max_tokens=max_tokens,
@@ -55,7 +58,7 @@ async def _submit(
         origin="infera",
         service_class=service_class,
         timeout=timeout,
-        job_id=job_id,
+        job_id=job_id or new_uuid(),
         start_now=job_id is not None,
     )
 

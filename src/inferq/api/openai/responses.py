@@ -33,7 +33,7 @@ from inferq.api.sync import (
     wait_for_client,
 )
 from inferq.core.errors import Conflict, InferqError, InvalidRequest, NotFound, public
-from inferq.core.ids import new_uuid
+from inferq.core.ids import new_uuid7
 from inferq.core.models import ApiKey, Job
 from inferq.core.states import ServiceClass
 
@@ -51,7 +51,7 @@ async def create_response(
             services, caller, body.previous_response_id, "previous_response_id"
         )
         items = schemas.conversation(previous) + items
-    job_id = new_uuid()
+    job_id = new_uuid7()
     follow = transcripts(services.jobs)
     sub = follow.subscribe(job_id) if body.stream else None
     try:
