@@ -100,7 +100,11 @@ def test_json_in_other_encodings_passes_the_input_check(
     target.refused(response, before)
     assert response.status_code == 400
     error = response.json()
-    assert error["type"] == "invalid_request_error" and error["param"] == "body"
+    assert error["type"] == "invalid_request_error"
+    # text is checked once parsed, so the error names its field; a number the parser
+    # refuses, or nesting too deep, is found before anything says where: the whole body
+    text = "surrogate" in name or name.endswith("-nul")
+    assert error["param"] == ("info.x" if text else "body"), error
 
 
 def test_clean_json_in_utf16_is_still_accepted(target: Target) -> None:

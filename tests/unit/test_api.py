@@ -73,6 +73,22 @@ def test_openai_bad_input_names_the_field(
     assert response.json()["error"]["param"] == param
 
 
+def test_text_the_input_check_refuses_is_named_by_its_field_in_each_dialect(
+    client: TestClient,
+) -> None:
+    nul = [{"role": "user", "content": "a\u0000b"}]
+    openai = client.post("/v1/chat/completions", json={**CHAT, "messages": nul})
+    assert openai.status_code == 400
+    assert openai.json()["error"]["param"] == "messages.0.content"
+    together = client.post("/v1/queue/submit", json={"model": "fake", "payload": {"messages": nul}})
+    assert together.status_code == 400 and together.json()["param"] == "payload.messages.0.content"
+    body = {"model": "fake", "messages": nul, "max_output": 5, "temperature": 0}
+    infera = client.post("/submit_job", json=body)
+    assert infera.status_code == 422
+    assert infera.json()["detail"][0]["loc"] == ["body", "messages", "0", "content"]
+    assert "NUL" in infera.json()["detail"][0]["msg"]
+
+
 def test_malformed_json_in_each_dialect(client: TestClient) -> None:
     raw = {"content": b"{not json", "headers": {"content-type": "application/json"}}
     openai = client.post("/v1/chat/completions", **raw)  # type: ignore[arg-type]

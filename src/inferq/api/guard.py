@@ -113,9 +113,10 @@ class InputGuardMiddleware(DialectMiddleware):
             try:
                 parsed = _check(body)
             except InvalidRequest as exc:
-                await send_response(
-                    scope, send, render(dialect, InvalidRequest(exc.message, param="body"))
-                )
+                # the field the value is at (``payload.messages.0.content``), or the body
+                # as a whole (nested too deep)
+                refused = InvalidRequest(exc.message, param=exc.param or "body")
+                await send_response(scope, send, render(dialect, refused))
                 return
         scope[BODY] = (body, parsed if len(body) <= KEEP_PARSED else NOT_PARSED)
         await self.app(

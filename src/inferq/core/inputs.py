@@ -232,7 +232,9 @@ def _check_at(value: Any, what: str) -> None:
                     stack.append((child, depth + 1, child_path))
             else:
                 for index, child in enumerate(item):
-                    stack.append((child, depth + 1, f"{path}[{index}]"))
+                    # dotted, as the dialects name a field (``messages.0.content``)
+                    child_path = f"{path}.{index}" if path else str(index)
+                    stack.append((child, depth + 1, child_path))
 
 
 def _show(key: Any) -> str:

@@ -62,7 +62,8 @@ def render_completion_time(job: Job) -> dict[str, Any]:
 def render_error(exc: InferqError, status: int) -> JSONResponse:
     if isinstance(exc, InvalidRequest):
         # Field problems use FastAPI's validation shape, as Infera documents.
-        # the input guard names the whole body "body": FastAPI's location for it is ["body"]
+        # "body" is the body as a whole (the input guard says so when it cannot name a
+        # field): FastAPI locates that at ["body"]
         inner = exc.param.split(".") if exc.param and exc.param != "body" else []
         loc = ["body", *inner]
         detail = [{"loc": loc, "msg": exc.message, "type": "value_error"}]
