@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     #: its body (idle time between chunks, not the whole upload); then 408 or a close
     header_timeout: float = Field(default=10.0, gt=0)
     body_timeout: float = Field(default=60.0, gt=0)
+    #: ``serve --workers N``: an API process whose event loop has not run for this many
+    #: seconds is killed and started again (the connections the kernel hands its socket
+    #: would wait forever)
+    stall_timeout: float = Field(default=15.0, gt=0)
     #: the server's URL as clients reach it (``https://inferq.example.com``), for the
     #: signed URLs it hands out; empty: taken from each request's Host header
     public_url: str = ""

@@ -4,7 +4,8 @@ A request reaches any of the API processes (the kernel spreads the connections),
 job runs in the worker process, and the answer comes back through the process that
 holds the client's connection, woken by the store (SQLite's datagram bus, PostgreSQL's
 NOTIFY). Every dialect answers; sync requests and streams work across processes; a
-child that dies is started again; SIGTERM stops them all, and a supervisor killed
+child that dies is started again, and so is an API process that stops running (its
+heartbeats stop); SIGTERM stops them all, and a supervisor killed
 outright takes its children with it.
 """
 
@@ -57,10 +58,15 @@ def wait_until(check: object, timeout: float, what: str) -> None:
     raise AssertionError(f"not {what} within {timeout}s")
 
 
+#: seconds without a heartbeat after which the supervisor kills an API process
+STALL_TIMEOUT = 3
+
+
 @pytest.fixture(scope="module")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ("--workers", "2", "--worker-metrics-port", str(free_port()))
-    server = Server(tmp_path_factory.mktemp("workers") / "data", args=args)
+    env = {"INFERQ_STALL_TIMEOUT": str(STALL_TIMEOUT)}
+    server = Server(tmp_path_factory.mktemp("workers") / "data", args=args, env=env)
     server.start(timeout=120)
     yield server
     server.stop()
@@ -175,6 +181,31 @@ def test_a_dead_api_process_is_started_again(sqlite_server: Server, key: str) ->
             ).status_code
             == 200
         )
+
+
+def test_a_stuck_api_process_is_killed_and_started_again(sqlite_server: Server, key: str) -> None:
+    """A process that is alive but does not run (SIGSTOP here; a deadlock or an endless
+    loop alike) keeps its socket, and the kernel hands it its share of new connections:
+    the supervisor, missing its heartbeats, kills it and starts another."""
+    assert sqlite_server.proc is not None
+    supervisor = sqlite_server.proc.pid
+    apis = [p for p in children(supervisor) if " serve --fd " in command_line(p)]
+    os.kill(apis[0], signal.SIGSTOP)
+    wait_until(
+        lambda: (
+            apis[0] not in children(supervisor)
+            and sum(" serve --fd " in command_line(p) for p in children(supervisor)) == 2
+        ),
+        STALL_TIMEOUT + 20,
+        "the stuck API process replaced",
+    )
+    wait_until(lambda: gone(apis[0]), 10, "the stuck process gone")
+    # each request on a new connection, which the kernel hands to either process's socket
+    for _ in range(8):
+        response = httpx.get(
+            f"{sqlite_server.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert response.status_code == 200
 
 
 def test_sigterm_stops_every_process(tmp_path: Path) -> None:

@@ -9,8 +9,12 @@ request accepted by any API process is run by the worker and answered by the pro
 that holds the client's connection: the store's wake-ups between processes
 (PostgreSQL's NOTIFY, SQLite's datagram bus) tell it when the job ended.
 
-A child that exits on its own is started again after :data:`RESTART_DELAY` seconds;
-SIGTERM or SIGINT stops them all (SIGTERM to each, then SIGKILL after
+A child that exits on its own is started again after :data:`RESTART_DELAY` seconds. An
+API process that is alive but stuck would keep its socket, and the kernel would go on
+handing it its share of new connections, which nobody answers: so each API process
+writes a byte to a pipe from its event loop every second (``--heartbeat-fd``), and one
+that has written none for the stall timeout (:data:`START_GRACE` after a start) is killed
+and started again. SIGTERM or SIGINT stops them all (SIGTERM to each, then SIGKILL after
 :data:`STOP_GRACE` seconds) and the supervisor exits. A supervisor killed outright
 takes its children with it (Linux's parent-death signal).
 """
@@ -37,6 +41,9 @@ RESTART_DELAY = 1.0
 PR_SET_PDEATHSIG = 1
 #: seconds the children get to finish after SIGTERM before they are killed
 STOP_GRACE = 30.0
+#: seconds a started API process has to write its first heartbeat (it imports, opens the
+#: store, maybe migrates it) before it counts as stuck
+START_GRACE = 60.0
 #: the kernel spreads connections over sockets bound with SO_REUSEPORT (Linux 3.9 and
 #: later; on macOS one of them would get every connection)
 SPREADS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
@@ -96,13 +103,53 @@ class Child:
     name: str
     argv: list[str]
     pass_fds: tuple[int, ...] = ()
+    #: seconds without a heartbeat after which the child is stuck; None: not watched
+    #: (a watched child is given ``--heartbeat-fd FD``, the write end of a pipe)
+    stall_timeout: float | None = None
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    #: when the last heartbeat came (None: none since the start)
+    beat: float | None = None
+    _beats: int | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, pass_fds=self.pass_fds, preexec_fn=_end_with_parent)
-        self.started = time.monotonic()
+        argv, pass_fds = self.argv, self.pass_fds
+        write = None
+        if self.stall_timeout is not None:
+            self.close()
+            self._beats, write = os.pipe()
+            os.set_blocking(self._beats, False)
+            argv, pass_fds = [*argv, "--heartbeat-fd", str(write)], (*pass_fds, write)
+        try:
+            self.proc = subprocess.Popen(argv, pass_fds=pass_fds, preexec_fn=_end_with_parent)
+        finally:
+            if write is not None:
+                os.close(write)  # the child's alone: it closes with the child
+        self.started, self.beat = time.monotonic(), None
         log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    def stuck(self, now: float) -> bool:
+        """Whether the child's heartbeats stopped: none for the stall timeout (for
+        :data:`START_GRACE` after its start)."""
+        if self._beats is None or self.stall_timeout is None:
+            return False
+        try:
+            if os.read(self._beats, 4096):
+                self.beat = now
+        except BlockingIOError:
+            pass
+        limit = self.stall_timeout if self.beat is not None else START_GRACE
+        return self.silent_for(now) > max(limit, self.stall_timeout)
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since the last heartbeat (since the start, before the first)."""
+        return now - (self.started if self.beat is None else self.beat)
+
+    def close(self) -> None:
+        """Close the read end of the heartbeat pipe (the supervisor is done with it)."""
+        if self._beats is not None:
+            os.close(self._beats)
+            self._beats = None
 
 
 @dataclass
@@ -120,7 +167,19 @@ class Supervisor:
             for child in self.children:
                 assert child.proc is not None
                 code = child.proc.poll()
-                if code is None or self._stopping.is_set():
+                if self._stopping.is_set():
+                    continue
+                if code is None:
+                    now = time.monotonic()
+                    if child.stuck(now):
+                        log.error(
+                            "%s (pid %d) sent no heartbeat for %.0f s: its event loop is "
+                            "stuck; killing it",
+                            child.name,
+                            child.proc.pid,
+                            child.silent_for(now),
+                        )
+                        child.proc.kill()  # seen as exited next turn, and started again
                     continue
                 log.warning("%s exited with code %s; starting it again", child.name, code)
                 if time.monotonic() - child.started < RESTART_DELAY:
@@ -139,6 +198,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for child in self.children:
+            child.close()
         return 0
 
 
@@ -162,17 +223,21 @@ def serve_processes(
     engine_worker: bool,
     options: Sequence[str],
     worker_options: Sequence[str] = (),
+    stall_timeout: float = 15.0,
 ) -> int:
     """Run ``workers`` API processes on ``socks`` (one each, or one shared: see
     :func:`bind_each`) and (``engine_worker``) one worker; ``worker_options`` go to the
     worker alone (its ``--metrics-port``). The sockets stay open here, so connections
-    that arrive while an API process is started again wait in its socket's queue."""
+    that arrive while an API process is started again wait in its socket's queue. An API
+    process without a heartbeat for ``stall_timeout`` seconds is killed and started
+    again."""
     fds = [sock.fileno() for sock in socks]
     children = [
         Child(
             name=f"api process {i + 1}",
             argv=command("serve", "--fd", str(fds[i % len(fds)]), "--no-worker", *options),
             pass_fds=(fds[i % len(fds)],),
+            stall_timeout=stall_timeout,
         )
         for i in range(workers)
     ]

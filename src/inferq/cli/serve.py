@@ -4,8 +4,9 @@ creates the admin key and prints it once, on stderr."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 import typer
@@ -57,6 +58,7 @@ def serve(
         ),
     ] = None,
     fd: Annotated[int | None, typer.Option(hidden=True)] = None,
+    heartbeat_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the API and a worker. Creates and prints an admin key on the first start."""
     import uvicorn
@@ -94,6 +96,9 @@ def serve(
         log_config=None if config.log_format == "json" else _text_log_config(LOGGING_CONFIG),
         access_log=True,
         http=http_protocol(header_timeout=config.header_timeout, body_timeout=config.body_timeout),
+        # uvicorn calls it from its event loop about once a second while the loop runs
+        callback_notify=None if heartbeat_fd is None else heartbeat(heartbeat_fd),
+        timeout_notify=HEARTBEAT_EVERY,
     )
     server = uvicorn.Server(uvicorn_config)
     server.run(sockets=None if fd is None else [inherited_socket(fd)])
@@ -103,6 +108,23 @@ def serve(
 
 #: uvicorn's exit status when the server could not start (e.g. the port is taken)
 STARTUP_FAILURE = 3
+#: uvicorn looks about once a second whether more than this many seconds passed since
+#: an API process's last heartbeat to the supervisor of ``--workers N``: 0, every time
+HEARTBEAT_EVERY = 0
+
+
+def heartbeat(fd: int) -> Callable[[], Awaitable[None]]:
+    """What an API process of ``--workers N`` runs on its event loop to tell the
+    supervisor it is not stuck: a byte to the pipe ``fd``. Never blocks (a full pipe:
+    the supervisor has enough to read) and never fails (a closed one: the supervisor is
+    gone, and this process with it)."""
+    os.set_blocking(fd, False)
+
+    async def beat() -> None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b".")
+
+    return beat
 
 
 def inherited_socket(fd: int) -> socket.socket:
@@ -150,6 +172,7 @@ def _serve_processes(
                 engine_worker=config.worker,
                 options=argv,
                 worker_options=_worker_options(metrics_port),
+                stall_timeout=config.stall_timeout,
             )
         )
 
