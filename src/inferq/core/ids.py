@@ -55,7 +55,8 @@ _pool = _Pool()
 os.register_at_fork(after_in_child=_pool.forget)
 
 
-#: the variant digit of a version 4 UUID (``10xx``) for the two low bits of the random one
+#: the variant digit of an RFC 9562 UUID (binary ``10xx``), by the two low bits of the
+#: random digit it replaces
 _VARIANT = "89ab"
 
 
@@ -64,7 +65,7 @@ def new_uuid() -> str:
 
     Written from the hexadecimal digits, with the version digit (``4``) and the variant's
     two bits set as :class:`uuid.UUID` sets them: 1 µs, where building the UUID object
-    and its string takes 3 (a submit makes one).
+    and its string takes 3.
     """
     h = _pool.take().hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
