@@ -6,12 +6,11 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import UUID4
 
 from inferq.api.body import caller_and_body, documented
 from inferq.api.chat import render_completion
 from inferq.api.deps import CallerDep, Services, ServicesDep, get_services
-from inferq.api.infera.schemas import ChatCompletionsRequest, JobRequest
+from inferq.api.infera.schemas import ChatCompletionsRequest, JobId, JobRequest
 from inferq.api.infera.translate import render_completion_time, render_result
 from inferq.api.routing import Router
 from inferq.api.sync import answer_when_finished, watched
@@ -83,13 +82,13 @@ async def submit_job(http: Request) -> JSONResponse:
 
 
 @router.get("/get_result/{job_id}")
-async def get_result(job_id: UUID4, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
+async def get_result(job_id: JobId, caller: CallerDep, services: ServicesDep) -> dict[str, Any]:
     return render_result(await services.jobs.get(str(job_id), tenant=caller.tenant))
 
 
 @router.get("/get_completion_time/{job_id}")
 async def get_completion_time(
-    job_id: UUID4, caller: CallerDep, services: ServicesDep
+    job_id: JobId, caller: CallerDep, services: ServicesDep
 ) -> dict[str, Any]:
     return render_completion_time(await services.jobs.get(str(job_id), tenant=caller.tenant))
 

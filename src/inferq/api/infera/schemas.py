@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
 
 from inferq.api.chat import NonNegativeInt32, PositiveInt32, Role
 from inferq.core.models import ChatMessage
+
+
+def _issued(value: UUID) -> UUID:
+    """Infera's job paths take version 4 UUIDs, and its submits here get such ids; the
+    jobs of inferq's other dialects have time-ordered (version 7) ids, which a tenant may
+    read here too. Any other UUID is refused with the error Infera's ``UUID4`` gives."""
+    if value.version not in (4, 7):
+        raise PydanticCustomError(
+            "uuid_version", "UUID version 4 expected", {"expected_version": 4}
+        )
+    return value
+
+
+#: a job id in an Infera path (``/get_result/{job_id}``)
+JobId = Annotated[UUID, AfterValidator(_issued)]
 
 
 class InputMessage(BaseModel):
