@@ -114,7 +114,7 @@ class InputGuardMiddleware(DialectMiddleware):
                 parsed = _check(body)
             except InvalidRequest as exc:
                 # the field the value is at (``payload.messages.0.content``), or the body
-                # as a whole (nested too deep)
+                # as a whole (a number the parser refused, nesting too deep: no place yet)
                 refused = InvalidRequest(exc.message, param=exc.param or "body")
                 await send_response(scope, send, render(dialect, refused))
                 return

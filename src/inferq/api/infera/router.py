@@ -43,8 +43,8 @@ async def _submit(
 ) -> Job:
     """Queue an Infera chat request as a job; under ``job_id``, a sync one whose events
     are watched already (:func:`inferq.api.sync.watched`), which may start at once. A job
-    queued to be fetched later gets a version 4 UUID: Infera's ``get_result`` takes no
-    other kind."""
+    queued to be fetched later gets a version 4 UUID, the kind Infera gives (its paths
+    take no other; here they take inferq's version 7 ids too, :data:`JobId`)."""
     chat = ChatRequest(
         messages=tuple(m.to_core() for m in body.messages),
         max_tokens=max_tokens,
