@@ -35,16 +35,12 @@ import uvloop
 
 from _common import busy_cpu_seconds, machine, machine_line, table, update_doc
 from inferq.core import ids
-from inferq.core.models import ChatMessage, ChatRequest, Job
-from inferq.core.states import JobState, ServiceClass
+from inferq.core.models import Job
 from inferq.store.postgres import PostgresStore
 from inferq.store.sql_store import SqlStore
 from inferq.store.sqlite import SQLiteStore
+from store_busy_loop import job as queued_job
 
-REQUEST = ChatRequest(
-    messages=(ChatMessage(role="user", content="Summarize the plot of Hamlet in one line."),),
-    max_tokens=32,
-)
 INPUTS = {
     "messages": [{"role": "user", "content": "Summarize the plot of Hamlet in one line."}],
     "max_tokens": 32,
@@ -55,20 +51,8 @@ FILL_CHUNK = 2000
 
 
 def job(job_id: str) -> Job:
-    return Job(
-        id=job_id,
-        tenant="t",
-        model="fake",
-        origin="bench",
-        service_class=ServiceClass.ASYNC,
-        priority=0,
-        state=JobState.QUEUED,
-        request=REQUEST,
-        created_at=time.time(),
-        info={},
-        inputs=INPUTS,
-        max_attempts=4,
-    )
+    """``store_busy_loop``'s queued chat job under ``job_id``, with a submit's inputs."""
+    return queued_job(id=job_id, inputs=INPUTS)
 
 
 @contextlib.asynccontextmanager
