@@ -136,7 +136,7 @@ class Child:
         try:
             if os.read(self._beats, 4096):
                 self.beat = now
-        except BlockingIOError:
+        except OSError:  # nothing to read (or the pipe broke: no beats, the child restarts)
             pass
         limit = self.stall_timeout if self.beat is not None else START_GRACE
         return self.silent_for(now) > max(limit, self.stall_timeout)
