@@ -4,8 +4,8 @@ A request reaches any of the API processes (the kernel spreads the connections),
 job runs in the worker process, and the answer comes back through the process that
 holds the client's connection, woken by the store (SQLite's datagram bus, PostgreSQL's
 NOTIFY). Every dialect answers; sync requests and streams work across processes; a
-child that dies is started again, and so is an API process that stops running (its
-heartbeats stop); SIGTERM stops them all, and a supervisor killed
+child that dies is started again, and so is one that stops running (its heartbeats
+stop); SIGTERM stops them all, and a supervisor killed
 outright takes its children with it.
 """
 
@@ -206,6 +206,29 @@ def test_a_stuck_api_process_is_killed_and_started_again(sqlite_server: Server, 
             f"{sqlite_server.url}/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30
         )
         assert response.status_code == 200
+
+
+def test_a_stuck_worker_is_killed_and_started_again(sqlite_server: Server, key: str) -> None:
+    """A worker that stops running (SIGSTOP here) once its models loaded: the supervisor,
+    missing its heartbeats, kills it and starts another, which runs what was queued
+    meanwhile."""
+    assert sqlite_server.proc is not None
+    supervisor = sqlite_server.proc.pid
+
+    def workers() -> list[int]:
+        return [p for p in children(supervisor) if " serve " not in command_line(p)]
+
+    (stuck,) = workers()
+    os.kill(stuck, signal.SIGSTOP)
+    tq = together.Together(api_key=key, base_url=sqlite_server.url, max_retries=0)
+    request_id = submit(tq, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8})
+    wait_until(
+        lambda: stuck not in children(supervisor) and len(workers()) == 1,
+        STALL_TIMEOUT + 20,
+        "the stuck worker replaced",
+    )
+    wait_until(lambda: gone(stuck), 10, "the stuck worker gone")
+    assert wait_status(tq, request_id, {"done"}).status == "done"
 
 
 def test_sigterm_stops_every_process(tmp_path: Path) -> None:

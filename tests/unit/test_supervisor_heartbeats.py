@@ -1,6 +1,8 @@
-"""The supervisor of ``serve --workers N`` kills and starts again an API process whose
-heartbeats stopped (alive but stuck: the kernel would go on handing its socket new
-connections that nobody answers), and leaves alone one that beats, or one not watched.
+"""The supervisor of ``serve --workers N`` kills and starts again a child whose
+heartbeats stopped (alive but stuck: the kernel would go on handing an API process's
+socket new connections that nobody answers; a worker would hold its jobs' leases), and
+leaves alone one that beats, or one not watched. A worker is watched only from its first
+beat (its models may take any time to load).
 
 The children here are small Python programs that beat as an API process does (a byte on
 the pipe named by ``--heartbeat-fd``), then stop beating while staying alive.
@@ -94,3 +96,29 @@ def test_a_child_that_never_beats_is_stuck_only_after_the_start_grace(
         silent.proc.kill()
         silent.proc.wait()
         silent.close()
+
+
+def test_a_child_watched_from_its_first_beat_may_take_any_time_to_start(
+    tmp_path: Path,
+) -> None:
+    """The worker's case: no start grace, so silence before the first beat is loading;
+    silence after it is a stuck loop."""
+    loading = child(tmp_path, "loading", beats=0, stall_timeout=1)
+    loading.from_first_beat = True
+    started = child(tmp_path, "started", beats=0.3, stall_timeout=1)
+    started.from_first_beat = True
+    loading.start()
+    started.start()
+    try:
+        time.sleep(0.5)  # "started" has beaten, and stopped
+        now = time.monotonic()
+        assert not loading.stuck(now + 3600)
+        assert not started.stuck(now)  # its beats are read here
+        assert started.beat is not None
+        assert started.stuck(started.beat + 1.5)
+    finally:
+        for c in (loading, started):
+            assert c.proc is not None
+            c.proc.kill()
+            c.proc.wait()
+            c.close()

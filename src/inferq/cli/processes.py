@@ -9,18 +9,24 @@ request accepted by any API process is run by the worker and answered by the pro
 that holds the client's connection: the store's wake-ups between processes
 (PostgreSQL's NOTIFY, SQLite's datagram bus) tell it when the job ended.
 
-A child that exits on its own is started again after :data:`RESTART_DELAY` seconds. An
-API process that is alive but stuck would keep its socket, and the kernel would go on
-handing it its share of new connections, which nobody answers: so each API process
-writes a byte to a pipe from its event loop every second (``--heartbeat-fd``), and one
-that has written none for the stall timeout (:data:`START_GRACE` after a start) is killed
-and started again. SIGTERM or SIGINT stops them all (SIGTERM to each, then SIGKILL after
-:data:`STOP_GRACE` seconds) and the supervisor exits. A supervisor killed outright
-takes its children with it (Linux's parent-death signal).
+A child that exits on its own is started again after :data:`RESTART_DELAY` seconds. A
+child that is alive but stuck is killed and started again too: an API process would keep
+its socket, and the kernel would go on handing it its share of new connections, which
+nobody answers; a worker would hold its jobs' leases (and on SQLite perhaps the write
+lock) while running nothing. Each child writes a byte to a pipe from its event loop every
+second (``--heartbeat-fd``, :func:`heartbeat`), and one that has written none for the
+stall timeout is killed. An API process is also killed when it writes no first beat within
+:data:`START_GRACE` of its start; the worker is watched only from its first beat, which it
+writes once its models are loaded (however long they take). SIGTERM or SIGINT stops them
+all (SIGTERM to each, then SIGKILL after :data:`STOP_GRACE` seconds) and the supervisor
+exits. A supervisor killed outright takes its children with it (Linux's parent-death
+signal).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -30,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger("inferq.serve")
@@ -44,6 +50,9 @@ STOP_GRACE = 30.0
 #: seconds a started API process has to write its first heartbeat (it imports, opens the
 #: store, maybe migrates it) before it counts as stuck
 START_GRACE = 60.0
+#: seconds between a child's heartbeats (API processes: uvicorn's notify callback, about
+#: as often)
+BEAT_EVERY = 1.0
 #: the kernel spreads connections over sockets bound with SO_REUSEPORT (Linux 3.9 and
 #: later; on macOS one of them would get every connection)
 SPREADS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
@@ -106,6 +115,9 @@ class Child:
     #: seconds without a heartbeat after which the child is stuck; None: not watched
     #: (a watched child is given ``--heartbeat-fd FD``, the write end of a pipe)
     stall_timeout: float | None = None
+    #: a watched child has :data:`START_GRACE` seconds for its first heartbeat, or (True)
+    #: as long as it takes: watched from its first beat
+    from_first_beat: bool = False
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     #: when the last heartbeat came (None: none since the start)
@@ -129,8 +141,8 @@ class Child:
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
     def stuck(self, now: float) -> bool:
-        """Whether the child's heartbeats stopped: none for the stall timeout (for
-        :data:`START_GRACE` after its start)."""
+        """Whether the child's heartbeats stopped: none for the stall timeout (before
+        the first, for :data:`START_GRACE` after its start, unless :attr:`from_first_beat`)."""
         if self._beats is None or self.stall_timeout is None:
             return False
         try:
@@ -138,8 +150,11 @@ class Child:
                 self.beat = now
         except OSError:  # nothing to read (or the pipe broke: no beats, the child restarts)
             pass
-        limit = self.stall_timeout if self.beat is not None else START_GRACE
-        return self.silent_for(now) > max(limit, self.stall_timeout)
+        if self.beat is not None:
+            return self.silent_for(now) > self.stall_timeout
+        if self.from_first_beat:
+            return False
+        return self.silent_for(now) > max(START_GRACE, self.stall_timeout)
 
     def silent_for(self, now: float) -> float:
         """Seconds since the last heartbeat (since the start, before the first)."""
@@ -211,6 +226,29 @@ def _end_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def heartbeat(fd: int) -> Callable[[], Awaitable[None]]:
+    """What a child runs on its event loop to tell the supervisor it is not stuck: a
+    byte to the pipe ``fd``. Never blocks (a full pipe: the supervisor has enough to
+    read) and never fails (a closed one: the supervisor is gone, and this process with
+    it)."""
+    os.set_blocking(fd, False)
+
+    async def beat() -> None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b".")
+
+    return beat
+
+
+async def beat_forever(fd: int, every: float = BEAT_EVERY) -> None:
+    """Heartbeats to the pipe ``fd`` from this event loop every ``every`` seconds, until
+    cancelled (the worker's; an API process beats through uvicorn)."""
+    beat = heartbeat(fd)
+    while True:
+        await beat()
+        await asyncio.sleep(every)
+
+
 def command(*args: str) -> list[str]:
     """``inferq ARGS`` run by this Python."""
     return [sys.executable, "-m", "inferq", *args]
@@ -228,9 +266,9 @@ def serve_processes(
     """Run ``workers`` API processes on ``socks`` (one each, or one shared: see
     :func:`bind_each`) and (``engine_worker``) one worker; ``worker_options`` go to the
     worker alone (its ``--metrics-port``). The sockets stay open here, so connections
-    that arrive while an API process is started again wait in its socket's queue. An API
-    process without a heartbeat for ``stall_timeout`` seconds is killed and started
-    again."""
+    that arrive while an API process is started again wait in its socket's queue. A
+    child without a heartbeat for ``stall_timeout`` seconds is killed and started again
+    (the worker once it has sent its first)."""
     fds = [sock.fileno() for sock in socks]
     children = [
         Child(
@@ -242,6 +280,13 @@ def serve_processes(
         for i in range(workers)
     ]
     if engine_worker:
-        children.append(Child(name="worker", argv=command("worker", *options, *worker_options)))
+        children.append(
+            Child(
+                name="worker",
+                argv=command("worker", *options, *worker_options),
+                stall_timeout=stall_timeout,
+                from_first_beat=True,  # loading its models takes as long as it takes
+            )
+        )
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return Supervisor(children).run()

@@ -4,9 +4,8 @@ creates the admin key and prints it once, on stderr."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -67,6 +66,7 @@ def serve(
     from inferq.api import redact
     from inferq.api.app import create_app
     from inferq.api.timeouts import http_protocol
+    from inferq.cli.processes import heartbeat
 
     config = service_settings(
         data_dir, models, database_url, log_level, log_format, host=host, port=port, worker=worker
@@ -111,20 +111,6 @@ STARTUP_FAILURE = 3
 #: uvicorn looks about once a second whether more than this many seconds passed since
 #: an API process's last heartbeat to the supervisor of ``--workers N``: 0, every time
 HEARTBEAT_EVERY = 0
-
-
-def heartbeat(fd: int) -> Callable[[], Awaitable[None]]:
-    """What an API process of ``--workers N`` runs on its event loop to tell the
-    supervisor it is not stuck: a byte to the pipe ``fd``. Never blocks (a full pipe:
-    the supervisor has enough to read) and never fails (a closed one: the supervisor is
-    gone, and this process with it)."""
-    os.set_blocking(fd, False)
-
-    async def beat() -> None:
-        with contextlib.suppress(OSError):
-            os.write(fd, b".")
-
-    return beat
 
 
 def inherited_socket(fd: int) -> socket.socket:

@@ -38,6 +38,7 @@ def worker(
         str | None,
         typer.Option(help="Address of the metrics listener [127.0.0.1]."),
     ] = None,
+    heartbeat_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run only a worker: load the models and run queued jobs, no API.
 
@@ -83,6 +84,11 @@ def worker(
 
                 await stack.enter_async_context(serving_metrics(runtime, sock))
             freeze_startup_heap()
+            if heartbeat_fd is not None:  # under serve --workers N, once the models loaded
+                from inferq.cli.processes import beat_forever
+
+                beats = asyncio.create_task(beat_forever(heartbeat_fd))
+                stack.callback(beats.cancel)
             await stop.wait()
 
     run(main())
