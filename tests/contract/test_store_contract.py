@@ -625,6 +625,7 @@ async def test_batch_round_trips_every_field(store: JobStore) -> None:
         updated_at=T0 + 6,
         owner="runner-1",
         lease_expires_at=T0 + 30,
+        row_ids=1,
     )
     stored, created = await store.insert_batch(batch)
     assert created and stored.seq > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +18,15 @@ import pytest
 
 from inferq.api.openai.batch_format import OpenAIBatchFormat
 from inferq.blobs import MemoryBlobs
-from inferq.core import batch_validation
+from inferq.core import batch_format, batch_validation
 from inferq.core import batches as batches_module
+from inferq.core.batch_format import row_id
 from inferq.core.batches import BatchLimits, BatchService
 from inferq.core.errors import InvalidRequest
 from inferq.core.events import JobEvents
 from inferq.core.files import FileService, LineCounter, blob_key
 from inferq.core.models import Batch
-from inferq.core.ports import ClaimOrder
+from inferq.core.ports import ClaimOrder, RowFilter
 from inferq.core.states import JobState, ServiceClass
 from inferq.engines.base import ModelSpec
 from inferq.engines.fake import FAIL_TRIGGER
@@ -67,7 +69,7 @@ class Rig:
             endpoint="/v1/chat/completions",
             state=JobState.VALIDATING,
             input_file_id=file_id,
-            created_at=0.0,
+            created_at=changes.pop("created_at", 0.0),
             expires_at=changes.pop("expires_at", 1e12),
             **changes,
         )
@@ -287,6 +289,57 @@ async def test_rows_of_two_batches_are_claimed_round_robin(rig: Rig) -> None:
     assert all(job.service_class is ServiceClass.BATCH for job in claimed)
     order = [(job.batch_id, job.batch_line) for job in claimed]
     assert order == [("first", 1), ("second", 1), ("first", 2), ("second", 2)]
+
+
+async def test_rows_ids_are_ordered_by_batch_and_line_and_the_same_when_redone(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rig.worker.stop()  # the rows stay as validation stored them
+    monkeypatch.setattr(batch_validation, "CHUNK", 3)
+    first = await rig.create(await rig.upload([row(n) for n in range(1, 8)]), batch_id="first")
+    second = await rig.create(
+        await rig.upload([row(n) for n in range(1, 3)]), batch_id="second", created_at=1.0
+    )
+
+    async def lost() -> bool:
+        return False
+
+    await rig.batches.step(first, renew=lost)  # stops after a chunk: redone next turn
+    await rig.runner.turn()
+    ids = {}
+    for batch in (first, second):
+        stored = await rig.store.batch_rows(
+            RowFilter(tenant=TENANT, batch_id=batch.id, after_line=0, limit=100)
+        )
+        ids[batch.id] = [r.id for r in stored]
+        assert [r.batch_line for r in stored] == list(range(1, len(stored) + 1))
+        assert ids[batch.id] == [row_id(batch, n) for n in range(1, len(stored) + 1)]
+    assert len(ids["first"]) == 7 and len(ids["second"]) == 2
+    every = ids["first"] + ids["second"]
+    assert every == sorted(every)  # one batch after the other, each in line order
+    assert {uuid.UUID(i).version for i in every} == {8}
+
+
+async def test_a_batch_stored_before_ordered_row_ids_keeps_its_rows_ids(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose validation began before an upgrade: its stored rows keep their
+    name-based ids, and validating it again adds none twice."""
+    await rig.worker.stop()
+    monkeypatch.setattr(batch_validation, "CHUNK", 3)
+    batch = await rig.create(await rig.upload([row(n) for n in range(1, 8)]), row_ids=1)
+
+    async def lost() -> bool:
+        return False
+
+    await rig.batches.step(batch, renew=lost)
+    await rig.runner.turn()
+    stored = await rig.store.batch_rows(
+        RowFilter(tenant=TENANT, batch_id="b1", after_line=0, limit=100)
+    )
+    assert [r.id for r in stored] == [
+        str(uuid.uuid5(batch_format._ROW_IDS, f"{TENANT}\nb1\n{n}")) for n in range(1, 8)
+    ]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])

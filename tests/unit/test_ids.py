@@ -1,5 +1,6 @@
 """Random ids drawn from a pool of the kernel's random bytes: each is a version 4 UUID
-(or 32 hex digits), none is handed out twice, in threads or in a forked child."""
+(or 32 hex digits), none is handed out twice, in threads or in a forked child. Time-ordered
+ids (version 7) and ids made from their arguments (version 8) sort by what they carry."""
 
 from __future__ import annotations
 
@@ -54,6 +55,27 @@ def test_time_ordered_ids_carry_the_millisecond_and_sort_by_it() -> None:
     assert stamps == sorted(stamps)
     firsts = [made[i] for i in range(0, 500, 100)]  # one of each burst, 2 ms apart
     assert firsts == sorted(firsts)  # as text too: the store's index orders them so
+
+
+def test_ordered_ids_are_the_same_for_the_same_arguments_and_sort_by_them() -> None:
+    made = ids.ordered_uuid(1_765_000_000_123, "t\nbatch_1", 7)
+    assert made == ids.ordered_uuid(1_765_000_000_123, "t\nbatch_1", 7)
+    parsed = uuid.UUID(made)
+    assert str(parsed) == made
+    assert parsed.version == 8 and parsed.variant == uuid.RFC_4122
+    assert parsed.int >> 80 == 1_765_000_000_123  # the millisecond, first
+    assert (parsed.int >> 30) & 0xFFFFFFFF == 7  # the number
+    # in order of the millisecond, then (for one key) of the number, as text too
+    lines = [ids.ordered_uuid(1_765_000_000_123, "t\nbatch_1", n) for n in (1, 2, 10, 2**32 - 1)]
+    later = ids.ordered_uuid(1_765_000_000_124, "t\nbatch_0", 0)
+    assert [*lines, later] == sorted([later, *lines])
+    assert len({*lines, later}) == 5
+    # another key of the same millisecond: other ids, its own run of them
+    other = [ids.ordered_uuid(1_765_000_000_123, "t\nbatch_2", n) for n in (1, 2)]
+    assert not set(other) & set(lines)
+    assert sorted(lines + other) in (lines + other, other + lines)
+    with pytest.raises(ValueError, match="32 bits"):
+        ids.ordered_uuid(1, "k", 2**32)
 
 
 def test_threads_never_get_the_same_id() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest
+from inferq.core.ids import ordered_uuid
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job, Request
 
 #: rows inserted (and result rows read) per store round trip
@@ -146,9 +147,14 @@ def outputs_record(
     )
 
 
-def row_id(tenant: str, batch_id: str, line: int) -> str:
-    """The id of a batch's row: the same for the same line, across crashes."""
-    return str(uuid.uuid5(_ROW_IDS, f"{tenant}\n{batch_id}\n{line}"))
+def row_id(batch: Batch, line: int) -> str:
+    """The id of a batch's row: the same for the same line, across crashes. Made from
+    the batch's creation time, its tenant and id, and the line (:func:`ordered_uuid`), so
+    a batch's rows sort after earlier batches' and in line order; a batch stored before
+    that (:attr:`Batch.row_ids` 1) keeps the name-based ids its rows were stored with."""
+    if batch.row_ids == 1:
+        return str(uuid.uuid5(_ROW_IDS, f"{batch.tenant}\n{batch.id}\n{line}"))
+    return ordered_uuid(int(batch.created_at * 1000), f"{batch.tenant}\n{batch.id}", line)
 
 
 def describe(error: dict[str, Any]) -> str:

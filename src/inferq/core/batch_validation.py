@@ -278,7 +278,7 @@ class BatchValidator:
 
     def _row(self, batch: Batch, line: int, parsed: ParsedRow, now: float) -> Job:
         return Job(
-            id=row_id(batch.tenant, batch.id, line),
+            id=row_id(batch, line),
             tenant=batch.tenant,
             model=parsed.model,
             origin=f"{batch.dialect}-batch",

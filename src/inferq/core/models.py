@@ -488,6 +488,9 @@ class Batch:
     owner: str | None = None
     lease_expires_at: float | None = None
     seq: int = 0
+    #: how its rows' ids are made (:func:`inferq.core.batch_format.row_id`): 2, in the
+    #: order of the batches' creation and then of their lines; 1, name-based (before 2)
+    row_ids: int = 2
 
     def evolve(self, **changes: Any) -> Batch:
         return dataclasses.replace(self, **changes)

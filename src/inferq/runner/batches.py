@@ -138,7 +138,7 @@ class BatchRunner(RecordRunner):
             return
         self._mapped.add(batch.id)
         for line in range(1, batch.total + 1):
-            self._rows[row_id(batch.tenant, batch.id, line)] = batch.id
+            self._rows[row_id(batch, line)] = batch.id
 
     def _forget(self, batch_ids: set[str]) -> None:
         if batch_ids & self._mapped:

@@ -164,6 +164,7 @@ def batch_params(batch: Batch) -> dict[str, Any]:
 
 def row_to_batch(row: Row) -> Batch:
     data = dict(_json(row["data"]))
+    data.setdefault("row_ids", 1)  # stored before batches said how their rows' ids are made
     final_state = data.pop("final_state", None)
     error = data.pop("error", None)
     counts = data.pop("counts", None)
