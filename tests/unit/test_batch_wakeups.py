@@ -76,6 +76,32 @@ async def test_every_step_follows_its_event_without_waiting_for_a_turn(store: Jo
         await rows_once(r, three, 3)
 
 
+async def test_only_the_last_rows_end_wakes_the_runner(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waking for every row's end cost each end a turn and a count of the batch's rows
+    (a 10,000-row batch ran at half speed): the runner counts down the rows its watch
+    saw active and wakes when the last has ended."""
+    async with rig(store, interval=NO_POLL) as r:
+        turns = 0
+        turn = r.runner.turn
+
+        async def counted() -> int:
+            nonlocal turns
+            turns += 1
+            return await turn()
+
+        monkeypatch.setattr(r.runner, "turn", counted)
+        r.batches.on_created(r.runner.wake)
+        await r.runner.start()
+        await r.create("t1", "many", [row(k) for k in range(1, 31)])
+        (many,) = await r.ended(("t1", "many"), timeout=10.0)
+        await rows_once(r, many, 30)
+        # created (validated and watched), perhaps a turn an end woke before the first
+        # count, the last row's end (finalized); not one a row
+        assert turns <= 5, turns
+
+
 async def test_a_lost_wakeup_is_made_good_by_the_turns(
     store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,9 +17,10 @@ saying so (:meth:`BatchService.fail`).
 
 A turn takes a batch through as many steps as it can go at once (validated rows
 released, and the batch finalized the moment the watch sees no row active). The
-runner wakes when a batch is created and when one of the rows of a batch it watches
-ends, in this process or (on PostgreSQL, by the store's ended notification) in any
-other; the turn every ``interval`` is only the fallback for a wake-up that is lost.
+runner wakes when a batch is created and when the last of the rows a watch of a batch
+saw active ends, in this process or (on PostgreSQL, by the store's ended notification)
+in any other; the turn every ``interval`` is only the fallback for a wake-up that is
+lost.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class BatchRunner(RecordRunner):
         self._rows: dict[str, str] = {}
         #: the batches whose row ids are in _rows
         self._mapped: set[str] = set()
+        #: how many of a mapped batch's rows are still to end, as of its last watch
+        #: (counted down by their ends): waking for each row's end made each end cost a
+        #: turn and a count of the batch's rows, and a 10,000-row batch ran at half speed
+        self._active: dict[str, int] = {}
         #: the batches watched in this turn (and the last)
         self._watched: set[str] = set()
         batches.events.on_ended(self._job_ended)
@@ -122,7 +127,9 @@ class BatchRunner(RecordRunner):
 
     async def _watch(self, batch: Batch) -> Batch | None:
         """Watch a batch whose rows run; the batch when the watch moved it on."""
-        self._watch_rows(batch)
+        if self._watch_rows(batch):
+            counts = await self.batches.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
+            self._active[batch.id] = counts.active
         moved = await self.batches.step(batch, renew=self._no_renew)
         if moved is not None and moved.state in WATCHED:
             return None  # queued -> running: nothing more to do now
@@ -130,24 +137,40 @@ class BatchRunner(RecordRunner):
 
     # -- waking up for the rows' ends -------------------------------------------------
 
-    def _watch_rows(self, batch: Batch) -> None:
+    def _watch_rows(self, batch: Batch) -> bool:
         """Learn the batch's row ids (before its counts are read: a row that ends after
-        the read wakes the runner)."""
+        the read wakes the runner, or counts down to the wake); whether its rows' ends
+        are followed."""
         self._watched.add(batch.id)
-        if batch.id in self._mapped or not 0 < batch.total <= ROW_WAKE_LIMIT:
-            return
+        if batch.id in self._mapped:
+            return True
+        if not 0 < batch.total <= ROW_WAKE_LIMIT:
+            return False
         self._mapped.add(batch.id)
         for line in range(1, batch.total + 1):
             self._rows[row_id(batch, line)] = batch.id
+        return True
 
     def _forget(self, batch_ids: set[str]) -> None:
         if batch_ids & self._mapped:
             self._mapped -= batch_ids
             self._rows = {k: v for k, v in self._rows.items() if v not in batch_ids}
+            for batch_id in batch_ids:
+                self._active.pop(batch_id, None)
 
     def _job_ended(self, job_id: str) -> None:
-        if job_id in self._rows:
-            self.wake()
+        """A row's end wakes the runner when it may be the batch's last: once the rows
+        the last watch saw active have all ended (a row is counted once, however many
+        times its end is told). Before its first count, every end wakes it."""
+        batch_id = self._rows.pop(job_id, None)
+        if batch_id is None:
+            return
+        left = self._active.get(batch_id)
+        if left is not None:
+            self._active[batch_id] = left = left - 1
+            if left > 0:
+                return
+        self.wake()
 
     async def give_up(self, record: Batch, reason: str) -> None:
         await self.batches.fail(record.id, tenant=record.tenant, reason=reason)
