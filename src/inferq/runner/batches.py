@@ -128,6 +128,9 @@ class BatchRunner(RecordRunner):
     async def _watch(self, batch: Batch) -> Batch | None:
         """Watch a batch whose rows run; the batch when the watch moved it on."""
         if self._watch_rows(batch):
+            # an end told while the count is read wakes the runner (the count may or may
+            # not hold it): the next turn counts again
+            self._active.pop(batch.id, None)
             counts = await self.batches.store.batch_counts(tenant=batch.tenant, batch_id=batch.id)
             self._active[batch.id] = counts.active
         moved = await self.batches.step(batch, renew=self._no_renew)
@@ -161,7 +164,8 @@ class BatchRunner(RecordRunner):
     def _job_ended(self, job_id: str) -> None:
         """A row's end wakes the runner when it may be the batch's last: once the rows
         the last watch saw active have all ended (a row is counted once, however many
-        times its end is told). Before its first count, every end wakes it."""
+        times its end is told). Before its first count, and while a count is read,
+        every end wakes it."""
         batch_id = self._rows.pop(job_id, None)
         if batch_id is None:
             return
