@@ -64,7 +64,7 @@ def test_a_child_whose_heartbeats_stop_is_killed_and_started_again(
     monkeypatch.setattr(processes, "START_GRACE", 1.0)
     monkeypatch.setattr(processes, "RESTART_DELAY", 0.1)
     # "stuck" beats for 0.5 s, then stops; "steady" beats all along; "unwatched" never
-    # beats but is not watched (the engine worker)
+    # beats but is not watched (no stall timeout)
     stuck = child(tmp_path, "stuck", beats=0.5, stall_timeout=0.8)
     steady = child(tmp_path, "steady", beats=600, stall_timeout=0.8)
     unwatched = child(tmp_path, "unwatched", beats=0, stall_timeout=None)
