@@ -292,6 +292,15 @@ def update_doc(section: str, body: str) -> None:
     print(f"\nupdated {DOC.relative_to(ROOT)} (section {section})")
 
 
+def publish(section: str, info: dict[str, str], settings: str, result: str, *, doc: bool) -> None:
+    """Print a benchmark's table; with ``doc``, write it with the machine and the
+    settings as the section's generated block."""
+    print()
+    print(result)
+    if doc:
+        update_doc(section, "\n".join([machine_line(info), "", settings, "", result]))
+
+
 # -- batches (the OpenAI dialect) --------------------------------------------------
 
 

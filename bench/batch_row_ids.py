@@ -26,7 +26,7 @@ import time
 
 import uvloop
 
-from _common import machine, machine_line, table, update_doc
+from _common import machine, machine_line, publish, table
 from inferq.core.batch_format import CHUNK, row_id
 from inferq.core.models import Batch, Job
 from inferq.core.states import JobState, ServiceClass
@@ -106,10 +106,7 @@ def main() -> None:
         f"{args.batches} batches of {args.rows:,} rows stored one after the other in a fresh "
         f"store, {CHUNK:,} rows per insert_rows; each batch's median over {args.rounds} sides."
     )
-    print()
-    print(result)
-    if not args.no_doc:
-        update_doc("batch_row_ids", "\n".join([machine_line(info), "", settings, "", result]))
+    publish("batch_row_ids", info, settings, result, doc=not args.no_doc)
 
 
 if __name__ == "__main__":

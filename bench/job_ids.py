@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from _common import busy_cpu_seconds, machine, machine_line, table, update_doc
+from _common import busy_cpu_seconds, machine, machine_line, publish, table
 from inferq.core import ids
 from inferq.core.models import Job
 from inferq.store.postgres import PostgresStore
@@ -141,10 +141,7 @@ def main() -> None:
         f"{args.existing:,} jobs stored first, {args.inserts:,} inserted through insert_job "
         f"{args.concurrency} at a time; each kind's median side of {args.rounds}."
     )
-    print()
-    print(result)
-    if not args.no_doc:
-        update_doc("job_ids", "\n".join([machine_line(info), "", settings, "", result]))
+    publish("job_ids", info, settings, result, doc=not args.no_doc)
 
 
 if __name__ == "__main__":
