@@ -307,3 +307,27 @@ async def test_a_gain_over_a_disturbed_baseline_keeps_the_baseline(
     assert outcome.winner.slots == 16 and outcome.gain == pytest.approx(0.3)
     assert outcome.disturbed == 1.5
     assert outcome.chosen == outcome.baseline
+
+
+async def test_a_baseline_that_made_nothing_in_confirmation_keeps_the_baseline(
+    tmp_path: Path, gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine too busy to generate anything in a trial's window, the baseline's
+    confirmation measured 0 tokens/s and the gain divided by it (a ZeroDivisionError
+    ended ``inferq tune``)."""
+    baseline_runs: list[int] = []
+
+    async def measure(spec: ModelSpec, workload: tuning_search.Workload) -> tuple[float, float]:
+        if spec.slots == 16:
+            return 12.0, 0.0
+        baseline_runs.append(1)
+        return (4.7 if len(baseline_runs) == 1 else 0.0), 0.0
+
+    monkeypatch.setattr(tuning_search, "measure", measure)
+    spec = load_specs(models_file(tmp_path, gguf, "slots = 8\n"))["m"]
+    plan = dataclasses.replace(
+        tuning_search.plan(spec, set(), budget=60, quick=False), candidates={"slots": (16,)}
+    )
+    outcome = await tuning_search.tune(spec, plan, deadline=float("inf"))
+    assert outcome.winner.slots == 16
+    assert outcome.chosen == outcome.baseline

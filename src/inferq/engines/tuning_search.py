@@ -402,9 +402,12 @@ class _Search:
             else:
                 theirs.append(await self.trial("confirm", baseline))
                 mine.append(await self.trial("confirm", winner))
-        if None in mine or None in theirs:
+        made = sum(x or 0.0 for x in theirs)
+        # not measured, or the baseline made nothing in its windows (a machine too busy
+        # to tell): no gain to claim, the defaults stay
+        if None in mine or None in theirs or made <= 0:
             return -1.0
-        return sum(x or 0.0 for x in mine) / sum(x or 0.0 for x in theirs) - 1
+        return sum(x or 0.0 for x in mine) / made - 1
 
 
 async def tune(
