@@ -64,9 +64,11 @@ STALL_TIMEOUT = 3
 
 @pytest.fixture(scope="module")
 def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    args = ("--workers", "2", "--worker-metrics-port", str(free_port()))
+    port = free_port()
+    # not the API's port: the worker would fail to listen and be started again forever
+    args = ("--workers", "2", "--worker-metrics-port", str(free_port(port)))
     env = {"INFERQ_STALL_TIMEOUT": str(STALL_TIMEOUT)}
-    server = Server(tmp_path_factory.mktemp("workers") / "data", args=args, env=env)
+    server = Server(tmp_path_factory.mktemp("workers") / "data", args=args, env=env, port=port)
     server.start(timeout=120)
     yield server
     server.stop()

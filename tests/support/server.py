@@ -16,10 +16,15 @@ import httpx
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(*taken: int) -> int:
+    """A port nothing listens on now, and none of ``taken`` (ports picked but not bound
+    yet: the system may hand out the same free port twice)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken:
+            return port
 
 
 def fake_models_file(path: Path, *, token_delay: float = 0.0, slots: int = 2) -> Path:
