@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest, QueueFull
+from inferq.core.lookups import TimedLookups
 from inferq.core.models import ApiKey
 
 #: a bucket's allowance is one minute's worth
@@ -267,25 +268,20 @@ class RateLimiter:
         self.defaults = defaults
         self.cache_seconds = cache_seconds
         self.clock = clock
-        self._tenants: dict[str, tuple[float, Limits]] = {}
+        # each tenant's limits, read once for the requests that miss together
+        self._tenants: TimedLookups[Limits] = TimedLookups(cache_seconds, clock=clock)
 
     def key_limits(self, key: ApiKey) -> Limits:
         return Limits(key.rpm, key.tpm) | self.defaults
 
-    async def _tenant(self, tenant: str, now: float) -> Limits:
-        cached = self._tenants.get(tenant)
-        if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[1]
-        limits = await self.store.tenant_limits(tenant)
-        self._tenants[tenant] = (now, limits)
-        return limits
+    async def _tenant(self, tenant: str) -> Limits:
+        limits = await self._tenants.get(tenant, self.store.tenant_limits)
+        return limits if limits is not None else Limits()  # the store always has an answer
 
     async def needs_tokens(self, key: ApiKey) -> bool:
         """Whether a request of this key spends tokens (so its body must be read)."""
-        now = self.clock()
         return (
-            self.key_limits(key).tpm is not None
-            or (await self._tenant(key.tenant, now)).tpm is not None
+            self.key_limits(key).tpm is not None or (await self._tenant(key.tenant)).tpm is not None
         )
 
     async def admit(self, key: ApiKey, *, tokens: int = 0) -> Verdict | None:
@@ -294,7 +290,7 @@ class RateLimiter:
         now = self.clock()
         demands = [
             *_demands(f"key:{key.id}", self.key_limits(key), tokens),
-            *_demands(f"tenant:{key.tenant}", await self._tenant(key.tenant, now), tokens),
+            *_demands(f"tenant:{key.tenant}", await self._tenant(key.tenant), tokens),
         ]
         if not demands:
             return None
