@@ -16,14 +16,20 @@ import httpx
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
+#: every port :func:`free_port` has handed out in this test process
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(*taken: int) -> int:
-    """A port nothing listens on now, and none of ``taken`` (ports picked but not bound
-    yet: the system may hand out the same free port twice)."""
+    """A port nothing listens on now, none of ``taken``, and none handed out before in
+    this test process: a fixture often picks several ports before its servers bind them,
+    and the system may hand out the same free port twice meanwhile."""
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        if port not in taken:
+        if port not in taken and port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
             return port
 
 
