@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.ids import ordered_uuid
+from inferq.core.ids import ordered_parts, ordered_uuid
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job, Request
 
 #: rows inserted (and result rows read) per store round trip
@@ -155,6 +155,17 @@ def row_id(batch: Batch, line: int) -> str:
     if batch.row_ids == 1:
         return str(uuid.uuid5(_ROW_IDS, f"{batch.tenant}\n{batch.id}\n{line}"))
     return ordered_uuid(int(batch.created_at * 1000), f"{batch.tenant}\n{batch.id}", line)
+
+
+def row_family(batch: Batch) -> int | None:
+    """What the ids of all the batch's rows share (:func:`inferq.core.ids.ordered_parts`),
+    so that a row's id tells its batch and line without a table of the ids; None for a
+    batch whose rows have name-based ids (:attr:`Batch.row_ids` 1)."""
+    if batch.row_ids == 1:
+        return None
+    parts = ordered_parts(row_id(batch, 1))
+    assert parts is not None, "row_id makes ordered UUIDs"
+    return parts[0]
 
 
 def describe(error: dict[str, Any]) -> str:

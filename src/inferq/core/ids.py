@@ -104,13 +104,31 @@ def ordered_uuid(millis: int, key: str, number: int) -> str:
         raise ValueError(f"number {number} does not fit an ordered UUID's 32 bits")
     hashed = _key_bits(key)
     high = (millis & _MILLIS) << 16 | 0x8000 | hashed >> 30
-    low = 1 << 63 | number << 30 | hashed & _LOW_HASH
+    low = 1 << 63 | number << _NUMBER_SHIFT | hashed & _LOW_HASH
     h = f"{high:016x}{low:016x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _MILLIS = (1 << 48) - 1
 _LOW_HASH = (1 << 30) - 1
+#: where :func:`ordered_uuid` puts its number, in the UUID as one 128-bit integer
+_NUMBER_SHIFT = 30
+_NUMBER = ((1 << 32) - 1) << _NUMBER_SHIFT
+
+
+def ordered_parts(text: str) -> tuple[int, int] | None:
+    """An :func:`ordered_uuid`'s family (what every id of the same ``millis`` and ``key``
+    shares: the UUID as an integer, its number's bits cleared) and its number; None for
+    any other text (a version 4, 5 or 7 UUID, a malformed one)."""
+    if len(text) != 36:
+        return None
+    try:
+        value = int(text.replace("-", ""), 16)
+    except ValueError:
+        return None
+    if value >> 76 & 0xF != 8 or value >> 62 & 0b11 != 0b10:
+        return None  # not version 8, or not RFC 9562's variant
+    return value & ~_NUMBER, (value & _NUMBER) >> _NUMBER_SHIFT
 
 
 @functools.lru_cache(maxsize=256)

@@ -29,7 +29,9 @@ import functools
 import logging
 from typing import Unpack
 
-from inferq.core.batches import BatchService, row_id
+from inferq.core.batch_format import row_family
+from inferq.core.batches import BatchService
+from inferq.core.ids import ordered_parts
 from inferq.core.models import Batch
 from inferq.core.states import JobState
 from inferq.runner.periodic import RecordRunner, RunnerOptions
@@ -38,9 +40,6 @@ log = logging.getLogger("inferq.batches")
 
 #: the batches the runner watches (their rows run) without taking their lease
 WATCHED = (JobState.QUEUED, JobState.RUNNING)
-#: a batch of more rows than this is not woken by its rows' ends, only by the turns (its
-#: rows' ids would take memory; a turn's wait is small against such a batch's run)
-ROW_WAKE_LIMIT = 10_000
 
 
 class BatchRunner(RecordRunner):
@@ -51,11 +50,12 @@ class BatchRunner(RecordRunner):
     ) -> None:
         super().__init__(store=batches.store, owner=owner, log=log, **options)
         self.batches = batches
-        #: the row ids of the watched batches (those of up to ROW_WAKE_LIMIT rows), to
-        #: the batch: a row's end wakes the runner
-        self._rows: dict[str, str] = {}
-        #: the batches whose row ids are in _rows
-        self._mapped: set[str] = set()
+        #: the watched batches by their rows' id family (ordered_parts): a row's id tells
+        #: its batch and line, so a row's end wakes the runner whatever the batch's size,
+        #: with no table of ids (one took 150 bytes a row)
+        self._families: dict[int, str] = {}
+        #: a bit per line of each of those batches: set once the line's end is told
+        self._told: dict[str, bytearray] = {}
         #: how many of a mapped batch's rows are still to end, as of its last watch
         #: (counted down by their ends): waking for each row's end made each end cost a
         #: turn and a count of the batch's rows, and a 10,000-row batch ran at half speed
@@ -141,34 +141,44 @@ class BatchRunner(RecordRunner):
     # -- waking up for the rows' ends -------------------------------------------------
 
     def _watch_rows(self, batch: Batch) -> bool:
-        """Learn the batch's row ids (before its counts are read: a row that ends after
-        the read wakes the runner, or counts down to the wake); whether its rows' ends
-        are followed."""
+        """Follow the batch's rows' ends (from before its counts are read: a row that
+        ends after the read wakes the runner, or counts down to the wake); whether they
+        are followed (not for a batch of name-based row ids, which its turns alone
+        step)."""
         self._watched.add(batch.id)
-        if batch.id in self._mapped:
+        if batch.id in self._told:
             return True
-        if not 0 < batch.total <= ROW_WAKE_LIMIT:
+        family = row_family(batch) if batch.total > 0 else None
+        if family is None:
             return False
-        self._mapped.add(batch.id)
-        for line in range(1, batch.total + 1):
-            self._rows[row_id(batch, line)] = batch.id
+        self._families[family] = batch.id
+        self._told[batch.id] = bytearray(batch.total // 8 + 1)
         return True
 
     def _forget(self, batch_ids: set[str]) -> None:
-        if batch_ids & self._mapped:
-            self._mapped -= batch_ids
-            self._rows = {k: v for k, v in self._rows.items() if v not in batch_ids}
-            for batch_id in batch_ids:
-                self._active.pop(batch_id, None)
+        for batch_id in batch_ids & self._told.keys():
+            del self._told[batch_id]
+            self._active.pop(batch_id, None)
+        if batch_ids:
+            self._families = {f: b for f, b in self._families.items() if b not in batch_ids}
 
     def _job_ended(self, job_id: str) -> None:
         """A row's end wakes the runner when it may be the batch's last: once the rows
         the last watch saw active have all ended (a row is counted once, however many
         times its end is told). Before its first count, and while a count is read,
         every end wakes it."""
-        batch_id = self._rows.pop(job_id, None)
+        parts = ordered_parts(job_id)
+        if parts is None:
+            return
+        family, line = parts
+        batch_id = self._families.get(family)
         if batch_id is None:
             return
+        told = self._told[batch_id]
+        byte, bit = divmod(line, 8)
+        if byte >= len(told) or told[byte] >> bit & 1:
+            return  # not a line of the batch, or its end was told already
+        told[byte] |= 1 << bit
         left = self._active.get(batch_id)
         if left is not None:
             self._active[batch_id] = left = left - 1
