@@ -78,6 +78,27 @@ def test_ordered_ids_are_the_same_for_the_same_arguments_and_sort_by_them() -> N
         ids.ordered_uuid(1, "k", 2**32)
 
 
+def test_an_ordered_ids_parts_are_its_family_and_its_number() -> None:
+    millis = 1_700_000_000_123
+    family, number = ids.ordered_parts(ids.ordered_uuid(millis, "t\nb", 42)) or (0, 0)
+    assert number == 42
+    for n in (0, 1, 99_999, 2**32 - 1):
+        assert ids.ordered_parts(ids.ordered_uuid(millis, "t\nb", n)) == (family, n)
+    # another key or another millisecond is another family
+    assert ids.ordered_parts(ids.ordered_uuid(millis, "t\nc", 42)) != (family, 42)
+    assert ids.ordered_parts(ids.ordered_uuid(millis + 1, "t\nb", 42)) != (family, 42)
+    # any other id is none
+    for other in (
+        ids.new_uuid7(),
+        str(uuid.uuid4()),
+        str(uuid.uuid5(uuid.NAMESPACE_URL, "x")),
+        "batch_req_1",
+        "g" * 36,
+        "",
+    ):
+        assert ids.ordered_parts(other) is None, other
+
+
 def test_threads_never_get_the_same_id() -> None:
     made: list[list[str]] = [[] for _ in range(8)]
 
