@@ -1,7 +1,9 @@
 """The fair claim (:mod:`inferq.core.fairness`) in the SQL stores.
 
-1. The expired leases first (the ``claim`` query with ``:queued`` false; it also fails
-   the leases out of attempts), in the global order as before.
+1. The expired leases first (the ``claim`` query with ``:queued`` false, after failing the
+   leases out of attempts), in the global order as before; at most once a second for the
+   same models and classes (:class:`Rescues`): a lease lasts far longer, and the look cost
+   every claim two of its five statements.
 2. ``fair_waiting``: every tenant with claimable work, its most urgent class and its row
    of ``tenants`` (weight, virtual time, average cost): a skip scan of the ``jobs_fair``
    index, one probe per waiting tenant.
@@ -10,12 +12,12 @@
 
 SQLite runs these as steps of one transaction on its writer (:func:`fair_claim`: one
 statement per tenant in step 4, no round trips to speak of). PostgreSQL runs step 2 as a
-plain read and step 4 as one statement that also charges (each round trip counts there),
-and step 1 at most once a second (``inferq.store.postgres``).
+plain read and step 4 as one statement that also charges (each round trip counts there).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
@@ -30,12 +32,41 @@ Take = Callable[[Sequence[Pick], Params], Steps[list[Row]]]
 ChargeSteps = Callable[[Sequence[Charge]], Steps[None]]
 
 
-def fair_claim(params: Params, *, take: Take, charge: ChargeSteps) -> Steps[list[Row]]:
-    """The claimed rows: expired leases, then the waiting tenants' jobs in fair order."""
+#: seconds between two looks of the fair claim for expired leases (for the same models
+#: and classes)
+RESCUE_EVERY = 1.0
+
+
+class Rescues:
+    """When the fair claims of one store last looked for expired leases, by what they
+    looked for (the models and the classes): one engine's look must not stand in for
+    another's."""
+
+    def __init__(self) -> None:
+        self._at: dict[tuple[tuple[str, ...] | None, int], float] = {}
+
+    def due(self, params: Params) -> bool:
+        """Whether the claim of ``params`` looks now (and counts as having looked); a
+        clock that went back looks at once."""
+        now, models = float(params["now"]), params["models"]
+        looked = (None if models is None else tuple(models), int(params["max_class"]))
+        if now - RESCUE_EVERY < self._at.get(looked, -math.inf) <= now:
+            return False
+        self._at[looked] = now
+        return True
+
+
+def fair_claim(
+    params: Params, *, take: Take, charge: ChargeSteps, rescue: bool = True
+) -> Steps[list[Row]]:
+    """The claimed rows: expired leases (when ``rescue``), then the waiting tenants'
+    jobs in fair order."""
     limit = int(params["limit"])
-    rescued: list[Row] = yield many("claim", {**params, "queued": False})
-    if len(rescued) >= limit:
-        return rescued
+    rescued: list[Row] = []
+    if rescue:
+        rescued = yield many("claim", {**params, "queued": False})
+        if len(rescued) >= limit:
+            return rescued
     found: list[Row] = yield many("fair_waiting", params)
     waiting = waiting_of(found)
     picks = fairness.plan(waiting, limit - len(rescued))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -34,7 +33,7 @@ from inferq.core.models import Batch, Job, Lease, Result
 from inferq.drivers.postgres import import_asyncpg, unavailable_errors
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, drive_async
-from inferq.store.fair import waiting_of
+from inferq.store.fair import Rescues, waiting_of
 from inferq.store.grouping import Group
 from inferq.store.postgres_relay import PostgresRelay
 from inferq.store.rows import Row
@@ -45,9 +44,6 @@ T = TypeVar("T")
 log = logging.getLogger("inferq.store")
 #: how long to wait between attempts to re-open the notification connection
 RELISTEN_DELAY = 1.0
-
-#: how often (seconds) the fair claim looks for expired leases
-RESCUE_EVERY = 1.0
 
 #: serialises schema migrations across processes (any constant shared by all)
 MIGRATION_LOCK = 0x1F0E7A
@@ -274,9 +270,7 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         self._completes: Group[Params, bool] = Group(
             one=self._complete, many=self._complete_many, key=lambda params: params["id"]
         )
-        #: when the fair claim last looked for expired leases, by what it looked for (the
-        #: models and the classes): one engine's look must not stand in for another's
-        self._rescued_at: dict[tuple[tuple[str, ...] | None, int], float] = {}
+        self._rescues = Rescues()
 
     @property
     def url(self) -> str:
@@ -307,13 +301,10 @@ class PostgresStore(SqlStore[PostgresExecutor]):
     async def _claim_fair(self, params: Params) -> list[Row]:
         """Two round trips: the waiting tenants, then one statement that takes the
         planned jobs and charges their tenants. Expired leases are looked for (and the
-        exhausted failed) at most once a second: a lease lasts far longer."""
-        limit, now = int(params["limit"]), float(params["now"])
+        exhausted failed) at most once a second (:class:`~inferq.store.fair.Rescues`)."""
+        limit = int(params["limit"])
         rescued: list[Row] = []
-        models = params["models"]
-        looked = (None if models is None else tuple(models), int(params["max_class"]))
-        if not now - RESCUE_EVERY < self._rescued_at.get(looked, -math.inf) <= now:
-            self._rescued_at[looked] = now
+        if self._rescues.due(params):
             rescued = await self.db.fetch_all("claim", {**params, "queued": False})
             if len(rescued) >= limit:
                 return rescued

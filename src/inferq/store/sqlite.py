@@ -35,7 +35,7 @@ from inferq.core.ports import ClaimOrder
 from inferq.core.states import ServiceClass
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive, many, one
-from inferq.store.fair import fair_claim
+from inferq.store.fair import Rescues, fair_claim
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
 from inferq.store.sql_store import SqlStore, claim_params, claimed_jobs, job_exists
@@ -227,6 +227,7 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         super().__init__(SQLiteExecutor(Path(path), synchronous=synchronous))
+        self._rescues = Rescues()
 
     @property
     def path(self) -> Path:
@@ -243,12 +244,14 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
     ) -> tuple[Job, list[Job]]:
         """The insert and the claim in one transaction: one commit for both."""
         params = claim_params(order, now=now, max_class=ServiceClass.BATCH)
-        claim = _claim_fair(params) if order.fair else _claim(params)
+        claim = (
+            _claim_fair(params, rescue=self._rescues.due(params)) if order.fair else _claim(params)
+        )
         seq, found = await self.db.atomic(_insert_then(job, claim))
         return job.evolve(seq=seq), claimed_jobs(found, fair=order.fair)
 
     async def _claim_fair(self, params: Params) -> list[Row]:
-        return await self.db.atomic(_claim_fair(params))
+        return await self.db.atomic(_claim_fair(params, rescue=self._rescues.due(params)))
 
     async def insert_rows(self, rows: Sequence[Job]) -> None:
         # as JSON arrays of at most ROWS_BYTES, one statement each: a chunk of large rows
@@ -300,10 +303,12 @@ def _claim(params: Params) -> Steps[list[Row]]:
     return claimed
 
 
-def _claim_fair(params: Params) -> Steps[list[Row]]:
-    """Fail the exhausted leases, then the fair claim: one transaction."""
-    yield count("fail_exhausted_leases", {"now": params["now"]})
-    claimed: list[Row] = yield from fair_claim(params, take=_take, charge=_charge)
+def _claim_fair(params: Params, *, rescue: bool) -> Steps[list[Row]]:
+    """The fair claim, one transaction; with ``rescue``, the exhausted leases failed
+    and the expired ones claimed first."""
+    if rescue:
+        yield count("fail_exhausted_leases", {"now": params["now"]})
+    claimed: list[Row] = yield from fair_claim(params, take=_take, charge=_charge, rescue=rescue)
     return claimed
 
 
