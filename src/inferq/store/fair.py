@@ -64,7 +64,7 @@ def fair_claim(
     limit = int(params["limit"])
     rescued: list[Row] = []
     if rescue:
-        rescued = yield many("claim", {**params, "queued": False})
+        rescued = yield many("claim", {**params, "queued": False, "rescue": True})
         if len(rescued) >= limit:
             return rescued
     found: list[Row] = yield many("fair_waiting", params)

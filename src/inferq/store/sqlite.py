@@ -237,16 +237,17 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
         return self.db.bus
 
     async def _claim(self, params: Params) -> list[Row]:
-        return await self.db.atomic(_claim(params))
+        if self._rescues.due(params):
+            return await self.db.atomic(_claim(params, rescue=True))
+        return await self.db.fetch_all("claim", {**params, "rescue": False})
 
     async def insert_and_claim(
         self, job: Job, order: ClaimOrder, *, now: float
     ) -> tuple[Job, list[Job]]:
         """The insert and the claim in one transaction: one commit for both."""
         params = claim_params(order, now=now, max_class=ServiceClass.BATCH)
-        claim = (
-            _claim_fair(params, rescue=self._rescues.due(params)) if order.fair else _claim(params)
-        )
+        rescue = self._rescues.due(params)
+        claim = _claim_fair(params, rescue=rescue) if order.fair else _claim(params, rescue=rescue)
         seq, found = await self.db.atomic(_insert_then(job, claim))
         return job.evolve(seq=seq), claimed_jobs(found, fair=order.fair)
 
@@ -296,10 +297,12 @@ def _insert_then(job: Job, claim: Steps[list[Row]]) -> Steps[tuple[int, list[Row
     return int(row["seq"]), found
 
 
-def _claim(params: Params) -> Steps[list[Row]]:
-    """Fail the exhausted leases, then claim: two statements, one transaction."""
-    yield count("fail_exhausted_leases", {"now": params["now"]})
-    claimed: list[Row] = yield many("claim", params)
+def _claim(params: Params, *, rescue: bool) -> Steps[list[Row]]:
+    """The claim, one transaction; with ``rescue``, the exhausted leases failed first
+    and the expired ones claimed with the queued jobs."""
+    if rescue:
+        yield count("fail_exhausted_leases", {"now": params["now"]})
+    claimed: list[Row] = yield many("claim", {**params, "rescue": rescue})
     return claimed
 
 

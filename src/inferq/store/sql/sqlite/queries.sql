@@ -35,7 +35,9 @@ WHERE state = 'running' AND lease_expires_at < :now AND attempt >= max_attempts;
 -- name: claim
 -- One statement: the best queued jobs and the expired leases, merged in scheduling
 -- order. A re-claimed job keeps its priority and records why it was re-run. The fair
--- claim (store/fair.py) runs it with :queued false, for the expired leases alone.
+-- claim (store/fair.py) runs it with :queued false, for the expired leases alone; with
+-- :rescue false it takes queued jobs alone (expired leases are looked for at most once a
+-- second, after fail_exhausted_leases).
 UPDATE jobs
 SET state = 'running',
     owner = :owner,
@@ -60,7 +62,7 @@ WHERE seq IN (
         UNION ALL
         SELECT seq, service_class, priority FROM (
             SELECT seq, service_class, priority FROM jobs
-            WHERE state = 'running' AND lease_expires_at < :now
+            WHERE state = 'running' AND :rescue AND lease_expires_at < :now
               AND service_class <= :max_class
               AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
             ORDER BY service_class, priority DESC, seq
