@@ -74,9 +74,11 @@ TRIGGERS = (
     "CREATE TEMP TRIGGER IF NOT EXISTS inferq_bus_submitted AFTER INSERT ON main.jobs "
     "WHEN NOT EXISTS (SELECT 1 FROM inferq_bus WHERE job_id IS NULL) "
     "BEGIN INSERT INTO inferq_bus (job_id) VALUES (NULL); END",
+    # comparisons, not an IN list: SQLite builds a list of more than two values as a
+    # temporary index, in a trigger's condition again at every run (every state change)
     "CREATE TEMP TRIGGER IF NOT EXISTS inferq_bus_ended AFTER UPDATE OF state ON main.jobs "
-    "WHEN NEW.state IN ('succeeded', 'failed', 'cancelled', 'expired') "
-    "AND OLD.state IS NOT NEW.state "
+    "WHEN (NEW.state = 'succeeded' OR NEW.state = 'failed' OR NEW.state = 'cancelled' "
+    "OR NEW.state = 'expired') AND OLD.state IS NOT NEW.state "
     "BEGIN INSERT INTO inferq_bus (job_id) VALUES (NEW.id); END",
 )
 #: the notes in one row: whether jobs were submitted, the ended ids joined by spaces
