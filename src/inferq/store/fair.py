@@ -32,15 +32,15 @@ Take = Callable[[Sequence[Pick], Params], Steps[list[Row]]]
 ChargeSteps = Callable[[Sequence[Charge]], Steps[None]]
 
 
-#: seconds between two looks of the fair claim for expired leases (for the same models
+#: seconds between two looks of a store's claims for expired leases (for the same models
 #: and classes)
 RESCUE_EVERY = 1.0
 
 
 class Rescues:
-    """When the fair claims of one store last looked for expired leases, by what they
-    looked for (the models and the classes): one engine's look must not stand in for
-    another's."""
+    """When the claims of one store (fair ones, and SQLite's unfair ones) last looked for
+    expired leases, by what they looked for (the models and the classes): one engine's
+    look must not stand in for another's."""
 
     def __init__(self) -> None:
         self._at: dict[tuple[tuple[str, ...] | None, int], float] = {}
