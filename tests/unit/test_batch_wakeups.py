@@ -32,6 +32,7 @@ from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
 from inferq.store.postgres import PostgresStore
 from inferq.store.sqlite import SQLiteStore
+from tests.contract.test_store_contract import make_batch
 from tests.support.postgres import database_url, fresh_schema, postgres_store
 from tests.unit.test_batch_isolation import Rig, rig, row
 
@@ -113,18 +114,8 @@ async def test_a_rows_id_tells_its_batch_and_line_whatever_the_batch_size(
     async with rig(MemoryStore(), interval=NO_POLL) as r:
         wakes: list[int] = []
         monkeypatch.setattr(r.runner, "wake", lambda: wakes.append(1))
-        big = Batch(
-            id="big",
-            tenant="t1",
-            dialect="openai",
-            model="fake",
-            endpoint="/v1/chat/completions",
-            state=JobState.RUNNING,
-            input_file_id="file-1",
-            created_at=1_700_000_000.5,
-            expires_at=1e12,
-            total=1_000_000,
-        )
+        running = make_batch("big", state=JobState.RUNNING, created_at=1_700_000_000.5)
+        big = replace(running, total=1_000_000)
         other = replace(big, id="other", total=10)
         assert r.runner._watch_rows(big) and r.runner._watch_rows(other)
         assert sum(len(bits) for bits in r.runner._told.values()) < 126_000
