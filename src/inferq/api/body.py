@@ -24,16 +24,29 @@ from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from inferq.api.deps import get_caller
 from inferq.api.guard import BODY, NOT_PARSED
+from inferq.core import jsontext
 from inferq.core.models import ApiKey
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 #: no body at all (FastAPI's ``Undefined``): a required body is "missing"
 _ABSENT: Any = object()
+
+_answer_text = jsontext.compact(allow_nan=False)
+
+
+class JsonAnswer(JSONResponse):
+    """A :class:`~fastapi.responses.JSONResponse` (the same bytes) whose JSON comes from
+    an encoder made once (:mod:`inferq.core.jsontext`): for a submit's answer the one
+    ``json.dumps`` makes at each call is most of the answer's cost."""
+
+    def render(self, content: Any) -> bytes:
+        return _answer_text(content).encode()
 
 
 async def caller_and_body(request: Request, model: type[ModelT]) -> tuple[ApiKey, ModelT]:

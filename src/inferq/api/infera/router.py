@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from inferq.api.body import caller_and_body, documented
+from inferq.api.body import JsonAnswer, caller_and_body, documented
 from inferq.api.chat import render_completion
 from inferq.api.deps import CallerDep, Services, ServicesDep, get_services
 from inferq.api.infera.schemas import ChatCompletionsRequest, JobId, JobRequest
@@ -78,7 +78,7 @@ async def submit_job(http: Request) -> JSONResponse:
         )
     except InvalidRequest as exc:
         raise _renamed(exc, {"max_tokens": "max_output"}) from exc
-    return JSONResponse({"job_id": job.id})
+    return JsonAnswer({"job_id": job.id})
 
 
 @router.get("/get_result/{job_id}")

@@ -8,7 +8,7 @@ from fastapi import Query
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse
 
-from inferq.api.body import caller_and_body, documented
+from inferq.api.body import JsonAnswer, caller_and_body, documented
 from inferq.api.chat import parse_chat_body
 from inferq.api.deps import CallerDep, ServicesDep, get_services
 from inferq.api.routing import Router
@@ -45,7 +45,7 @@ async def submit(http: HttpRequest) -> JSONResponse:
         info=body.info,
         inputs=body.payload,
     )
-    return JSONResponse({"requestId": job.id})
+    return JsonAnswer({"requestId": job.id})
 
 
 async def _job(services: ServicesDep, caller: CallerDep, request_id: str, model: str) -> Job:
