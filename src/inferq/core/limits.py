@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest, QueueFull
 from inferq.core.lookups import TimedLookups
 from inferq.core.models import ApiKey
+from inferq.core.records import record
 
 #: a bucket's allowance is one minute's worth
 WINDOW = 60.0
@@ -36,7 +36,7 @@ OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "ma
 CHARS_PER_TOKEN = 4
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Limits:
     """Requests and tokens per minute (None: no limit)."""
 
@@ -64,7 +64,7 @@ def check_limit(value: int | None, name: str) -> int | None:
     return value
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class Demand:
     """What a request takes from one bucket."""
 
@@ -80,7 +80,7 @@ class Demand:
     window: float = WINDOW
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Bucket:
     """A bucket after a request: what the ``x-ratelimit-*`` headers say."""
 
@@ -91,7 +91,7 @@ class Bucket:
     reset: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     allowed: bool
     #: seconds until the request would fit (0 when allowed)
@@ -159,7 +159,7 @@ class Overloaded(QueueFull):
     code = "overloaded"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueueBounds:
     """How much waiting work a submit may join (None: no bound). Batch rows are bounded
     by their batch limits instead; sync requests count, as they queue too."""

@@ -1,4 +1,5 @@
-"""Domain objects: immutable snapshots, changed with :func:`dataclasses.replace`.
+"""Domain objects: immutable snapshots (:func:`~inferq.core.records.record`), changed
+with their ``evolve`` or :func:`dataclasses.replace`.
 
 The dialects translate their wire formats to and from these; the store persists
 them; the engines consume :class:`ChatRequest` and produce :class:`ChatResult`.
@@ -7,16 +8,17 @@ them; the engines consume :class:`ChatRequest` and produce :class:`ChatResult`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from inferq.core.records import copied, record
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.structured import OutputFormat, TokenLogprob, Tool, ToolCall, ToolChoice
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChatMessage:
     role: str
     content: str
@@ -43,7 +45,7 @@ class ChatMessage:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChatRequest:
     """A chat completion request, free of any dialect's field names.
 
@@ -111,7 +113,7 @@ _REQUEST_SCALARS = tuple(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -130,7 +132,7 @@ class Usage:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChatResult:
     """What an engine produced for one chat request.
 
@@ -185,7 +187,7 @@ class ChatResult:
         return (self, *self.others)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EmbedRequest:
     """Texts to embed, one vector each."""
 
@@ -199,7 +201,7 @@ class EmbedRequest:
         return cls(inputs=tuple(data["inputs"]))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EmbedResult:
     """What an engine produced for one embedding request: a vector per input."""
 
@@ -221,7 +223,7 @@ class EmbedResult:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PayloadRequest:
     """A freeform payload for a model that a node's own Python handler serves (Together's
     Dedicated Containers): passed to the handler unchanged."""
@@ -236,7 +238,7 @@ class PayloadRequest:
         return cls(payload=dict(data["payload"]))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PayloadResult:
     """What a handler returned for a :class:`PayloadRequest`: its outputs, files
     replaced by the URLs they were uploaded to."""
@@ -274,7 +276,7 @@ def result_from_dict(data: dict[str, Any]) -> Result:
     return ChatResult.from_dict(data)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JobError:
     code: str
     message: str
@@ -283,7 +285,7 @@ class JobError:
         return {"code": self.code, "message": self.message}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class Job:
     """One unit of work a client submitted and a worker leases."""
 
@@ -321,14 +323,14 @@ class Job:
     batch_line: int | None = None
 
     def evolve(self, **changes: Any) -> Job:
-        return dataclasses.replace(self, **changes)
+        return copied(self, changes)
 
     @property
     def retries(self) -> int:
         return max(0, self.attempt - 1)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lease:
     """Proof that a worker holds a job: every fenced update carries it."""
 
@@ -337,14 +339,14 @@ class Lease:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueueMetrics:
     running: int
     waiting: int
     total: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ActiveCount:
     """How many unfinished jobs (of every tenant) share a model, class, state and kind:
     one row of :meth:`~inferq.core.ports.JobQueue.count_active`, read for the metrics."""
@@ -358,7 +360,7 @@ class ActiveCount:
     count: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ApiKey:
     id: str
     name: str
@@ -372,7 +374,7 @@ class ApiKey:
     tpm: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JobFilter:
     """What ``list_jobs`` selects; None means any."""
 
@@ -382,7 +384,7 @@ class JobFilter:
     limit: int = 100
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class FileRecord:
     """An uploaded or produced file (OpenAI file) or a dataset (Fireworks).
 
@@ -407,10 +409,10 @@ class FileRecord:
     seq: int = 0
 
     def evolve(self, **changes: Any) -> FileRecord:
-        return dataclasses.replace(self, **changes)
+        return copied(self, changes)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BatchCounts:
     """How a batch's rows stand; tokens summed over its finished rows."""
 
@@ -440,7 +442,7 @@ class BatchCounts:
         return cls(**data)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class Batch:
     """A file of requests run as one row job each, with its outputs written at the end."""
 
@@ -493,4 +495,4 @@ class Batch:
     row_ids: int = 2
 
     def evolve(self, **changes: Any) -> Batch:
-        return dataclasses.replace(self, **changes)
+        return copied(self, changes)

@@ -6,11 +6,13 @@ model makes to them, and token log probabilities. Dialect-neutral, like
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from inferq.core.records import record
 
-@dataclass(frozen=True, slots=True)
+
+@record
 class ToolCall:
     """A function call in a model's answer: an id, the function's name, and its
     arguments as JSON text (as the model wrote them)."""
@@ -28,7 +30,7 @@ JSON_OBJECT = "json_object"
 JSON_SCHEMA = "json_schema"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OutputFormat:
     """What the generated text must be: any JSON object (``json_object``) or a JSON
     document valid against ``schema`` (``json_schema``). Engines that can constrain
@@ -41,7 +43,7 @@ class OutputFormat:
     strict: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Tool:
     """A function the model may call; ``parameters`` is the JSON schema of its
     arguments (an object)."""
@@ -61,14 +63,14 @@ TOOL_FUNCTION = "function"
 TOOL_MODES = frozenset({TOOL_AUTO, TOOL_NONE, TOOL_REQUIRED, TOOL_FUNCTION})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ToolChoice:
     mode: str = TOOL_AUTO
     #: the function to call, when ``mode`` is ``function``
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TokenLogprob:
     """One generated token, its log probability, and (in ``top``) the most likely
     tokens at its place with theirs."""
