@@ -130,8 +130,7 @@ class Writer(threading.Thread):
         finally:
             if self.turns is not None:
                 self.turns.give()
-        for write, (ok, value) in zip(group, outcomes, strict=True):
-            _deliver(write.future, ok, value)
+        _deliver(group, outcomes)
 
     def _single(self, write: Write) -> tuple[bool, Any]:
         """Run a one-statement write: a statement that fails changes nothing, and the
@@ -175,7 +174,22 @@ def _wrap(exc: Exception) -> Exception:
 _UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 
-def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    # RuntimeError: the caller's loop has closed, so nobody is waiting.
-    with contextlib.suppress(RuntimeError):
-        fut.get_loop().call_soon_threadsafe(settle, fut, ok, value)
+Outcome = tuple[asyncio.Future[Any], bool, Any]
+
+
+def _deliver(group: list[Write], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand each write's outcome to its future: one callback for all of a loop's (each
+    a callback of its own was about 3% of a submit's instructions, on the writer and on
+    the event loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for write, (ok, value) in zip(group, outcomes, strict=True):
+        by_loop.setdefault(write.future.get_loop(), []).append((write.future, ok, value))
+    for loop, settled in by_loop.items():
+        # RuntimeError: the caller's loop has closed, so nobody is waiting.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(settled: list[Outcome]) -> None:
+    for future, ok, value in settled:
+        settle(future, ok, value)
