@@ -115,10 +115,11 @@ class MessageIn(BaseModel):
                 "it answers",
                 param=f"messages.{index}.tool_call_id",
             )
+        content = self.content
         return ChatMessage(
             role=self.role,
-            content=self.text(index),
-            tool_calls=tuple(c.to_call() for c in self.tool_calls or ()),
+            content=content if isinstance(content, str) else self.text(index),
+            tool_calls=tuple(c.to_call() for c in self.tool_calls) if self.tool_calls else (),
             tool_call_id=self.tool_call_id,
         )
 

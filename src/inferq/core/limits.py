@@ -288,12 +288,13 @@ class RateLimiter:
         """Spend one request and ``tokens`` of the key's and its tenant's buckets; None
         when neither has a limit. Raises :class:`RateLimitExceeded` when one is spent."""
         now = self.clock()
-        demands = [
-            *_demands(f"key:{key.id}", self.key_limits(key), tokens),
-            *_demands(f"tenant:{key.tenant}", await self._tenant(key.tenant), tokens),
-        ]
-        if not demands:
+        own, tenants = self.key_limits(key), await self._tenant(key.tenant)
+        if not (own.any or tenants.any):
             return None
+        demands = [
+            *_demands(f"key:{key.id}", own, tokens),
+            *_demands(f"tenant:{key.tenant}", tenants, tokens),
+        ]
         verdict = await self.store.take_rates(demands, now=now)
         if not verdict.allowed:
             raise RateLimitExceeded(

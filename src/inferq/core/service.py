@@ -31,7 +31,7 @@ from inferq.core.models import (
     Request,
 )
 from inferq.core.ports import ClaimOrder, Ending, JobQueue
-from inferq.core.states import CANCELLABLE_STATES, JobState, ServiceClass
+from inferq.core.states import CANCELLABLE_STATES, CLASS_LABELS, JobState, ServiceClass
 from inferq.core.throughput import Series, series, window
 
 log = logging.getLogger("inferq.jobs")
@@ -364,7 +364,7 @@ def _log_queued(job: Job) -> None:
         job.id,
         job.tenant,
         job.model,
-        job.service_class.name.lower(),
+        CLASS_LABELS[job.service_class],
         job.priority,
     )
 

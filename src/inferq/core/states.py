@@ -95,3 +95,11 @@ class ServiceClass(IntEnum):
     ASYNC = 1
     #: rows of a batch
     BATCH = 2
+
+
+#: each class's name in logs and metrics (``interactive``, ``async``, ``batch``), by its
+#: value: a tuple indexed by the class, as an enum's ``name`` and its hash are Python
+#: calls, and a submit's log line names its class
+CLASS_LABELS: tuple[str, ...] = tuple(
+    ServiceClass(value).name.lower() for value in range(len(ServiceClass))
+)

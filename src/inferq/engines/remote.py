@@ -135,7 +135,8 @@ def kinds_of(registry: ModelRegistry) -> Callable[[str], str | None]:
 
 def takes_payload(registry: ModelRegistry, name: str) -> bool:
     """Whether ``name`` is a model whose jobs are a node handler's freeform payloads."""
-    return kinds_of(registry)(name) == PAYLOAD
+    engine = registry.engines.get(name)
+    return isinstance(engine, RemoteEngine) and engine.kind == PAYLOAD
 
 
 def replications_of(registry: ModelRegistry) -> Callable[[str], Replication | None]:

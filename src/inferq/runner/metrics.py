@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from inferq.core.models import ActiveCount, Job
 from inferq.core.nodes import NodeStore
 from inferq.core.ports import JobQueue
-from inferq.core.states import JobState, ServiceClass
+from inferq.core.states import CLASS_LABELS, JobState, ServiceClass
 from inferq.runner.tally import TallyCounter, TallyGauge, TallyHistogram
 
 #: the content type of the text format
@@ -49,12 +49,9 @@ _FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-_CLASS_LABELS = {c: c.name.lower() for c in ServiceClass}
-
-
 def class_label(service_class: ServiceClass) -> str:
     """``interactive``, ``async`` or ``batch``."""
-    return _CLASS_LABELS[service_class]
+    return CLASS_LABELS[service_class]
 
 
 class _QueueGauges(Collector):
