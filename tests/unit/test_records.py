@@ -15,36 +15,16 @@ from starlette.responses import JSONResponse
 
 from inferq.api.body import JsonAnswer
 from inferq.cli.logs import TEXT_FORMAT, TextFormatter
-from inferq.core.models import Batch, ChatMessage, ChatRequest, FileRecord, Job, Usage
+from inferq.core.models import ChatMessage, ChatRequest, FileRecord, Usage
 from inferq.core.records import Copier, copied, record
-from inferq.core.states import JobState, ServiceClass
+from inferq.core.states import JobState
 from inferq.core.structured import ToolChoice
 from inferq.store.rows import dumps
+from tests.contract.test_store_contract import make_batch, make_job
 
-REQUEST = ChatRequest(messages=(ChatMessage("user", "hi"),), max_tokens=8, stop=("x",))
-JOB = Job(
-    id="j1",
-    tenant="t",
-    model="m",
-    origin="together",
-    service_class=ServiceClass.ASYNC,
-    priority=3,
-    state=JobState.QUEUED,
-    request=REQUEST,
-    created_at=1.5,
-    info={"a": 1},
-)
-BATCH = Batch(
-    id="b1",
-    tenant="t",
-    dialect="openai",
-    model="m",
-    endpoint="/v1/chat/completions",
-    state=JobState.VALIDATING,
-    input_file_id="f1",
-    created_at=2.0,
-    expires_at=3.0,
-)
+JOB = make_job()
+REQUEST = JOB.request
+BATCH = make_batch("b1")
 FILE = FileRecord(
     id="f1", tenant="t", kind="file", purpose="batch", filename="in.jsonl", bytes=3,
     created_at=1.0,
@@ -84,11 +64,12 @@ def test_a_record_that_must_run_its_init_is_not_copied_around_it() -> None:
 
 
 def test_records_are_equal_and_hashed_by_their_fields() -> None:
+    request = ChatRequest(messages=(ChatMessage("user", "hi"),), max_tokens=8, stop=("x",))
     same = ChatRequest(messages=(ChatMessage("user", "hi"),), max_tokens=8, stop=("x",))
-    assert same == REQUEST and hash(same) == hash(REQUEST)
+    assert same == request and hash(same) == hash(request)
     assert ToolChoice("auto") == ToolChoice("auto")
     assert len({Usage(1, 2), Usage(1, 2), Usage(2, 1)}) == 2
-    assert dataclasses.replace(REQUEST, max_tokens=9) != REQUEST
+    assert dataclasses.replace(request, max_tokens=9) != request
     with pytest.raises(TypeError):  # a field holds a dict, as with a frozen dataclass
         hash(JOB)
 
