@@ -35,3 +35,7 @@ def compact(*, allow_nan: bool = True) -> Callable[[Any], str]:
         return "".join(chunks(value, 0))
 
     return dumps
+
+
+#: compact JSON text, NaN and infinities written as JavaScript does (as ``json.dumps``)
+dumps = compact()

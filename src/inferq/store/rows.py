@@ -29,7 +29,7 @@ class Row(Protocol):
 
 
 #: how every stored value is written (:mod:`inferq.core.jsontext`)
-dumps = jsontext.compact()
+dumps = jsontext.dumps
 
 
 def job_params(job: Job) -> dict[str, Any]:

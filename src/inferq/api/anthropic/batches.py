@@ -12,7 +12,6 @@ exactly after a crash, its results written once every row has ended.
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -26,6 +25,7 @@ from inferq.api.anthropic.batch_schemas import MAX_PAGE, REQUESTS_META, BatchCre
 from inferq.api.anthropic.results import results
 from inferq.api.deps import CallerDep, Services, ServicesDep
 from inferq.api.routing import Router
+from inferq.core import jsontext
 from inferq.core.batch_format import NewBatch
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.models import Batch, FileRecord
@@ -63,7 +63,7 @@ def _check(body: BatchCreate, services: Services) -> list[bytes]:
         except ClientError as exc:
             raise in_request(exc, f"{where}.params") from None
         line = {"custom_id": item.custom_id, "params": item.params}
-        lines.append(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+        lines.append(jsontext.dumps(line).encode() + b"\n")
     return lines
 
 

@@ -16,13 +16,14 @@ from typing import Any
 
 from inferq.api.anthropic.batch_format import KIND, OTHERS, REQUESTS, RESULTS, errored
 from inferq.api.anthropic.batch_schemas import requests_of
+from inferq.core import jsontext
 from inferq.core.files import FileService
 from inferq.core.models import Batch, FileRecord
 from inferq.core.states import JobState
 
 
 def _line(value: dict[str, Any]) -> bytes:
-    return (json.dumps(value, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return (jsontext.dumps(value) + "\n").encode()
 
 
 def _not_run(batch: Batch) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from inferq.api.anthropic.tools import content_blocks
+from inferq.core import jsontext
 from inferq.core.errors import EngineUnavailable, InferqError, StoreUnavailable
 from inferq.core.models import ChatResult, Job
 
@@ -146,5 +147,5 @@ MESSAGE_STOP = {"type": "message_stop"}
 
 def sse(data: dict[str, Any]) -> str:
     """One server-sent event, named by its ``type`` as Anthropic names them."""
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    body = jsontext.dumps(data)
     return f"event: {data['type']}\ndata: {body}\n\n"

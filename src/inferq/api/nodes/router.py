@@ -8,7 +8,6 @@ and delegate to :class:`~inferq.core.node_work.NodeWork`.
 from __future__ import annotations
 
 import contextlib
-import json
 import mimetypes
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from inferq import __version__
+from inferq.api.body import JsonAnswer
 from inferq.api.deps import CallerDep, Services, ServicesDep, api_key_from, get_services
 from inferq.api.nodes.schemas import (
     MAX_ATTEMPT,
@@ -58,8 +58,7 @@ def answer(content: dict[str, Any]) -> Response:
     """A JSON answer, encoded at once: what the protocol's busiest routes answer is JSON
     already (the jobs' own fields), so FastAPI's walk of it (``jsonable_encoder``, per
     value of every job handed out) would only cost time."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return Response(body.encode(), media_type="application/json")
+    return JsonAnswer(content)
 
 
 def render_job(job: Job) -> dict[str, Any]:

@@ -12,7 +12,6 @@ stream, when asked for, can be resumed by sequence number
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -32,6 +31,7 @@ from inferq.api.sync import (
     finished_or_raise,
     wait_for_client,
 )
+from inferq.core import jsontext
 from inferq.core.errors import Conflict, InferqError, InvalidRequest, NotFound, public
 from inferq.core.ids import new_uuid7
 from inferq.core.models import ApiKey, Job
@@ -213,4 +213,4 @@ async def _forget_unstored(services: Services, job: Job) -> None:
 
 
 def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps(data)
