@@ -39,7 +39,7 @@ from _common import (
     wait_until_quiet,
 )
 from batch_throughput import prompt
-from inferq.core.models import ChatMessage, ChatRequest
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import AbortSignal, ModelSpec
 from inferq.engines.llamacpp import LlamaCppEngine
 

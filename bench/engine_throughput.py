@@ -322,7 +322,7 @@ def measure_ttft(
 
 
 def run_engine(rows: int, args: argparse.Namespace, slots: int, **options: Any) -> Side:
-    from inferq.core.models import ChatMessage, ChatRequest
+    from inferq.core.work import ChatMessage, ChatRequest
     from inferq.engines.base import AbortSignal, ModelSpec
     from inferq.engines.llamacpp import LlamaCppEngine
 

@@ -27,7 +27,7 @@ from _common import machine, machine_line, table, update_doc
 from inferq.api.dialects import DIALECTS
 from inferq.blobs.memory import MemoryBlobs
 from inferq.config import Settings
-from inferq.core.models import ChatMessage, ChatRequest
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.runtime import open_runtime

@@ -48,8 +48,9 @@ from _common import (
     table,
     update_doc,
 )
-from inferq.core.models import ChatMessage, ChatRequest, Job, PayloadRequest, Request
+from inferq.core.models import Job
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, PayloadRequest, Request
 from inferq.store.sqlite import SQLiteStore
 
 MODELS = """\

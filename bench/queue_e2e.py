@@ -85,10 +85,11 @@ from inferq.api.dialects import DIALECTS
 from inferq.blobs import MemoryBlobs
 from inferq.config import Settings
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest, Lease
+from inferq.core.models import Lease
 from inferq.core.ports import ClaimOrder
 from inferq.core.service import JobService
 from inferq.core.states import ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import AbortSignal, ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.runtime import open_runtime

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.worker import Worker, WorkerSettings

@@ -30,9 +30,10 @@ from pathlib import Path
 import uvloop
 
 from _common import machine, machine_line, table, update_doc
-from inferq.core.models import ChatMessage, ChatRequest, Job
+from inferq.core.models import Job
 from inferq.core.ports import Ending
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.store.sqlite import SQLiteStore
 
 REQUEST = ChatRequest(

@@ -47,8 +47,8 @@ from _common import (
     upload_file,
     wait_batch,
 )
-from inferq.core.models import ChatRequest
 from inferq.core.structured import OutputFormat
+from inferq.core.work import ChatRequest
 from inferq.engines.base import ModelSpec
 from inferq.engines.llama_structured import Constraint, Tokenizer, grammar_for
 from inferq.engines.llamacpp import default_model_path, load_model

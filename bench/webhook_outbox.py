@@ -31,10 +31,11 @@ from pathlib import Path
 
 import asyncpg
 
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Lease, Usage
+from inferq.core.models import Job, Lease
 from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.webhooks import Endpoint
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult, Usage
 from inferq.store.base import JobStore
 from inferq.store.postgres import PostgresStore
 from inferq.store.sqlite import SQLiteStore

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from inferq.core.errors import EngineError, InvalidRequest, PromptTooLong
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, EmbedRequest
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult, EmbedRequest
 from inferq.engines.base import ABORTED, AbortSignal, Engine, ModelSpec
 from inferq.engines.registry import build_engine
 

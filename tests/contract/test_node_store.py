@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
-from inferq.core.models import Job, Lease, PayloadRequest, PayloadResult
+from inferq.core.models import Job, Lease
 from inferq.core.node_messages import LeaseCompletes
 from inferq.core.nodes import NodeService, Seen, hash_token
 from inferq.core.ports import ClaimOrder
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import PayloadRequest, PayloadResult
 from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore
 from inferq.store.sqlite import SQLiteStore

@@ -16,20 +16,15 @@ from inferq.core.models import (
     ApiKey,
     Batch,
     BatchCounts,
-    ChatMessage,
-    ChatRequest,
-    ChatResult,
-    EmbedRequest,
-    EmbedResult,
     FileRecord,
     Job,
     JobError,
     JobFilter,
     Lease,
-    Usage,
 )
 from inferq.core.ports import BatchFilter, ClaimOrder, Ending, FileFilter, RowFilter
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.store import sqlite as sqlite_store
 from inferq.store.base import JobStore
 from inferq.store.memory import MemoryStore

@@ -17,8 +17,9 @@ from inferq.api.anthropic.translate import render_message, stop_reason
 from inferq.api.app import create_app
 from inferq.config import Settings
 from inferq.core.keys import KeyService
-from inferq.core.models import ChatMessage, ChatResult, Job, Usage
+from inferq.core.models import Job
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatResult, Usage
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.store.memory import MemoryStore

@@ -15,9 +15,10 @@ from pydantic import TypeAdapter
 from inferq.api.anthropic.schemas import MessagesRequest
 from inferq.api.anthropic.translate import render_message, whole_blocks
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatMessage, ChatResult, Job, Usage
+from inferq.core.models import Job
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.structured import Tool, ToolCall, ToolChoice
+from inferq.core.work import ChatMessage, ChatResult, Usage
 from tests.unit.test_anthropic import client  # noqa: F401  (the fixture)
 
 WEATHER = {

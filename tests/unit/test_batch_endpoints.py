@@ -9,8 +9,9 @@ import pytest
 
 from inferq.api.openai.batch_format import COMPLETIONS, RESPONSES, OpenAIBatchFormat
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import Batch, ChatRequest
+from inferq.core.models import Batch
 from inferq.core.states import JobState
+from inferq.core.work import ChatRequest
 
 
 def batch(endpoint: str) -> Batch:

@@ -15,9 +15,10 @@ import pytest
 
 from inferq.core.errors import EngineError
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest, Job, JobFilter
+from inferq.core.models import Job, JobFilter
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import ModelSpec
 from inferq.engines.fake import FakeEngine
 from inferq.engines.registry import ModelRegistry

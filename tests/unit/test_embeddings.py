@@ -18,8 +18,8 @@ from inferq.api.app import create_app
 from inferq.config import Settings
 from inferq.core.errors import ConfigError, InvalidRequest, NotFound
 from inferq.core.keys import KeyService
-from inferq.core.models import ChatMessage, ChatRequest, EmbedRequest
 from inferq.core.states import ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, EmbedRequest
 from inferq.engines.base import ModelSpec
 from inferq.engines.fake import fake_vector
 from inferq.engines.registry import (

@@ -13,10 +13,11 @@ import pytest
 
 from inferq.core.errors import Conflict, DeadlineExceeded, InvalidRequest, NotFound
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.ports import ClaimOrder
 from inferq.core.service import JobService, ServiceLimits
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult
 from inferq.engines.base import ModelSpec
 from inferq.engines.fake import FAIL_TRIGGER, FakeEngine
 from inferq.engines.registry import ModelRegistry

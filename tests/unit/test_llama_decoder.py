@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult
 from inferq.engines.base import ABORTED, ModelSpec
 from inferq.engines.llama_batch import BatchDecoder
 from inferq.engines.llama_sequence import Sampling, SequenceJob

@@ -14,13 +14,14 @@ from inferq.blobs.memory import MemoryBlobs
 from inferq.core.errors import EngineUnavailable, InvalidRequest, NotFound
 from inferq.core.events import JobEvents
 from inferq.core.lookups import TimedValue
-from inferq.core.models import ChatMessage, ChatRequest, EmbedRequest, Job, JobFilter
+from inferq.core.models import Job, JobFilter
 from inferq.core.node_messages import NodeLimits
 from inferq.core.node_replicas import Replication
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import Node, NodeService, NoNodeConnected, Seen
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, EmbedRequest
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.engines.remote import kinds_of

@@ -15,13 +15,14 @@ import pytest
 from inferq.blobs.memory import MemoryBlobs
 from inferq.core.errors import ConfigError
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Lease, Usage
+from inferq.core.models import Job, Lease
 from inferq.core.node_messages import Held, NodeLimits
 from inferq.core.node_replicas import Replication, child_ids
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import Node, NodeService
 from inferq.core.ports import ClaimOrder, Ending
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult, Usage
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.engines.remote import replications_of
 from inferq.store.base import JobStore

@@ -8,20 +8,18 @@ from typing import Any
 import pytest
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import (
+from inferq.core.models import Job, JobError, Lease
+from inferq.core.node_checks import parse_result
+from inferq.core.node_messages import Held, Outcome, refused, sort_outcomes
+from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import (
     ChatMessage,
     ChatRequest,
     ChatResult,
     EmbedRequest,
     EmbedResult,
-    Job,
-    JobError,
-    Lease,
     Request,
 )
-from inferq.core.node_checks import parse_result
-from inferq.core.node_messages import Held, Outcome, refused, sort_outcomes
-from inferq.core.states import JobState, ServiceClass
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 1, "cached_tokens": 0}
 CHAT = {"text": "hi", "finish_reason": "stop", "usage": USAGE}

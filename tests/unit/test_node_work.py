@@ -14,11 +14,12 @@ from inferq.blobs.memory import MemoryBlobs
 from inferq.core import node_work
 from inferq.core.errors import InvalidRequest, NotFound, PayloadTooLarge
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest, Job, JobError, PayloadRequest, Request
+from inferq.core.models import Job, JobError
 from inferq.core.node_messages import Beat, Held, LeaseLost, NodeLimits, Outcome
 from inferq.core.node_work import NodeWork
 from inferq.core.nodes import Node, NodeService
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, PayloadRequest, Request
 from inferq.store.memory import MemoryStore
 
 CHAT, HANDLER = "chat-model", "handler-model"

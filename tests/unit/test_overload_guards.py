@@ -12,8 +12,9 @@ from inferq.api.dialects import DIALECTS
 from inferq.api.ratelimit import InflightLimitMiddleware
 from inferq.core.errors import QueueFull
 from inferq.core.limits import Overloaded, QueueBounds, check_queue
-from inferq.core.models import ChatMessage, ChatRequest, Job
+from inferq.core.models import Job
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.store.memory import MemoryStore
 
 

@@ -15,10 +15,11 @@ from starlette.responses import JSONResponse
 
 from inferq.api.body import JsonAnswer
 from inferq.cli.logs import TEXT_FORMAT, TextFormatter
-from inferq.core.models import ChatMessage, ChatRequest, FileRecord, Usage
+from inferq.core.models import FileRecord
 from inferq.core.records import Copier, copied, record
 from inferq.core.states import JobState
 from inferq.core.structured import ToolChoice
+from inferq.core.work import ChatMessage, ChatRequest, Usage
 from inferq.store.rows import dumps
 from tests.contract.test_store_contract import make_batch, make_job
 
@@ -48,6 +49,23 @@ def test_a_copy_refuses_a_name_that_is_not_a_field() -> None:
         JOB.evolve(sequence=1)
     with pytest.raises(TypeError, match="no field"):
         copied(REQUEST, {"max_token": 1})
+
+
+def test_a_copy_keeps_fields_named_as_the_copy_functions_own_names() -> None:
+    @record
+    class Named:
+        record: int
+        cls: int = 2
+        new: int = 3
+        made: str = "m"
+        KEPT: str = "k"
+
+    value = Named(1)
+    assert copied(value, {}) == value
+    assert copied(value, {"cls": 9, "KEPT": "x"}) == Named(1, 9, 3, "m", "x")
+    assert copied(value, {"record": 5, "new": 0, "made": ""}) == Named(5, 2, 0, "", "k")
+    with pytest.raises(TypeError, match="no field '__record'"):
+        copied(value, {"__record": 1})
 
 
 def test_a_record_that_must_run_its_init_is_not_copied_around_it() -> None:

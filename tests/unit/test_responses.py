@@ -31,11 +31,12 @@ from inferq.api.openai.responses_stream import ended_transcript, replay, transcr
 from inferq.config import Settings
 from inferq.core.events import JobEvents
 from inferq.core.keys import KeyService
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job, Lease, Usage
+from inferq.core.models import Job, Lease
 from inferq.core.ports import ClaimOrder
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.structured import Tool, ToolCall, ToolChoice
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult, Usage
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.store.memory import MemoryStore

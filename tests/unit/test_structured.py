@@ -8,9 +8,9 @@ import json
 import pytest
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Usage, request_from_dict
 from inferq.core.structured import OutputFormat, TokenLogprob, Tool, ToolCall, ToolChoice
 from inferq.core.tool_text import CallStream, call_text, check_tools, split_answer
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult, Usage, request_from_dict
 from inferq.engines import llama_structured
 
 WEATHER = Tool("get_weather", "", {"type": "object", "properties": {"city": {"type": "string"}}})

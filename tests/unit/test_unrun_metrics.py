@@ -6,9 +6,9 @@ import pytest
 
 from inferq.core.errors import DeadlineExceeded
 from inferq.core.events import JobEvents
-from inferq.core.models import ChatMessage, ChatRequest
 from inferq.core.service import JobService
 from inferq.core.states import ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.metrics import Metrics

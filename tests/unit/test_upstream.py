@@ -27,8 +27,8 @@ from inferq.core.errors import (
     InvalidRequest,
     PromptTooLong,
 )
-from inferq.core.models import ChatMessage, ChatRequest, EmbedRequest
 from inferq.core.states import ServiceClass
+from inferq.core.work import ChatMessage, ChatRequest, EmbedRequest
 from inferq.engines.base import ABORTED, AbortSignal, ModelSpec, urgency
 from inferq.engines.registry import ModelRegistry, load_specs
 from inferq.engines.upstream import UpstreamEngine

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatMessage, ChatRequest
 from inferq.core.structured import OutputFormat, Tool, ToolCall, ToolChoice
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import AbortSignal
 from tests.unit.test_upstream import (
     Upstream,

@@ -17,7 +17,6 @@ import pytest
 import trustme
 
 from inferq.core.errors import InvalidRequest, NotFound
-from inferq.core.models import ChatResult, Usage
 from inferq.core.ports import Ending
 from inferq.core.states import JobState
 from inferq.core.webhooks import (
@@ -33,6 +32,7 @@ from inferq.core.webhooks import (
     WebhookService,
     check_url,
 )
+from inferq.core.work import ChatResult, Usage
 from inferq.runner.metrics import Metrics
 from inferq.runner.webhook_send import MAX_ERROR, Sender, forbidden
 from inferq.runner.webhooks import Deliverer, DelivererSettings

@@ -3,7 +3,7 @@
 Several providers share this shape: OpenAI's ``/v1/chat/completions``, the
 payload of a Together queue job for a chat model, and Infera's sync endpoint
 answer. Each dialect validates and renders it through these helpers and
-translates it to the core :class:`~inferq.core.models.ChatRequest`.
+translates it to the core :class:`~inferq.core.work.ChatRequest`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from inferq.api.chat_structured import (
 )
 from inferq.core.errors import InvalidRequest
 from inferq.core.inputs import INT_MAX, INT_MIN
-from inferq.core.models import ROLES, ChatMessage, ChatRequest, ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.tool_text import check_tools
+from inferq.core.work import ROLES, ChatMessage, ChatRequest, ChatResult
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
@@ -60,7 +61,7 @@ def _known_role(role: str) -> str:
     return role
 
 
-#: a message's role: one of core's :data:`~inferq.core.models.ROLES`
+#: a message's role: one of core's :data:`~inferq.core.work.ROLES`
 Role = Annotated[str, AfterValidator(_known_role)]
 
 

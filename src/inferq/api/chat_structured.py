@@ -10,7 +10,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatRequest, ChatResult
 from inferq.core.structured import (
     JSON_OBJECT,
     JSON_SCHEMA,
@@ -23,6 +22,7 @@ from inferq.core.structured import (
     ToolChoice,
 )
 from inferq.core.tool_text import CallStream, StreamPiece, call_id
+from inferq.core.work import ChatRequest, ChatResult
 
 #: the most alternatives ``top_logprobs`` may ask for (OpenAI's bound)
 MAX_TOP_LOGPROBS = 20

@@ -24,9 +24,9 @@ from inferq.core.errors import (
 )
 from inferq.core.events import Subscription
 from inferq.core.models import ApiKey, Job
-from inferq.core.models import Request as CoreRequest
 from inferq.core.service import JobService
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import Request as CoreRequest
 
 log = logging.getLogger("inferq.api")
 T = TypeVar("T")

@@ -19,7 +19,8 @@ from inferq.cli.common import (
     with_store,
 )
 from inferq.config import Settings
-from inferq.core.models import ChatResult, EmbedResult, Job, JobFilter
+from inferq.core.models import Job, JobFilter
+from inferq.core.work import ChatResult, EmbedResult
 
 jobs_app = typer.Typer(help="List, show and cancel jobs.", no_args_is_help=True)
 

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest
 from inferq.core.ids import ordered_parts, ordered_uuid
-from inferq.core.models import Batch, BatchCounts, FileRecord, Job, Request
+from inferq.core.models import Batch, BatchCounts, FileRecord, Job
+from inferq.core.work import Request
 
 #: rows inserted (and result rows read) per store round trip
 CHUNK = 1000

@@ -9,18 +9,18 @@ import re
 from typing import Any
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import (
+from inferq.core.models import Job
+from inferq.core.ports import tenant_prefix
+from inferq.core.work import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
     EmbedResult,
-    Job,
     PayloadRequest,
     PayloadResult,
     Result,
     Usage,
 )
-from inferq.core.ports import tenant_prefix
 
 SESSION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")

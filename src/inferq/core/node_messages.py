@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from inferq.core.models import Job, JobError, Lease, Result
+from inferq.core.models import Job, JobError, Lease
+from inferq.core.work import Result
 
 #: the protocol's version; a node names the one it speaks in its hello
 PROTOCOL = 1

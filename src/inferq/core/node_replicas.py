@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from inferq.core.agreement import similarities, verdict
 from inferq.core.errors import Conflict
-from inferq.core.models import ChatResult, Job, JobError, JobFilter, Lease
+from inferq.core.models import Job, JobError, JobFilter, Lease
 from inferq.core.ports import Ending
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatResult
 
 if TYPE_CHECKING:
     from inferq.core.node_work import NodeWork

@@ -29,7 +29,7 @@ from typing import Any
 from inferq.core.errors import ClientError, InvalidRequest, NotFound, PayloadTooLarge, StoreError
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
 from inferq.core.fairness import Unsettled
-from inferq.core.models import Job, JobError, Lease, Result
+from inferq.core.models import Job, JobError, Lease
 from inferq.core.node_checks import check_file_name, check_session, parse_result
 from inferq.core.node_files import NodeFiles
 from inferq.core.node_messages import (
@@ -48,6 +48,7 @@ from inferq.core.node_replicas import Ask, Embedder, Replicas, Replication
 from inferq.core.nodes import Node, NodeService, NoNodeConnected
 from inferq.core.ports import BlobStore, ClaimOrder, JobQueue
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import Result
 
 log = logging.getLogger("inferq.nodes")
 

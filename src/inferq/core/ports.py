@@ -44,12 +44,12 @@ from inferq.core.models import (
     JobFilter,
     Lease,
     QueueMetrics,
-    Result,
 )
 from inferq.core.nodes import NodeStore
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
 from inferq.core.webhooks import WebhookStore
+from inferq.core.work import Result
 
 # -- jobs -------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """JobService: the one entry point every dialect calls.
 
-Dialects translate their request to a :class:`~inferq.core.models.ChatRequest`
+Dialects translate their request to a :class:`~inferq.core.work.ChatRequest`
 and call ``submit`` / ``run_sync`` / ``get`` / ``cancel`` here; they render what
 comes back. The service validates against the model catalog, writes through the
 store (durably, before answering) and wakes workers through the event hub.
@@ -21,18 +21,11 @@ from inferq.core.events import JobEvents, Subscription
 from inferq.core.ids import new_uuid7
 from inferq.core.inputs import check_priority
 from inferq.core.limits import QueueBounds, check_queue
-from inferq.core.models import (
-    ActiveCount,
-    ChatResult,
-    Job,
-    JobError,
-    JobFilter,
-    QueueMetrics,
-    Request,
-)
+from inferq.core.models import ActiveCount, Job, JobError, JobFilter, QueueMetrics
 from inferq.core.ports import ClaimOrder, Ending, JobQueue
 from inferq.core.states import CANCELLABLE_STATES, CLASS_LABELS, JobState, ServiceClass
 from inferq.core.throughput import Series, series, window
+from inferq.core.work import ChatResult, Request
 
 log = logging.getLogger("inferq.jobs")
 

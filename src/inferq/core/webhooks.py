@@ -35,8 +35,9 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from inferq.core.errors import InvalidRequest, NotFound
-from inferq.core.models import ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.states import JobState
+from inferq.core.work import ChatResult
 
 # -- event types -----------------------------------------------------------------------
 

@@ -22,20 +22,19 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from inferq.core.models import (
-    Batch,
+from inferq.core.models import Batch, JobError
+from inferq.core.ports import BatchStore, BlobStore
+from inferq.core.service import JobService
+from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import (
     ChatMessage,
     ChatRequest,
     ChatResult,
     EmbedRequest,
     EmbedResult,
-    JobError,
     Request,
     Result,
 )
-from inferq.core.ports import BatchStore, BlobStore
-from inferq.core.service import JobService
-from inferq.core.states import JobState, ServiceClass
 from inferq.core.workflow_meta import (
     CHUNK,
     DIALECT,

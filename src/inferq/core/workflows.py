@@ -32,9 +32,10 @@ from typing import Any, Protocol
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.inputs import check_text
 from inferq.core.limits import LAUNCH_SPACING, RateStore, space_launches
-from inferq.core.models import Batch, ChatMessage, ChatRequest, EmbedRequest, Request
+from inferq.core.models import Batch
 from inferq.core.ports import BatchFilter, BatchStore, BlobStore
 from inferq.core.states import TERMINAL_STATES, JobState
+from inferq.core.work import ChatMessage, ChatRequest, EmbedRequest, Request
 from inferq.core.workflow_meta import (
     CHUNK,
     DIALECT,

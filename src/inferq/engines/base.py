@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, InvalidRequest
 from inferq.core.events import cancel_and_wait, wait_event
-from inferq.core.models import (
+from inferq.core.states import ServiceClass
+from inferq.core.work import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
@@ -30,7 +31,6 @@ from inferq.core.models import (
     PayloadRequest,
     Request,
 )
-from inferq.core.states import ServiceClass
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ import hashlib
 import os
 
 from inferq.core.errors import ConfigError, EngineError, PromptTooLong
-from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
+from inferq.core.work import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.engines.base import (
     ABORTED,
     Call,

@@ -36,8 +36,8 @@ import time
 from typing import Any
 
 from inferq.core.errors import EngineError, EngineUnavailable
-from inferq.core.models import ChatResult, Usage
 from inferq.core.structured import TokenLogprob
+from inferq.core.work import ChatResult, Usage
 from inferq.engines.base import ABORTED
 from inferq.engines.llama_gil import holding_gil
 from inferq.engines.llama_sequence import DecoderConfig, SequenceJob, new_sampler

@@ -16,8 +16,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferq.core.models import ChatRequest, ChatResult, Usage
 from inferq.core.tool_text import split_answer
+from inferq.core.work import ChatRequest, ChatResult, Usage
 from inferq.engines.base import Call
 from inferq.engines.llama_batch import BatchDecoder
 from inferq.engines.llama_sequence import Sampling, SequenceJob

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferq.core.models import ChatResult
+from inferq.core.work import ChatResult
 from inferq.engines.base import AbortSignal
 from inferq.engines.llama_structured import Constraint
 

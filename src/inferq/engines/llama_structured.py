@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatRequest
 from inferq.core.structured import JSON_SCHEMA, TOOL_AUTO, OutputFormat, TokenLogprob
 from inferq.core.tool_text import (
     ARGS_OPEN,
@@ -49,6 +48,7 @@ from inferq.core.tool_text import (
     may_call,
     tools_prompt,
 )
+from inferq.core.work import ChatRequest
 
 #: llguidance's JSON options: compact, so that whitespace cannot run on
 _JSON_OPTIONS: dict[str, Any] = {

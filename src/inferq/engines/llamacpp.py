@@ -80,14 +80,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inferq.core.errors import ConfigError, EngineError, EngineUnavailable, PromptTooLong
-from inferq.core.models import (
-    ChatRequest,
-    ChatResult,
-    EmbedRequest,
-    EmbedResult,
-    Request,
-    Usage,
-)
+from inferq.core.work import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Request, Usage
 from inferq.engines.base import (
     AbortSignal,
     Call,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from inferq.core.errors import ConfigError, NotFound
-from inferq.core.models import Request
+from inferq.core.work import Request
 from inferq.engines.base import Engine, ModelSpec
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -33,7 +33,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from inferq.core.errors import ConfigError, EngineUnavailable, InvalidRequest
-from inferq.core.models import (
+from inferq.core.node_replicas import Embedder, Replication
+from inferq.core.work import (
     ChatRequest,
     ChatResult,
     EmbedRequest,
@@ -41,7 +42,6 @@ from inferq.core.models import (
     PayloadRequest,
     Request,
 )
-from inferq.core.node_replicas import Embedder, Replication
 from inferq.engines.base import AbortSignal, Call, Engine, ModelSpec
 
 if TYPE_CHECKING:

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from inferq.core.errors import EngineError, InferqError
-from inferq.core.models import ChatMessage, ChatRequest
+from inferq.core.work import ChatMessage, ChatRequest
 from inferq.engines.base import AbortSignal, ModelSpec
 from inferq.engines.llamacpp import LlamaCppEngine
 from inferq.engines.tuning import (

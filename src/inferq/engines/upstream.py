@@ -68,7 +68,7 @@ import httpx
 from inferq import __version__
 from inferq.core.errors import ConfigError, EngineError, EngineUnavailable
 from inferq.core.events import cancel_and_wait, wait_event
-from inferq.core.models import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
+from inferq.core.work import ChatRequest, ChatResult, EmbedRequest, EmbedResult, Usage
 from inferq.engines.base import (
     ABORTED,
     AbortSignal,

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from inferq.core.errors import EngineError, PromptTooLong
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Usage
 from inferq.core.structured import JSON_SCHEMA, TOOL_FUNCTION, TokenLogprob, ToolCall
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult, Usage
 from inferq.engines.base import TextCallback
 
 #: finish reasons by which an upstream says it stopped the request itself

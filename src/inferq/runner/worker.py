@@ -29,19 +29,10 @@ from inferq.core import log_context
 from inferq.core.errors import EngineError, StoreError
 from inferq.core.events import JobEvents, cancel_and_wait, wait_event
 from inferq.core.fairness import Unsettled
-from inferq.core.models import (
-    ChatRequest,
-    ChatResult,
-    EmbedRequest,
-    Job,
-    JobError,
-    Lease,
-    PayloadRequest,
-    Result,
-    Usage,
-)
+from inferq.core.models import Job, JobError, Lease
 from inferq.core.ports import ClaimOrder, JobQueue
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import ChatRequest, ChatResult, EmbedRequest, PayloadRequest, Result, Usage
 from inferq.engines.base import ABORTED, AbortSignal, Engine, urgency
 from inferq.engines.registry import ModelRegistry
 from inferq.runner.claims import EngineClaims, Offer

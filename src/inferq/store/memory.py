@@ -14,20 +14,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from inferq.core.errors import Conflict
-from inferq.core.models import (
-    ActiveCount,
-    ApiKey,
-    Job,
-    JobError,
-    JobFilter,
-    Lease,
-    QueueMetrics,
-    Result,
-)
+from inferq.core.models import ActiveCount, ApiKey, Job, JobError, JobFilter, Lease, QueueMetrics
 from inferq.core.ports import ClaimOrder, Ending, Store, insert_then_claim
 from inferq.core.scheduling import claim_order, lease_expired_error
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
+from inferq.core.work import Result
 from inferq.store.memory_limits import MemoryLimits
 from inferq.store.memory_retention import MemoryRetention
 from inferq.store.memory_tenants import MemoryTenants

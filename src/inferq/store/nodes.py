@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, cast
 
 from inferq.core.errors import Conflict
-from inferq.core.models import Lease, Result
+from inferq.core.models import Lease
 from inferq.core.nodes import Node, Seen
 from inferq.core.ports import JobQueue
+from inferq.core.work import Result
 from inferq.store.executor import Executor, Params, Steps, count
 from inferq.store.rows import Row, dumps
 

@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 from inferq.core import fairness
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
 from inferq.core.events import TextRelay
-from inferq.core.models import Batch, Job, Lease, Result
+from inferq.core.models import Batch, Job, Lease
+from inferq.core.work import Result
 from inferq.drivers.postgres import import_asyncpg, unavailable_errors
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, drive_async

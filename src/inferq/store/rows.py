@@ -8,18 +8,9 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from inferq.core import jsontext
-from inferq.core.models import (
-    ApiKey,
-    Batch,
-    BatchCounts,
-    FileRecord,
-    Job,
-    JobError,
-    Usage,
-    request_from_dict,
-    result_from_dict,
-)
+from inferq.core.models import ApiKey, Batch, BatchCounts, FileRecord, Job, JobError
 from inferq.core.states import JobState, ServiceClass
+from inferq.core.work import Usage, request_from_dict, request_to_dict, result_from_dict
 
 
 class Row(Protocol):
@@ -42,8 +33,8 @@ def job_params(job: Job) -> dict[str, Any]:
         "service_class": int(job.service_class),
         "priority": job.priority,
         "state": job.state.value,
-        "request": dumps(job.request.to_dict()),
-        "info": dumps(job.info),
+        "request": dumps(request_to_dict(job.request)),
+        "info": dumps(job.info) if job.info else "{}",
         "inputs": dumps(job.inputs) if job.inputs is not None else None,
         "max_attempts": job.max_attempts,
         "created_at": job.created_at,

@@ -29,7 +29,6 @@ from inferq.core.models import (
     JobFilter,
     Lease,
     QueueMetrics,
-    Result,
 )
 from inferq.core.ports import (
     BatchFilter,
@@ -42,6 +41,7 @@ from inferq.core.ports import (
 )
 from inferq.core.states import TERMINAL_STATES, JobState, ServiceClass
 from inferq.core.throughput import FinishedCount
+from inferq.core.work import Result
 from inferq.store import rows
 from inferq.store.executor import Executor, Params, Steps, count, one
 from inferq.store.fair import in_order, share_of

@@ -13,7 +13,7 @@ from typing import Any
 
 from inferq.core.errors import EngineError
 from inferq.core.futures import settle
-from inferq.core.models import ChatRequest, EmbedRequest, request_from_dict
+from inferq.core.work import ChatRequest, EmbedRequest, request_from_dict
 from inferq.engines.base import ABORTED, AbortSignal, Engine
 from inferq.worker.handler import Context, Handler, JobFailed
 

@@ -24,9 +24,9 @@ from inferq.api.sync import (
     submit_watched,
 )
 from inferq.core.errors import InferqError, public
-from inferq.core.models import ChatRequest
 from inferq.core.service import JobService
 from inferq.core.tool_text import may_call
+from inferq.core.work import ChatRequest
 
 router = Router(prefix="/v1/messages", tags=["anthropic"])
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferq.api.anthropic.tools import to_tool_choice, to_tools, turn_messages
 from inferq.api.chat import NonNegativeInt32, PositiveInt32, text_of
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatMessage, ChatRequest
+from inferq.core.work import ChatMessage, ChatRequest
 
 
 class ContentBlock(BaseModel):

@@ -16,9 +16,10 @@ from typing import Any
 
 from inferq.core import structured as core
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatMessage, ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.structured import TOOL_AUTO, TOOL_FUNCTION, TOOL_NONE, Tool, ToolCall, ToolChoice
 from inferq.core.tool_text import call_id, check_tools
+from inferq.core.work import ChatMessage, ChatResult
 
 #: Anthropic's tool_choice types -> core's modes
 _CHOICES = {"auto": TOOL_AUTO, "any": core.TOOL_REQUIRED, "tool": TOOL_FUNCTION, "none": TOOL_NONE}

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from inferq.api.anthropic.tools import content_blocks
 from inferq.core import jsontext
 from inferq.core.errors import EngineUnavailable, InferqError, StoreUnavailable
-from inferq.core.models import ChatResult, Job
+from inferq.core.models import Job
+from inferq.core.work import ChatResult
 
 #: the error ``type`` of each status Anthropic documents; any other 4xx is an
 #: ``invalid_request_error``, any other 5xx an ``api_error``

@@ -7,9 +7,10 @@ import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from inferq.core.models import ActiveCount, Batch, BatchCounts, ChatResult, EmbedResult, Job
+from inferq.core.models import ActiveCount, Batch, BatchCounts, Job
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.throughput import Series
+from inferq.core.work import ChatResult, EmbedResult
 from inferq.core.workflow_meta import (
     DIALECT as WORKFLOW_DIALECT,
 )

@@ -16,8 +16,9 @@ from inferq.api.routing import Router
 from inferq.api.sync import answer_when_finished, watched
 from inferq.core.errors import InvalidRequest
 from inferq.core.ids import new_uuid
-from inferq.core.models import ApiKey, ChatRequest, Job
+from inferq.core.models import ApiKey, Job
 from inferq.core.states import ServiceClass
+from inferq.core.work import ChatRequest
 
 router = Router(tags=["infera"])
 

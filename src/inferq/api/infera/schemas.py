@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from inferq.api.chat import NonNegativeInt32, PositiveInt32, Role
-from inferq.core.models import ChatMessage
+from inferq.core.work import ChatMessage
 
 
 def _issued(value: UUID) -> UUID:

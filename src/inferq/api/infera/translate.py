@@ -8,8 +8,9 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from inferq.core.errors import InferqError, InvalidRequest
-from inferq.core.models import ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.states import JobState
+from inferq.core.work import ChatResult
 
 #: what Infera's clients poll for while a job is not finished
 PROCESSING = "processing"

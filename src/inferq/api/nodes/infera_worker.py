@@ -19,10 +19,11 @@ from inferq.api.deps import ServicesDep, api_key_from
 from inferq.api.nodes.router import NodeDep, count_claims, counted_result, get_node
 from inferq.api.routing import Router
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatRequest, JobError
+from inferq.core.models import JobError
 from inferq.core.node_pull import session_of
 from inferq.core.node_replicas import SUFFIX
 from inferq.core.nodes import Node
+from inferq.core.work import ChatRequest
 from inferq.engines.remote import CHAT
 
 router = Router(tags=["infera nodes"])

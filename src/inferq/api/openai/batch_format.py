@@ -17,15 +17,8 @@ from inferq.api.openai.responses_schemas import parse_response_row, render_respo
 from inferq.core.batch_format import OutputFile, ParsedRow, row_object
 from inferq.core.errors import InvalidRequest
 from inferq.core.files import CONTENT, FILE
-from inferq.core.models import (
-    Batch,
-    BatchCounts,
-    ChatRequest,
-    EmbedRequest,
-    EmbedResult,
-    FileRecord,
-    Job,
-)
+from inferq.core.models import Batch, BatchCounts, FileRecord, Job
+from inferq.core.work import ChatRequest, EmbedRequest, EmbedResult
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"

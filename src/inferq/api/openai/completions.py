@@ -33,8 +33,9 @@ from inferq.api.openai.streaming import ended, framed
 from inferq.api.openai.translate import sse
 from inferq.api.routing import Router
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatRequest, ChatResult, Job, Usage
+from inferq.core.models import Job
 from inferq.core.service import JobService
+from inferq.core.work import ChatRequest, ChatResult, Usage
 
 router = Router(tags=["openai"])
 

@@ -22,7 +22,8 @@ from inferq.api.deps import CallerDep, ServicesDep
 from inferq.api.routing import Router
 from inferq.api.sync import ClientGone, finished_or_raise, submit_watched, wait_for_client
 from inferq.core.errors import InvalidRequest, PromptTooLong
-from inferq.core.models import EmbedRequest, EmbedResult, Job
+from inferq.core.models import Job
+from inferq.core.work import EmbedRequest, EmbedResult
 
 #: OpenAI's limit on the number of inputs of one request
 MAX_INPUTS = 2048

@@ -1,7 +1,7 @@
 """OpenAI's Responses API: the create body, its input items, and the response object.
 
 A response is a core job (origin ``openai-responses``). What the client sent that the
-job's :class:`~inferq.core.models.ChatRequest` does not carry (instructions, metadata,
+job's :class:`~inferq.core.work.ChatRequest` does not carry (instructions, metadata,
 ``store``, ``background``, the conversation's items with their ids) is kept in the
 job's ``inputs`` as a :class:`Record`, and the response object is rendered from the
 job: its state, its result and that record.
@@ -20,9 +20,10 @@ from inferq.api.openai import responses_tools as structured
 from inferq.api.openai.metadata import check_metadata
 from inferq.core.errors import InvalidRequest, NotFound
 from inferq.core.ids import new_hex
-from inferq.core.models import ChatMessage, ChatRequest, ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.states import JobState
 from inferq.core.structured import TokenLogprob
+from inferq.core.work import ChatMessage, ChatRequest, ChatResult
 
 #: the origin of a response's job: only such jobs are responses
 ORIGIN = "openai-responses"

@@ -43,10 +43,11 @@ from inferq.api.openai.responses_schemas import (
 )
 from inferq.core.errors import InferqError
 from inferq.core.events import JobEvents, Subscription
-from inferq.core.models import ChatRequest, ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.service import POLL_INTERVAL, JobService
 from inferq.core.states import JobState
 from inferq.core.tool_text import may_call
+from inferq.core.work import ChatRequest, ChatResult
 
 log = logging.getLogger("inferq.api")
 

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from inferq.core.errors import InvalidRequest
-from inferq.core.models import ChatMessage, ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.structured import (
     JSON_OBJECT,
     JSON_SCHEMA,
@@ -29,6 +29,7 @@ from inferq.core.structured import (
     ToolChoice,
 )
 from inferq.core.tool_text import call_id
+from inferq.core.work import ChatMessage, ChatResult
 
 #: item types that carry a function call and its result
 CALL = "function_call"

@@ -23,8 +23,8 @@ from inferq.api.sync import (
     event_stream,
     submit_watched,
 )
-from inferq.core.models import ChatRequest
 from inferq.core.service import JobService
+from inferq.core.work import ChatRequest
 
 router = Router(prefix="/v1", tags=["openai"])
 router.include_router(completions.router)

@@ -8,8 +8,9 @@ from inferq.api.errors import status_of
 from inferq.api.openai.translate import SSE_DONE, error_body, sse
 from inferq.api.sync import abandon, finished_or_raise
 from inferq.core.errors import InferqError, public
-from inferq.core.models import ChatResult, Job
+from inferq.core.models import Job
 from inferq.core.service import JobService
+from inferq.core.work import ChatResult
 
 
 async def framed(jobs: JobService, job: Job, events: AsyncIterator[str]) -> AsyncIterator[str]:

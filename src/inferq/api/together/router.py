@@ -15,8 +15,9 @@ from inferq.api.routing import Router
 from inferq.api.together.schemas import QueueCancelRequest, QueueClearRequest, QueueJobRequest
 from inferq.api.together.translate import STATUS, error_body, render_status
 from inferq.core.errors import Conflict, NotFound
-from inferq.core.models import Job, PayloadRequest, Request
+from inferq.core.models import Job
 from inferq.core.states import ServiceClass
+from inferq.core.work import PayloadRequest, Request
 from inferq.engines.remote import takes_payload
 
 router = Router(prefix="/v1/queue", tags=["together"])

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from inferq.api.chat import render_completion
 from inferq.api.openai.embeddings import render_embeddings
 from inferq.core.errors import InferqError, NotFound
-from inferq.core.models import EmbedResult, Job, PayloadResult
+from inferq.core.models import Job
 from inferq.core.states import JobState
+from inferq.core.work import EmbedResult, PayloadResult
 
 STATUS = {
     JobState.VALIDATING: "pending",
