@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -128,6 +129,25 @@ def test_text_log_lines_are_the_standard_formatters(created: float) -> None:
         entry.created = created + (0.25 if second_record else 0.0)
         entry.msecs = math.floor((entry.created - int(entry.created)) * 1000)
         assert ours.format(entry) == standard.format(entry)
+        assert entry.message == "job j queued"  # set on the record, as the standard one does
+
+
+def test_text_log_lines_with_an_exception_or_a_stack_are_the_standard_formatters() -> None:
+    try:
+        raise ValueError("bad\nline")
+    except ValueError:
+        exc_info = sys.exc_info()
+    for args in (("%d%%", (5,)), ("multi\nline %r", ({"k": "é"},))):
+        for extra in ({"exc_info": exc_info}, {"sinfo": "Stack (most recent call last):\n  x"}, {}):
+            pair = []
+            for formatter in (TextFormatter(), logging.Formatter(TEXT_FORMAT)):
+                entry = logging.LogRecord(
+                    "inferq.worker", logging.ERROR, "", 0, args[0], args[1],
+                    extra.get("exc_info"), sinfo=extra.get("sinfo"),
+                )  # fmt: skip
+                entry.created, entry.msecs = 1_733_000_000.5, 500.0
+                pair.append(formatter.format(entry))
+            assert pair[0] == pair[1]
 
 
 @pytest.mark.parametrize("content", [{"requestId": "01a2"}, {"x": "é\u2028", "n": [1, 2.5, None]}])

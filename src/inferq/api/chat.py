@@ -155,7 +155,7 @@ class ChatBody(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     def to_request(self) -> ChatRequest:
-        tools = tuple(t.to_tool() for t in self.tools or ())
+        tools = tuple(t.to_tool() for t in self.tools) if self.tools else ()
         choice = to_tool_choice(self.tool_choice, bool(tools))
         check_tools(tools, choice)
         return ChatRequest(

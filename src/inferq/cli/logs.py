@@ -44,11 +44,20 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """:data:`TEXT_FORMAT`, as :class:`logging.Formatter` writes it, each second's time
     formatted once (the standard formatter formats the local time anew for every record:
-    about a sixth of a line's instructions)."""
+    about a sixth of a line's instructions), and a line without an exception or a stack
+    written straight from the record's fields (the standard one, from a ``%`` of the
+    record's whole ``__dict__`` after looking the format over again: half of the rest)."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
         self._second: tuple[int, str] = (-1, "")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = message = record.getMessage()
+        record.asctime = asctime = self.formatTime(record)
+        return f"{asctime} {record.levelname} {record.name}: {message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)

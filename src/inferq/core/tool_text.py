@@ -52,6 +52,8 @@ def call_id(job_id: str, index: int) -> str:
 def check_tools(tools: tuple[Tool, ...], choice: ToolChoice) -> None:
     """InvalidRequest unless ``choice`` can be met with ``tools``: unique names, a
     required call with tools to call, a named function that is among them."""
+    if not tools and choice.mode not in (TOOL_REQUIRED, TOOL_FUNCTION):
+        return  # most requests: nothing to check
     names = [t.name for t in tools]
     if len(set(names)) != len(names):
         raise InvalidRequest("tools: every function needs a name of its own", param="tools")
