@@ -8,6 +8,7 @@ turns alone still finish it, every row exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from inferq.core.batches import BatchLimits, BatchService, row_id
 from inferq.core.events import JobEvents
 from inferq.core.files import FileService, blob_key
 from inferq.core.ids import new_uuid7
-from inferq.core.models import Batch
+from inferq.core.models import Batch, BatchCounts
 from inferq.core.states import JobState
 from inferq.engines.base import ModelSpec
 from inferq.engines.registry import ModelRegistry
@@ -103,6 +104,40 @@ async def test_only_the_last_rows_end_wakes_the_runner(
         # created (validated and watched), perhaps a turn an end woke before the first
         # count, the last row's end (finalized); not one a row
         assert turns <= 5, turns
+
+
+async def test_ends_told_while_the_rows_are_counted_wake_nothing_and_count_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An end told while a watch counts the batch's rows (a 20,000-row batch's count
+    takes milliseconds, and rows end meanwhile) woke the runner, whose next turn counted
+    again at once: 50 counts a second slowed every row. Such ends now wake nothing and
+    are taken off the count, so the runner still wakes at the last row's end."""
+    async with rig(MemoryStore(), interval=NO_POLL) as r:
+        wakes: list[int] = []
+        monkeypatch.setattr(r.runner, "wake", lambda: wakes.append(1))
+        batch = replace(
+            make_batch("b", state=JobState.RUNNING, created_at=1_700_000_000.5), total=10
+        )
+
+        async def counted_while_rows_end(*, tenant: str, batch_id: str) -> BatchCounts:
+            r.runner._job_ended(row_id(batch, 1))  # ended before the read: in the count
+            await asyncio.sleep(0)
+            for line in (2, 3, 3):  # ended while it is read: not in it (3 told twice)
+                r.runner._job_ended(row_id(batch, line))
+            return BatchCounts(total=10, running=9, succeeded=1)
+
+        monkeypatch.setattr(r.batches.store, "batch_counts", counted_while_rows_end)
+        assert r.runner._watch_rows(batch)
+        await r.runner._count_active(batch)
+        # 9 active as read, less the 3 ends told during the read (one of them already
+        # counted: the count comes out low, never high)
+        assert wakes == [] and r.runner._active == {"b": 6}
+        for line in range(4, 9):
+            r.runner._job_ended(row_id(batch, line))
+        assert wakes == []
+        r.runner._job_ended(row_id(batch, 9))
+        assert wakes == [1]
 
 
 async def test_a_rows_id_tells_its_batch_and_line_whatever_the_batch_size(
