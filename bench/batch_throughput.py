@@ -26,7 +26,12 @@ is compared with inferq's (temperature 0). Also reported: the server's time
 split, from the batch's and the rows' own timestamps (the store keeps them as
 floats; the API rounds them to seconds).
 
+``--tuning FILE`` gives the server the ``tuning.toml`` that ``inferq tune`` wrote on this
+machine (its engine then runs the tuned settings); ``--loop-flash-attention`` turns flash
+attention on in the loops as well.
+
     .venv/bin/python bench/batch_throughput.py [--rows 500] [--max-tokens 64] [--quick]
+        [--tuning FILE] [--loop-flash-attention]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import tempfile
 import time
@@ -169,16 +175,18 @@ def paused_within(pauses: list[tuple[float, float]], start: float, end: float) -
 class LoopSide:
     """One plain loop (a thread count) with its own rows still to run and answers."""
 
-    def __init__(self, threads: int, rows: int) -> None:
+    def __init__(self, threads: int, rows: int, *, flash_attn: bool = False) -> None:
         self.threads = threads
-        self.loop = Loop(gguf_path(), threads)
+        self.flash_attn = flash_attn
+        self.loop = Loop(gguf_path(), threads, flash_attn=flash_attn)
         self.pending = list(range(rows))
         self.answers: dict[str, Answer] = {}
         self.cpu = 0.0
 
     @property
     def name(self) -> str:
-        return f"plain llama-cpp-python loop, n_threads = {self.threads}"
+        flash = ", flash attention" if self.flash_attn else ""
+        return f"plain llama-cpp-python loop, n_threads = {self.threads}{flash}"
 
     def turn(self, budget: float, max_tokens: int) -> None:
         """Run rows for ``budget`` s (at least one)."""
@@ -208,6 +216,17 @@ def main() -> None:
         "--slice", type=float, default=10.0, help="seconds per turn of each side (time-slicing)"
     )
     parser.add_argument(
+        "--tuning",
+        type=Path,
+        help="a tuning.toml written by `inferq tune`, put in the server's data dir so that "
+        "its engine runs with the tuned settings (default: the engine's own defaults)",
+    )
+    parser.add_argument(
+        "--loop-flash-attention",
+        action="store_true",
+        help="run each plain loop with flash attention on as well",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="40 rows, for trying it out (implies --no-doc)"
     )
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
@@ -219,7 +238,10 @@ def main() -> None:
     info = machine()
     print(machine_line(info))
 
-    loops = [LoopSide(int(n), rows) for n in args.threads.split(",")]
+    loops = [
+        LoopSide(int(n), rows, flash_attn=args.loop_flash_attention)
+        for n in args.threads.split(",")
+    ]
     pauses: list[tuple[float, float]] = []  # when the server was stopped (wall clock)
     seen: dict[str, float] = {}  # batch status -> when the client first saw it
 
@@ -238,6 +260,9 @@ def main() -> None:
         source = tmp / "batch-input.jsonl"
         write_input(source, rows, args.max_tokens)
         data_dir = tmp / "data"
+        if args.tuning is not None:
+            data_dir.mkdir()
+            shutil.copyfile(args.tuning, data_dir / "tuning.toml")
         with Server(data_dir) as server:
             key = server.create_key("bench")
             client = httpx.Client(
@@ -415,12 +440,17 @@ def main() -> None:
     if other_cpu > NOISY and not args.force_doc:
         print(f"not updating the docs: other processes used {other_cpu:.2f} cores (--force-doc)")
         return
+    settings = (
+        "the settings of the tuning file given"
+        if args.tuning
+        else "its engine's own slots and threads"
+    )
     doc = "\n".join([
         machine_line(info),
         "",
         f"{rows} rows, max_tokens {args.max_tokens}, temperature 0, a ~30-word user "
-        "message per row (500 distinct ones); the server with its default models (its "
-        "engine's own slots and threads); each loop with context "
+        "message per row (500 distinct ones); the server with its default models "
+        f"({settings}); each loop with context "
         f"{CONTEXT} and batch {BATCH} as inferq's defaults. The sides took turns of "
         f"{args.slice:g} s (the server stopped while a loop ran); times are each side's own.",
         "",

@@ -81,7 +81,7 @@ def gguf_path() -> Path:
 class Direct:
     """llama-cpp-python called the way inferq's ``_Slot`` calls it."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, *, flash_attn: bool = False) -> None:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -93,6 +93,7 @@ class Direct:
             n_threads=threads,
             n_threads_batch=threads,
             n_batch=BATCH,
+            flash_attn=flash_attn,
             verbose=False,
         )
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
