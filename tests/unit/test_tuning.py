@@ -89,6 +89,32 @@ def test_serve_applies_the_tuned_settings(tmp_path: Path, data_dir: Path, gguf: 
     assert load_specs(path)["m"].slots == 1  # without a data dir (one-shot commands): untouched
 
 
+def test_without_a_file_serve_says_the_defaults_run_and_how_to_tune(
+    tmp_path: Path, data_dir: Path, gguf: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = models_file(tmp_path, gguf)
+    with caplog.at_level(logging.INFO, logger="inferq"):
+        load_specs(path, tuning_dir=data_dir)
+    [line] = [r.getMessage() for r in caplog.records if "tuning file" in r.getMessage()]
+    assert "m run the default" in line and "inferq tune" in line
+    assert str(tuning.tuning_file(data_dir)) in line
+    caplog.clear()
+    write_tuned(data_dir, gguf)
+    with caplog.at_level(logging.INFO, logger="inferq"):
+        load_specs(path, tuning_dir=data_dir)
+    assert not [r for r in caplog.records if "no tuning file" in r.getMessage()]
+
+
+def test_nothing_to_tune_says_nothing(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models.f]\nengine = "fake"\n')
+    with caplog.at_level(logging.INFO, logger="inferq"):
+        load_specs(path, tuning_dir=data_dir)
+    assert not [r for r in caplog.records if "tuning file" in r.getMessage()]
+
+
 def test_explicit_configuration_wins(tmp_path: Path, data_dir: Path, gguf: Path) -> None:
     path = models_file(tmp_path, gguf, "slots = 2\nflash_attention = false\n")
     write_tuned(data_dir, gguf)

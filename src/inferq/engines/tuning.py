@@ -303,8 +303,18 @@ def apply_tuning(
     specs: dict[str, ModelSpec], explicit: Mapping[str, Set[str]], path: Path
 ) -> dict[str, ModelSpec]:
     """``specs`` with the tuned settings of ``path`` (when it exists) applied, except the
-    options ``explicit`` lists for a model (those its models file sets)."""
+    options ``explicit`` lists for a model (those its models file sets). Without the
+    file, one line says that the llama.cpp chat models run their defaults and how to
+    measure this machine's best settings."""
     if not path.exists():
+        untuned = sorted(name for name, spec in specs.items() if tunable(spec))
+        if untuned:
+            log.info(
+                "no tuning file at %s: %s run the default llama.cpp settings "
+                "(inferq tune measures this machine's best)",
+                path,
+                ", ".join(untuned),
+            )
         return specs
     try:
         entries = read_file(path)
