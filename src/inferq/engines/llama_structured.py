@@ -24,6 +24,10 @@ rather than llama.cpp's own GBNF grammar sampler: see docs/benchmarks.md.
 The prompt side (:func:`prompt_messages`) tells the model what is asked: the
 tools and how to call them, the schema to follow, earlier calls written back as
 calls.
+
+numpy is imported by the functions that touch logits, not with the module: an API
+process (``inferq serve --workers N``, ``--no-worker``) checks requests with
+:func:`check` but never decodes, and numpy would cost each such process 11.5 MB.
 """
 
 from __future__ import annotations
@@ -32,9 +36,7 @@ import copy
 import functools
 import json
 import threading
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from inferq.core.errors import InvalidRequest
 from inferq.core.structured import JSON_SCHEMA, TOOL_AUTO, OutputFormat, TokenLogprob
@@ -49,6 +51,9 @@ from inferq.core.tool_text import (
     tools_prompt,
 )
 from inferq.core.work import ChatRequest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: llguidance's JSON options: compact, so that whitespace cannot run on
 _JSON_OPTIONS: dict[str, Any] = {
@@ -165,6 +170,8 @@ class Constraint:
 
     def mask(self, logits: np.ndarray[Any, np.dtype[np.float32]]) -> None:
         """Set the logit of every token the grammar does not allow next to -inf."""
+        import numpy as np
+
         bits = np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8)
         allowed = np.unpackbits(bits, bitorder="little")[: logits.shape[0]]
         logits[allowed == 0] = -np.inf
@@ -184,6 +191,8 @@ class Constraint:
 def logits_row(llama_cpp: Any, ctx: Any, index: int, n_vocab: int) -> np.ndarray[Any, Any]:
     """The logits of batch row ``index`` as a numpy view on llama.cpp's buffer:
     writing to it changes what the sampler sees."""
+    import numpy as np
+
     pointer = llama_cpp.llama_get_logits_ith(ctx, index)
     row: np.ndarray[Any, Any] = np.ctypeslib.as_array(pointer, shape=(n_vocab,))
     return row
@@ -193,6 +202,8 @@ def logprobs_of(
     logits: np.ndarray[Any, Any], top: int
 ) -> tuple[np.ndarray[Any, Any], list[tuple[int, float]]]:
     """The log-softmax of ``logits`` and its ``top`` most likely tokens, best first."""
+    import numpy as np
+
     values = logits.astype(np.float64)
     peak = values.max()
     logp = values - peak - np.log(np.exp(values - peak).sum())
