@@ -96,7 +96,7 @@ def test_without_a_file_serve_says_the_defaults_run_and_how_to_tune(
     with caplog.at_level(logging.INFO, logger="inferq"):
         load_specs(path, tuning_dir=data_dir)
     [line] = [r.getMessage() for r in caplog.records if "tuning file" in r.getMessage()]
-    assert "m run the default" in line and "inferq tune" in line
+    assert "the default llama.cpp settings apply to m " in line and "inferq tune" in line
     assert str(tuning.tuning_file(data_dir)) in line
     caplog.clear()
     write_tuned(data_dir, gguf)

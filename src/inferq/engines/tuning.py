@@ -310,7 +310,7 @@ def apply_tuning(
         untuned = sorted(name for name, spec in specs.items() if tunable(spec))
         if untuned:
             log.info(
-                "no tuning file at %s: %s run the default llama.cpp settings "
+                "no tuning file at %s: the default llama.cpp settings apply to %s "
                 "(inferq tune measures this machine's best)",
                 path,
                 ", ".join(untuned),
