@@ -97,8 +97,14 @@ class SQLiteExecutor:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        #: signalled when a read ends: close waits for the reads in flight, whose
+        #: connections it must not close under them (sqlite3 would crash the process)
+        self._reads_ended = threading.Condition(self._readers_lock)
+        self._reading = 0
+        self._closing = False
 
     async def open(self) -> None:
+        self._closing = False
         await asyncio.to_thread(_private_files, self.path)
         conn = await asyncio.to_thread(_connect, self.path, synchronous=self.synchronous)
         await asyncio.to_thread(migrate, conn)
@@ -108,6 +114,10 @@ class SQLiteExecutor:
         self._writer.start()
 
     async def close(self) -> None:
+        with self._readers_lock:
+            self._closing = True  # no read starts from now on
+            for conn in self._readers:
+                conn.interrupt()  # a read in flight stops at its next step
         if self._writer is not None:
             self._writer.inbox.put(None)
             await asyncio.to_thread(self._writer.join)
@@ -119,10 +129,18 @@ class SQLiteExecutor:
         if self._bus is not None:
             self._bus.close()
             self._bus = None
-        with self._readers_lock:
+        await asyncio.to_thread(self._close_readers)
+
+    def _close_readers(self) -> None:
+        """Close the readers once no read is in flight: a read whose caller was
+        cancelled still runs in its thread, and closing its connection under it is a
+        use after free in SQLite."""
+        with self._reads_ended:
+            self._reads_ended.wait_for(lambda: self._reading == 0)
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+            self._local = threading.local()  # a later open connects afresh
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
         """Run ``fn`` on the writer thread; its outcome once its group has committed.
@@ -145,10 +163,19 @@ class SQLiteExecutor:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
+            with self._readers_lock:
+                if self._closing:
+                    raise StoreUnavailable("the SQLite store is closing")
+                self._reading += 1
             try:
                 return fn(self._reader())
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+            finally:
+                with self._reads_ended:
+                    self._reading -= 1
+                    if self._closing:
+                        self._reads_ended.notify_all()
 
         return await asyncio.to_thread(run)
 
