@@ -283,17 +283,14 @@ def request_to_dict(request: Request) -> dict[str, Any]:
     return request.to_dict()
 
 
+#: the records of each stored ``kind`` (a chat's dict has none: the oldest kind)
+_REQUESTS: dict[str | None, type[Request]] = {"embed": EmbedRequest, "payload": PayloadRequest}
+_RESULTS: dict[str | None, type[Result]] = {"embed": EmbedResult, "payload": PayloadResult}
+
+
 def request_from_dict(data: dict[str, Any]) -> Request:
-    if data.get("kind") == "embed":
-        return EmbedRequest.from_dict(data)
-    if data.get("kind") == "payload":
-        return PayloadRequest.from_dict(data)
-    return ChatRequest.from_dict(data)
+    return _REQUESTS.get(data.get("kind"), ChatRequest).from_dict(data)
 
 
 def result_from_dict(data: dict[str, Any]) -> Result:
-    if data.get("kind") == "embed":
-        return EmbedResult.from_dict(data)
-    if data.get("kind") == "payload":
-        return PayloadResult.from_dict(data)
-    return ChatResult.from_dict(data)
+    return _RESULTS.get(data.get("kind"), ChatResult).from_dict(data)
