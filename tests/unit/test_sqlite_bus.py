@@ -312,7 +312,7 @@ async def test_another_users_process_can_neither_feed_text_nor_ask_for_it(
     piece of text for a job this process waits for, and asks for a job's text: the piece
     is not delivered, and no text is sent to it."""
     (api, api_events), (worker, _) = [await _relaying(tmp_path / "jobs.db") for _ in range(2)]
-    api_bus, worker_bus = api.db.bus, worker.db.bus
+    api_bus, worker_bus = api.db.relay, worker.db.relay
     assert api_bus is not None and worker_bus is not None
     try:
         sub = api_events.subscribe("job-1")

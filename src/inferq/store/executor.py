@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeAlias, TypeVar
 
+from inferq.core.events import TextRelay
 from inferq.store.rows import Row
 
 T = TypeVar("T")
@@ -83,6 +84,11 @@ class Executor(Protocol):
         self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
     ) -> bool:
         """Deliver other processes' events; False when the database has no channel."""
+
+    @property
+    def relay(self) -> TextRelay | None:
+        """Generated text relayed between the processes on this database, once its
+        channel is open (None: no channel)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,13 +28,12 @@ from typing import Any, TypeVar
 
 from inferq.core import fairness
 from inferq.core.errors import Conflict, StoreError, StoreUnavailable
-from inferq.core.events import TextRelay
 from inferq.core.models import Batch, Job, Lease
 from inferq.core.work import Result
 from inferq.drivers.postgres import import_asyncpg, unavailable_errors
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, drive_async
-from inferq.store.fair import Rescues, waiting_of
+from inferq.store.fair import waiting_of
 from inferq.store.grouping import Group
 from inferq.store.postgres_relay import PostgresRelay
 from inferq.store.rows import Row
@@ -271,15 +270,10 @@ class PostgresStore(SqlStore[PostgresExecutor]):
         self._completes: Group[Params, bool] = Group(
             one=self._complete, many=self._complete_many, key=lambda params: params["id"]
         )
-        self._rescues = Rescues()
 
     @property
     def url(self) -> str:
         return self.db.url
-
-    def text_relay(self) -> TextRelay | None:
-        """LISTEN/NOTIFY's relay (:mod:`inferq.store.postgres_relay`), once listening."""
-        return self.db.relay
 
     async def insert_job(self, job: Job) -> Job:
         return job.evolve(seq=await self._inserts(job))

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from inferq.core.errors import Conflict, StoreError
+from inferq.core.events import TextRelay
 from inferq.core.fairness import Settlement, TenantShare, check_weight
 from inferq.core.models import (
     ActiveCount,
@@ -44,7 +45,7 @@ from inferq.core.throughput import FinishedCount
 from inferq.core.work import Result
 from inferq.store import rows
 from inferq.store.executor import Executor, Params, Steps, count, one
-from inferq.store.fair import in_order, share_of
+from inferq.store.fair import Rescues, in_order, share_of
 from inferq.store.nodes import SqlNodes
 from inferq.store.rows import Row
 from inferq.store.sql_limits import SqlLimits
@@ -59,6 +60,8 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
 
     def __init__(self, db: E) -> None:
         self.db = db
+        #: when the claims last looked for expired leases
+        self._rescues = Rescues()
 
     async def open(self) -> None:
         await self.db.open()
@@ -77,6 +80,11 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         self, *, on_submitted: Callable[[], None], on_ended: Callable[[str], None]
     ) -> bool:
         return await self.db.listen(on_submitted=on_submitted, on_ended=on_ended)
+
+    def text_relay(self) -> TextRelay | None:
+        """The executor's relay (SQLite's bus, PostgreSQL's LISTEN/NOTIFY), once
+        listening."""
+        return self.db.relay
 
     # -- jobs -------------------------------------------------------------------
 

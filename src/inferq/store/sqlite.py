@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from inferq.core.errors import StoreUnavailable
-from inferq.core.events import TextRelay
 from inferq.core.fairness import Charge, Pick
 from inferq.core.models import Job
 from inferq.core.ports import ClaimOrder
 from inferq.core.states import ServiceClass
 from inferq.store import rows
 from inferq.store.executor import Params, Step, Steps, count, drive, many, one
-from inferq.store.fair import Rescues, fair_claim
+from inferq.store.fair import fair_claim
 from inferq.store.rows import Row
 from inferq.store.sql import check_version, first_keyword, load_migrations, load_queries
 from inferq.store.sql_store import SqlStore, claim_params, claimed_jobs, job_exists
@@ -205,7 +204,7 @@ class SQLiteExecutor:
         return await self._write(lambda conn: drive(steps, lambda step: _run(conn, step)))
 
     @property
-    def bus(self) -> Bus | None:
+    def relay(self) -> Bus | None:
         """The channel to the other processes on this file (once open, on Linux)."""
         return self._bus
 
@@ -254,14 +253,10 @@ class SQLiteStore(SqlStore[SQLiteExecutor]):
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         super().__init__(SQLiteExecutor(Path(path), synchronous=synchronous))
-        self._rescues = Rescues()
 
     @property
     def path(self) -> Path:
         return self.db.path
-
-    def text_relay(self) -> TextRelay | None:
-        return self.db.bus
 
     async def _claim(self, params: Params) -> list[Row]:
         if self._rescues.due(params):
