@@ -6,6 +6,8 @@ pages work on a machine without internet access. FastAPI's own CDN-based pages a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from importlib.resources import files
 
 from fastapi import FastAPI, Request
@@ -29,16 +31,21 @@ def install(app: FastAPI) -> None:
     app.mount(STATIC, StaticFiles(directory=str(assets)), name="docs-static")
     title = f"{app.title} API"
 
+    def page(request: Request, render: Callable[..., HTMLResponse], **assets: str) -> HTMLResponse:
+        """``render``'s page, its schema and ``assets`` under the proxy's root path."""
+        root = request.scope.get("root_path", "")
+        urls = {name: root + path for name, path in assets.items()}
+        return render(openapi_url=root + (app.openapi_url or "/openapi.json"), title=title, **urls)
+
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
-            openapi_url=root + (app.openapi_url or "/openapi.json"),
-            title=title,
-            swagger_js_url=f"{root}{STATIC}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{STATIC}/favicon.png",
-            oauth2_redirect_url=root + OAUTH2_REDIRECT,
+        return page(
+            request,
+            get_swagger_ui_html,
+            swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{STATIC}/favicon.png",
+            oauth2_redirect_url=OAUTH2_REDIRECT,
         )
 
     @app.get(OAUTH2_REDIRECT, include_in_schema=False)
@@ -47,11 +54,10 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=root + (app.openapi_url or "/openapi.json"),
-            title=title,
-            redoc_js_url=f"{root}{STATIC}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{STATIC}/favicon.png",
-            with_google_fonts=False,
+        render = partial(get_redoc_html, with_google_fonts=False)
+        return page(
+            request,
+            render,
+            redoc_js_url=f"{STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{STATIC}/favicon.png",
         )
