@@ -33,6 +33,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import KW_ONLY, dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -146,33 +147,23 @@ class _PostgresWriter(BlobWriter):
                 await self._store.execute(Q["drop_upload"], self._upload)
 
 
+@dataclass(eq=False)
 class PostgresBlobs(BlobStore):
     """Blobs in the PostgreSQL database at ``url`` (whose schema has the blob tables)."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        min_connections: int = 1,
-        max_connections: int = 5,
-        server_settings: dict[str, str] | None = None,
-        chunk_bytes: int = CHUNK_BYTES,
-        write_ahead: int = WRITE_AHEAD,
-        read_ahead: int = READ_AHEAD,
-        grace: float = GRACE_SECONDS,
-        sweep_every: float = SWEEP_EVERY,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.url = url
-        self.min_connections = min_connections
-        self.max_connections = max_connections
-        self.server_settings = server_settings or {}
-        self.chunk_bytes = chunk_bytes
-        self.write_ahead = write_ahead
-        self.read_ahead = read_ahead
-        self.grace = grace
-        self.sweep_every = sweep_every
-        self.clock = clock
+    url: str
+    _: KW_ONLY
+    min_connections: int = 1
+    max_connections: int = 5
+    server_settings: dict[str, str] = field(default_factory=dict)
+    chunk_bytes: int = CHUNK_BYTES
+    write_ahead: int = WRITE_AHEAD
+    read_ahead: int = READ_AHEAD
+    grace: float = GRACE_SECONDS
+    sweep_every: float = SWEEP_EVERY
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
         self._asyncpg = import_asyncpg("the PostgreSQL blob store")
         self._unavailable = unavailable_errors(self._asyncpg)
         self._pool: Any = None

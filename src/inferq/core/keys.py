@@ -17,6 +17,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from inferq.core.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from inferq.core.limits import Limits, check_limit
@@ -42,18 +43,17 @@ class TenantExists(Conflict):
         self.tenant = tenant
 
 
+@dataclass(eq=False)
 class KeyService:
-    def __init__(
-        self,
-        store: KeyStore,
-        *,
-        cache_seconds: float = 2.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.cache_seconds = cache_seconds
-        self.clock = clock
-        self._lookups: TimedLookups[ApiKey] = TimedLookups(cache_seconds, clock=clock)
+    """Creating, checking and revoking API keys."""
+
+    store: KeyStore
+    #: how long a looked-up key is trusted (a revocation takes this long to bite)
+    cache_seconds: float = 2.0
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self._lookups: TimedLookups[ApiKey] = TimedLookups(self.cache_seconds, clock=self.clock)
 
     async def create(
         self,

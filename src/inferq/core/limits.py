@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from inferq.core.errors import InvalidRequest, QueueFull
@@ -253,23 +254,20 @@ def estimate_tokens(body: Any) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) + max(output, 0)
 
 
+@dataclass(eq=False)
 class RateLimiter:
     """Admits a key's requests against its buckets and its tenant's."""
 
-    def __init__(
-        self,
-        store: RateStore,
-        *,
-        defaults: Limits = Limits(),
-        cache_seconds: float = 2.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.defaults = defaults
-        self.cache_seconds = cache_seconds
-        self.clock = clock
+    store: RateStore
+    #: the limits of a key that sets none
+    defaults: Limits = field(default_factory=Limits)
+    #: how long a tenant's limits, once read, are trusted
+    cache_seconds: float = 2.0
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
         # each tenant's limits, read once for the requests that miss together
-        self._tenants: TimedLookups[Limits] = TimedLookups(cache_seconds, clock=clock)
+        self._tenants: TimedLookups[Limits] = TimedLookups(self.cache_seconds, clock=self.clock)
 
     def key_limits(self, key: ApiKey) -> Limits:
         return Limits(key.rpm, key.tpm) | self.defaults
