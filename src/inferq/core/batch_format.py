@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from inferq.core.errors import InvalidRequest
 from inferq.core.ids import ordered_parts, ordered_uuid
 from inferq.core.models import Batch, BatchCounts, FileRecord, Job
+from inferq.core.states import JobState
 from inferq.core.work import Request
 
 #: rows inserted (and result rows read) per store round trip
@@ -109,6 +110,25 @@ class NewBatch:
     idempotency_key: str | None = None
     #: an ended batch whose unsucceeded rows this one reruns
     continued_from: str | None = None
+
+    def record(self, state: JobState, *, now: float, expires_at: float) -> Batch:
+        """The batch's first record: created ``now`` in ``state``."""
+        return Batch(
+            id=self.id or self.id_prefix + uuid.uuid4().hex,
+            tenant=self.tenant,
+            dialect=self.dialect,
+            model=self.model,
+            endpoint=self.endpoint,
+            state=state,
+            input_file_id=self.input_file_id,
+            created_at=now,
+            expires_at=expires_at,
+            params=self.params,
+            meta=self.meta,
+            idempotency_key=self.idempotency_key,
+            continued_from=self.continued_from,
+            updated_at=now,
+        )
 
 
 def row_object(data: Any, *, noun: str) -> tuple[dict[str, Any], str]:

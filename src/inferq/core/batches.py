@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,24 +103,8 @@ class BatchService(BatchParts):
         the same idempotency key created it); see :meth:`create` for the checks.
         """
         now = self.clock()
-        return await self.create(
-            Batch(
-                id=new.id or new.id_prefix + uuid.uuid4().hex,
-                tenant=new.tenant,
-                dialect=new.dialect,
-                model=new.model,
-                endpoint=new.endpoint,
-                state=JobState.VALIDATING,
-                input_file_id=new.input_file_id,
-                created_at=now,
-                expires_at=now + self.limits.window,
-                params=new.params,
-                meta=new.meta,
-                idempotency_key=new.idempotency_key,
-                continued_from=new.continued_from,
-                updated_at=now,
-            )
-        )
+        expires_at = now + self.limits.window
+        return await self.create(new.record(JobState.VALIDATING, now=now, expires_at=expires_at))
 
     async def create(self, batch: Batch) -> tuple[Batch, bool]:
         """Check and store a new batch in ``validating``; the runner takes it from there.

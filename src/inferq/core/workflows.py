@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from inferq.core.batch_format import NewBatch
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
 from inferq.core.inputs import check_text
 from inferq.core.limits import LAUNCH_SPACING, RateStore, space_launches
@@ -404,34 +405,30 @@ class WorkflowService:
             file_id = str(uuid.uuid4())
             await self.blobs.put(input_key(tenant, job_id, file_id), _once(f.data))
             entries.append(FileMeta(id=file_id, name=f.name, filetype=filetype, size=len(f.data)))
-        job = Batch(
+        meta = WorkflowMeta(
+            workflow_id=str(uuid.uuid4()),
+            workflow_name=f"job-{job_id[:8]}",
+            job_type="template" if template else "ephemeral",
+            template_id=template,
+            nodes=[n.to_dict() for n in nodes],
+            files=entries,
+            tasks={e["id"]: {n.id: READY for n in nodes} for e in entries},
+            errors={},
+            processing_status="SCHEDULED",
+            message=None,
+        )
+        new = NewBatch(
             id=job_id,
             tenant=tenant,
             dialect=DIALECT,
-            model=None,
             endpoint=WORKFLOW,
-            state=JobState.QUEUED,
             input_file_id=entries[0]["id"],
-            created_at=now,
-            # workflow jobs do not expire (they run until done or cancelled); the record
-            # needs a finite time (it is stored as JSON)
-            expires_at=now + 100 * 365 * 86400,
-            meta=record_meta(
-                WorkflowMeta(
-                    workflow_id=str(uuid.uuid4()),
-                    workflow_name=f"job-{job_id[:8]}",
-                    job_type="template" if template else "ephemeral",
-                    template_id=template,
-                    nodes=[n.to_dict() for n in nodes],
-                    files=entries,
-                    tasks={e["id"]: {n.id: READY for n in nodes} for e in entries},
-                    errors={},
-                    processing_status="SCHEDULED",
-                    message=None,
-                )
-            ),
-            total=len(entries),
+            meta=record_meta(meta),
         )
+        # workflow jobs do not expire (they run until done or cancelled); the record
+        # needs a finite time (it is stored as JSON)
+        expires_at = now + 100 * 365 * 86400
+        job = new.record(JobState.QUEUED, now=now, expires_at=expires_at).evolve(total=len(entries))
         stored, _ = await self.store.insert_batch(job)
         log.info("workflow job %s created (tenant=%s, %d files, %d nodes)", job_id, tenant,
                  len(entries), len(nodes))  # fmt: skip
