@@ -86,6 +86,8 @@ class RetentionLimits:
 
 @dataclass(frozen=True, slots=True)
 class SweepCounts:
+    """What one pass deleted: expired files, finished jobs and batches, orphan blobs."""
+
     files: int = 0
     jobs: int = 0
     batches: int = 0
