@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from inferq.cli.common import err, run, with_services
 from inferq.config import Settings
 from inferq.core.batch_format import NewBatch, describe
-from inferq.core.files import DATASET, blob_key
-from inferq.core.models import Batch, FileRecord
+from inferq.core.files import blob_key
+from inferq.core.models import Batch
 from inferq.core.states import JobState
 
 if TYPE_CHECKING:
@@ -26,20 +26,12 @@ async def submit(
     runtime: Runtime, path: Path, *, tenant: str, model: str, max_tokens: int | None
 ) -> Batch:
     """Upload ``path`` as a dataset and create a Fireworks-style batch over it."""
-    now = time.time()
     batch_id = "cli-" + uuid.uuid4().hex[:12]
     dataset = await runtime.files.create_dataset(
-        FileRecord(
-            id=batch_id + "-input",
-            tenant=tenant,
-            kind=DATASET,
-            purpose="dataset",
-            filename=path.name,
-            bytes=0,
-            created_at=now,
-            status="uploading",
-            meta={"displayName": path.name, "format": "CHAT"},
-        )
+        batch_id + "-input",
+        tenant=tenant,
+        filename=path.name,
+        meta={"displayName": path.name, "format": "CHAT"},
     )
 
     async def chunks() -> AsyncIterator[bytes]:

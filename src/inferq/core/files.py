@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from inferq.core.errors import Conflict, InvalidRequest, NotFound
 from inferq.core.models import FileRecord
@@ -167,10 +168,34 @@ class FileService:
 
     # -- datasets --------------------------------------------------------------
 
-    async def create_dataset(self, record: FileRecord) -> FileRecord:
-        stored = await self.store.insert_file(record)
+    async def create_dataset(
+        self,
+        dataset_id: str,
+        *,
+        tenant: str,
+        kind: str = DATASET,
+        purpose: str = "dataset",
+        filename: str = "",
+        meta: dict[str, Any] | None = None,
+    ) -> FileRecord:
+        """Record a new, empty record of named files (a dataset, or a dialect's own
+        ``kind``): ``uploading`` until :meth:`add_dataset_file` puts a file in it.
+        Conflict when the id is taken."""
+        stored = await self.store.insert_file(
+            FileRecord(
+                id=dataset_id,
+                tenant=tenant,
+                kind=kind,
+                purpose=purpose,
+                filename=filename,
+                bytes=0,
+                created_at=self.clock(),
+                status="uploading",
+                meta=dict(meta or {}),
+            )
+        )
         if stored is None:
-            raise Conflict(f"dataset {record.id} already exists", param="datasetId")
+            raise Conflict(f"dataset {dataset_id} already exists", param="datasetId")
         return stored
 
     async def add_dataset_file(

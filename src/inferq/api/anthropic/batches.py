@@ -28,7 +28,7 @@ from inferq.api.routing import Router
 from inferq.core import jsontext
 from inferq.core.batch_format import NewBatch
 from inferq.core.errors import ClientError, Conflict, InvalidRequest, NotFound
-from inferq.core.models import Batch, FileRecord
+from inferq.core.models import Batch
 
 router = Router(prefix="/v1/messages/batches", tags=["anthropic"])
 
@@ -79,17 +79,7 @@ async def create_batch(
     lines = _check(body, services)
     batch_id = ID_PREFIX + uuid.uuid4().hex
     record = await services.files.create_dataset(
-        FileRecord(
-            id=batch_id,
-            tenant=caller.tenant,
-            kind=KIND,
-            purpose="message_batch",
-            filename=REQUESTS,
-            bytes=0,
-            created_at=services.batches.clock(),
-            status="uploading",
-            meta={"files": {}},
-        )
+        batch_id, tenant=caller.tenant, kind=KIND, purpose="message_batch", filename=REQUESTS
     )
     try:
         await services.files.add_dataset_file(record, name=REQUESTS, chunks=_chunks(lines))

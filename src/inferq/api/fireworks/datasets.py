@@ -120,27 +120,17 @@ async def create_dataset(
             f"dataset {dataset_id} already exists: an open batch inference job writes it",
             param="datasetId",
         )
-    now = time.time()
-    record = FileRecord(
-        id=dataset_id,
-        tenant=caller.tenant,
-        kind=DATASET,
-        purpose="dataset",
-        filename="",
-        bytes=0,
-        created_at=now,
-        status="uploading",
-        meta={
-            "displayName": spec.display_name or "",
-            "format": fmt,
-            "exampleCount": str(spec.example_count),
-            "userUploaded": spec.user_uploaded or {},
-            "sourceJobName": spec.source_job_name or "",
-            "createdBy": caller.name,
-            "account": account_id,
-        },
-    )
-    return render_dataset(await services.files.create_dataset(record), account_id)
+    meta = {
+        "displayName": spec.display_name or "",
+        "format": fmt,
+        "exampleCount": str(spec.example_count),
+        "userUploaded": spec.user_uploaded or {},
+        "sourceJobName": spec.source_job_name or "",
+        "createdBy": caller.name,
+        "account": account_id,
+    }
+    record = await services.files.create_dataset(dataset_id, tenant=caller.tenant, meta=meta)
+    return render_dataset(record, account_id)
 
 
 @router.get(DATASETS)
