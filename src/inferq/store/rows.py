@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from inferq.core import jsontext
 from inferq.core.models import ApiKey, Batch, BatchCounts, FileRecord, Job, JobError
+from inferq.core.ports import BatchFilter, FileFilter, RowFilter
 from inferq.core.states import JobState, ServiceClass
 from inferq.core.work import Usage, request_from_dict, request_to_dict, result_from_dict
 
@@ -192,3 +193,12 @@ def fold_counts(groups: Iterable[Row]) -> BatchCounts:
             for name in ("prompt_tokens", "completion_tokens", "cached_tokens"):
                 counts[name] += int(group[name] or 0)
     return BatchCounts(**counts)
+
+
+def filter_params(flt: FileFilter | BatchFilter | RowFilter) -> dict[str, Any]:
+    """A listing's filter as the parameters of its query: one a field, under the field's
+    name (``states`` as the sorted state names, None for any state)."""
+    params = {f.name: getattr(flt, f.name) for f in dataclasses.fields(flt)}
+    if "states" in params and params["states"] is not None:
+        params["states"] = sorted(s.value for s in params["states"])
+    return params

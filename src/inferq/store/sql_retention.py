@@ -16,23 +16,27 @@ class SqlRetention(Generic[E]):
 
     db: E
 
+    # -- what it reads -------------------------------------------------------------------
+
     async def expired_files(self, *, now: float, limit: int) -> list[FileRecord]:
         found = await self.db.fetch_all("expired_files", {"now": now, "limit": limit})
         return [rows.row_to_file(r) for r in found]
-
-    async def purge_jobs(self, *, cutoff: float, limit: int, workflow_origin: str) -> int:
-        params = {"cutoff": cutoff, "limit": limit, "workflow_origin": workflow_origin}
-        return await self.db.execute("purge_jobs", params)
 
     async def finished_batches(self, *, cutoff: float, limit: int) -> list[Batch]:
         found = await self.db.fetch_all("finished_batches", {"cutoff": cutoff, "limit": limit})
         return [rows.row_to_batch(r) for r in found]
 
-    async def purge_batch_rows(self, *, tenant: str, batch_id: str, limit: int) -> int:
-        params = {"tenant": tenant, "batch_id": batch_id, "limit": limit}
-        return await self.db.execute("purge_batch_rows", params)
-
     async def known_records(self, ids: list[str]) -> set[str]:
         if not ids:
             return set()
         return {r["id"] for r in await self.db.fetch_all("known_records", {"ids": ids})}
+
+    # -- what it deletes -----------------------------------------------------------------
+
+    async def purge_jobs(self, *, cutoff: float, limit: int, workflow_origin: str) -> int:
+        params = {"cutoff": cutoff, "limit": limit, "workflow_origin": workflow_origin}
+        return await self.db.execute("purge_jobs", params)
+
+    async def purge_batch_rows(self, *, tenant: str, batch_id: str, limit: int) -> int:
+        params = {"tenant": tenant, "batch_id": batch_id, "limit": limit}
+        return await self.db.execute("purge_batch_rows", params)

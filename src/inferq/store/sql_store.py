@@ -11,7 +11,6 @@ groups into one statement.
 
 from __future__ import annotations
 
-import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -21,10 +20,8 @@ from inferq.core.events import TextRelay
 from inferq.core.fairness import Settlement, TenantShare, check_weight
 from inferq.core.models import (
     ActiveCount,
-    ApiKey,
     Batch,
     BatchCounts,
-    FileRecord,
     Job,
     JobError,
     JobFilter,
@@ -35,7 +32,6 @@ from inferq.core.ports import (
     BatchFilter,
     ClaimOrder,
     Ending,
-    FileFilter,
     RowFilter,
     Store,
     insert_then_claim,
@@ -48,6 +44,8 @@ from inferq.store.executor import Executor, Params, Steps, count, one
 from inferq.store.fair import Rescues, in_order, share_of
 from inferq.store.nodes import SqlNodes
 from inferq.store.rows import Row
+from inferq.store.sql_files import SqlFiles
+from inferq.store.sql_keys import SqlKeys
 from inferq.store.sql_limits import SqlLimits
 from inferq.store.sql_retention import SqlRetention
 from inferq.store.sql_webhooks import SqlWebhooks
@@ -55,7 +53,16 @@ from inferq.store.sql_webhooks import SqlWebhooks
 E = TypeVar("E", bound=Executor)
 
 
-class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store, Generic[E]):
+class SqlStore(
+    SqlFiles[E],
+    SqlKeys[E],
+    SqlLimits[E],
+    SqlNodes[E],
+    SqlRetention[E],
+    SqlWebhooks[E],
+    Store,
+    Generic[E],
+):
     """Every port of :class:`~inferq.core.ports.Store` over the executor ``db``."""
 
     def __init__(self, db: E) -> None:
@@ -226,25 +233,6 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
             for r in await self.db.fetch_all("finished_counts", params)
         ]
 
-    # -- files and datasets --------------------------------------------------
-
-    async def insert_file(self, record: FileRecord) -> FileRecord | None:
-        row = await self.db.fetch_one("insert_file", rows.file_params(record))
-        return record.evolve(seq=int(row["seq"])) if row else None
-
-    async def get_file(self, file_id: str, *, tenant: str) -> FileRecord | None:
-        row = await self.db.fetch_one("get_file", {"id": file_id, "tenant": tenant})
-        return rows.row_to_file(row) if row else None
-
-    async def list_files(self, flt: FileFilter) -> list[FileRecord]:
-        return [rows.row_to_file(r) for r in await self.db.fetch_all("list_files", _params(flt))]
-
-    async def update_file(self, record: FileRecord) -> bool:
-        return await self.db.execute("update_file", rows.file_params(record)) > 0
-
-    async def delete_file(self, file_id: str, *, tenant: str) -> bool:
-        return await self.db.execute("delete_file", {"id": file_id, "tenant": tenant}) > 0
-
     # -- batches ------------------------------------------------------------------
 
     async def insert_batch(self, batch: Batch) -> tuple[Batch, bool]:
@@ -258,7 +246,7 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         return rows.row_to_batch(row) if row else None
 
     async def list_batches(self, flt: BatchFilter) -> list[Batch]:
-        found = await self.db.fetch_all("list_batches", _params(flt))
+        found = await self.db.fetch_all("list_batches", rows.filter_params(flt))
         return [rows.row_to_batch(r) for r in found]
 
     async def active_batches(
@@ -308,7 +296,8 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
         return rows.fold_counts(await self.db.fetch_all("batch_counts", params))
 
     async def batch_rows(self, flt: RowFilter) -> list[Job]:
-        return [rows.row_to_job(r) for r in await self.db.fetch_all("batch_rows", _params(flt))]
+        found = await self.db.fetch_all("batch_rows", rows.filter_params(flt))
+        return [rows.row_to_job(r) for r in found]
 
     async def duplicate_custom_ids(
         self, *, tenant: str, batch_id: str, limit: int
@@ -320,25 +309,6 @@ class SqlStore(SqlLimits[E], SqlNodes[E], SqlRetention[E], SqlWebhooks[E], Store
     async def finish_rows(self, ending: Ending, *, tenant: str, batch_id: str, now: float) -> int:
         params = {"tenant": tenant, "batch_id": batch_id, **_ending("finish_rows", ending)}
         return await self._change_rows("finish_rows", {**params, "now": now})
-
-    # -- API keys ---------------------------------------------------------------
-
-    async def insert_key(self, key: ApiKey, *, key_hash: str) -> None:
-        try:
-            await self.db.execute("insert_key", rows.key_params(key, key_hash))
-        except Conflict as exc:
-            raise Conflict(f"a key named {key.name!r} already exists", param="name") from exc
-
-    async def find_key(self, key_hash: str) -> ApiKey | None:
-        row = await self.db.fetch_one("find_key", {"key_hash": key_hash})
-        return rows.row_to_key(row) if row else None
-
-    async def list_keys(self) -> list[ApiKey]:
-        return [rows.row_to_key(r) for r in await self.db.fetch_all("list_keys", {})]
-
-    async def revoke_key(self, id_or_name: str, *, now: float) -> ApiKey | None:
-        row = await self.db.fetch_one("revoke_key", {"key": id_or_name, "now": now})
-        return rows.row_to_key(row) if row else None
 
 
 # -- what several statements do together ------------------------------------------------
@@ -430,17 +400,3 @@ def _ending(method: str, ending: Ending) -> dict[str, Any]:
         raise ValueError(f"{method} needs a terminal state, not {ending.state.value}")
     error = rows.dumps(ending.error.to_dict()) if ending.error else None
     return {"state": ending.state.value, "error": error}
-
-
-def _params(flt: FileFilter | BatchFilter | RowFilter) -> Params:
-    """A listing's filter as the parameters of its query: one a field, under the field's
-    name (``states`` as :func:`_states` writes it)."""
-    params = {f.name: getattr(flt, f.name) for f in dataclasses.fields(flt)}
-    if "states" in params:
-        params["states"] = _states(params["states"])
-    return params
-
-
-def _states(states: frozenset[JobState] | None) -> list[str] | None:
-    """A state filter (None: any state)."""
-    return sorted(s.value for s in states) if states is not None else None
