@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from inferq import __version__
 from inferq.cli import app
+from inferq.cli.common import ServiceOptions
 from inferq.core.keys import KeyService
 from inferq.core.states import JobState
 from inferq.store.sqlite import SQLiteStore
@@ -31,6 +32,38 @@ def data_dir(tmp_path: Path) -> Path:
 def test_version() -> None:
     code, out, _ = invoke("--version")
     assert code == 0 and __version__ in out
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_help_shows_each_option_with_its_environment_variable(command: str) -> None:
+    code, out, _ = invoke(command, "--help")
+    assert code == 0
+    text = "".join(out.split())  # the help wraps its lines (at spaces and hyphens)
+    for flag, hint in [
+        ("--data-dir", "[env INFERQ_DATA_DIR; default ./inferq-data]"),
+        ("--models", "[env INFERQ_MODELS_FILE]"),
+        ("--database-url", "[env INFERQ_DATABASE_URL]"),
+        ("--log-level", "debug, info, warning, error."),
+        ("--log-format", "[env INFERQ_LOG_FORMAT]"),
+    ]:
+        assert flag in text and "".join(hint.split()) in text
+
+
+def test_service_options_make_the_settings_and_a_child_process_command_line(
+    tmp_path: Path,
+) -> None:
+    options = ServiceOptions(tmp_path / "d", tmp_path / "m.toml", None, "debug", None)
+    assert options.argv() == [
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--models",
+        str(tmp_path / "m.toml"),
+        "--log-level",
+        "debug",
+    ]
+    config = options.settings(port=9001)
+    assert config.data_dir == tmp_path / "d" and config.models_file == tmp_path / "m.toml"
+    assert (config.log_level.lower(), config.port) == ("debug", 9001)
 
 
 def test_keys_create_prints_only_the_key_and_it_authenticates(data_dir: Path) -> None:

@@ -37,6 +37,9 @@ app = typer.Typer(
     help="inferq: durable inference jobs behind the APIs your clients already speak.",
     no_args_is_help=True,
     add_completion=False,
+    # plain help: the options' "[env …; default …]" hints are text, not rich markup
+    # (which would swallow them); every command group inherits it
+    rich_markup_mode=None,
 )
 app.command()(serve)
 app.command()(worker)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -74,6 +76,32 @@ def settings(**given: Any) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _with_options(
+    command: Callable[..., None],
+    options: dict[str, Any],
+    into: str,
+    make: Callable[..., object],
+) -> Callable[..., None]:
+    """``command`` with the Typer ``options`` (parameter names to their annotated types)
+    after its own parameters, given to it as one argument: ``into=make(**options)``."""
+    own = inspect.signature(command, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != into]
+    params += [
+        inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
+        for key, option in options.items()
+    ]
+
+    @functools.wraps(command)
+    def with_options(*args: Any, **kwargs: Any) -> None:
+        given = {key: kwargs.pop(key) for key in options}
+        command(*args, **{into: make(**given)}, **kwargs)
+
+    # what Typer reads the options from
+    with_options.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {p.name: p.annotation for p in params}
+    return with_options
+
+
 def database_command(
     app: typer.Typer, name: str
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -82,27 +110,25 @@ def database_command(
 
     The function takes ``config: Settings`` in their place: the settings they make.
     """
+    options = {"data_dir": DataDir, "database_url": DatabaseUrl}
 
     def register(command: Callable[..., None]) -> Callable[..., None]:
-        own = inspect.signature(command, eval_str=True)
-        params = [p for p in own.parameters.values() if p.name != "config"]
-        params += [
-            inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
-            for key, option in (("data_dir", DataDir), ("database_url", DatabaseUrl))
-        ]
-
-        @functools.wraps(command)
-        def with_config(
-            *args: Any, data_dir: Path | None, database_url: str | None, **kwargs: Any
-        ) -> None:
-            command(*args, config=settings(data_dir=data_dir, database_url=database_url), **kwargs)
-
-        # what Typer reads the options from
-        with_config.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
-        with_config.__annotations__ = {p.name: p.annotation for p in params}
-        return app.command(name)(with_config)
+        return app.command(name)(_with_options(command, options, "config", settings))
 
     return register
+
+
+def service_command(command: Callable[..., None]) -> Callable[..., None]:
+    """The decorated command (``serve``, ``worker``) with the options of a process that
+    runs the service after its own, given to it as ``options: ServiceOptions``."""
+    options = {
+        "data_dir": DataDir,
+        "models": ModelsFile,
+        "database_url": DatabaseUrl,
+        "log_level": LogLevel,
+        "log_format": LogFormat,
+    }
+    return _with_options(command, options, "options", ServiceOptions)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -167,26 +193,30 @@ def configure_logging(settings: Settings) -> None:
     logs.configure(level=settings.log_level, fmt=settings.log_format)
 
 
-def service_settings(
-    data_dir: Path | None,
-    models: Path | None,
-    database_url: str | None,
-    log_level: str | None,
-    log_format: str | None,
-    **more: Any,
-) -> Settings:
-    """The settings of a process that runs the service (``serve``, ``worker``) from the
-    options both take, and ``more``; its logging configured as they say."""
-    config = settings(
-        data_dir=data_dir,
-        models_file=models,
-        database_url=database_url,
-        log_level=log_level,
-        log_format=log_format,
-        **more,
-    )
-    configure_logging(config)
-    return config
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """The options of both commands that run the service (``serve``, ``worker``), as
+    given (None: not given, so the environment or the default applies)."""
+
+    data_dir: Path | None
+    models: Path | None
+    database_url: str | None
+    log_level: str | None
+    log_format: str | None
+
+    def settings(self, **more: Any) -> Settings:
+        """The process's settings from these options and ``more``; its logging
+        configured as they say."""
+        given = dataclasses.asdict(self)
+        given["models_file"] = given.pop("models")
+        config = settings(**given, **more)
+        configure_logging(config)
+        return config
+
+    def argv(self) -> list[str]:
+        """The options given, as the command line of a process this one starts."""
+        given = {"--" + name.replace("_", "-"): v for name, v in dataclasses.asdict(self).items()}
+        return [str(part) for flag, v in given.items() if v is not None for part in (flag, v)]
 
 
 def state_filter(name: str | None) -> frozenset[JobState] | None:

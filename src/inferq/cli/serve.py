@@ -11,15 +11,11 @@ from typing import Annotated, Any
 import typer
 
 from inferq.cli.common import (
-    DatabaseUrl,
-    DataDir,
-    LogFormat,
-    LogLevel,
-    ModelsFile,
+    ServiceOptions,
     err,
     fail,
     load_models,
-    service_settings,
+    service_command,
     with_store,
 )
 from inferq.config import Settings
@@ -28,17 +24,14 @@ from inferq.core.keys import KeyService
 from inferq.store.base import JobStore
 
 
+@service_command
 def serve(
+    options: ServiceOptions,
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8000].")] = None,
-    data_dir: DataDir = None,
-    models: ModelsFile = None,
-    database_url: DatabaseUrl = None,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Run a worker in this process.")
     ] = True,
-    log_level: LogLevel = None,
-    log_format: LogFormat = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -68,20 +61,12 @@ def serve(
     from inferq.api.timeouts import http_protocol
     from inferq.cli.processes import heartbeat
 
-    config = service_settings(
-        data_dir, models, database_url, log_level, log_format, host=host, port=port, worker=worker
-    )
+    config = options.settings(host=host, port=port, worker=worker)
     load_models(config)
     first_start(config)
     if workers > 1:
-        options = {
-            "--data-dir": data_dir,
-            "--models": models,
-            "--database-url": database_url,
-            "--log-level": log_level,
-            "--log-format": log_format,
-        }
-        _serve_processes(config, workers=workers, options=options, metrics_port=worker_metrics_port)
+        argv = options.argv()
+        _serve_processes(config, workers=workers, argv=argv, metrics_port=worker_metrics_port)
         return
     # signed URLs carry their credential in the path: keep it out of the access log
     # (uvicorn's logging setup keeps the filters of the loggers it configures)
@@ -134,15 +119,14 @@ def _serve_processes(
     config: Settings,
     *,
     workers: int,
-    options: Mapping[str, object],
+    argv: list[str],
     metrics_port: int | None = None,
 ) -> None:
-    """The supervisor of ``--workers N`` (:mod:`inferq.cli.processes`); ``options`` are
-    the flags given, passed on to every process it starts; ``metrics_port`` goes to
+    """The supervisor of ``--workers N`` (:mod:`inferq.cli.processes`); ``argv``, the
+    options given, is passed on to every process it starts; ``metrics_port`` goes to
     the worker (its environment's INFERQ_WORKER_METRICS_PORT reaches it anyway)."""
     from inferq.cli.processes import bind_each, serve_processes
 
-    argv = [str(part) for flag, v in options.items() if v is not None for part in (flag, v)]
     try:
         socks = bind_each(config.host, config.port, workers)
     except OSError as exc:

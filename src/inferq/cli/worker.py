@@ -10,23 +10,16 @@ from typing import Annotated
 import typer
 
 from inferq.cli.common import (
-    DatabaseUrl,
-    DataDir,
-    LogFormat,
-    LogLevel,
-    ModelsFile,
+    ServiceOptions,
     fail,
     run,
-    service_settings,
+    service_command,
 )
 
 
+@service_command
 def worker(
-    data_dir: DataDir = None,
-    models: ModelsFile = None,
-    database_url: DatabaseUrl = None,
-    log_level: LogLevel = None,
-    log_format: LogFormat = None,
+    options: ServiceOptions,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -50,15 +43,8 @@ def worker(
     from inferq.api.dialects import DIALECTS
     from inferq.runtime import freeze_startup_heap, open_runtime
 
-    config = service_settings(
-        data_dir,
-        models,
-        database_url,
-        log_level,
-        log_format,
-        worker=True,
-        worker_metrics_port=metrics_port,
-        worker_metrics_host=metrics_host,
+    config = options.settings(
+        worker=True, worker_metrics_port=metrics_port, worker_metrics_host=metrics_host
     )
     sock = None
     if config.worker_metrics_port is not None:
