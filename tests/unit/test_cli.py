@@ -66,6 +66,12 @@ def test_service_options_make_the_settings_and_a_child_process_command_line(
     assert (config.log_level.lower(), config.port) == ("debug", 9001)
 
 
+def test_service_options_keep_the_database_url_out_of_their_repr() -> None:
+    options = ServiceOptions(None, None, "postgresql://inferq:s3cret-pw@db/inferq", None, None)
+    assert "s3cret-pw" not in repr(options)
+    assert options.argv() == ["--database-url", "postgresql://inferq:s3cret-pw@db/inferq"]
+
+
 def test_keys_create_prints_only_the_key_and_it_authenticates(data_dir: Path) -> None:
     code, out, err = invoke("keys", "create", "--name", "alice", "--data-dir", str(data_dir))
     assert code == 0

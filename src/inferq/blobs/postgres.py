@@ -151,7 +151,8 @@ class _PostgresWriter(BlobWriter):
 class PostgresBlobs(BlobStore):
     """Blobs in the PostgreSQL database at ``url`` (whose schema has the blob tables)."""
 
-    url: str
+    #: may hold the database's password: kept out of the repr
+    url: str = field(repr=False)
     _: KW_ONLY
     min_connections: int = 1
     max_connections: int = 5

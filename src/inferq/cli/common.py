@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -200,7 +200,8 @@ class ServiceOptions:
 
     data_dir: Path | None
     models: Path | None
-    database_url: str | None
+    #: may hold the database's password: kept out of the repr
+    database_url: str | None = field(repr=False)
     log_level: str | None
     log_format: str | None
 
