@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     #: where the SQLite database and local files live
     data_dir: Path = Path("inferq-data")
     #: ``postgresql://…``, ``sqlite:///PATH`` or ``memory://``; empty: ``<data_dir>/inferq.db``
-    database_url: str = ""
+    database_url: str = Field(default="", repr=False)
     #: connections a process keeps open to PostgreSQL, at least and at most
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     #: how long a batch may run before it expires, keeping what finished (hours)
     batch_window_hours: float = Field(default=24.0, gt=0)
     #: secret that signs download and upload URLs; empty: one kept in ``<data_dir>/signing.key``
-    signing_key: str = ""
+    signing_key: str = Field(default="", repr=False)
     #: how long a signed URL stays valid (seconds)
     signed_url_seconds: float = Field(default=600.0, gt=0)
     #: document workflows (Unstructured jobs): files per job, bytes per file, jobs of
@@ -108,10 +108,10 @@ class Settings(BaseSettings):
     #: ``postgres`` (the job store's database) or ``s3://BUCKET/PREFIX`` (a bucket; the
     #: ``AWS_*`` variables or the URL's query name its endpoint, region and credentials);
     #: empty: PostgreSQL when the job store is PostgreSQL, else ``<data_dir>/blobs``
-    blob_url: str = ""
+    blob_url: str = Field(default="", repr=False)
     #: a Bearer token that may read ``GET /metrics`` (a Prometheus scraper's), besides
     #: admin API keys; empty: admin keys only
-    metrics_token: str = ""
+    metrics_token: str = Field(default="", repr=False)
     #: ``inferq worker``: serve ``GET /metrics`` on this port (none: no listener)
     worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     #: ``inferq worker``: the address of its metrics listener
