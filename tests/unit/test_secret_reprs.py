@@ -7,6 +7,7 @@ from pathlib import Path
 
 from inferq.blobs.postgres import PostgresBlobs
 from inferq.config import Settings
+from inferq.core.webhooks import Claimed, Delivery, Endpoint, new_secret
 
 
 def test_the_settings_keep_their_secrets_out_of_their_repr(tmp_path: Path) -> None:
@@ -25,3 +26,18 @@ def test_the_settings_keep_their_secrets_out_of_their_repr(tmp_path: Path) -> No
 def test_the_postgres_blob_store_keeps_its_url_out_of_its_repr() -> None:
     blobs = PostgresBlobs("postgresql://inferq:s3cret-pw@db:5432/inferq")
     assert "s3cret-pw" not in repr(blobs) and "s3cret-pw" not in str(blobs)
+
+
+def test_a_webhook_endpoint_and_a_claimed_delivery_keep_the_signing_secret_out() -> None:
+    secret = new_secret()
+    endpoint = Endpoint(
+        id="we_1", tenant="t", url="https://example.com/hook", events=(), secret=secret,
+        created_at=0.0,
+    )  # fmt: skip
+    assert secret not in repr(endpoint) and endpoint.secret == secret
+    delivery = Delivery(
+        id="wh_1", endpoint_id="we_1", tenant="t", event_id="evt_1", event_type="job.succeeded",
+        subject_id="j", event_at=0.0,
+    )  # fmt: skip
+    claimed = Claimed(delivery=delivery, url=endpoint.url, secret=secret)
+    assert secret not in repr(claimed)

@@ -164,8 +164,8 @@ class Endpoint:
     url: str
     #: the event types sent; empty: every one
     events: tuple[str, ...]
-    #: ``whsec_`` and the base64 of the key (Standard Webhooks' form)
-    secret: str
+    #: ``whsec_`` and the base64 of the key (Standard Webhooks' form); not in the repr
+    secret: str = field(repr=False)
     created_at: float
 
     def wants(self, event_type: str) -> bool:
@@ -239,7 +239,7 @@ class Claimed:
 
     delivery: Delivery
     url: str
-    secret: str
+    secret: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
