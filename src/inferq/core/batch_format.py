@@ -92,8 +92,9 @@ class BatchLimits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewBatch:
-    """A batch as a dialect asks for it; :meth:`BatchService.submit` gives it its id,
-    its times (the expiry is the completion window from now) and its first state."""
+    """A batch as a dialect (or the workflow service) asks for it; :meth:`record` gives
+    it its id, its times and its first state (:meth:`BatchService.submit`: ``validating``,
+    expiring at the end of the completion window)."""
 
     tenant: str
     #: the dialect whose :class:`BatchFormat` reads its lines and writes its outputs
