@@ -183,11 +183,11 @@ def test_dataset_create_errors(api: Api) -> None:
     assert_status(bad_id, 400, 3)
     assert_status(client.post(f"{BASE}/datasets", json={"dataset": {}}), 400, 3)
     make_dataset(client, "ds")
-    assert_status(
-        client.post(f"{BASE}/datasets", json={"datasetId": "ds", "dataset": {"exampleCount": 1}}),
-        409,
-        6,
+    taken = client.post(
+        f"{BASE}/datasets", json={"datasetId": "ds", "dataset": {"exampleCount": 1}}
     )
+    assert_status(taken, 409, 6)
+    assert taken.json()["message"] == "dataset ds already exists"
     assert_status(client.get(f"{BASE}/datasets/ds", headers={"authorization": "Bearer x"}), 401, 16)
 
 

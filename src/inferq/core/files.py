@@ -195,7 +195,8 @@ class FileService:
             )
         )
         if stored is None:
-            raise Conflict(f"dataset {dataset_id} already exists", param="datasetId")
+            noun = "dataset" if kind == DATASET else "record"
+            raise Conflict(f"{noun} {dataset_id} already exists")
         return stored
 
     async def add_dataset_file(
