@@ -262,22 +262,33 @@ def test_a_killed_supervisor_takes_its_children_with_it(tmp_path: Path) -> None:
 
 
 def test_workers_on_postgresql(tmp_path: Path) -> None:
-    """Two API processes and a worker on one PostgreSQL schema: sync chat through both."""
+    """Two API processes and a worker on one PostgreSQL schema named by --database-url:
+    sync chat through both. The children get the URL (it may hold a password) in their
+    environment, not on their command lines, which every user of the machine can read."""
     import asyncio
 
     from tests.acceptance.cluster import fresh_schema, schema_url
 
     async def run() -> None:
         async with fresh_schema() as schema:
+            url = schema_url(schema)
             server = Server(
                 tmp_path / "data",
                 models_file=fake_models_file(tmp_path / "models.toml"),
-                env={"INFERQ_DATABASE_URL": schema_url(schema)},
-                args=("--workers", "2"),
+                args=("--workers", "2", "--database-url", url),
             )
             await asyncio.to_thread(server.start)
             try:
-                key = await asyncio.to_thread(server.create_key, "pg")
+                assert server.proc is not None
+                kids = children(server.proc.pid)
+                assert len(kids) == 3
+                assert not any(url in command_line(pid) for pid in kids)
+                # the key exists only in the PostgreSQL schema: a child on any other
+                # store would refuse it
+                out = await asyncio.to_thread(
+                    server.cli, "keys", "create", "--name", "pg", "--database-url", url
+                )
+                key = out.strip().splitlines()[-1]
                 for _ in range(4):
                     async with openai.AsyncOpenAI(
                         api_key=key, base_url=f"{server.url}/v1", max_retries=0

@@ -66,10 +66,13 @@ def test_service_options_make_the_settings_and_a_child_process_command_line(
     assert (config.log_level.lower(), config.port) == ("debug", 9001)
 
 
-def test_service_options_keep_the_database_url_out_of_their_repr() -> None:
-    options = ServiceOptions(None, None, "postgresql://inferq:s3cret-pw@db/inferq", None, None)
+def test_service_options_keep_the_database_url_out_of_their_repr_and_command_lines() -> None:
+    url = "postgresql://inferq:s3cret-pw@db/inferq"
+    options = ServiceOptions(None, None, url, None, None)
     assert "s3cret-pw" not in repr(options)
-    assert options.argv() == ["--database-url", "postgresql://inferq:s3cret-pw@db/inferq"]
+    # a child process gets it in its environment, not on its command line (which `ps`
+    # shows every user of the machine)
+    assert options.argv() == [] and options.environ() == {"INFERQ_DATABASE_URL": url}
 
 
 def test_keys_create_prints_only_the_key_and_it_authenticates(data_dir: Path) -> None:

@@ -215,9 +215,19 @@ class ServiceOptions:
         return config
 
     def argv(self) -> list[str]:
-        """The options given, as the command line of a process this one starts."""
-        given = {"--" + name.replace("_", "-"): v for name, v in dataclasses.asdict(self).items()}
+        """The options given, as the command line of a process this one starts; but the
+        database URL, which may hold a password (a command line is shown to every user of
+        the machine): :meth:`environ` passes that on."""
+        given = {
+            "--" + name.replace("_", "-"): v
+            for name, v in dataclasses.asdict(self).items()
+            if name != "database_url"
+        }
         return [str(part) for flag, v in given.items() if v is not None for part in (flag, v)]
+
+    def environ(self) -> dict[str, str]:
+        """What a process this one starts inherits in its environment: the database URL."""
+        return {} if self.database_url is None else {"INFERQ_DATABASE_URL": self.database_url}
 
 
 def state_filter(name: str | None) -> frozenset[JobState] | None:

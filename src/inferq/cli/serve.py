@@ -4,6 +4,7 @@ creates the admin key and prints it once, on stderr."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -65,6 +66,9 @@ def serve(
     load_models(config)
     first_start(config)
     if workers > 1:
+        # the children inherit the environment: the database URL goes there, not in
+        # their command lines
+        os.environ.update(options.environ())
         argv = options.argv()
         _serve_processes(config, workers=workers, argv=argv, metrics_port=worker_metrics_port)
         return
